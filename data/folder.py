@@ -1,0 +1,239 @@
+"""Image folders: ``ROOT/train/<class>/*`` and optionally ``ROOT/test/<class>/*``.
+
+* Classes are the sorted sub-folder names of ``train/`` (hidden ones skipped);
+  every class of ``test/`` must also be a class of ``train/``.
+* Files ending in .jpg/.jpeg/.png/.bmp (any case) are read with PIL, converted
+  to RGB and resized bilinearly to the requested (H, W); other files are
+  ignored.
+* Without a ``test/`` folder there is no test split, so the one-class split
+  uses the validation protocol.
+* Decoding runs on a thread pool with a tqdm progress bar. The decoded arrays
+  are cached as ``.npz`` under ``$DROC_CACHE_DIR`` (default ``~/.cache/droc``),
+  keyed by a hash of the absolute root, the sorted file list with sizes and
+  modification times, and the target shape; a stale or broken cache entry is
+  simply rebuilt, and failing to write one only logs a warning.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from typing import Optional, Sequence
+
+import numpy as np
+
+from data.base import LabeledSplits
+from util.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp')
+CACHE_ENV = 'DROC_CACHE_DIR'
+_CACHE_VERSION = 1
+_DECODE_CHUNK = 128  # files per thread-pool task
+_LAYOUT_HINT = 'expected ROOT/train/<class>/*.{jpg,jpeg,png,bmp} and optionally ROOT/test/<class>/*'
+
+
+def cache_dir() -> str:
+    """Where decoded folders are cached: $DROC_CACHE_DIR or ~/.cache/droc."""
+    return os.environ.get(CACHE_ENV) or os.path.join(os.path.expanduser('~'), '.cache', 'droc')
+
+
+def _subdirs(path: str) -> list:
+    with os.scandir(path) as it:
+        return sorted(e.name for e in it if e.is_dir() and not e.name.startswith('.'))
+
+
+def _list_images(class_dir: str) -> list:
+    """[(path, size, mtime_ns)] of the image files in ``class_dir``, sorted by name."""
+    found = []
+    with os.scandir(class_dir) as it:
+        for entry in it:
+            if entry.name.startswith('.') or not entry.name.lower().endswith(IMAGE_EXTENSIONS):
+                continue
+            if not entry.is_file():  # follows symlinks
+                continue
+            st = entry.stat()  # follows symlinks
+            found.append((entry.path, st.st_size, st.st_mtime_ns))
+    found.sort()
+    return found
+
+
+def _scan_split(split_dir: str, classes: Sequence[str]):
+    files, labels = [], []
+    for label, name in enumerate(classes):
+        class_dir = os.path.join(split_dir, name)
+        if not os.path.isdir(class_dir):
+            continue
+        images = _list_images(class_dir)
+        if not images:
+            raise ConfigError(f'class folder {class_dir} has no .jpg/.jpeg/.png/.bmp images; '
+                              'add images or remove the folder')
+        files.extend(images)
+        labels.extend([label] * len(images))
+    return files, np.asarray(labels, dtype=np.int64)
+
+
+def scan_folder(root: str):
+    """Validate the layout; return (absolute root, classes, train_files, train_labels,
+    test_files|None, test_labels|None), files being (path, size, mtime_ns) tuples."""
+    if not root:
+        raise ConfigError(f'the folder dataset needs --root=<dir>; {_LAYOUT_HINT}')
+    root = os.path.abspath(os.path.expanduser(str(root)))
+    if not os.path.isdir(root):
+        raise ConfigError(f'--root {root} does not exist or is not a folder; {_LAYOUT_HINT}')
+    train_dir = os.path.join(root, 'train')
+    if not os.path.isdir(train_dir):
+        raise ConfigError(f'{root} has no train/ folder; {_LAYOUT_HINT}')
+    classes = _subdirs(train_dir)
+    if not classes:
+        raise ConfigError(f'{train_dir} has no class sub-folders; {_LAYOUT_HINT}')
+    train_files, train_labels = _scan_split(train_dir, classes)
+
+    test_dir = os.path.join(root, 'test')
+    test_files = test_labels = None
+    if os.path.isdir(test_dir):
+        test_classes = _subdirs(test_dir)
+        unknown = [c for c in test_classes if c not in classes]
+        if unknown:
+            raise ConfigError(
+                f'{test_dir} has class folder(s) {", ".join(unknown)} that are not in '
+                f'train/ (classes: {", ".join(classes)}); rename or remove them')
+        if not test_classes:
+            raise ConfigError(f'{test_dir} has no class sub-folders; add test/<class>/ '
+                              'folders or remove test/')
+        test_files, test_labels = _scan_split(test_dir, classes)
+    return root, classes, train_files, train_labels, test_files, test_labels
+
+
+def _cache_key(root: str, classes, train_files, test_files, input_shape) -> str:
+    def rel(files):
+        return [[os.path.relpath(p, root), size, mtime] for p, size, mtime in files or []]
+
+    payload = json.dumps({'version': _CACHE_VERSION, 'root': root, 'classes': list(classes),
+                          'train': rel(train_files), 'test': rel(test_files),
+                          'has_test': test_files is not None,
+                          'shape': [int(d) for d in input_shape]})
+    return hashlib.sha256(payload.encode('utf-8')).hexdigest()
+
+
+def _cache_path(root: str, key: str) -> str:
+    base = ''.join(c if c.isalnum() or c in '-_' else '_' for c in os.path.basename(root))
+    return os.path.join(cache_dir(), f'folder-{base or "root"}-{key[:24]}.npz')
+
+
+def _load_cache(path: str, key: str) -> Optional[LabeledSplits]:
+    if not os.path.isfile(path):
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if str(z['key']) != key:
+                return None
+            has_test = bool(z['has_test'])
+            return LabeledSplits(
+                train_images=z['train_images'], train_labels=z['train_labels'],
+                test_images=z['test_images'] if has_test else None,
+                test_labels=z['test_labels'] if has_test else None,
+                class_names=[str(n) for n in z['class_names']])
+    except Exception as exc:  # corrupt or partial file: rebuild
+        logger.warning('ignoring unreadable cache %s (%s)', path, exc)
+        return None
+
+
+def _save_cache(path: str, key: str, splits: LabeledSplits) -> None:
+    tmp = None
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix='.tmp.npz')
+        empty = np.zeros((0,) + splits.train_images.shape[1:], np.uint8)
+        with os.fdopen(fd, 'wb') as f:
+            np.savez(f, key=np.asarray(key), has_test=np.asarray(splits.has_test),
+                     class_names=np.asarray(splits.class_names, dtype=str),
+                     train_images=splits.train_images, train_labels=splits.train_labels,
+                     test_images=splits.test_images if splits.has_test else empty,
+                     test_labels=(splits.test_labels if splits.has_test
+                                  else np.zeros(0, np.int64)))
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+        tmp = None
+        logger.info('cached decoded folder at %s', path)
+    except Exception as exc:  # the cache is only an optimisation
+        logger.warning('could not write folder cache %s (%s); continuing without it', path, exc)
+    finally:
+        if tmp is not None:
+            try:
+                os.remove(tmp)
+            except OSError:
+                pass
+
+
+def decode_image(path: str, height: int, width: int) -> np.ndarray:
+    """Read one image file as uint8 RGB (height, width, 3); ConfigError naming a bad file."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            img = img.convert('RGB')
+            if img.size != (width, height):
+                img = img.resize((width, height), Image.BILINEAR)
+            arr = np.asarray(img, dtype=np.uint8)
+    except Exception as exc:
+        detail = (str(exc).strip().splitlines() or [''])[0][:200]
+        raise ConfigError(f'cannot read image {path} ({type(exc).__name__}: {detail}); '
+                          'fix or delete the file') from exc
+    return arr
+
+
+def _decode_all(files, height: int, width: int, desc: str, num_workers: int) -> np.ndarray:
+    from tqdm import tqdm
+
+    out = np.empty((len(files), height, width, 3), dtype=np.uint8)
+    chunks = [range(s, min(s + _DECODE_CHUNK, len(files)))
+              for s in range(0, len(files), _DECODE_CHUNK)]
+
+    def work(indices):
+        for i in indices:
+            out[i] = decode_image(files[i][0], height, width)
+        return len(indices)
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=num_workers) as pool, \
+            tqdm(total=len(files), desc=desc, unit='img', mininterval=1) as bar:
+        futures = [pool.submit(work, c) for c in chunks]
+        try:
+            for future in concurrent.futures.as_completed(futures):
+                bar.update(future.result())
+        except BaseException:
+            for f in futures:
+                f.cancel()
+            raise
+    return out
+
+
+def load_folder(root: str, input_shape: Sequence[int] = (32, 32, 3), *, use_cache: bool = True,
+                num_workers: Optional[int] = None) -> LabeledSplits:
+    """Decode an image folder (see the module docstring) into LabeledSplits."""
+    height, width = int(input_shape[0]), int(input_shape[1])
+    root, classes, train_files, train_labels, test_files, test_labels = scan_folder(root)
+
+    path = key = None
+    if use_cache:
+        key = _cache_key(root, classes, train_files, test_files, (height, width, 3))
+        path = _cache_path(root, key)
+        cached = _load_cache(path, key)
+        if cached is not None:
+            logger.info('loaded %s from cache %s', root, path)
+            return cached
+
+    workers = num_workers or min(32, (os.cpu_count() or 1) + 4)
+    train_images = _decode_all(train_files, height, width, 'decode train', workers)
+    test_images = None
+    if test_files is not None:
+        test_images = _decode_all(test_files, height, width, 'decode test', workers)
+    splits = LabeledSplits(train_images, train_labels, test_images, test_labels, classes)
+    if use_cache:
+        _save_cache(path, key, splits)
+    return splits

@@ -1,0 +1,106 @@
+"""Dataset names -> sources, and the single entry point ``load_one_class_data``.
+
+A source is a function ``source(*, root, data_dir, input_shape) -> LabeledSplits``
+(images uint8 NHWC RGB; they may come at another size, the entry point resizes).
+Adding a dataset = one new module with such a function + one line in DATASETS.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Callable, Optional, Sequence, Union
+
+import numpy as np
+
+from data import cifar_pickle, digits, folder, tfds_source
+from data.base import LabeledSplits, OneClassData, conform_images, parse_input_shape
+from data.protocol import one_class_split
+from util.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+Source = Callable[..., LabeledSplits]
+
+
+def _pickle_or_tfds(pickle_fn, tfds_fn) -> Source:
+    """CIFAR: the python-pickle folder when --root is given, else TFDS."""
+    def source(*, root=None, data_dir=None, input_shape=None):
+        if root:
+            if data_dir:
+                logger.warning('both --root and --data_dir given: reading the pickles in --root')
+            return pickle_fn(root)
+        return tfds_fn(data_dir)
+    return source
+
+
+def _fmnist(*, root=None, data_dir=None, input_shape=None):
+    if root:
+        raise ConfigError('fmnistood has no --root loader; drop --root and pass '
+                          '--data_dir=<prepared TFDS dir containing fashion_mnist/>')
+    return tfds_source.fmnist(data_dir)
+
+
+def _folder(*, root=None, data_dir=None, input_shape=(32, 32, 3)):
+    if not root:
+        raise ConfigError('dataset "folder" needs --root=<dir> holding train/<class>/ '
+                          '(and optionally test/<class>/) image folders')
+    if data_dir:
+        logger.warning('--data_dir is ignored by the folder dataset')
+    return folder.load_folder(root, input_shape)
+
+
+def _digits(*, root=None, data_dir=None, input_shape=(32, 32, 3)):
+    if root or data_dir:
+        logger.warning('--root/--data_dir are ignored by digitsood (bundled with scikit-learn)')
+    return digits.load_digits(input_shape)
+
+
+DATASETS = {
+    'cifar10ood': _pickle_or_tfds(cifar_pickle.cifar10, tfds_source.cifar10),
+    'cifar20ood': _pickle_or_tfds(cifar_pickle.cifar20, tfds_source.cifar20),
+    'cifar100ood': _pickle_or_tfds(cifar_pickle.cifar100, tfds_source.cifar100),
+    'fmnistood': _fmnist,
+    'folder': _folder,
+    'digitsood': _digits,
+}
+
+
+def dataset_names() -> list:
+    return list(DATASETS)
+
+
+def get_source(dataset: str) -> Source:
+    name = str(dataset).strip().lower()
+    if name not in DATASETS:
+        raise ConfigError(f'unknown dataset {dataset!r}; use one of: {", ".join(DATASETS)}')
+    return DATASETS[name]
+
+
+def load_splits(dataset: str, *, root: Optional[str] = None, data_dir: Optional[str] = None,
+                input_shape: Union[Sequence[int], str] = (32, 32, 3)) -> LabeledSplits:
+    """The multi-class dataset as its source gives it (images not yet resized)."""
+    shape = parse_input_shape(input_shape)
+    return get_source(dataset)(root=root, data_dir=data_dir, input_shape=shape)
+
+
+def load_one_class_data(dataset: str, category: Union[str, int], *, root: Optional[str] = None,
+                        data_dir: Optional[str] = None,
+                        input_shape: Union[Sequence[int], str] = (32, 32, 3),
+                        is_validation: bool = False, seed: int = 0) -> OneClassData:
+    """Load ``dataset`` and split it for inlier class ``category`` (name or index).
+
+    Images come back as uint8 (N, H, W, 3) at ``input_shape``; test labels are
+    0 for inliers and 1 for outliers. ``is_validation`` selects the validation
+    protocol (forced when the dataset has no test split).
+    """
+    shape = parse_input_shape(input_shape)
+    name = str(dataset).strip().lower()
+    source = get_source(name)
+    splits = source(root=root, data_dir=data_dir, input_shape=shape)
+    data = one_class_split(splits, category, is_validation, seed, dataset=name)
+    # Resize after splitting: only the images actually used are converted.
+    data.train_images = conform_images(data.train_images, shape)
+    data.test_images = conform_images(data.test_images, shape)
+    data.test_labels = np.asarray(data.test_labels, dtype=np.int64)
+    logger.info('%s', data.describe())
+    return data

@@ -1,0 +1,75 @@
+"""Shared parts of every proxy-task model: backbone f, head g, L2 penalty, metrics.
+
+Each proxy task subclasses ``OneClassModel`` and overrides ``train_step``; the
+feature extraction used by the detectors (``predict_step`` -> pool / embed) is
+common. Losses follow REFERENCE.md: total = proxy loss + wd * sum(||w||^2) / 2
+over all trainable weights; under a distribution strategy the per-replica loss
+is divided by the number of replicas because gradients are summed across them.
+"""
+
+import keras
+import tensorflow as tf
+
+
+def replica_count():
+    return tf.distribute.get_strategy().num_replicas_in_sync
+
+
+class OneClassModel(keras.Model):
+    """Backbone + MLP head, trained on a proxy task, evaluated through its features."""
+
+    #: how many network inputs one training image becomes (for throughput figures)
+    views_per_image = 1
+
+    def __init__(self, backbone, head, weight_decay=3e-4, **kwargs):
+        super().__init__(**kwargs)
+        self.backbone = backbone
+        self.head = head
+        self.weight_decay = float(weight_decay)
+        self.loss_tracker = keras.metrics.Mean(name="loss")
+        self.proxy_tracker = keras.metrics.Mean(name="proxy_loss")
+        self.l2_tracker = keras.metrics.Mean(name="l2_loss")
+        self.acc_tracker = keras.metrics.Mean(name="acc")
+
+    @property
+    def metrics(self):
+        return [self.loss_tracker, self.proxy_tracker, self.l2_tracker, self.acc_tracker]
+
+    def call(self, images, training=False):
+        pooled = self.backbone(images, training=training)
+        return pooled, self.head(pooled, training=training)
+
+    def l2_penalty(self):
+        if not self.weight_decay:
+            return tf.constant(0.0)
+        total = tf.add_n([tf.reduce_sum(tf.square(tf.cast(v, tf.float32)))
+                          for v in self.trainable_variables])
+        return 0.5 * self.weight_decay * total
+
+    def total_loss(self, proxy_loss):
+        """Returns (total, l2, loss to differentiate): call inside the GradientTape."""
+        l2 = self.l2_penalty()
+        total = proxy_loss + l2
+        scaled = total / replica_count()
+        if hasattr(self.optimizer, "scale_loss"):  # LossScaleOptimizer (fp16)
+            scaled = self.optimizer.scale_loss(scaled)
+        return total, l2, scaled
+
+    def step_and_track(self, tape, scaled, total, proxy_loss, l2, accuracy):
+        """Applies the gradients and updates the metrics shown by fit/TensorBoard."""
+        grads = tape.gradient(scaled, self.trainable_variables)
+        self.optimizer.apply_gradients(zip(grads, self.trainable_variables))
+        self.loss_tracker.update_state(total)
+        self.proxy_tracker.update_state(proxy_loss)
+        self.l2_tracker.update_state(l2)
+        self.acc_tracker.update_state(accuracy)
+        return {m.name: m.result() for m in self.metrics}
+
+    def extract(self, images):
+        """Features for the detectors: pool = f(x), embed = g(f(x)) (float32)."""
+        pooled, embed = self(images, training=False)
+        return {"pool": tf.cast(pooled, tf.float32), "embed": tf.cast(embed, tf.float32)}
+
+    def predict_step(self, data):
+        images = data[0] if isinstance(data, (tuple, list)) else data
+        return self.extract(images)

@@ -1,0 +1,48 @@
+"""MLP projection head g on top of the backbone, and the ``--head_dims`` parser.
+
+For every dim but the last: Dense (no bias) + BN + ReLU; the last is a linear
+Dense. The paper uses 8 hidden layers of 512 (``512x8``), plus 128 for the
+contrastive embedding (``512x8,128``).
+"""
+
+import keras
+from keras import layers
+
+from model.resnet import BN_EPSILON, BN_MOMENTUM
+from util.errors import ConfigError
+
+
+def parse_head_dims(spec):
+    """'512x8,128' -> [512]*8 + [128]; '' -> [] (no head). Raises ConfigError."""
+    spec = (spec or "").strip()
+    if not spec:
+        return []
+    dims = []
+    for part in spec.split(","):
+        part = part.strip()
+        try:
+            if "x" in part:
+                size, times = part.split("x")
+                dims.extend([int(size)] * int(times))
+            else:
+                dims.append(int(part))
+        except ValueError:
+            raise ConfigError(f"--head_dims={spec!r} does not parse at {part!r}: use "
+                              "comma-separated sizes with optional repeats, e.g. 512x8,128") from None
+    if any(d <= 0 for d in dims):
+        raise ConfigError(f"--head_dims={spec!r}: every size must be a positive integer")
+    return dims
+
+
+def build_mlp_head(dims, input_dim, sync_bn=False, name="head"):
+    """Returns a keras.Model [B,input_dim] -> [B,dims[-1]] (identity when dims is empty)."""
+    inputs = keras.Input(shape=(input_dim,), name=f"{name}_in")
+    x = inputs
+    for i, d in enumerate(dims):
+        last = i == len(dims) - 1
+        x = layers.Dense(d, use_bias=last, name=f"{name}_dense{i + 1}")(x)
+        if not last:
+            x = layers.BatchNormalization(momentum=BN_MOMENTUM, epsilon=BN_EPSILON,
+                                          synchronized=sync_bn, name=f"{name}_bn{i + 1}")(x)
+            x = layers.ReLU(name=f"{name}_relu{i + 1}")(x)
+    return keras.Model(inputs, x, name=name)

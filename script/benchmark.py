@@ -1,0 +1,369 @@
+"""Speed and quality benchmark: how fast we train, and how well we detect at a budget.
+
+    python script/benchmark.py                 # full run (~1.5 h on 2 CPU cores)
+    python script/benchmark.py --quick         # 2-minute smoke version
+    python script/benchmark.py --sections=throughput,detectors
+
+Sections (each figure is the median of several timed repetitions after warm-up):
+  throughput  training images/s (every view counted) through the real model.fit
+              path with the real input pipeline; the same step fed from one
+              in-memory batch (model-only ceiling); the input pipeline alone;
+              the pipeline's share of a step = (ceiling - real) / ceiling;
+              forward-only feature extraction images/s.
+  detectors   fit / score seconds and peak memory of every detector.
+  quality     on real CIFAR-10 (validation protocol), every detector's AUC after
+              --budget_steps training steps for contrastive_da and rotation,
+              next to a random-init network (3 seeds) and raw pixels.
+Writes <out>/benchmark.json and <out>/quality.md, prints tables.
+"""
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+
+SHARED_CIFAR = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10"
+MODEL_TYPES = ("contrastive_da", "contrastive", "rotation")
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="tiny 2-minute smoke version")
+    p.add_argument("--sections", default="throughput,detectors,quality")
+    p.add_argument("--out", default="benchmark_out", help="output directory")
+    p.add_argument("--cifar_root", default=str(SHARED_CIFAR),
+                   help="CIFAR-10 image folder (DIR/train/<class>/*.jpg)")
+    p.add_argument("--widths", default="0.25,1")
+    p.add_argument("--model_types", default=",".join(MODEL_TYPES))
+    p.add_argument("--steps", type=int, default=30, help="timed steps per repetition")
+    p.add_argument("--repeats", type=int, default=5, help="timed repetitions (median)")
+    p.add_argument("--classes", default="cat,dog,bird,deer")
+    p.add_argument("--budget_steps", type=int, default=4500)
+    p.add_argument("--contrastive_preset", default="cpu_small")
+    p.add_argument("--rotation_preset", default="cpu_small_rotation")
+    p.add_argument("--detector_sizes", default="5000,20000", help="N_train values")
+    p.add_argument("--detector_dims", default="128,512")
+    p.add_argument("--detector_test", type=int, default=10000)
+    p.add_argument("--mixed_precision", default="none", choices=["none", "bf16", "fp16"])
+    args = p.parse_args(argv)
+    if args.quick:
+        args.widths, args.steps, args.repeats = "0.25", 4, 3
+        args.classes, args.budget_steps = args.classes.split(",")[0], 20
+        args.detector_sizes, args.detector_dims, args.detector_test = "500", "64", 500
+    return args
+
+
+# ---------------------------------------------------------------- machine
+
+
+def machine_info():
+    import keras
+    import tensorflow as tf
+
+    cpu = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gpus = tf.config.list_physical_devices("GPU")
+    names = []
+    for g in gpus:
+        try:
+            names.append(tf.config.experimental.get_device_details(g).get("device_name", g.name))
+        except Exception:  # details are best effort
+            names.append(g.name)
+    return {"cpu": cpu, "cores": os.cpu_count(), "tensorflow": tf.__version__,
+            "keras": keras.__version__, "gpu_used": bool(gpus), "gpus": names,
+            "python": platform.python_version()}
+
+
+# ---------------------------------------------------------------- data
+
+
+def training_images(args, n=5000):
+    """Real CIFAR-10 images of one class when available, else random pixels."""
+    root = Path(args.cifar_root)
+    if (root / "train").is_dir():
+        from data.registry import load_one_class_data
+
+        data = load_one_class_data("folder", "cat", root=str(root), input_shape=(32, 32, 3),
+                                   is_validation=True)
+        return data.train_images[:n], "cifar10 folder (cat)"
+    rng = np.random.default_rng(0)
+    return rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8), "random uint8"
+
+
+# ---------------------------------------------------------------- throughput
+
+
+class _Timer:
+    """Keras callback: wall time of each epoch (one epoch = one timed repetition)."""
+
+    def __init__(self):
+        import keras
+
+        class CB(keras.callbacks.Callback):
+            def __init__(cb):
+                super().__init__()
+                cb.times = []
+
+            def on_epoch_begin(cb, epoch, logs=None):
+                cb.t0 = time.perf_counter()
+
+            def on_epoch_end(cb, epoch, logs=None):
+                cb.times.append(time.perf_counter() - cb.t0)
+
+        self.cb = CB()
+
+
+def _fit_rate(model, ds, steps, repeats, images_per_step):
+    """Median images/s over ``repeats`` epochs of ``steps`` after one warm-up epoch."""
+    timer = _Timer()
+    model.fit(ds, epochs=repeats + 1, steps_per_epoch=steps, verbose=0, callbacks=[timer.cb])
+    rates = [steps * images_per_step / t for t in timer.cb.times[1:]]
+    return float(np.median(rates)), rates
+
+
+def throughput_section(args, log):
+    import tensorflow as tf
+
+    from data.augment import DEFAULT_AUG
+    from data.distaug import apply_distribution_augmentation
+    from data.pipeline import eval_dataset, train_dataset
+    from model.registry import model_spec
+    from util.config import resolve_config
+    from util.experiment import build_training
+
+    images, source = training_images(args)
+    log(f"throughput: images from {source}, {len(images)} x 32x32x3")
+    strategy = tf.distribute.get_strategy()
+    results = []
+    for width in [float(w) for w in args.widths.split(",")]:
+        for model_type in args.model_types.split(","):
+            cfg = resolve_config(dict(model_type=model_type, net_width=width,
+                                      mixed_precision=args.mixed_precision, num_epoch=10**6))
+            spec = model_spec(model_type)
+            views = spec["cls"].views_per_image
+            batch = cfg["batch_size"]
+            model, _ = build_training(cfg, (32, 32, 3), strategy, steps_per_epoch=1000)
+            train_images = apply_distribution_augmentation(images, cfg["distaug_type"])
+            ds, _ = train_dataset(train_images, batch, DEFAULT_AUG, num_views=2 if views == 2 else 1)
+            real, real_all = _fit_rate(model, ds, args.steps, args.repeats, batch * views)
+
+            fixed = next(iter(ds))  # one augmented batch kept in memory: no pipeline at all
+            mem = tf.data.Dataset.from_tensors(fixed).repeat()
+            ceiling, ceiling_all = _fit_rate(model, mem, args.steps, args.repeats, batch * views)
+
+            pipe_rates = []
+            it = iter(ds)
+            for _ in range(2):
+                next(it)
+            for _ in range(args.repeats):
+                t0 = time.perf_counter()
+                for _ in range(args.steps):
+                    next(it)
+                pipe_rates.append(args.steps * batch * views / (time.perf_counter() - t0))
+            pipeline = float(np.median(pipe_rates))
+
+            n_eval = min(len(images), 2000 if not args.quick else 256)
+            ev = eval_dataset(images[:n_eval], 256)
+            model.predict(ev.take(1), verbose=0)
+            ex_rates = []
+            for _ in range(max(2, args.repeats // 2)):
+                t0 = time.perf_counter()
+                model.predict(ev, verbose=0)
+                ex_rates.append(n_eval / (time.perf_counter() - t0))
+            row = dict(model_type=model_type, net_width=width, batch_size=batch,
+                       views_per_image=views, train_images_per_sec=real,
+                       ceiling_images_per_sec=ceiling, pipeline_images_per_sec=pipeline,
+                       pipeline_share=max(0.0, (ceiling - real) / ceiling),
+                       extract_images_per_sec=float(np.median(ex_rates)),
+                       repetitions=dict(train=real_all, ceiling=ceiling_all, pipeline=pipe_rates))
+            results.append(row)
+            log(f"  {model_type:15s} w={width:<5g} batch {batch:3d}x{views}: real {real:7.0f} "
+                f"img/s, ceiling {ceiling:7.0f}, pipeline alone {pipeline:7.0f}, share "
+                f"{100 * row['pipeline_share']:5.1f}%, extract {row['extract_images_per_sec']:6.0f}")
+            del model
+            tf.keras.backend.clear_session() if hasattr(tf, "keras") else None
+    return results
+
+
+# ---------------------------------------------------------------- detectors
+
+
+def detectors_section(args, log):
+    from util.detector_bench import benchmark_detector
+
+    results = []
+    for n_train in [int(n) for n in args.detector_sizes.split(",")]:
+        for dim in [int(d) for d in args.detector_dims.split(",")]:
+            for name in ("kde", "gde", "auc", "kocsvm", "locsvm"):
+                if name in ("kocsvm", "locsvm") and n_train > 5000 and not args.quick:
+                    # libsvm fits are O(n^2); 20k takes ~50 s each, measured once below
+                    if dim != 512:
+                        continue
+                r = benchmark_detector(name, n_train, args.detector_test, dim)
+                row = dict(detector=name, n_train=n_train, n_test=args.detector_test, dim=dim,
+                           fit_s=r["fit_s"], score_s=r["score_s"], peak_mb=r["peak_mb"])
+                results.append(row)
+                log(f"  {name:7s} {n_train:6d} x {args.detector_test:6d} x {dim:4d}: fit "
+                    f"{r['fit_s']:6.2f} s, score {r['score_s']:6.2f} s, peak +{r['peak_mb']:.0f} MB")
+    return results
+
+
+# ---------------------------------------------------------------- quality
+
+
+def _quality_data(args, category):
+    from data.registry import load_one_class_data
+
+    root = Path(args.cifar_root)
+    if (root / "train").is_dir():
+        return "folder", str(root), load_one_class_data(
+            "folder", category, root=str(root), input_shape=(32, 32, 3), is_validation=True)
+    # no CIFAR here (e.g. a CI machine without shared data): digits keep the section alive
+    return "digitsood", None, load_one_class_data("digitsood", "0", is_validation=True)
+
+
+def _train(args, model_type, preset, dataset, root, category, out, seed=0, epochs=None):
+    from util.config import resolve_config
+    from util.experiment import run_experiment
+
+    cfg = dict(preset=preset, model_type=model_type, dataset=dataset, root=root,
+               category=category, is_validation=True, seed=seed, force_init=True,
+               model_dir=str(out), mixed_precision=args.mixed_precision)
+    explicit = set(cfg)
+    if epochs is not None:
+        cfg["num_epoch"] = epochs
+        explicit.add("num_epoch")
+    if args.quick:
+        cfg.update(net_width=0.125, head_dims="64,32", num_batch=max(1, args.budget_steps // 2),
+                   num_epoch=2 if epochs is None else epochs, eval_epoch=1, ckpt_epoch=1,
+                   detectors="kde,gde,auc")
+        explicit |= {"net_width", "head_dims", "num_batch", "num_epoch", "eval_epoch",
+                     "ckpt_epoch", "detectors"}
+    full = resolve_config(cfg, explicit)
+    if epochs is None and not args.quick:
+        # the step budget is exact: epochs x steps/epoch
+        full["num_epoch"] = max(1, args.budget_steps // full["num_batch"])
+    code = run_experiment(full, log=lambda *_: None)
+    if code:
+        raise RuntimeError(f"training {model_type} on {category} failed with exit code {code}")
+    summary = json.loads((Path(out) / "stats" / "summary.json").read_text())
+    history = [json.loads(l) for l in (Path(out) / "stats" / "eval_history.jsonl")
+               .read_text().splitlines() if l]
+    meta = summary.pop("meta")
+    return summary, history, meta, full
+
+
+def quality_section(args, log):
+    from util.detectors import evaluate_detectors
+
+    out_root = Path(args.out) / "quality_runs"
+    rows = []
+    for category in args.classes.split(","):
+        dataset, root, data = _quality_data(args, category)
+        log(f"quality: {dataset} {category}: {data.describe()}")
+        raw = evaluate_detectors(data.train_images.reshape(len(data.train_images), -1)
+                                 .astype(np.float32) / 255.0,
+                                 data.test_images.reshape(len(data.test_images), -1)
+                                 .astype(np.float32) / 255.0,
+                                 data.test_labels, names=["kde", "gde", "auc"])
+        row = dict(category=category, dataset=dataset, raw_pixels={k: float(v) for k, v in raw.items()})
+        row["random_init"] = []
+        for seed in (0, 1, 2):
+            summary, _, _, _ = _train(args, "contrastive_da", args.contrastive_preset, dataset,
+                                      root, category, out_root / f"{category}_random_s{seed}",
+                                      seed=seed, epochs=0)
+            row["random_init"].append(summary)
+        for model_type, preset in (("contrastive_da", args.contrastive_preset),
+                                   ("rotation", args.rotation_preset)):
+            t0 = time.time()
+            summary, history, meta, cfg = _train(args, model_type, preset, dataset, root, category,
+                                                 out_root / f"{category}_{model_type}")
+            best = max(h["pool.kde"] for h in history)
+            row[model_type] = dict(final=summary, best_pool_kde=best,
+                                   history=[{k: h[k] for k in ("epoch", "pool.kde")} for h in history],
+                                   steps=cfg["num_epoch"] * cfg["num_batch"],
+                                   train_seconds=meta["train_seconds"],
+                                   images_per_sec=meta["train_images_per_sec"],
+                                   wall_seconds=round(time.time() - t0, 1))
+            log(f"  {model_type:15s} pool.kde {summary['pool.kde']:.1f} (best during training "
+                f"{best:.1f}), {cfg['num_epoch'] * cfg['num_batch']} steps, "
+                f"{meta['train_seconds']:.0f} s")
+        best_random = max(r["pool.kde"] for r in row["random_init"])
+        row["baseline_pool_kde"] = max(best_random, row["raw_pixels"]["kde"])
+        log(f"  baselines: raw pixels kde {row['raw_pixels']['kde']:.1f}, random init kde "
+            f"{', '.join(f'{r['pool.kde']:.1f}' for r in row['random_init'])}")
+        rows.append(row)
+    return rows
+
+
+def quality_markdown(rows):
+    keys = ["pool.kde", "pool.gde", "pool.kocsvm", "pool.auc", "embed.kde"]
+    lines = ["| class | representation | " + " | ".join(keys) + " |",
+             "|---|---|" + "---|" * len(keys)]
+    for r in rows:
+        lines.append(f"| {r['category']} | raw pixels | {r['raw_pixels']['kde']:.1f} | "
+                     f"{r['raw_pixels']['gde']:.1f} | | {r['raw_pixels']['auc']:.1f} | |")
+        for i, s in enumerate(r["random_init"]):
+            lines.append(f"| {r['category']} | random init (seed {i}) | " +
+                         " | ".join(f"{s[k]:.1f}" if k in s else "" for k in keys) + " |")
+        for mt in ("contrastive_da", "rotation"):
+            s = r[mt]["final"]
+            lines.append(f"| {r['category']} | {mt} ({r[mt]['steps']} steps; best pool.kde "
+                         f"{r[mt]['best_pool_kde']:.1f}) | " +
+                         " | ".join(f"{s[k]:.1f}" if k in s else "" for k in keys) + " |")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- main
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    sections = [s.strip() for s in args.sections.split(",") if s.strip()]
+    unknown = set(sections) - {"throughput", "detectors", "quality"}
+    if unknown:
+        print(f"error: unknown sections {sorted(unknown)}", file=sys.stderr)
+        return 2
+
+    def log(msg):
+        print(msg, flush=True)
+
+    result = {"machine": machine_info(), "args": vars(args)}
+    m = result["machine"]
+    log(f"machine: {m['cpu']}, {m['cores']} cores, TF {m['tensorflow']}, Keras {m['keras']}, "
+        f"GPU used: {m['gpu_used']} {' '.join(m['gpus'])}")
+    t0 = time.time()
+    if "throughput" in sections:
+        result["throughput"] = throughput_section(args, log)
+    if "detectors" in sections:
+        log("detectors:")
+        result["detectors"] = detectors_section(args, log)
+    if "quality" in sections:
+        result["quality"] = quality_section(args, log)
+        table = quality_markdown(result["quality"])
+        (out / "quality.md").write_text(table + "\n")
+        log(table)
+    result["wall_seconds"] = round(time.time() - t0, 1)
+    (out / "benchmark.json").write_text(json.dumps(result, indent=2))
+    log(f"wrote {out / 'benchmark.json'} ({result['wall_seconds']} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

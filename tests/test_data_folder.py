@@ -1,0 +1,191 @@
+"""Image-folder source: layout, decoding, errors, cache, and real CIFAR-10 JPEGs."""
+
+import glob
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from data import folder
+from data.registry import load_one_class_data
+from util.errors import ConfigError
+
+COLORS = {'birds': (255, 0, 0), 'cats': (0, 255, 0), 'dogs': (0, 0, 255)}
+
+
+@pytest.fixture(autouse=True)
+def cache_in_tmp(tmp_path, monkeypatch):
+    cache = tmp_path / 'cache'
+    monkeypatch.setenv('DROC_CACHE_DIR', str(cache))
+    return cache
+
+
+def _save(path, size, color, mode='RGB', fmt=None):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    Image.new(mode, size, color).save(path, format=fmt)
+
+
+def make_folder(root, with_test=True):
+    """3 classes with solid-colour images of assorted sizes, formats and modes."""
+    for name, color in COLORS.items():
+        d = os.path.join(root, 'train', name)
+        _save(os.path.join(d, 'a.png'), (40, 30), color)
+        _save(os.path.join(d, 'b.PNG'), (8, 8), color)
+        _save(os.path.join(d, 'c.bmp'), (32, 32), color)
+        _save(os.path.join(d, 'd.png'), (50, 20), color + (255,), mode='RGBA')
+    _save(os.path.join(root, 'train', 'cats', 'e.jpg'), (64, 64), (0, 255, 0))
+    _save(os.path.join(root, 'train', 'dogs', 'gray.png'), (10, 12), 128, mode='L')
+    with open(os.path.join(root, 'train', 'dogs', 'notes.txt'), 'w') as f:
+        f.write('not an image, ignored')
+    if with_test:
+        _save(os.path.join(root, 'test', 'cats', 't1.jpeg'), (33, 33), (0, 255, 0))
+        _save(os.path.join(root, 'test', 'dogs', 't2.png'), (16, 16), (0, 0, 255))
+        _save(os.path.join(root, 'test', 'dogs', 't3.png'), (16, 16), (0, 0, 255))
+    return root
+
+
+def test_folder_layout_and_decoding(tmp_path):
+    root = make_folder(str(tmp_path / 'ds'))
+    splits = folder.load_folder(root, (32, 32, 3))
+    assert splits.class_names == ['birds', 'cats', 'dogs']
+    assert splits.train_images.shape == (14, 32, 32, 3)
+    assert splits.train_images.dtype == np.uint8
+    assert np.bincount(splits.train_labels).tolist() == [4, 5, 5]
+    assert splits.test_images.shape == (3, 32, 32, 3)
+    assert splits.test_labels.tolist() == [1, 2, 2]
+    # lossless solid colours survive the resize exactly
+    for x, y in zip(splits.train_images, splits.train_labels):
+        if y == 0:
+            assert np.all(x == COLORS['birds'])
+    gray = [x for x, y in zip(splits.train_images, splits.train_labels)
+            if y == 2 and np.all(x == 128)]
+    assert len(gray) == 1  # grayscale -> 3 equal channels
+
+
+def test_folder_one_class_protocols(tmp_path):
+    root = make_folder(str(tmp_path / 'ds'))
+    data = load_one_class_data('folder', 'Cats', root=root, input_shape=(16, 16, 3))
+    assert data.protocol == 'test' and data.category == 'cats'
+    assert data.train_images.shape == (5, 16, 16, 3)
+    assert data.test_labels.tolist() == [0, 1, 1]
+    no_test = make_folder(str(tmp_path / 'no_test'), with_test=False)
+    data = load_one_class_data('folder', 'dogs', root=no_test)
+    assert data.protocol == 'validation'  # forced: no test/ folder
+    assert len(data.train_images) == 4 and data.test_labels.tolist() == [0, 1]
+
+
+def test_unreadable_image_names_the_file(tmp_path):
+    root = make_folder(str(tmp_path / 'ds'))
+    bad = os.path.join(root, 'train', 'cats', 'x.jpg')
+    with open(bad, 'wb') as f:
+        f.write(b'\x00garbage bytes, not a jpeg' * 10)
+    with pytest.raises(ConfigError) as err:
+        folder.load_folder(root)
+    assert bad in str(err.value) and '\n' not in str(err.value)
+
+
+def test_layout_errors(tmp_path):
+    with pytest.raises(ConfigError, match='does not exist'):
+        folder.load_folder(str(tmp_path / 'missing'))
+    (tmp_path / 'no_train').mkdir()
+    with pytest.raises(ConfigError, match='no train/ folder'):
+        folder.load_folder(str(tmp_path / 'no_train'))
+    (tmp_path / 'no_classes' / 'train').mkdir(parents=True)
+    with pytest.raises(ConfigError, match='no class sub-folders'):
+        folder.load_folder(str(tmp_path / 'no_classes'))
+    root = make_folder(str(tmp_path / 'empty_class'))
+    os.makedirs(os.path.join(root, 'train', 'zebras'))
+    with pytest.raises(ConfigError, match='zebras'):
+        folder.load_folder(root)
+    root = make_folder(str(tmp_path / 'only_txt'), with_test=False)
+    for f in glob.glob(os.path.join(root, 'train', 'birds', '*')):
+        os.remove(f)
+    with pytest.raises(ConfigError, match='birds has no'):
+        folder.load_folder(root)
+    root = make_folder(str(tmp_path / 'extra_test'))
+    _save(os.path.join(root, 'test', 'horses', 'h.png'), (8, 8), (1, 2, 3))
+    with pytest.raises(ConfigError, match='horses'):
+        folder.load_folder(root)
+    with pytest.raises(ConfigError, match='needs --root'):
+        load_one_class_data('folder', 'cats')
+
+
+def _forbid_decoding(monkeypatch):
+    def boom(*args, **kwargs):
+        raise AssertionError('decoded although a valid cache exists')
+    monkeypatch.setattr(folder, 'decode_image', boom)
+
+
+def test_cache_reuse_and_invalidation(tmp_path, monkeypatch, cache_in_tmp):
+    root = make_folder(str(tmp_path / 'ds'))
+    first = folder.load_folder(root, (32, 32, 3))
+    files = list(cache_in_tmp.glob('*.npz'))
+    assert len(files) == 1
+    with monkeypatch.context() as m:
+        _forbid_decoding(m)
+        second = folder.load_folder(root, (32, 32, 3))  # hits the cache
+    np.testing.assert_array_equal(first.train_images, second.train_images)
+    np.testing.assert_array_equal(first.test_labels, second.test_labels)
+    assert second.class_names == first.class_names
+    # another input shape is another cache entry
+    assert folder.load_folder(root, (16, 16, 3)).train_images.shape[1:] == (16, 16, 3)
+    assert len(list(cache_in_tmp.glob('*.npz'))) == 2
+    # changing a file invalidates the cache
+    changed = os.path.join(root, 'train', 'birds', 'a.png')
+    _save(changed, (40, 30), (10, 20, 30))
+    st = os.stat(changed)
+    os.utime(changed, ns=(st.st_atime_ns, st.st_mtime_ns + 5_000_000_000))
+    third = folder.load_folder(root, (32, 32, 3))
+    assert any(np.all(x == (10, 20, 30)) for x in third.train_images)
+    # use_cache=False never reads the cache
+    with monkeypatch.context() as m:
+        _forbid_decoding(m)
+        with pytest.raises(AssertionError):
+            folder.load_folder(root, (32, 32, 3), use_cache=False)
+
+
+def test_cache_failures_are_harmless(tmp_path, monkeypatch, cache_in_tmp):
+    root = make_folder(str(tmp_path / 'ds'))
+    folder.load_folder(root)
+    (entry,) = cache_in_tmp.glob('*.npz')
+    entry.write_bytes(b'corrupt')  # unreadable cache: rebuilt
+    assert folder.load_folder(root).train_images.shape == (14, 32, 32, 3)
+    not_a_dir = tmp_path / 'file'
+    not_a_dir.write_text('x')
+    monkeypatch.setenv('DROC_CACHE_DIR', str(not_a_dir))  # cannot write: only logs
+    assert folder.load_folder(root).train_images.shape == (14, 32, 32, 3)
+
+
+def _shared_cifar10():
+    repo = Path(__file__).resolve().parents[1]
+    for candidate in (repo.parent / 'shared' / 'data' / 'cifar10',
+                      Path('/work/shared/data/cifar10')):
+        if (candidate / 'train').is_dir():
+            return candidate
+    return None
+
+
+def test_real_cifar10_jpegs_subset(tmp_path):
+    src = _shared_cifar10()
+    if src is None:
+        pytest.skip('shared CIFAR-10 JPEG folder not found (<repo>/../shared/data/cifar10)')
+    classes = ['airplane', 'cat', 'ship']
+    root = tmp_path / 'cifar_subset'
+    for name in classes:
+        files = sorted((src / 'train' / name).glob('*.jpg'))[:50]
+        assert len(files) == 50
+        (root / 'train' / name).mkdir(parents=True)
+        for f in files:
+            os.symlink(f, root / 'train' / name / f.name)
+    splits = folder.load_folder(str(root), (32, 32, 3))
+    assert splits.class_names == classes
+    assert splits.train_images.shape == (150, 32, 32, 3)
+    first = sorted((src / 'train' / 'cat').glob('*.jpg'))[0]
+    expected = np.asarray(Image.open(first).convert('RGB'))
+    np.testing.assert_array_equal(splits.train_images[50], expected)
+    assert splits.train_images.std() > 20  # real, varied pixels
+    data = load_one_class_data('folder', 'cat', root=str(root))
+    assert data.protocol == 'validation'
+    assert len(data.train_images) == 45 and data.test_labels.tolist() == [0] * 5 + [1] * 5

@@ -1,0 +1,23 @@
+"""One training step on 2 replicas equals the same global batch on 1 replica."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("model_type", ["contrastive", "rotation"])
+def test_two_replicas_match_one(model_type):
+    env = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="2")
+    out = subprocess.run([sys.executable, str(ROOT / "tests" / "replica_check.py"), model_type],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["max_update"] > 1e-3  # the step really moved the weights
+    assert abs(result["loss1"] - result["loss2"]) < 1e-5
+    assert result["max_weight_diff"] < 1e-6

@@ -1,0 +1,128 @@
+"""Keras callbacks for the training loop: NaN guard, checkpoints, epoch stats, evaluation."""
+
+import json
+import math
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+
+def _as_float(value):
+    try:
+        return float(np.asarray(value))
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+class StopOnNaN(keras.callbacks.Callback):
+    """Stops training as soon as the loss is not finite; remembers where.
+
+    Checked every ``every`` batches and at each epoch end (a host sync per
+    check), before the checkpoint callback runs so a NaN model is never saved.
+    """
+
+    def __init__(self, every=20):
+        super().__init__()
+        self.every = every
+        self.bad_epoch = None
+        self.epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def _check(self, logs, batch=None):
+        if self.bad_epoch is None and logs and not math.isfinite(_as_float(logs.get("loss", 0.0))):
+            self.bad_epoch = self.epoch
+            self.bad_batch = batch
+            self.model.stop_training = True
+
+    def on_train_batch_end(self, batch, logs=None):
+        if batch % self.every == 0:
+            self._check(logs, batch)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._check(logs)
+
+    @property
+    def triggered(self):
+        return self.bad_epoch is not None
+
+
+class EpochCheckpoint(keras.callbacks.Callback):
+    """Saves model + optimizer + epoch every ``every`` epochs and at the last one."""
+
+    def __init__(self, manager, epoch_var, every, total_epochs, nan_guard=None):
+        super().__init__()
+        self.manager = manager
+        self.epoch_var = epoch_var
+        self.every = max(1, int(every))
+        self.total_epochs = total_epochs
+        self.nan_guard = nan_guard
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.nan_guard is not None and self.nan_guard.triggered:
+            return
+        done = epoch + 1
+        if done % self.every == 0 or done == self.total_epochs:
+            self.epoch_var.assign(done)
+            self.manager.save(checkpoint_number=done)
+
+
+class EpochStats(keras.callbacks.Callback):
+    """Adds learning rate, steps/s and images/s (every view counted) to the epoch logs."""
+
+    def __init__(self, steps_per_epoch, batch_size, views_per_image):
+        super().__init__()
+        self.steps = steps_per_epoch
+        self.images_per_step = batch_size * views_per_image
+        self.t0 = None
+        self.history = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.lr = _as_float(self.model.optimizer.learning_rate)  # the rate this epoch uses
+        self.t0 = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        elapsed = time.perf_counter() - self.t0
+        if logs is not None:
+            logs["learning_rate"] = self.lr
+            logs["steps_per_sec"] = self.steps / elapsed
+            logs["images_per_sec"] = self.steps * self.images_per_step / elapsed
+            self.history.append(logs["images_per_sec"])
+
+
+class PeriodicEvaluation(keras.callbacks.Callback):
+    """Every ``every`` epochs: detector AUCs to TensorBoard and stats/eval_history.jsonl.
+
+    ``evaluate`` is a function model -> {key: AUC}; the final evaluation is run
+    by the entry point, so the last epoch is skipped here.
+    """
+
+    def __init__(self, evaluate, every, total_epochs, log_dir, history_path):
+        super().__init__()
+        self.evaluate = evaluate
+        self.every = int(every)
+        self.total_epochs = total_epochs
+        self.writer = tf.summary.create_file_writer(str(log_dir))
+        self.history_path = history_path
+
+    def on_epoch_end(self, epoch, logs=None):
+        done = epoch + 1
+        if self.every <= 0 or done % self.every or done == self.total_epochs:
+            return
+        if self.model.stop_training:
+            return
+        results = self.evaluate(self.model)
+        write_eval(self.writer, self.history_path, done, results)
+
+
+def write_eval(writer, history_path, epoch, results):
+    """Logs one evaluation (AUC per key) to TensorBoard and appends it as a JSON line."""
+    with writer.as_default():
+        for key, value in results.items():
+            tf.summary.scalar(f"auc/{key}", value, step=epoch)
+    writer.flush()
+    with open(history_path, "a") as f:
+        f.write(json.dumps({"epoch": epoch, **results}) + "\n")
