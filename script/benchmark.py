@@ -304,8 +304,8 @@ def quality_section(args, log):
                 f"{meta['train_seconds']:.0f} s")
         best_random = max(r["pool.kde"] for r in row["random_init"])
         row["baseline_pool_kde"] = max(best_random, row["raw_pixels"]["kde"])
-        log(f"  baselines: raw pixels kde {row['raw_pixels']['kde']:.1f}, random init kde "
-            f"{', '.join(f'{r['pool.kde']:.1f}' for r in row['random_init'])}")
+        randoms = ", ".join(f"{r['pool.kde']:.1f}" for r in row["random_init"])
+        log(f"  baselines: raw pixels kde {row['raw_pixels']['kde']:.1f}, random init kde {randoms}")
         rows.append(row)
     return rows
 

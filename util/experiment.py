@@ -81,7 +81,8 @@ def make_optimizer(cfg, steps_per_epoch):
                             cfg["num_epoch"])
     opt = keras.optimizers.SGD(learning_rate=lr, momentum=cfg["momentum"])
     if cfg["mixed_precision"] == "fp16":
-        opt = keras.mixed_precision.LossScaleOptimizer(opt)
+        # dynamic loss scaling; a modest start skips fewer overflowing first steps
+        opt = keras.mixed_precision.LossScaleOptimizer(opt, initial_scale=2.0 ** 8)
     return opt
 
 

@@ -1,0 +1,40 @@
+"""script/benchmark.py --quick runs and its JSON has every field (timings are not asserted)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_quick_benchmark_writes_every_field(tmp_path):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", DROC_CACHE_DIR=os.environ.get(
+        "DROC_CACHE_DIR", str(Path.home() / ".cache" / "droc")))
+    out = subprocess.run([sys.executable, str(ROOT / "script" / "benchmark.py"), "--quick",
+                          f"--out={tmp_path}"], capture_output=True, text=True, env=env,
+                         cwd=ROOT, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads((tmp_path / "benchmark.json").read_text())
+    assert {"cpu", "cores", "tensorflow", "keras", "gpu_used"} <= set(result["machine"])
+    rows = result["throughput"]
+    assert {r["model_type"] for r in rows} == {"contrastive_da", "contrastive", "rotation"}
+    for r in rows:
+        for key in ("train_images_per_sec", "ceiling_images_per_sec", "pipeline_images_per_sec",
+                    "extract_images_per_sec"):
+            assert r[key] > 0, key
+        assert 0.0 <= r["pipeline_share"] <= 1.0
+        assert r["views_per_image"] == (4 if r["model_type"] == "rotation" else 2)
+    detectors = {d["detector"] for d in result["detectors"]}
+    assert detectors == {"kde", "gde", "auc", "kocsvm", "locsvm"}
+    for d in result["detectors"]:
+        assert d["fit_s"] >= 0 and d["score_s"] >= 0 and "peak_mb" in d
+    quality = result["quality"]
+    assert len(quality) == 1
+    q = quality[0]
+    assert len(q["random_init"]) == 3 and "kde" in q["raw_pixels"]
+    for mt in ("contrastive_da", "rotation"):
+        assert 0 <= q[mt]["final"]["pool.kde"] <= 100
+        assert q[mt]["history"] and q[mt]["steps"] > 0
+    assert (tmp_path / "quality.md").read_text().startswith("| class |")
