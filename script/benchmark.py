@@ -136,6 +136,7 @@ def _fit_rate(model, ds, steps, repeats, images_per_step):
 
 
 def throughput_section(args, log):
+    import keras
     import tensorflow as tf
 
     from data.augment import DEFAULT_AUG
@@ -159,21 +160,24 @@ def throughput_section(args, log):
             model, _ = build_training(cfg, (32, 32, 3), strategy, steps_per_epoch=1000)
             train_images = apply_distribution_augmentation(images, cfg["distaug_type"])
             ds, _ = train_dataset(train_images, batch, DEFAULT_AUG, num_views=2 if views == 2 else 1)
-            real, real_all = _fit_rate(model, ds, args.steps, args.repeats, batch * views)
+            # about the same seconds per repetition at every width (width 1 is ~10x slower)
+            steps = args.steps if width <= 0.5 else max(3, args.steps // 6)
+            real, real_all = _fit_rate(model, ds, steps, args.repeats, batch * views)
 
             fixed = next(iter(ds))  # one augmented batch kept in memory: no pipeline at all
             mem = tf.data.Dataset.from_tensors(fixed).repeat()
-            ceiling, ceiling_all = _fit_rate(model, mem, args.steps, args.repeats, batch * views)
+            ceiling, ceiling_all = _fit_rate(model, mem, steps, args.repeats, batch * views)
 
             pipe_rates = []
             it = iter(ds)
+            pipe_steps = 5 * args.steps  # long enough that the prefetch buffer does not count
             for _ in range(2):
                 next(it)
             for _ in range(args.repeats):
                 t0 = time.perf_counter()
-                for _ in range(args.steps):
+                for _ in range(pipe_steps):
                     next(it)
-                pipe_rates.append(args.steps * batch * views / (time.perf_counter() - t0))
+                pipe_rates.append(pipe_steps * batch * views / (time.perf_counter() - t0))
             pipeline = float(np.median(pipe_rates))
 
             n_eval = min(len(images), 2000 if not args.quick else 256)
@@ -184,7 +188,7 @@ def throughput_section(args, log):
                 t0 = time.perf_counter()
                 model.predict(ev, verbose=0)
                 ex_rates.append(n_eval / (time.perf_counter() - t0))
-            row = dict(model_type=model_type, net_width=width, batch_size=batch,
+            row = dict(model_type=model_type, net_width=width, batch_size=batch, steps=steps,
                        views_per_image=views, train_images_per_sec=real,
                        ceiling_images_per_sec=ceiling, pipeline_images_per_sec=pipeline,
                        pipeline_share=max(0.0, (ceiling - real) / ceiling),
@@ -195,7 +199,7 @@ def throughput_section(args, log):
                 f"img/s, ceiling {ceiling:7.0f}, pipeline alone {pipeline:7.0f}, share "
                 f"{100 * row['pipeline_share']:5.1f}%, extract {row['extract_images_per_sec']:6.0f}")
             del model
-            tf.keras.backend.clear_session() if hasattr(tf, "keras") else None
+            keras.backend.clear_session()
     return results
 
 

@@ -16,16 +16,10 @@ import numpy as np
 
 from util.errors import ConfigError
 
-def parse_input_shape(text):
-    try:
-        return tuple(int(s) for s in str(text).split(","))
-    except ValueError:
-        raise ConfigError(f"--input_shape={text} does not parse; use H,W,C e.g. 32,32,3") from None
-
-
 def validate_cheap(cfg):
     """Checks that need no data: flag syntax and ranges. Returns parsed pieces."""
     from data.augment import parse_aug_list
+    from data.base import parse_input_shape
     from data.distaug import distaug_transforms
     from model.heads import parse_head_dims
     from model.resnet import check_input_shape
