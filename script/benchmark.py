@@ -234,10 +234,10 @@ def _quality_data(args, category):
 
     root = Path(args.cifar_root)
     if (root / "train").is_dir():
-        return "folder", str(root), load_one_class_data(
+        return "folder", str(root), category, load_one_class_data(
             "folder", category, root=str(root), input_shape=(32, 32, 3), is_validation=True)
     # no CIFAR here (e.g. a CI machine without shared data): digits keep the section alive
-    return "digitsood", None, load_one_class_data("digitsood", "0", is_validation=True)
+    return "digitsood", None, "0", load_one_class_data("digitsood", "0", is_validation=True)
 
 
 def _train(args, model_type, preset, dataset, root, category, out, seed=0, epochs=None):
@@ -277,7 +277,7 @@ def quality_section(args, log):
     out_root = Path(args.out) / "quality_runs"
     rows = []
     for category in args.classes.split(","):
-        dataset, root, data = _quality_data(args, category)
+        dataset, root, category, data = _quality_data(args, category)
         log(f"quality: {dataset} {category}: {data.describe()}")
         raw = evaluate_detectors(data.train_images.reshape(len(data.train_images), -1)
                                  .astype(np.float32) / 255.0,
