@@ -41,29 +41,31 @@ def _bn(name, sync):
                                      synchronized=sync, name=name)
 
 
-def _basic_block(x, filters, stride, name, sync):
+def _merge(x, y, filters, stride, name, sync):
+    """Residual sum (1x1 projection + BN when the shape changes), then ReLU."""
     shortcut = x
-    y = _conv(filters, 3, stride, f"{name}_conv1")(x)
-    y = layers.ReLU(name=f"{name}_relu1")(_bn(f"{name}_bn1", sync)(y))
-    y = _conv(filters, 3, 1, f"{name}_conv2")(y)
-    y = _bn(f"{name}_bn2", sync)(y)
     if stride != 1 or x.shape[-1] != filters:
         shortcut = _bn(f"{name}_proj_bn", sync)(_conv(filters, 1, stride, f"{name}_proj")(x))
     return layers.ReLU(name=f"{name}_out")(layers.Add(name=f"{name}_add")([y, shortcut]))
 
 
+def _basic_block(x, filters, stride, name, sync):
+    y = _conv(filters, 3, stride, f"{name}_conv1")(x)
+    y = layers.ReLU(name=f"{name}_relu1")(_bn(f"{name}_bn1", sync)(y))
+    y = _conv(filters, 3, 1, f"{name}_conv2")(y)
+    y = _bn(f"{name}_bn2", sync)(y)
+    return _merge(x, y, filters, stride, name, sync)
+
+
 def _bottleneck_block(x, filters, stride, name, sync, expansion=4):
     out = filters * expansion
-    shortcut = x
     y = _conv(filters, 1, 1, f"{name}_conv1")(x)
     y = layers.ReLU(name=f"{name}_relu1")(_bn(f"{name}_bn1", sync)(y))
     y = _conv(filters, 3, stride, f"{name}_conv2")(y)
     y = layers.ReLU(name=f"{name}_relu2")(_bn(f"{name}_bn2", sync)(y))
     y = _conv(out, 1, 1, f"{name}_conv3")(y)
     y = _bn(f"{name}_bn3", sync)(y)
-    if stride != 1 or x.shape[-1] != out:
-        shortcut = _bn(f"{name}_proj_bn", sync)(_conv(out, 1, stride, f"{name}_proj")(x))
-    return layers.ReLU(name=f"{name}_out")(layers.Add(name=f"{name}_add")([y, shortcut]))
+    return _merge(x, y, out, stride, name, sync)
 
 
 def check_input_shape(input_shape):
