@@ -38,3 +38,25 @@ def test_quick_benchmark_writes_every_field(tmp_path):
         assert 0 <= q[mt]["final"]["pool.kde"] <= 100
         assert q[mt]["history"] and q[mt]["steps"] > 0
     assert (tmp_path / "quality.md").read_text().startswith("| class |")
+
+
+def test_quality_models_rejects_unknown_model(tmp_path):
+    out = subprocess.run([sys.executable, str(ROOT / "script" / "benchmark.py"), "--quick",
+                          "--sections=quality", "--quality_models=contrastive_da,simclr",
+                          f"--out={tmp_path}"], capture_output=True, text=True, cwd=ROOT,
+                         timeout=300)
+    assert out.returncode == 2
+    assert "simclr" in out.stderr and not (tmp_path / "benchmark.json").exists()
+
+
+def test_quality_markdown_skips_models_not_trained():
+    sys.path.insert(0, str(ROOT / "script"))
+    from benchmark import quality_markdown
+
+    final = {"pool.kde": 70.0, "pool.gde": 69.0}
+    row = dict(category="cat", raw_pixels={"kde": 45.0, "gde": 55.0, "auc": 47.0},
+               random_init=[final] * 3,
+               contrastive_da=dict(final=final, steps=4500, best_pool_kde=71.0))
+    table = quality_markdown([row])
+    assert "contrastive_da (4500 steps; best pool.kde 71.0) | 70.0 | 69.0 |" in table
+    assert "rotation" not in table

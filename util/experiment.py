@@ -198,6 +198,7 @@ def run_experiment(cfg, log=print):
         ]
         model.fit(ds, epochs=cfg["num_epoch"], initial_epoch=initial_epoch,
                   steps_per_epoch=steps_per_epoch, callbacks=callbacks,
+                  shuffle=False,  # the tf.data pipeline shuffles; silences Keras's warning
                   verbose=1 if sys.stdout.isatty() else 2)
         if nan_guard.triggered:
             last = manager.latest_checkpoint or "none"
