@@ -32,6 +32,7 @@ import numpy as np  # noqa: E402
 
 SHARED_CIFAR = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10"
 MODEL_TYPES = ("contrastive_da", "contrastive", "rotation")
+QUALITY_MODELS = ("contrastive_da", "rotation")  # trained in the quality section
 
 
 def parse_args(argv=None):
@@ -49,7 +50,7 @@ def parse_args(argv=None):
     p.add_argument("--budget_steps", type=int, default=4500)
     p.add_argument("--contrastive_preset", default="cpu_small")
     p.add_argument("--rotation_preset", default="cpu_small_rotation")
-    p.add_argument("--quality_models", default="contrastive_da,rotation",
+    p.add_argument("--quality_models", default=",".join(QUALITY_MODELS),
                    help="proxy tasks trained in the quality section (e.g. only the one "
                         "whose preset changed)")
     p.add_argument("--detector_sizes", default="5000,20000", help="N_train values")
@@ -328,7 +329,7 @@ def quality_markdown(rows):
         for i, s in enumerate(r["random_init"]):
             lines.append(f"| {r['category']} | random init (seed {i}) | " +
                          " | ".join(f"{s[k]:.1f}" if k in s else "" for k in keys) + " |")
-        for mt in ("contrastive_da", "rotation"):
+        for mt in QUALITY_MODELS:
             if mt not in r:
                 continue
             s = r[mt]["final"]
@@ -350,9 +351,9 @@ def main(argv=None):
     if unknown:
         print(f"error: unknown sections {sorted(unknown)}", file=sys.stderr)
         return 2
-    bad_models = set(args.quality_models.split(",")) - {"contrastive_da", "rotation"}
+    bad_models = set(args.quality_models.split(",")) - set(QUALITY_MODELS)
     if bad_models:
-        print(f"error: --quality_models takes contrastive_da and/or rotation, not "
+        print(f"error: --quality_models takes {' and/or '.join(QUALITY_MODELS)}, not "
               f"{sorted(bad_models)}", file=sys.stderr)
         return 2
 
