@@ -1,0 +1,82 @@
+"""Crash-safe file writes: a result file is either complete or absent, never torn.
+
+Whole files are written to a temporary name in the same directory, flushed to
+disk and renamed over the target (rename is atomic on POSIX). Appends to a
+JSON-lines log are one ``write`` of a whole line, so a reader never sees half
+a line; a torn last line left by a crash of an older version is skipped by
+``read_jsonl``.
+"""
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+
+@contextlib.contextmanager
+def atomic_path(path):
+    """Yields a temporary path beside ``path``; renames it onto ``path`` on success.
+
+    For writers that want a file name (np.savez, matplotlib, csv). On an
+    exception the temporary file is removed and ``path`` is left untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix,
+                               dir=str(path.parent))
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def write_bytes_atomic(path, data):
+    with atomic_path(path) as tmp:
+        Path(tmp).write_bytes(data)
+
+
+def write_text_atomic(path, text):
+    write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def write_json_atomic(path, obj, **kwargs):
+    kwargs.setdefault("indent", 2)
+    kwargs.setdefault("sort_keys", True)
+    write_text_atomic(path, json.dumps(obj, **kwargs) + "\n")
+
+
+def append_jsonl(path, record):
+    """Appends one JSON object as a single whole line (one write call, then fsync)."""
+    line = (json.dumps(record, sort_keys=True) + "\n").encode("utf-8")
+    fd = os.open(str(path), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def read_jsonl(path):
+    """Records of a JSON-lines file; a torn (unparsable) last line is ignored."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    records = []
+    lines = path.read_text().splitlines()
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            if i == len(lines) - 1:
+                break
+            raise
+    return records
