@@ -6,6 +6,9 @@ Flag names follow the paper's public release (all flags: util/config.py, or
 ``--helpfull``). Per-model-type defaults (batch size, head, distribution
 augmentation) apply when a flag is not given; a ``--preset`` fills the flags
 you did not set. See README.md.
+
+Every flag is parsed and checked (util/validate.py) before TensorFlow is
+imported: a bad command line exits with status 2 and one ``error:`` line.
 """
 
 import sys
@@ -21,20 +24,58 @@ flags.adopt_module_key_flags(config)  # so --help lists them
 FLAGS = flags.FLAGS
 
 
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-    logging.set_verbosity(logging.WARNING)
-    from util.experiment import run_experiment
+def fail(message):
+    """The one line every bad input ends with (exit status 2)."""
+    print(f"error: {' '.join(str(message).split())}", file=sys.stderr)
+    return 2
 
+
+def parse_flags(argv):
+    """absl's parser, but a flag type error is an ``error:`` line and exit 2, not FATAL."""
+    FLAGS.unparse_flags()
     try:
-        explicit = {name for name in FLAG_DEFAULTS if FLAGS[name].present}
-        cfg = resolve_config({name: FLAGS[name].value for name in FLAG_DEFAULTS}, explicit)
+        return FLAGS(argv)
+    except flags.Error as err:
+        sys.exit(fail(str(err).splitlines()[0] if str(err) else repr(err)))
+
+
+def checked_config(argv):
+    """Parsed and validated config (TF-free); raises ConfigError."""
+    if len(argv) > 1:
+        raise ConfigError(f"unexpected arguments: {' '.join(argv[1:])} (flags look like "
+                          "--name=value)")
+    from util.validate import validate_config
+
+    explicit = {name for name in FLAG_DEFAULTS if FLAGS[name].present}
+    cfg = resolve_config({name: FLAGS[name].value for name in FLAG_DEFAULTS}, explicit)
+    validate_config(cfg)
+    return cfg
+
+
+def main(argv):
+    try:
+        cfg = checked_config(argv)
+        logging.set_verbosity(logging.WARNING)
+        from util.experiment import run_experiment
+
         return run_experiment(cfg)
     except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        return fail(err)
+
+
+def cli(argv):
+    """Whole command line -> exit status, without running training when a flag is bad.
+
+    Used by the tests to check many bad command lines in one process.
+    """
+    try:
+        checked_config(parse_flags(argv))
+    except ConfigError as err:
+        return fail(err)
+    except SystemExit as stop:
+        return stop.code
+    return 0
 
 
 if __name__ == "__main__":
-    app.run(lambda argv: sys.exit(main(argv)))
+    app.run(lambda argv: sys.exit(main(argv)), flags_parser=parse_flags)

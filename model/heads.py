@@ -9,29 +9,7 @@ import keras
 from keras import layers
 
 from model.resnet import BN_EPSILON, BN_MOMENTUM
-from util.errors import ConfigError
-
-
-def parse_head_dims(spec):
-    """'512x8,128' -> [512]*8 + [128]; '' -> [] (no head). Raises ConfigError."""
-    spec = (spec or "").strip()
-    if not spec:
-        return []
-    dims = []
-    for part in spec.split(","):
-        part = part.strip()
-        try:
-            if "x" in part:
-                size, times = part.split("x")
-                dims.extend([int(size)] * int(times))
-            else:
-                dims.append(int(part))
-        except ValueError:
-            raise ConfigError(f"--head_dims={spec!r} does not parse at {part!r}: use "
-                              "comma-separated sizes with optional repeats, e.g. 512x8,128") from None
-    if any(d <= 0 for d in dims):
-        raise ConfigError(f"--head_dims={spec!r}: every size must be a positive integer")
-    return dims
+from model.spec import parse_head_dims  # noqa: F401  (re-exported)
 
 
 def build_mlp_head(dims, input_dim, sync_bn=False, name="head"):

@@ -12,19 +12,12 @@ average-pooled feature f(x).
 import keras
 from keras import layers
 
+from model.spec import (RESNET_SPECS, SMALL_STEM_MAX_SIZE, STAGE_WIDTHS,  # noqa: F401
+                        check_input_shape)
 from util.errors import ConfigError
 
-# name -> (block type, blocks per stage)
-RESNET_SPECS = {
-    "ResNet10": ("basic", (1, 1, 1, 1)),
-    "ResNet18": ("basic", (2, 2, 2, 2)),
-    "ResNet34": ("basic", (3, 4, 6, 3)),
-    "ResNet50": ("bottleneck", (3, 4, 6, 3)),
-}
-STAGE_WIDTHS = (64, 128, 256, 512)
 BN_MOMENTUM = 0.9
 BN_EPSILON = 1e-5
-SMALL_STEM_MAX_SIZE = 64
 
 
 def conv_init():
@@ -66,23 +59,6 @@ def _bottleneck_block(x, filters, stride, name, sync, expansion=4):
     y = _conv(out, 1, 1, f"{name}_conv3")(y)
     y = _bn(f"{name}_bn3", sync)(y)
     return _merge(x, y, out, stride, name, sync)
-
-
-def check_input_shape(input_shape):
-    """Raise ConfigError unless the backbone can take ``input_shape`` (H, W, 3)."""
-    shape = tuple(int(s) for s in input_shape)
-    if len(shape) != 3 or shape[2] != 3:
-        raise ConfigError(f"--input_shape={','.join(map(str, shape))} must be H,W,3 "
-                          "(RGB); e.g. --input_shape=32,32,3")
-    h, w, _ = shape
-    if h != w:
-        raise ConfigError(f"--input_shape={h},{w},3 must be square (rotations need H == W); "
-                          "e.g. --input_shape=32,32,3")
-    multiple = 8 if h <= SMALL_STEM_MAX_SIZE else 32
-    if h < 16 or h % multiple:
-        raise ConfigError(f"--input_shape={h},{w},3 is not supported: the side must be >= 16 and a "
-                          f"multiple of {multiple} (e.g. 32, 64, 128, 256)")
-    return shape
 
 
 def build_resnet(net_type="ResNet18", width=1.0, input_shape=(32, 32, 3), stem_width=None,

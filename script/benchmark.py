@@ -146,7 +146,7 @@ def throughput_section(args, log):
     from data.augment import DEFAULT_AUG
     from data.distaug import apply_distribution_augmentation
     from data.pipeline import eval_dataset, train_dataset
-    from model.registry import model_spec
+    from model.registry import model_class
     from util.config import resolve_config
     from util.experiment import build_training
 
@@ -158,8 +158,7 @@ def throughput_section(args, log):
         for model_type in args.model_types.split(","):
             cfg = resolve_config(dict(model_type=model_type, net_width=width,
                                       mixed_precision=args.mixed_precision, num_epoch=10**6))
-            spec = model_spec(model_type)
-            views = spec["cls"].views_per_image
+            views = model_class(model_type).views_per_image
             batch = cfg["batch_size"]
             model, _ = build_training(cfg, (32, 32, 3), strategy, steps_per_epoch=1000)
             train_images = apply_distribution_augmentation(images, cfg["distaug_type"])

@@ -8,6 +8,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from util.atomic import append_jsonl, read_jsonl, write_text_atomic
+
 
 def _as_float(value):
     try:
@@ -97,7 +99,9 @@ class PeriodicEvaluation(keras.callbacks.Callback):
     """Every ``every`` epochs: detector AUCs to TensorBoard and stats/eval_history.jsonl.
 
     ``evaluate`` is a function model -> {key: AUC}; the final evaluation is run
-    by the entry point, so the last epoch is skipped here.
+    by the entry point, so the last epoch is skipped here. Every worker evaluates
+    (feature extraction is a collective under a multi-worker strategy); only the
+    chief passes a ``log_dir`` and ``history_path``.
     """
 
     def __init__(self, evaluate, every, total_epochs, log_dir, history_path):
@@ -105,7 +109,7 @@ class PeriodicEvaluation(keras.callbacks.Callback):
         self.evaluate = evaluate
         self.every = int(every)
         self.total_epochs = total_epochs
-        self.writer = tf.summary.create_file_writer(str(log_dir))
+        self.writer = tf.summary.create_file_writer(str(log_dir)) if log_dir else None
         self.history_path = history_path
 
     def on_epoch_end(self, epoch, logs=None):
@@ -118,11 +122,45 @@ class PeriodicEvaluation(keras.callbacks.Callback):
         write_eval(self.writer, self.history_path, done, results)
 
 
+def record_history(history_path, epoch, results):
+    """One JSON line per evaluated epoch: appended whole, or the file atomically rewritten
+    when that epoch is already there (a resumed or re-evaluated run), never duplicated."""
+    record = {"epoch": int(epoch), **results}
+    records = read_jsonl(history_path)
+    if any(r.get("epoch") == epoch for r in records):
+        lines = [json.dumps(record if r.get("epoch") == epoch else r, sort_keys=True)
+                 for r in records]
+        write_text_atomic(history_path, "\n".join(lines) + "\n")
+    else:
+        append_jsonl(history_path, record)
+
+
 def write_eval(writer, history_path, epoch, results):
-    """Logs one evaluation (AUC per key) to TensorBoard and appends it as a JSON line."""
-    with writer.as_default():
-        for key, value in results.items():
-            tf.summary.scalar(f"auc/{key}", value, step=epoch)
-    writer.flush()
-    with open(history_path, "a") as f:
-        f.write(json.dumps({"epoch": epoch, **results}) + "\n")
+    """Logs one evaluation (AUC per key) to TensorBoard and to stats/eval_history.jsonl.
+
+    ``writer``/``history_path`` None (a non-chief worker) writes nothing."""
+    if writer is not None:
+        with writer.as_default():
+            for key, value in results.items():
+                tf.summary.scalar(f"auc/{key}", value, step=epoch)
+        writer.flush()
+    if history_path is not None:
+        record_history(history_path, epoch, results)
+
+
+def nan_message(model, cfg, epoch, checkpoint):
+    """Why the loss became NaN, blaming the learning rate only when the weights diverged."""
+    weights_finite = all(bool(np.all(np.isfinite(w))) for w in model.get_weights())
+    where = (f"the loss became NaN/inf in epoch {epoch + 1}; training stopped and the last "
+             f"good checkpoint is kept ({checkpoint or 'none'}).")
+    if not weights_finite:
+        cause = (f"The weights diverged: lower --learning_rate (now {cfg['learning_rate']}, "
+                 f"momentum {cfg['momentum']}).")
+        if cfg["mixed_precision"] == "fp16":
+            cause += " With --mixed_precision=fp16, also try bf16 or none."
+    else:
+        cause = ("The weights are finite, so the loss itself overflowed: "
+                 + ("check --temperature (now %g) and the embedding size." % cfg["temperature"]
+                    if "contrastive" in cfg["model_type"] else
+                    "check the input data and --mixed_precision."))
+    return f"{where} {cause}"

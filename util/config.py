@@ -3,11 +3,15 @@ library (benchmarks, tests) builds configs from the same defaults.
 
 Names follow the paper's public release where it has them. ``None`` defaults
 are filled per model type (model/registry.py) or by a ``--preset``.
+Precedence: a flag given explicitly, then the preset, then the per-model default.
+
+This module and everything it imports are free of TensorFlow and Keras, so a
+bad flag is answered at ``--help`` speed (checks: util/validate.py).
 """
 
 import os
 
-from data.augment import DEFAULT_AUG
+from data.aug_spec import DEFAULT_AUG
 from util.errors import ConfigError
 from util.presets import PRESETS, preset_values
 
@@ -50,6 +54,13 @@ FLAG_SPECS = [
      "fp16 adds loss scaling."),
     ("sync_bn", "bool", True, "Synchronise BatchNorm statistics across replicas."),
     ("eval_batch_size", "integer", 256, "Batch size of feature extraction."),
+    # --- robustness and scale (i8) ---
+    ("strategy", "enum:mirrored|multi_worker|one_device", "mirrored", "tf.distribute strategy: "
+     "all local GPUs (or the CPU), several machines from TF_CONFIG, or one device."),
+    ("deterministic", "bool", False, "Bit-reproducible run: TF op determinism and a fixed "
+     "tf.data order (slower; see docs/robustness.md)."),
+    ("reevaluate", "bool", False, "Evaluate a finished run again (otherwise its stored "
+     "result is printed)."),
 ]
 
 FLAG_DEFAULTS = {name: default for name, _, default, _ in FLAG_SPECS}

@@ -1,11 +1,15 @@
-"""One run of the two-stage method: validate, load data, train with model.fit, evaluate, report.
+"""One run of the two-stage method, as a story of named steps:
 
-Everything that can be wrong with the user's flags or data is checked before
-the run directory is created, so a bad command leaves nothing behind. Reruns
-of the same command resume from the last checkpoint (``force_init`` starts over).
+validate -> lock -> load -> build -> train -> evaluate -> report
+
+Every flag is checked (util/validate.py) before anything is loaded or written;
+a run directory is held by one process at a time (util/runlock.py); reruns
+resume from the last checkpoint, refuse a different configuration and report a
+finished run without evaluating it again (util/resume.py); collapse of the
+representation is watched during training (util/collapse.py). Every result
+file is written atomically (util/atomic.py). docs/robustness.md tells the rules.
 """
 
-import json
 import platform
 import shutil
 import sys
@@ -14,35 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
+from util.atomic import write_json_atomic
 from util.errors import ConfigError
-
-def validate_cheap(cfg):
-    """Checks that need no data: flag syntax and ranges. Returns parsed pieces."""
-    from data.augment import parse_aug_list
-    from data.base import parse_input_shape
-    from data.distaug import distaug_transforms
-    from model.heads import parse_head_dims
-    from model.resnet import check_input_shape
-    from util.detectors import DETECTORS
-
-    shape = check_input_shape(parse_input_shape(cfg["input_shape"]))
-    parse_aug_list(cfg["aug_list"])
-    distaug_transforms(cfg["distaug_type"])
-    parse_head_dims(cfg["head_dims"])
-    detectors = [d.strip() for d in cfg["detectors"].split(",") if d.strip()]
-    unknown = [d for d in detectors if d not in DETECTORS]
-    if unknown or not detectors:
-        raise ConfigError(f"--detectors={cfg['detectors']} names unknown detectors {unknown}; "
-                          f"choose from {', '.join(DETECTORS)}")
-    for key in ("batch_size", "ckpt_epoch", "eval_batch_size"):
-        if int(cfg[key]) <= 0:
-            raise ConfigError(f"--{key}={cfg[key]} must be a positive integer")
-    if int(cfg["num_epoch"]) < 0 or int(cfg["num_batch"]) < 0:
-        raise ConfigError("--num_epoch and --num_batch must be >= 0")
-    if cfg["learning_rate"] <= 0:
-        raise ConfigError(f"--learning_rate={cfg['learning_rate']} must be > 0")
-    return shape, detectors
-
+from util.validate import validate_config
 
 def load_data(cfg, shape):
     from data.registry import load_one_class_data
@@ -87,15 +65,24 @@ def stem_filters(stem_width, net_width):
     return max(1, int(round(64 * net_width))) if stem_width == 0 else int(stem_width)
 
 
+def set_determinism(cfg):
+    """Seeds every generator; ``--deterministic`` also makes TF ops and tf.data repeatable."""
+    import keras
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(cfg["seed"])
+    if cfg.get("deterministic"):
+        tf.config.experimental.enable_op_determinism()
+
+
 def build_training(cfg, shape, strategy, steps_per_epoch):
     """Model + compiled optimizer (with all variables created) inside the strategy."""
-    import keras
     import tensorflow as tf
 
     from model.registry import build_model
 
     set_precision(cfg["mixed_precision"])
-    keras.utils.set_random_seed(cfg["seed"])
+    set_determinism(cfg)
     with strategy.scope():
         model = build_model(
             cfg["model_type"], net_type=cfg["net_type"], net_width=cfg["net_width"],
@@ -125,106 +112,205 @@ def format_table(results):
     return f"{head}\n{row}"
 
 
+
+
+class RunPaths:
+    """Where a run writes: ``write`` is the run directory on the chief, a private
+    temporary directory on the other workers of a multi-worker job."""
+
+    def __init__(self, model_dir, chief=True):
+        from util.distribute import worker_dir
+
+        self.root = Path(model_dir)
+        self.chief = chief
+        self.ckpt = self.root / "ckpt"  # every worker restores from the shared checkpoints
+        self.save_ckpt = Path(worker_dir(self.root, chief)) / "ckpt"
+        self.stats, self.logs = self.root / "stats", self.root / "logs"
+        self.history = self.stats / "eval_history.jsonl" if chief else None
+        self.collapse = self.stats / "collapse.json" if chief else None
+
+
+def prepare_run_dir(cfg, run):
+    """Wipes (--force_init) or checks a reused run directory; returns a stored summary."""
+    from util.resume import check_resume, stored_summary
+
+    if cfg["force_init"] and run.chief:
+        for d in (run.ckpt, run.logs, run.stats):
+            shutil.rmtree(d, ignore_errors=True)
+    check_resume(cfg, run.stats)
+    return stored_summary(run.stats)
+
+
+def restore(model, epoch_var, run, log):
+    """Checkpoint objects; restores the latest checkpoint of the run, if any."""
+    import tensorflow as tf
+
+    from util.resume import restore_checkpoint
+
+    checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer, epoch=epoch_var)
+    try:
+        manager = tf.train.CheckpointManager(checkpoint, str(run.save_ckpt), max_to_keep=2)
+        reader = tf.train.CheckpointManager(checkpoint, str(run.ckpt), max_to_keep=2)
+    except Exception as err:  # noqa: BLE001  (an unreadable 'checkpoint' state file)
+        raise ConfigError(f"the checkpoint index in {run.ckpt} cannot be read ({err}); "
+                          "it was left in place: delete it or pass --force_init") from None
+    path = restore_checkpoint(checkpoint, reader)
+    if path:
+        log(f"Resumed from {path} (epoch {int(epoch_var.numpy())})")
+    return manager
+
+
+def train(cfg, model, epoch_var, manager, train_images, data, run, steps_per_epoch, evaluate,
+          log):
+    """model.fit from the restored epoch to --num_epoch; returns (exit code, stats callback)."""
+    import keras
+
+    from data.pipeline import train_dataset
+    from model.registry import model_class
+    from util.callbacks import EpochCheckpoint, EpochStats, PeriodicEvaluation, StopOnNaN, \
+        nan_message
+    from util.collapse import make_monitor, probe_images
+
+    views = model_class(cfg["model_type"]).views_per_image
+    stats_cb = EpochStats(steps_per_epoch, cfg["batch_size"], views)
+    initial_epoch = int(epoch_var.numpy())
+    if initial_epoch >= cfg["num_epoch"]:
+        return 0, stats_cb
+    ds, _ = train_dataset(train_images, cfg["batch_size"], cfg["aug_list"],
+                          num_views=2 if views == 2 else 1, seed=cfg["seed"])
+    if cfg.get("deterministic"):
+        import tensorflow as tf
+
+        options = tf.data.Options()
+        options.deterministic = True
+        ds = ds.with_options(options)
+    nan_guard = StopOnNaN()
+    callbacks = [
+        nan_guard,
+        stats_cb,
+        make_monitor(probe_images(data.train_images, cfg["seed"]), run.collapse, log=log),
+        EpochCheckpoint(manager, epoch_var, cfg["ckpt_epoch"], cfg["num_epoch"], nan_guard),
+        PeriodicEvaluation(evaluate, cfg["eval_epoch"], cfg["num_epoch"],
+                           run.logs / "eval" if run.chief else None, run.history),
+    ]
+    if run.chief:
+        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run.logs), write_graph=False,
+                                                     update_freq="epoch", profile_batch=0))
+    model.fit(ds, epochs=cfg["num_epoch"], initial_epoch=initial_epoch,
+              steps_per_epoch=steps_per_epoch, callbacks=callbacks,
+              shuffle=False,  # the tf.data pipeline shuffles; silences Keras's warning
+              verbose=1 if sys.stdout.isatty() else 2)
+    if nan_guard.triggered:
+        print("error: " + nan_message(model, cfg, nan_guard.bad_epoch, manager.latest_checkpoint),
+              file=sys.stderr)
+        return 3, stats_cb
+    return 0, stats_cb
+
+
+def evaluate_final(cfg, model, evaluate, run):
+    """Stage 2 on the trained model; the result is recorded in the history (once)."""
+    import tensorflow as tf
+
+    from util.callbacks import write_eval
+
+    results = evaluate(model)
+    writer = tf.summary.create_file_writer(str(run.logs / "eval")) if run.chief else None
+    write_eval(writer, run.history, cfg["num_epoch"], results)
+    return results
+
+
+def report(cfg, results, data, run, meta, log):
+    """Writes stats/summary.json (atomically, last: it marks the run as finished)."""
+    from util.collapse import load_verdict
+
+    summary = dict(results)
+    summary["meta"] = {
+        "model_type": cfg["model_type"], "dataset": cfg["dataset"],
+        "category": data.category, "category_index": int(data.category_index),
+        "protocol": data.protocol, "epochs": cfg["num_epoch"], "seed": cfg["seed"],
+        "n_train": int(len(data.train_images)), "n_test": int(len(data.test_images)),
+        "n_test_outliers": int(np.sum(data.test_labels)),
+        "collapse": load_verdict(run.collapse), "versions": library_versions(), **meta,
+    }
+    if summary["meta"]["collapse"]["detected"]:
+        log(f"warning: the representation collapsed during training (epoch "
+            f"{summary['meta']['collapse']['first_epoch']}); these AUCs are near chance")
+    if run.chief:
+        write_json_atomic(run.stats / "summary.json", summary)
+        log(format_table(results))
+        log(f"Wrote {run.stats / 'summary.json'}")
+    return summary
+
+
 def run_experiment(cfg, log=print):
     """Runs one configuration end to end; returns the process exit code."""
-    t_start = time.time()
-    shape, detectors = validate_cheap(cfg)
-    data = load_data(cfg, shape)
+    import contextlib
 
-    import keras
+    from util.distribute import is_chief
+    from util.runlock import run_lock
+
+    t_start = time.time()
+    shape, detectors = validate_config(cfg)
+    run = RunPaths(cfg["model_dir"], chief=is_chief(cfg["strategy"]))
+    created = not run.root.exists()
+    try:
+        with run_lock(run.root) if run.chief else contextlib.nullcontext():
+            stored = prepare_run_dir(cfg, run)
+            if stored is not None and not cfg["reevaluate"]:
+                log(f"{run.root} finished already; its stored result "
+                    f"({run.stats / 'summary.json'}):")
+                log(format_table({k: v for k, v in stored.items() if k != "meta"}))
+                return 0
+            return train_and_evaluate(cfg, run, shape, detectors, t_start, log)
+    except BaseException:
+        if created and not (run.stats / "hparams.json").exists():
+            shutil.rmtree(run.root, ignore_errors=True)  # nothing of value was written
+        raise
+
+
+def train_and_evaluate(cfg, run, shape, detectors, t_start, log):
     import tensorflow as tf
 
     from data.distaug import apply_distribution_augmentation
-    from data.pipeline import repeat_to_batch, train_dataset
-    from model.registry import model_spec
-    from util.callbacks import (EpochCheckpoint, EpochStats, PeriodicEvaluation, StopOnNaN,
-                                write_eval)
+    from data.pipeline import repeat_to_batch
+    from util.distribute import make_strategy
     from util.evaluation import evaluate_model
 
+    data = load_data(cfg, shape)
     train_images = apply_distribution_augmentation(data.train_images, cfg["distaug_type"])
-    n_train = len(repeat_to_batch(train_images, cfg["batch_size"]))
-    steps_per_epoch = cfg["num_batch"] or n_train // cfg["batch_size"]
-    strategy = tf.distribute.MirroredStrategy()
+    steps_per_epoch = cfg["num_batch"] or len(repeat_to_batch(train_images, cfg["batch_size"])) \
+        // cfg["batch_size"]
+    strategy = make_strategy(cfg["strategy"])
     if cfg["batch_size"] % strategy.num_replicas_in_sync:
         raise ConfigError(f"--batch_size={cfg['batch_size']} must be divisible by the "
                           f"{strategy.num_replicas_in_sync} replicas")
     model, epoch_var = build_training(cfg, shape, strategy, steps_per_epoch)
-
-    # --- from here on the run directory exists ---
-    run_dir = Path(cfg["model_dir"])
-    created = not run_dir.exists()
-    ckpt_dir, stats_dir, log_dir = run_dir / "ckpt", run_dir / "stats", run_dir / "logs"
-    if cfg["force_init"]:
-        for d in (ckpt_dir, log_dir, stats_dir):
-            shutil.rmtree(d, ignore_errors=True)
-    try:
-        stats_dir.mkdir(parents=True, exist_ok=True)
-        (stats_dir / "hparams.json").write_text(json.dumps(cfg, indent=2, sort_keys=True))
-        checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer, epoch=epoch_var)
-        manager = tf.train.CheckpointManager(checkpoint, str(ckpt_dir), max_to_keep=2)
-        if manager.latest_checkpoint:
-            checkpoint.restore(manager.latest_checkpoint).expect_partial()
-            log(f"Resumed from {manager.latest_checkpoint} (epoch {int(epoch_var.numpy())})")
-    except Exception:
-        if created:
-            shutil.rmtree(run_dir, ignore_errors=True)
-        raise
-    initial_epoch = int(epoch_var.numpy())
+    manager = restore(model, epoch_var, run, log)
+    if run.chief:
+        write_json_atomic(run.stats / "hparams.json", cfg)
     log(f"{data.describe()}; {len(train_images)} training instances after distribution "
         f"augmentation '{cfg['distaug_type']}'; {steps_per_epoch} steps/epoch; "
-        f"{strategy.num_replicas_in_sync} replica(s)")
+        f"{strategy.num_replicas_in_sync} replica(s), strategy {cfg['strategy']}")
 
     def evaluate(m):
         return evaluate_model(m, data.train_images, data.test_images, data.test_labels,
                               detectors=detectors, max_train=cfg["max_detector_train"],
                               seed=cfg["seed"], batch_size=cfg["eval_batch_size"])
 
-    history_path = stats_dir / "eval_history.jsonl"
-    views = model_spec(cfg["model_type"])["cls"].views_per_image
-    stats_cb = EpochStats(steps_per_epoch, cfg["batch_size"], views)
     t_train = time.time()
-    if initial_epoch < cfg["num_epoch"]:
-        ds, _ = train_dataset(train_images, cfg["batch_size"], cfg["aug_list"],
-                              num_views=2 if views == 2 else 1, seed=cfg["seed"])
-        nan_guard = StopOnNaN()
-        callbacks = [
-            nan_guard,
-            stats_cb,
-            EpochCheckpoint(manager, epoch_var, cfg["ckpt_epoch"], cfg["num_epoch"], nan_guard),
-            PeriodicEvaluation(evaluate, cfg["eval_epoch"], cfg["num_epoch"], log_dir / "eval",
-                               history_path),
-            keras.callbacks.TensorBoard(log_dir=str(log_dir), write_graph=False,
-                                           update_freq="epoch", profile_batch=0),
-        ]
-        model.fit(ds, epochs=cfg["num_epoch"], initial_epoch=initial_epoch,
-                  steps_per_epoch=steps_per_epoch, callbacks=callbacks,
-                  shuffle=False,  # the tf.data pipeline shuffles; silences Keras's warning
-                  verbose=1 if sys.stdout.isatty() else 2)
-        if nan_guard.triggered:
-            last = manager.latest_checkpoint or "none"
-            print(f"error: the loss became NaN/inf in epoch {nan_guard.bad_epoch + 1}; training "
-                  f"stopped and the last good checkpoint is kept ({last}). Lower "
-                  "--learning_rate or check the input data.", file=sys.stderr)
-            return 3
+    code, stats_cb = train(cfg, model, epoch_var, manager, train_images, data, run,
+                           steps_per_epoch, evaluate, log)
+    if code:
+        return code
     train_seconds = time.time() - t_train
-
     log("Extracting features and fitting detectors ...")
-    results = evaluate(model)
-    write_eval(tf.summary.create_file_writer(str(log_dir / "eval")), history_path,
-               cfg["num_epoch"], results)
-    summary = dict(results)
-    summary["meta"] = {
-        "model_type": cfg["model_type"], "dataset": cfg["dataset"],
-        "category": data.category, "category_index": int(data.category_index),
-        "protocol": data.protocol, "epochs": cfg["num_epoch"], "steps_per_epoch": steps_per_epoch,
-        "seed": cfg["seed"], "n_train": int(len(data.train_images)),
-        "n_test": int(len(data.test_images)), "n_test_outliers": int(np.sum(data.test_labels)),
+    results = evaluate_final(cfg, model, evaluate, run)
+    report(cfg, results, data, run, {
+        "steps_per_epoch": steps_per_epoch, "optimizer_steps": int(model.optimizer.iterations.numpy()),
         "wall_seconds": round(time.time() - t_start, 2), "train_seconds": round(train_seconds, 2),
         "train_images_per_sec": (round(float(np.median(stats_cb.history)), 1)
                                  if stats_cb.history else None),
-        "replicas": strategy.num_replicas_in_sync, "versions": library_versions(),
-    }
-    (stats_dir / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True))
-    log(format_table(results))
-    log(f"Wrote {stats_dir / 'summary.json'}")
+        "replicas": strategy.num_replicas_in_sync, "strategy": cfg["strategy"],
+        "deterministic": bool(cfg.get("deterministic")),
+    }, log)
     return 0

@@ -1,0 +1,80 @@
+"""Representation collapse: every image mapped to (nearly) the same feature.
+
+A collapsed network makes every detector score every image alike, so every AUC
+lands near 50 whatever the detector. It is watched during training on a fixed
+probe batch of unaugmented training images: the embeddings g(f(x)) are
+L2-normalised and the standard deviation of each dimension over the probe batch
+is averaged, then multiplied by sqrt(dim). That ``spread`` is about 1 for
+embeddings spread over the sphere and 0 when all points coincide; below
+``THRESHOLD`` the run is flagged. The spread goes to TensorBoard
+(``epoch_embed_spread``), a warning to the console, and the verdict to
+``summary.json`` (``meta.collapse``) through ``stats/collapse.json``.
+"""
+
+import math
+import sys
+
+import numpy as np
+
+from util.atomic import write_json_atomic
+
+THRESHOLD = 0.01
+PROBE_SIZE = 256
+
+
+def embedding_spread(embed):
+    """sqrt(dim) x mean over dimensions of the std over rows of the L2-normalised rows."""
+    z = np.asarray(embed, dtype=np.float64)
+    if not np.all(np.isfinite(z)):
+        return float("nan")
+    z = z / np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-12)
+    return float(np.mean(np.std(z, axis=0)) * math.sqrt(z.shape[1]))
+
+
+def probe_images(images, seed=0, size=PROBE_SIZE):
+    """A fixed subset of the training images (the same at every epoch and after resume)."""
+    if len(images) <= size:
+        return images
+    idx = np.sort(np.random.default_rng(seed).choice(len(images), size, replace=False))
+    return images[idx]
+
+
+def load_verdict(path):
+    from util.resume import read_json_or_none
+
+    return (read_json_or_none(path) if path else None) or {"detected": False,
+                                                           "first_epoch": None}
+
+
+def make_monitor(probe, verdict_path, threshold=THRESHOLD, log=None):
+    """A Keras callback that measures the spread at every epoch end (imports Keras)."""
+    import keras
+
+    from data.augment import to_float_images
+
+    log = log or (lambda msg: print(msg, file=sys.stderr))
+    probe = to_float_images(probe)
+
+    class CollapseMonitor(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.verdict = load_verdict(verdict_path)
+
+        def measure(self):
+            return embedding_spread(self.model.extract(probe)["embed"])
+
+        def on_epoch_end(self, epoch, logs=None):
+            spread = self.measure()
+            if logs is not None:
+                logs["embed_spread"] = spread
+            self.verdict["last_spread"] = spread
+            if not spread >= threshold and not self.verdict["detected"]:  # NaN counts too
+                self.verdict.update(detected=True, first_epoch=epoch + 1)
+                log(f"warning: representation collapse at epoch {epoch + 1}: the embeddings "
+                    f"of {len(probe)} training images have spread {spread:.3g} (threshold "
+                    f"{threshold}); every detector will score near chance. Try another "
+                    "--seed or a lower --learning_rate.")
+                if verdict_path:
+                    write_json_atomic(verdict_path, self.verdict)
+
+    return CollapseMonitor()

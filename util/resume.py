@@ -1,0 +1,80 @@
+"""Rules for reusing a run directory: resume, refuse, or report the stored result.
+
+* ``stats/hparams.json`` records the configuration; a rerun whose configuration
+  differs in a flag of ``SHAPING_FLAGS`` (anything that shapes the model, the
+  data or the optimisation) is refused with one line naming each flag and both
+  values, before anything is overwritten.
+* ``stats/summary.json`` exists only once a run has really finished; rerunning
+  then prints it and exits 0 (``--reevaluate`` evaluates again).
+* A checkpoint that cannot be read is reported with its path and left in place.
+"""
+
+import json
+from pathlib import Path
+
+from util.errors import ConfigError
+
+SHAPING_FLAGS = (
+    "model_type", "dataset", "category", "is_validation", "input_shape", "aug_list",
+    "distaug_type", "net_type", "net_width", "stem_width", "head_dims", "temperature",
+    "optim_type", "sched_type", "learning_rate", "momentum", "weight_decay", "num_epoch",
+    "num_batch", "batch_size", "seed", "mixed_precision",
+)
+
+
+def read_json_or_none(path):
+    """The JSON stored at ``path``, None when absent; ConfigError when unreadable."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError) as err:
+        raise ConfigError(f"{path} cannot be read ({err}); move it away, or pass "
+                          "--force_init to start the run over") from None
+
+
+def _same(a, b):
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)) \
+            and not isinstance(a, bool) and not isinstance(b, bool):
+        return float(a) == float(b)
+    return a == b
+
+
+def config_differences(recorded, cfg):
+    """[(flag, recorded value, new value)] over SHAPING_FLAGS present in both."""
+    return [(k, recorded[k], cfg[k]) for k in SHAPING_FLAGS
+            if k in recorded and k in cfg and not _same(recorded[k], cfg[k])]
+
+
+def check_resume(cfg, stats_dir):
+    """Refuses to reuse a run directory recorded with a different configuration."""
+    recorded = read_json_or_none(Path(stats_dir) / "hparams.json")
+    if recorded is None:
+        return
+    diffs = config_differences(recorded, cfg)
+    if diffs:
+        parts = ", ".join(f"--{k}={new} (recorded {old})" for k, old, new in diffs)
+        raise ConfigError(f"--model_dir={cfg['model_dir']} holds a run with a different "
+                          f"configuration: {parts}; rerun with the recorded values, use "
+                          "another --model_dir, or pass --force_init to start over")
+
+
+def stored_summary(stats_dir):
+    """The finished run's summary.json, or None."""
+    return read_json_or_none(Path(stats_dir) / "summary.json")
+
+
+def restore_checkpoint(checkpoint, manager, log=print):
+    """Restores the latest checkpoint (or nothing); a bad one raises ConfigError."""
+    path = manager.latest_checkpoint
+    if not path:
+        return None
+    try:
+        checkpoint.restore(path).expect_partial()
+    except Exception as err:  # noqa: BLE001  (TF raises many types for a bad file)
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
+        raise ConfigError(f"checkpoint {path} cannot be restored ({type(err).__name__}: "
+                          f"{first}); it was left in place: delete {Path(path).parent} or "
+                          "pass --force_init to start over") from None
+    return path
