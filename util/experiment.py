@@ -189,9 +189,11 @@ def train(cfg, model, epoch_var, manager, train_images, data, run, steps_per_epo
         nan_guard,
         stats_cb,
         make_monitor(probe_images(data.train_images, cfg["seed"]), run.collapse, log=log),
-        EpochCheckpoint(manager, epoch_var, cfg["ckpt_epoch"], cfg["num_epoch"], nan_guard),
+        # evaluation before the checkpoint: a kill between the two re-runs (and replaces)
+        # that evaluation instead of losing it
         PeriodicEvaluation(evaluate, cfg["eval_epoch"], cfg["num_epoch"],
                            run.logs / "eval" if run.chief else None, run.history),
+        EpochCheckpoint(manager, epoch_var, cfg["ckpt_epoch"], cfg["num_epoch"], nan_guard),
     ]
     if run.chief:
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run.logs), write_graph=False,
