@@ -3,6 +3,7 @@
 import json
 import math
 import time
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -127,10 +128,13 @@ def record_history(history_path, epoch, results):
     when that epoch is already there (a resumed or re-evaluated run), never duplicated."""
     record = {"epoch": int(epoch), **results}
     records = read_jsonl(history_path)
-    if any(r.get("epoch") == epoch for r in records):
-        lines = [json.dumps(record if r.get("epoch") == epoch else r, sort_keys=True)
-                 for r in records]
-        write_text_atomic(history_path, "\n".join(lines) + "\n")
+    raw = Path(history_path).read_bytes() if Path(history_path).exists() else b""
+    torn = bool(raw) and not raw.endswith(b"\n")  # left by a crash of an older writer
+    if torn or any(r.get("epoch") == epoch for r in records):
+        kept = [r for r in records if r.get("epoch") != epoch] + [record]
+        kept.sort(key=lambda r: r.get("epoch", 0))
+        write_text_atomic(history_path,
+                          "".join(json.dumps(r, sort_keys=True) + "\n" for r in kept))
     else:
         append_jsonl(history_path, record)
 

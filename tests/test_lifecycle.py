@@ -1,0 +1,264 @@
+"""Run lifecycle under faults: lock, resume rules, finished runs, corrupt checkpoints,
+atomic writes, SIGKILL at random points, collapse detection, determinism."""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from util.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "train_and_eval_loop.py"
+TINY = ["--dataset=digitsood", "--category=3", "--net_type=ResNet10", "--net_width=0.125",
+        "--head_dims=32,16", "--num_batch=2", "--batch_size=16", "--eval_batch_size=128",
+        "--detectors=kde"]
+
+
+def run_cli(args, timeout=300, env=None):
+    env = dict(env or os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
+    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True,
+                          cwd=ROOT, env=env, timeout=timeout)
+
+
+def error_lines(out):
+    return [line for line in out.stderr.splitlines() if line.startswith("error:")]
+
+
+def history_lines(run_dir):
+    return (run_dir / "stats" / "eval_history.jsonl").read_text().splitlines()
+
+
+# ----------------------------------------------------------------- lock
+
+
+HOLDER = "import sys, time; from util.runlock import run_lock\n" \
+         "with run_lock(sys.argv[1]):\n    print('locked', flush=True); time.sleep(600)\n"
+
+
+def test_second_process_refused_and_killed_holder_releases(tmp_path):
+    from util.runlock import run_lock
+
+    run_dir = tmp_path / "run"
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(run_dir)], cwd=ROOT,
+                              stdout=subprocess.PIPE, text=True,
+                              env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(ConfigError, match=f"in use by another run \\(pid {holder.pid}"):
+            with run_lock(run_dir):
+                pass
+        # the entry point refuses too, with one line, before loading anything
+        out = run_cli([f"--model_dir={run_dir}", *TINY], timeout=120)
+        assert out.returncode == 2 and "in use by another run" in error_lines(out)[0]
+        assert "Traceback" not in out.stderr
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    with run_lock(run_dir):  # a SIGKILLed holder does not leave the lock stuck
+        pass
+
+
+# ----------------------------------------------------------------- resume rules
+
+
+def test_different_configuration_refused_and_hparams_kept(tmp_path):
+    from util.atomic import write_json_atomic
+    from util.config import resolve_config
+
+    run_dir = tmp_path / "run"
+    recorded = resolve_config(dict(dataset="digitsood", category="3", net_width=0.125,
+                                   model_type="rotation", model_dir=str(run_dir)))
+    write_json_atomic(run_dir / "stats" / "hparams.json", recorded)
+    before = (run_dir / "stats" / "hparams.json").read_bytes()
+    out = run_cli([f"--model_dir={run_dir}", "--dataset=digitsood", "--category=3",
+                   "--net_width=0.25", "--model_type=contrastive"], timeout=120)
+    assert out.returncode == 2
+    (line,) = error_lines(out)
+    assert "--net_width=0.25 (recorded 0.125)" in line
+    assert "--model_type=contrastive (recorded rotation)" in line
+    assert "--batch_size=32 (recorded 64)" in line  # per-model defaults count too
+    assert (run_dir / "stats" / "hparams.json").read_bytes() == before
+    assert sorted(p.name for p in run_dir.rglob("*")) == [".lock", "hparams.json", "stats"]
+
+
+def test_finished_run_reports_reevaluates_and_survives_corrupt_checkpoint(tmp_path):
+    run_dir = tmp_path / "run"
+    args = ["--model_type=rotation", f"--model_dir={run_dir}", "--num_epoch=2", "--eval_epoch=1",
+            *TINY]
+    out = run_cli(args)
+    assert out.returncode == 0, out.stderr[-3000:]
+    first = history_lines(run_dir)
+    assert [json.loads(l)["epoch"] for l in first] == [1, 2]
+    summary = json.loads((run_dir / "stats" / "summary.json").read_text())
+
+    out = run_cli(args)  # finished: print the stored result, evaluate nothing
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "finished already" in out.stdout and "Extracting" not in out.stdout
+    assert f"{summary['pool.kde']:.2f}" in out.stdout
+    assert history_lines(run_dir) == first
+
+    out = run_cli([*args, "--reevaluate"])
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "Extracting" in out.stdout and "Epoch" not in out.stdout  # no training
+    again = history_lines(run_dir)
+    assert [json.loads(l)["epoch"] for l in again] == [1, 2]  # replaced, not appended
+
+    data_files = sorted((run_dir / "ckpt").glob("ckpt-2.data-*"))
+    for f in data_files:
+        f.write_bytes(b"\0garbage" * 10)
+    out = run_cli([*args, "--reevaluate"])
+    assert out.returncode == 2
+    (line,) = error_lines(out)
+    assert "ckpt-2" in line and "cannot be restored" in line and "--force_init" in line
+    assert "Traceback" not in out.stderr
+    assert all(f.exists() for f in data_files)  # never silently discarded
+    assert history_lines(run_dir) == again
+
+
+# ----------------------------------------------------------------- atomic writes
+
+
+def test_interrupted_write_leaves_old_file(tmp_path, monkeypatch):
+    from util import atomic
+    from util.callbacks import record_history
+
+    path = tmp_path / "summary.json"
+    atomic.write_json_atomic(path, {"pool.kde": 1.0})
+
+    def interrupted(fd):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(atomic.os, "fsync", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        atomic.write_json_atomic(path, {"pool.kde": 2.0, "big": list(range(100000))})
+    assert json.loads(path.read_text()) == {"pool.kde": 1.0}
+    assert [p.name for p in tmp_path.iterdir()] == ["summary.json"]  # no temp file left
+    monkeypatch.undo()
+
+    history = tmp_path / "eval_history.jsonl"
+    record_history(history, 1, {"pool.kde": 50.0})
+    with open(history, "a") as f:
+        f.write('{"epoch": 2, "pool.')  # a torn line left by a crash of an older writer
+    record_history(history, 2, {"pool.kde": 60.0})
+    record_history(history, 1, {"pool.kde": 55.0})
+    records = [json.loads(l) for l in history.read_text().splitlines()]
+    assert records == [{"epoch": 1, "pool.kde": 55.0}, {"epoch": 2, "pool.kde": 60.0}]
+
+
+# ----------------------------------------------------------------- SIGKILL
+
+
+def saved_epochs(run_dir):
+    return sorted(int(p.stem.split("-")[1]) for p in (run_dir / "ckpt").glob("ckpt-*.index"))
+
+
+def learning_rates(run_dir):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    values = []
+    for events in (run_dir / "logs" / "train").glob("events.out.tfevents.*"):
+        acc = EventAccumulator(str(events), size_guidance={"tensors": 0})
+        acc.Reload()
+        for event in acc.Tensors("epoch_learning_rate"):
+            values.append((event.step, float(np.asarray(
+                __import__("tensorflow").make_ndarray(event.tensor_proto)))))
+    return values
+
+
+def test_three_random_sigkills_then_finish(tmp_path):
+    rng = random.Random(8)
+    run_dir = tmp_path / "run"
+    epochs, steps, lr = 24, 2, 0.05
+    args = ["--model_type=rotation", f"--model_dir={run_dir}", f"--num_epoch={epochs}",
+            "--ckpt_epoch=1", "--eval_epoch=3", f"--learning_rate={lr}", *TINY]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    last = 0
+    for _ in range(3):
+        proc = subprocess.Popen([sys.executable, str(SCRIPT), *args], cwd=ROOT, env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 240
+        while time.time() < deadline and not [e for e in saved_epochs(run_dir) if e > last]:
+            time.sleep(0.05)
+        time.sleep(rng.uniform(0.0, 2.0))  # a random point: mid-step, mid-eval, mid-save
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        saved = saved_epochs(run_dir)
+        assert saved and saved[-1] < epochs, saved
+        last = saved[-1]
+        assert not (run_dir / "stats" / "summary.json").exists()
+    out = run_cli(args)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "Resumed from" in out.stdout
+    meta = json.loads((run_dir / "stats" / "summary.json").read_text())["meta"]
+    assert meta["optimizer_steps"] == epochs * steps and meta["epochs"] == epochs
+    lines = history_lines(run_dir)
+    records = [json.loads(l) for l in lines]  # no torn line
+    assert [r["epoch"] for r in records] == sorted({r["epoch"] for r in records})  # no duplicate
+    assert {3, 6, 9, 12, 15, 18, 21, 24} == {r["epoch"] for r in records}
+    # the cosine schedule continued where it stopped: every logged epoch rate is lr(epoch)
+    logged = learning_rates(run_dir)
+    assert {s for s, _ in logged} == set(range(epochs))
+    for step, value in logged:
+        assert value == pytest.approx(lr * 0.5 * (1 + np.cos(np.pi * step / epochs)), rel=1e-5)
+
+
+# ----------------------------------------------------------------- collapse
+
+
+def test_collapse_detected_on_constant_images(tmp_path):
+    from PIL import Image
+
+    root = tmp_path / "imgs"
+    rng = np.random.default_rng(0)
+    for cls in ("flat", "noise"):
+        (root / "train" / cls).mkdir(parents=True)
+        for i in range(40):
+            pixels = (np.full((32, 32, 3), 128, np.uint8) if cls == "flat"
+                      else rng.integers(0, 256, (32, 32, 3), dtype=np.uint8))
+            Image.fromarray(pixels).save(root / "train" / cls / f"{i}.png")
+    run_dir = tmp_path / "run"
+    out = run_cli([f"--model_dir={run_dir}", "--dataset=folder", f"--root={root}",
+                   "--category=flat", "--model_type=contrastive", "--num_epoch=2",
+                   *[a for a in TINY if not a.startswith(("--dataset", "--category"))]],
+                  env=dict(os.environ, DROC_CACHE_DIR=str(tmp_path / "cache")))
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "representation collapse at epoch 1" in out.stdout + out.stderr
+    collapse = json.loads((run_dir / "stats" / "summary.json").read_text())["meta"]["collapse"]
+    assert collapse["detected"] and collapse["first_epoch"] == 1
+    assert collapse["last_spread"] < 0.01
+
+
+def test_embedding_spread_separates_collapsed_from_spread_features():
+    from util.collapse import THRESHOLD, embedding_spread
+
+    rng = np.random.default_rng(0)
+    spread = rng.normal(size=(256, 32))
+    assert embedding_spread(spread) > 0.8
+    collapsed = np.ones((256, 32)) + 1e-6 * rng.normal(size=(256, 32))
+    assert embedding_spread(collapsed) < THRESHOLD
+    assert np.isnan(embedding_spread(np.full((4, 3), np.nan)))
+
+
+# ----------------------------------------------------------------- determinism
+
+
+def test_deterministic_runs_give_identical_numbers(tmp_path):
+    summaries = []
+    for name in ("a", "b"):
+        out = run_cli(["--model_type=contrastive_da", f"--model_dir={tmp_path / name}",
+                       "--num_epoch=2", "--deterministic", *TINY])
+        assert out.returncode == 0, out.stderr[-3000:]
+        summaries.append(json.loads((tmp_path / name / "stats" / "summary.json").read_text()))
+    a, b = summaries
+    keys = [k for k in a if k != "meta"]
+    assert keys and {k: a[k] for k in keys} == {k: b[k] for k in keys}
+    assert a["meta"]["collapse"]["last_spread"] == b["meta"]["collapse"]["last_spread"]
+    assert a["meta"]["deterministic"] is True
