@@ -22,7 +22,7 @@ TINY = ["--dataset=digitsood", "--category=3", "--net_type=ResNet10", "--net_wid
         "--detectors=kde"]
 
 
-def run_cli(args, timeout=300, env=None):
+def run_cli(args, timeout=900, env=None):
     env = dict(env or os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
     return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True,
                           cwd=ROOT, env=env, timeout=timeout)
@@ -176,7 +176,7 @@ def learning_rates(run_dir):
 def test_three_random_sigkills_then_finish(tmp_path):
     rng = random.Random(8)
     run_dir = tmp_path / "run"
-    epochs, steps, lr = 24, 2, 0.05
+    epochs, steps, lr = 12, 2, 0.05
     args = ["--model_type=rotation", f"--model_dir={run_dir}", f"--num_epoch={epochs}",
             "--ckpt_epoch=1", "--eval_epoch=3", f"--learning_rate={lr}", *TINY]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
@@ -184,10 +184,10 @@ def test_three_random_sigkills_then_finish(tmp_path):
     for _ in range(3):
         proc = subprocess.Popen([sys.executable, str(SCRIPT), *args], cwd=ROOT, env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.time() + 240
+        deadline = time.time() + 600
         while time.time() < deadline and not [e for e in saved_epochs(run_dir) if e > last]:
             time.sleep(0.05)
-        time.sleep(rng.uniform(0.0, 2.0))  # a random point: mid-step, mid-eval, mid-save
+        time.sleep(rng.uniform(0.0, 1.0))  # a random point: mid-step, mid-eval, mid-save
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         saved = saved_epochs(run_dir)
@@ -202,7 +202,7 @@ def test_three_random_sigkills_then_finish(tmp_path):
     lines = history_lines(run_dir)
     records = [json.loads(l) for l in lines]  # no torn line
     assert [r["epoch"] for r in records] == sorted({r["epoch"] for r in records})  # no duplicate
-    assert {3, 6, 9, 12, 15, 18, 21, 24} == {r["epoch"] for r in records}
+    assert {3, 6, 9, 12} == {r["epoch"] for r in records}
     # the cosine schedule continued where it stopped: every logged epoch rate is lr(epoch)
     logged = learning_rates(run_dir)
     assert {s for s, _ in logged} == set(range(epochs))

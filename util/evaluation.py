@@ -9,7 +9,7 @@ feature sets ``pool`` = f(x) and ``embed`` = g(f(x)) (e.g. ``pool.kde``), plus
 import numpy as np
 
 from data.pipeline import eval_dataset
-from util.detectors import DETECTORS, evaluate_detectors
+from util.detectors import DETECTORS, evaluate_detectors, subsample_rows
 from util.metrics import roc_auc
 
 FEATURE_SETS = ("pool", "embed")
@@ -19,14 +19,6 @@ def extract_features(model, images, batch_size=256):
     """{name: np.ndarray} from the model's predict_step (pool, embed, model scores)."""
     out = model.predict(eval_dataset(images, batch_size), verbose=0)
     return {k: np.asarray(v) for k, v in out.items()}
-
-
-def detector_subset(train_images, max_train=20000, seed=0):
-    """At most ``max_train`` random unaugmented training images for the detectors."""
-    if len(train_images) <= max_train:
-        return train_images
-    idx = np.sort(np.random.default_rng(seed).choice(len(train_images), max_train, replace=False))
-    return train_images[idx]
 
 
 def evaluate_features(train_feats, test_feats, test_labels, detectors=None):
@@ -46,7 +38,10 @@ def evaluate_features(train_feats, test_feats, test_labels, detectors=None):
 
 def evaluate_model(model, train_images, test_images, test_labels, detectors=None,
                    max_train=20000, seed=0, batch_size=256):
-    """Extracts features for (a subset of) the training inliers and the test set, scores."""
-    train_feats = extract_features(model, detector_subset(train_images, max_train, seed), batch_size)
+    """Extracts features for (a subset of) the training inliers and the test set, scores.
+
+    The subset is drawn by ``subsample_rows``, the detectors' own sampler."""
+    train_feats = extract_features(model, subsample_rows(train_images, max_train, seed),
+                                   batch_size)
     test_feats = extract_features(model, test_images, batch_size)
     return evaluate_features(train_feats, test_feats, test_labels, detectors)
