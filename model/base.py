@@ -35,6 +35,15 @@ class OneClassModel(keras.Model):
     def metrics(self):
         return [self.loss_tracker, self.proxy_tracker, self.l2_tracker, self.acc_tracker]
 
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Keras 3.15 averages one input batch across workers here to build compiled
+        # losses/metrics; under MultiWorkerMirroredStrategy that reduce fails on the
+        # per-replica batch. These models compile neither, and build_model /
+        # experiment.build_training create every model and optimizer variable first.
+        if self.built and self.optimizer is not None and self.optimizer.built:
+            return
+        super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+
     def call(self, images, training=False):
         pooled = self.backbone(images, training=training)
         return pooled, self.head(pooled, training=training)
