@@ -18,7 +18,7 @@ from util.errors import ConfigError
 
 def validate_cheap(cfg):
     """Checks that need no data: flag syntax and ranges. Returns parsed pieces."""
-    from data.augment import parse_aug_list
+    from data.aug_spec import parse_aug_list
     from data.base import parse_input_shape
     from data.distaug import distaug_transforms
     from model.heads import parse_head_dims
@@ -26,7 +26,8 @@ def validate_cheap(cfg):
     from util.detectors import DETECTORS
 
     shape = check_input_shape(parse_input_shape(cfg["input_shape"]))
-    parse_aug_list(cfg["aug_list"])
+    parse_aug_list(cfg["aug_list"], size=shape[0])
+    parse_aug_list(cfg["aug_list_for_test"], size=shape[0])
     distaug_transforms(cfg["distaug_type"])
     parse_head_dims(cfg["head_dims"])
     detectors = [d.strip() for d in cfg["detectors"].split(",") if d.strip()]
@@ -102,7 +103,8 @@ def build_training(cfg, shape, strategy, steps_per_epoch):
             input_shape=shape, head_dims=cfg["head_dims"],
             stem_width=stem_filters(cfg["stem_width"], cfg["net_width"]),
             weight_decay=cfg["weight_decay"], temperature=cfg["temperature"],
-            sync_bn=cfg["sync_bn"] and strategy.num_replicas_in_sync > 1)
+            sync_bn=cfg["sync_bn"] and strategy.num_replicas_in_sync > 1,
+            aug_list=cfg["aug_list"], aug_list_for_test=cfg["aug_list_for_test"])
         model.compile(optimizer=make_optimizer(cfg, steps_per_epoch))
         model.optimizer.build(model.trainable_variables)
         epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
@@ -136,7 +138,6 @@ def run_experiment(cfg, log=print):
 
     from data.distaug import apply_distribution_augmentation
     from data.pipeline import repeat_to_batch, train_dataset
-    from model.registry import model_spec
     from util.callbacks import (EpochCheckpoint, EpochStats, PeriodicEvaluation, StopOnNaN,
                                 write_eval)
     from util.evaluation import evaluate_model
@@ -180,12 +181,12 @@ def run_experiment(cfg, log=print):
                               seed=cfg["seed"], batch_size=cfg["eval_batch_size"])
 
     history_path = stats_dir / "eval_history.jsonl"
-    views = model_spec(cfg["model_type"])["cls"].views_per_image
+    views = model.views_per_image
     stats_cb = EpochStats(steps_per_epoch, cfg["batch_size"], views)
     t_train = time.time()
     if initial_epoch < cfg["num_epoch"]:
-        ds, _ = train_dataset(train_images, cfg["batch_size"], cfg["aug_list"],
-                              num_views=2 if views == 2 else 1, seed=cfg["seed"])
+        ds, _ = train_dataset(train_images, cfg["batch_size"], cfg["aug_list"], num_views=views,
+                              seed=cfg["seed"], clip_pixels=cfg["clip_pixels"])
         nan_guard = StopOnNaN()
         callbacks = [
             nan_guard,
