@@ -1,29 +1,31 @@
 """Batched, vectorised training augmentation (the project's only augmentation module).
 
-Every op takes a float32 batch [B, H, W, 3] in [0, 1] (square, static H and W),
-draws its random parameters per image with stateful ``tf.random`` ops and returns
-a float32 batch of the same static shape, clipped to [0, 1]. Nothing loops over
-images, so the ops run cheaply inside ``tf.data.Dataset.map`` after ``.batch()``
-(graph mode) and also eagerly.
+``build_augment_fn(spec)`` turns an ``--aug_list`` spec (grammar and defaults:
+data/aug_spec.py) into a function from a float32 batch [B, H, W, 3] (or uint8,
+converted here) to a tuple of augmented batches, one per view of the spec.
+Every op draws its random parameters per image with stateful ``tf.random`` ops
+and keeps the static shape; nothing loops over images, so the whole chain runs
+cheaply inside ``tf.data.Dataset.map`` after ``.batch()`` (graph mode) and
+also eagerly. Views that start with the same ops (``A,+rotate90,...``, or the
+two views of a contrastive pair) run those ops once on the views stacked along
+the batch axis, each copy with its own random draws.
 
-The spec syntax (``parse_aug_list``) is the reference's, e.g. the paper default
-``cnr0.5+hflip+jitter_b0.4_c0.4_s0.4_h0.4+gray0.2+blur0.5``.
+As in the public release, pixels are not clipped: brightness and the other
+float ops may leave [0, 1] and training sees those values. ``clip_pixels=True``
+(``--clip_pixels``) clips after each jitter op and at the end.
 """
 
 import functools
 import itertools
-import math
 
 import numpy as np
 import tensorflow as tf
 
-from data.aug_spec import DEFAULT_AUG, parse_aug_list  # noqa: F401  (re-exported)
+from data.aug_spec import DEFAULT_AUG, parse_aug_list  # noqa: F401 (DEFAULT_AUG re-exported)
 from util.errors import ConfigError
-
 
 # Luma weights used by tf.image.rgb_to_grayscale.
 _LUMA = (0.2989, 0.5870, 0.1140)
-
 
 # ----------------------------------------------------------------------------
 # Helpers
@@ -59,9 +61,10 @@ def _check_images(images, what="images"):
     return images
 
 
-def _finish(out, images):
-    """Clips to [0,1] and restores the input's static shape (gathers may lose B)."""
-    out = tf.clip_by_value(out, 0.0, 1.0)
+def _finish(out, images, clip):
+    """Clips to [0,1] when asked; restores the input's static shape (gathers may lose B)."""
+    if clip:
+        out = tf.clip_by_value(out, 0.0, 1.0)
     if not tf.executing_eagerly():
         out.set_shape(images.shape)
     return out
@@ -87,26 +90,9 @@ def _col(v):
     return tf.reshape(v, [-1, 1, 1, 1])
 
 
-def _check_range(name, value, low, high, low_open=False):
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        raise ConfigError("%s must be a number, got %r" % (name, value)) from None
-    ok = (math.isfinite(value) and (value > low if low_open else value >= low)
-          and value <= high)
-    if not ok:
-        raise ConfigError("%s must be in %s%g, %g], got %r" % (
-            name, "(" if low_open else "[", low, high, value))
-    return value
-
-
-def _check_prob(name, p):
-    return _check_range(name, p, 0.0, 1.0)
-
-
 # ----------------------------------------------------------------------------
-# Op implementations (no validation, no final clip: build_augment_fn chains
-# these and clips once; the public wrappers below validate and clip).
+# Op implementations (parameters were checked by data/aug_spec.py; no final
+# clip: build_augment_fn chains these and clips at the end when asked).
 
 
 def _crop_boxes(batch_size, min_scale):
@@ -174,14 +160,15 @@ def _jitter_schedule(ops):
     return plan
 
 
-def _apply_jitter(images, ops, params, perm):
+def _apply_jitter(images, ops, params, perm, clip=False):
     """Applies the jitter ops to each image in its own order, with given parameters.
 
     ops: names of the active ops (subset of _JITTER_OPS); params: dict name -> [B]
     per-image value (brightness delta, contrast factor, saturation factor, hue
     delta); perm: int [B, len(ops)], perm[i, t] = index into ops of the op image
     i applies at step t. The result equals applying tf.image.adjust_* to each
-    image in that order, clipping to [0,1] after each op (up to float rounding).
+    image in that order (up to float rounding), clipping to [0,1] after each op
+    when clip is true.
     Separate from color_jitter so tests can fix the order and the parameters.
     """
     ops = list(ops)
@@ -223,7 +210,8 @@ def _apply_jitter(images, ops, params, perm):
                     x = x * f + (shift + (1.0 - f) * mean)
                 else:
                     x = x + shift
-                x = tf.clip_by_value(x, 0.0, 1.0)
+                if clip:
+                    x = tf.clip_by_value(x, 0.0, 1.0)
             continue
         # HSV phase: one round trip for the images whose order puts a run of
         # saturation/hue here; other images are left out (gathered away) because
@@ -235,23 +223,35 @@ def _apply_jitter(images, ops, params, perm):
             touched = tf.reduce_any(tf.stack(list(sel.values())), axis=0)
             idx = tf.cast(tf.reshape(tf.where(touched), [-1]), tf.int32)
             sub_x = tf.gather(x, idx)
-        hsv = tf.image.rgb_to_hsv(sub_x)
-        ones = tf.ones_like(idx if idx is not None else perm[:, 0], dtype=tf.float32)
-        zeros = tf.zeros_like(ones)
+        # A pixel is (hue, lowest channel, highest channel): rgb = lo + (hi - lo) *
+        # profile(hue), profile = hsv_to_rgb(hue, 1, 1). This is how tf.image.adjust_hue
+        # works, so out-of-range pixels (the release does not clip) keep their chroma;
+        # saturation scales S = (hi - lo) / hi and clips it to [0,1] as
+        # tf.image.adjust_saturation does (S = 0 when hi <= 0).
+        hue = tf.image.rgb_to_hsv(sub_x)[..., 0]
+        hi = tf.reduce_max(sub_x, axis=-1)
+        lo = tf.reduce_min(sub_x, axis=-1)
 
         def pick(name, neutral):
             v = tf.where(sel[name], params[name], neutral)
-            return v if idx is None else tf.gather(v, idx)
+            return tf.reshape(v if idx is None else tf.gather(v, idx), [-1, 1, 1])
+
+        def chosen(name):
+            v = sel[name] if idx is None else tf.gather(sel[name], idx)
+            return tf.reshape(v, [-1, 1, 1])
 
         if "saturation" in ops:
-            scale = tf.stack([ones, pick("saturation", 1.0), ones], axis=1)
-            hsv = hsv * tf.reshape(scale, [-1, 1, 1, 3])
+            sat = tf.where(hi > 0.0, (hi - lo) / tf.where(hi > 0.0, hi, 1.0), 0.0)
+            sat = tf.clip_by_value(sat * pick("saturation", 1.0), 0.0, 1.0)
+            lo = tf.where(chosen("saturation"), hi * (1.0 - sat), lo)
         if "hue" in ops:
-            offset = tf.stack([pick("hue", 0.0), zeros, zeros], axis=1)
-            hsv = hsv + tf.reshape(offset, [-1, 1, 1, 3])
-            hsv = hsv - tf.floor(hsv) * tf.constant([1.0, 0.0, 0.0])  # wrap hue only
-        # Clipping S is adjust_saturation's rule; H, V are already in [0,1].
-        rgb = tf.clip_by_value(tf.image.hsv_to_rgb(tf.clip_by_value(hsv, 0.0, 1.0)), 0.0, 1.0)
+            hue = hue + pick("hue", 0.0)
+            hue = hue - tf.floor(hue)  # wrap around
+        unit = tf.ones_like(hue)
+        profile = tf.image.hsv_to_rgb(tf.stack([hue, unit, unit], axis=-1))
+        rgb = lo[..., None] + (hi - lo)[..., None] * profile
+        if clip:
+            rgb = tf.clip_by_value(rgb, 0.0, 1.0)
         if idx is None:
             x = rgb
         else:
@@ -261,7 +261,7 @@ def _apply_jitter(images, ops, params, perm):
     return x
 
 
-def _jitter(x, brightness, contrast, saturation, hue):
+def _jitter(x, brightness, contrast, saturation, hue, clip=False):
     strengths = {"brightness": brightness, "contrast": contrast,
                  "saturation": saturation, "hue": hue}
     ops = [name for name in _JITTER_OPS if strengths[name] > 0.0]
@@ -279,7 +279,7 @@ def _jitter(x, brightness, contrast, saturation, hue):
         perm = tf.zeros([b, 1], dtype=tf.int32)
     else:  # a uniformly random permutation per image
         perm = tf.argsort(tf.random.uniform([b, len(ops)]), axis=1)
-    return _apply_jitter(x, ops, params, perm)
+    return _apply_jitter(x, ops, params, perm, clip)
 
 
 def _gray(x, p):
@@ -353,8 +353,8 @@ def _rot90_tables(size):
     return np.stack([np.rot90(grid, k).reshape(-1) for k in range(4)])
 
 
-def _rotate90(x):
-    """Per-image rotation as one batched gather of pixel index maps."""
+def _rotate_random(x):
+    """'rotrand': per-image rotation by k*90 degrees, k uniform in 0..3, as one batched gather."""
     size = x.shape[1]
     k = tf.random.uniform([_batch_size(x)], 0, 4, dtype=tf.int32)
     index = tf.gather(tf.constant(_rot90_tables(size)), k)  # [B, H*W]
@@ -362,8 +362,40 @@ def _rotate90(x):
     return tf.reshape(out, [-1, size, size, 3])
 
 
+def _random_crop_resized(x, size):
+    """'crop': a random size x size window per image (no padding), resized back to H.
+
+    The release returns the window itself (smaller than the input); our network
+    takes one fixed input size, so the window is resized back (bilinear, corner
+    pixels aligned, one crop_and_resize call for the whole batch).
+    """
+    full = x.shape[1]
+    b = _batch_size(x)
+    span = float(max(full - 1, 1))
+    off = tf.floor(tf.random.uniform([b, 2]) * float(full - size + 1))
+    y0, x0 = off[:, 0] / span, off[:, 1] / span
+    ext = (size - 1) / span
+    boxes = tf.stack([y0, x0, y0 + ext, x0 + ext], axis=1)
+    return tf.image.crop_and_resize(x, boxes, tf.range(b), [full, full], method="bilinear")
+
+
+def _shift(x):
+    """'shift': reflect-pad by int(0.125*H) on every side, then a random HxW window per image."""
+    size = x.shape[1]
+    pad = int(0.125 * size)
+    if pad == 0:
+        return x
+    padded = tf.pad(x, [[0, 0], [pad, pad], [pad, pad], [0, 0]], mode="REFLECT")
+    off = tf.random.uniform([_batch_size(x), 2], 0, 2 * pad + 1, dtype=tf.int32)
+    ramp = tf.range(size)[None, :]
+    rows = off[:, :1] + ramp  # [B, H]
+    cols = off[:, 1:] + ramp
+    out = tf.gather(padded, rows, axis=1, batch_dims=1)
+    return tf.gather(out, cols, axis=2, batch_dims=1)
+
+
 # ----------------------------------------------------------------------------
-# Public ops
+# Public API
 
 
 def to_float_images(uint8_images):
@@ -377,111 +409,97 @@ def to_float_images(uint8_images):
     return tf.cast(x, tf.float32) / 255.0
 
 
-def random_resized_crop(images, min_scale):
-    """Random square crop per image (side uniform in [min_scale*H, H]), resized back to HxW.
-
-    One crop_and_resize call with a box per image keeps it vectorised.
-    """
-    images = _check_images(images)
-    min_scale = _check_range("cnr min_scale", min_scale, 0.0, 1.0, low_open=True)
-    return _finish(_crop(images, min_scale), images)
-
-
-def random_hflip(images, p=0.5):
-    """Left-right flip of each image with probability p."""
-    images = _check_images(images)
-    return _finish(_flip(images, _check_prob("hflip p", p), axis=2), images)
-
-
-def random_vflip(images, p=0.5):
-    """Up-down flip of each image with probability p."""
-    images = _check_images(images)
-    return _finish(_flip(images, _check_prob("vflip p", p), axis=1), images)
-
-
-def color_jitter(images, brightness=0.0, contrast=0.0, saturation=0.0, hue=0.0):
-    """SimCLR-style colour jitter with per-image parameters and a per-image op order.
-
-    brightness: additive delta in [-b, b]; contrast: factor in [1-c, 1+c] around
-    the per-image per-channel mean (as tf.image.adjust_contrast); saturation:
-    factor in [1-s, 1+s] on S in HSV (as tf.image.adjust_saturation); hue: delta
-    in [-h, h] added to H in HSV with wrap-around (as tf.image.adjust_hue).
-    Values are clipped to [0,1] after each op; a strength of 0 skips its op.
-    The order of the ops is a random permutation drawn per image; the public
-    release draws one order when the pipeline is built, so ours differs there.
-    HSV conversions only run when saturation or hue is non-zero.
-    """
-    images = _check_images(images)
-    out = _jitter(images,
-                  _check_range("jitter brightness", brightness, 0.0, 1.0),
-                  _check_range("jitter contrast", contrast, 0.0, 1.0),
-                  _check_range("jitter saturation", saturation, 0.0, 1.0),
-                  _check_range("jitter hue", hue, 0.0, 0.5))
-    return _finish(out, images)
-
-
-def random_grayscale(images, p):
-    """With probability p per image, replace it by its luma (rgb_to_grayscale weights) x3."""
-    images = _check_images(images)
-    return _finish(_gray(images, _check_prob("gray p", p)), images)
-
-
-def random_gaussian_blur(images, p, sigma_min=0.1, sigma_max=2.0):
-    """With probability p per image, Gaussian blur with sigma uniform in [sigma_min, sigma_max].
-
-    Kernel size follows SimCLR (about 10% of the side, odd, >= 3: 3 taps at
-    32 px), reflect padding. In the public release this blur is accidentally a
-    no-op during training; ours really blurs.
-    """
-    images = _check_images(images)
-    p = _check_prob("blur p", p)
-    sigma_min = _check_range("blur sigma_min", sigma_min, 0.0, 1e6, low_open=True)
-    sigma_max = _check_range("blur sigma_max", sigma_max, sigma_min, 1e6)
-    return _finish(_blur(images, p, sigma_min, sigma_max), images)
-
-
-def random_rotate90(images):
-    """Rotates each image by k*90 degrees counter-clockwise (as tf.image.rot90), k uniform in 0..3."""
-    images = _check_images(images)
-    return _finish(_rotate90(images), images)
+def _fixed_rotation(k):
+    """Counter-clockwise rotation by k*90 degrees of every image (as tf.image.rot90)."""
+    def rotate(x):
+        if k == 2:
+            return tf.reverse(x, [1, 2])
+        x = tf.transpose(x, [0, 2, 1, 3])
+        return tf.reverse(x, [1] if k == 1 else [2])
+    return rotate
 
 
 _OP_IMPLS = {
     "cnr": _crop,
+    "crop": _random_crop_resized,
+    "shift": _shift,
+    "resize": lambda x: x,  # images already have the network's input size
     "hflip": lambda x: _flip(x, 0.5, axis=2),
     "vflip": lambda x: _flip(x, 0.5, axis=1),
+    "rotate90": _fixed_rotation(1),
+    "rotate180": _fixed_rotation(2),
+    "rotate270": _fixed_rotation(3),
+    "rotrand": _rotate_random,
     "jitter": _jitter,
     "gray": _gray,
     "blur": lambda x, p: _blur(x, p, 0.1, 2.0),
-    "rotate90": _rotate90,
 }
 
 
-def build_augment_fn(spec):
-    """Returns images -> images applying the spec's ops in order.
+def _resolve(chain, size, clip):
+    """Binds the image size (crop's default window) and the clip mode into each op."""
+    ops = []
+    for name, kwargs in chain:
+        kwargs = dict(kwargs)
+        if name == "crop":
+            if kwargs["size"] is None:
+                kwargs["size"] = int(0.875 * size)
+            if not 1 <= kwargs["size"] <= size:
+                raise ConfigError("--aug_list: crop%d needs a window of at most the image "
+                                  "size %d" % (kwargs["size"], size))
+        if name == "jitter":
+            kwargs["clip"] = clip
+        ops.append(functools.partial(_OP_IMPLS[name], **kwargs))
+    return ops
 
-    Parses first so a bad spec raises ConfigError before any pipeline is built.
-    The ops are chained without intermediate clipping (each stays in [0,1] up to
-    rounding; jitter clips inside) and the result is clipped once. uint8 batches
-    are converted with to_float_images; 'x' returns float input unchanged.
+
+def _common_prefix(chains):
+    n = 0
+    while all(len(c) > n for c in chains) and all(c[n] == chains[0][n] for c in chains):
+        n += 1
+    return n
+
+
+def build_augment_fn(spec, clip_pixels=False, num_views=None):
+    """Returns images -> tuple of augmented batches, one per view of ``spec``.
+
+    Parses first, so a bad spec raises ConfigError before any pipeline is
+    built. ``num_views``: the number of views the caller needs; a one-entry
+    spec is then drawn that many times independently (the contrastive pair),
+    any other count must match. uint8 batches are converted with
+    to_float_images. ``clip_pixels`` clips to [0,1] after each jitter op and
+    at the end (the release never clips).
     """
-    ops = parse_aug_list(spec)
-    if not ops:
-        def identity(images):
-            # uint8 still becomes float so every spec yields the same dtype.
-            if getattr(images, "dtype", None) in (tf.uint8, np.uint8):
-                return to_float_images(images)
-            return images
-        return identity
+    chains = parse_aug_list(spec)
+    if num_views is not None and len(chains) != num_views:
+        if len(chains) != 1:
+            raise ConfigError("--aug_list=%r has %d views but this model needs %d (or one "
+                              "entry, drawn %d times)" % (spec, len(chains), num_views,
+                                                          num_views))
+        chains = chains * num_views
+    shared = _common_prefix(chains)
+    views = len(chains)
 
     def augment(images):
         images = tf.convert_to_tensor(images)
         if images.dtype == tf.uint8:
             images = to_float_images(images)
         images = _check_images(images)
-        x = images
-        for name, kwargs in ops:
-            x = _OP_IMPLS[name](x, **kwargs)
-        return _finish(x, images)
+        size = images.shape[1]
+        prefix = _resolve(chains[0][:shared], size, clip_pixels)
+        if prefix:
+            # the shared ops run once on the stacked copies (independent draws per copy)
+            x = tf.concat([images] * views, axis=0) if views > 1 else images
+            for op in prefix:
+                x = op(x)
+            xs = tf.split(x, views, axis=0) if views > 1 else [x]
+        else:
+            xs = [images] * views
+        outs = []
+        for chain, x in zip(chains, xs):
+            for op in _resolve(chain[shared:], size, clip_pixels):
+                x = op(x)
+            outs.append(_finish(x, images, clip_pixels))
+        return tuple(outs)
 
     return augment

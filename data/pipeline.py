@@ -16,31 +16,29 @@ MAX_CONSTANT_BYTES = 1 << 30
 
 
 def repeat_to_batch(images, batch_size):
-    """A training set smaller than one batch is repeated (REFERENCE.md)."""
+    """A training set smaller than one batch is repeated (docs/method.md, as the release)."""
     if len(images) >= batch_size:
         return images
     reps = -(-batch_size // len(images))
     return np.concatenate([images] * reps, axis=0)
 
 
-def train_dataset(images, batch_size, aug_list, num_views, seed=None):
+def train_dataset(images, batch_size, aug_list, num_views=None, seed=None, clip_pixels=False):
     """Infinite dataset of augmented batches, plus the steps of one epoch.
 
-    num_views=2 yields (view1, view2) per batch (contrastive); num_views=1 yields
-    one augmented batch (rotation builds its rotations inside the train step).
-    Each epoch is one pass over a fresh permutation; the last partial batch is
-    dropped.
+    Each element is a tuple with one float batch per view of ``aug_list``
+    (data/aug_spec.py), every view drawn independently: ``A,+rotate90,...``
+    gives the transformation classifier its views; a contrastive model passes
+    ``num_views=2`` and a one-entry spec is then drawn twice. Each epoch is one
+    pass over a fresh permutation; the last partial batch is dropped.
     """
-    augment = build_augment_fn(aug_list)
+    augment = build_augment_fn(aug_list, clip_pixels=clip_pixels, num_views=num_views)
     images = repeat_to_batch(np.asarray(images), batch_size)
     n = len(images)
     steps_per_epoch = n // batch_size
 
     def make_views(batch_uint8):
-        batch = to_float_images(batch_uint8)
-        if num_views == 1:
-            return augment(batch)
-        return tuple(augment(batch) for _ in range(num_views))
+        return augment(to_float_images(batch_uint8))
 
     if images.nbytes <= MAX_CONSTANT_BYTES:
         data = tf.constant(images)

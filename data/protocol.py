@@ -1,6 +1,6 @@
 """Turning a multi-class dataset into a one-class problem.
 
-Two protocols (see REFERENCE.md, "Datasets and protocols"):
+Two protocols (see docs/method.md, "Datasets and protocols"):
 
 * ``test``: train on every training image of the inlier class; test on the
   whole test split, label 0 for the inlier class and 1 for every other class.
@@ -12,7 +12,9 @@ Two protocols (see REFERENCE.md, "Datasets and protocols"):
   CIFAR-10 JPEG folder in ``../shared``), this protocol is used whatever was
   asked, and a notice is logged.
 
-Both are deterministic given ``seed``.
+The validation split uses a fixed seed of its own (``VALIDATION_SEED``, 1 as
+in the release), not ``--seed``: every seed of a validation run holds out the
+same images.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from util.errors import ConfigError
 logger = logging.getLogger(__name__)
 
 VALIDATION_FRACTION = 0.1
+VALIDATION_SEED = 1
 
 
 def _valid_categories(class_names: Sequence[str]) -> str:
@@ -62,7 +65,12 @@ def _round_half_up(x: float) -> int:
 
 def one_class_split(splits: LabeledSplits, inlier: Union[str, int], is_validation: bool,
                     seed: int = 0, *, dataset: str = '') -> OneClassData:
-    """Build the one-class train/test sets for inlier class ``inlier``."""
+    """Build the one-class train/test sets for inlier class ``inlier``.
+
+    ``seed`` is accepted for callers that pass the run's seed, but the split does
+    not depend on it: the validation protocol always uses ``VALIDATION_SEED``.
+    """
+    del seed  # the held-out set must be the same for every --seed
     index = resolve_category(inlier, splits.class_names)
     name = splits.class_names[index]
     train_labels = np.asarray(splits.train_labels)
@@ -105,7 +113,7 @@ def one_class_split(splits: LabeledSplits, inlier: Union[str, int], is_validatio
         raise ConfigError(
             f'{where}: no other class has training images, so there are no outliers to '
             'validate against; add at least one more class')
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(VALIDATION_SEED)
     shuffled = rng.permutation(inlier_idx)
     held_in = np.sort(shuffled[:n_hold])
     train_in = np.sort(shuffled[n_hold:])

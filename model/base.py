@@ -2,7 +2,7 @@
 
 Each proxy task subclasses ``OneClassModel`` and overrides ``train_step``; the
 feature extraction used by the detectors (``predict_step`` -> pool / embed) is
-common. Losses follow REFERENCE.md: total = proxy loss + wd * sum(||w||^2) / 2
+common. Losses follow docs/method.md: total = proxy loss + wd * sum(||w||^2) / 2
 over all trainable weights; under a distribution strategy the per-replica loss
 is divided by the number of replicas because gradients are summed across them.
 """

@@ -2,23 +2,30 @@
 
 Each entry names the model class (``module:Class``, imported only when a model
 is built, so flag validation needs no TensorFlow) and the per-task defaults of
-the paper's recipe (REFERENCE.md "Optimisation" and "MLP head") used when a
-flag is not set.
+the paper's recipe (docs/method.md, "Optimisation" and "Network") used when a
+flag is not set. ``classifier`` marks the transformation classifier (its head's
+last layer has a bias and it predicts which view of ``aug_list`` it sees).
 """
 
 import importlib
 
+from data.aug_spec import DEFAULT_AUG, ROTATION_SUFFIX
 from util.errors import ConfigError
 
+ROTATION_TEST_VIEWS = "x" + ROTATION_SUFFIX
+
 MODEL_TYPES = {
-    "rotation": dict(cls="model.rotation:RotationModel", batch_size=64, head_dims="512x8",
-                     distaug_type="none", score_keys=("logit", "dscore"), contrastive=False),
+    "rotation": dict(cls="model.rotation:TransformationModel", batch_size=64, head_dims="512x8",
+                     distaug_type="none", aug_list=DEFAULT_AUG + ROTATION_SUFFIX,
+                     aug_list_for_test=ROTATION_TEST_VIEWS, score_keys=("logit", "dscore"),
+                     contrastive=False, classifier=True),
     "contrastive": dict(cls="model.contrastive:ContrastiveModel", batch_size=32,
-                        head_dims="512x8,128", distaug_type="none", score_keys=(),
-                        contrastive=True),
+                        head_dims="512x8,128", distaug_type="none", aug_list=DEFAULT_AUG,
+                        aug_list_for_test="x", score_keys=(), contrastive=True, classifier=False),
     "contrastive_da": dict(cls="model.contrastive:ContrastiveModel", batch_size=32,
-                           head_dims="512x8,128", distaug_type="rot", score_keys=(),
-                           contrastive=True),
+                           head_dims="512x8,128", distaug_type="rot", aug_list=DEFAULT_AUG,
+                           aug_list_for_test="x", score_keys=(), contrastive=True,
+                           classifier=False),
 }
 
 
@@ -37,10 +44,15 @@ def model_class(model_type):
 
 def build_model(model_type, *, net_type="ResNet18", net_width=1.0, input_shape=(32, 32, 3),
                 head_dims="512x8,128", stem_width=None, weight_decay=3e-4, temperature=0.2,
-                sync_bn=False):
-    """Builds (and calls once, so all weights exist) the model for ``model_type``."""
+                sync_bn=False, aug_list=None, aug_list_for_test=None):
+    """Builds (and calls once, so all weights exist) the model for ``model_type``.
+
+    aug_list / aug_list_for_test default to the model type's; the transformation
+    classifier takes its number of classes from the views of aug_list.
+    """
     import tensorflow as tf
 
+    from data.aug_spec import num_views as count_views
     from model.heads import build_mlp_head
     from model.resnet import build_resnet
     from model.spec import parse_head_dims
@@ -49,8 +61,13 @@ def build_model(model_type, *, net_type="ResNet18", net_width=1.0, input_shape=(
     backbone = build_resnet(net_type, net_width, input_shape, stem_width=stem_width,
                             sync_bn=sync_bn, name="backbone")
     dims = parse_head_dims(head_dims)
-    head = build_mlp_head(dims, backbone.output_shape[-1], sync_bn=sync_bn, name="head")
+    classifier = spec["classifier"]
+    head = build_mlp_head(dims, backbone.output_shape[-1], sync_bn=sync_bn,
+                          last_bias=classifier, name="head")
     kwargs = dict(weight_decay=weight_decay, name=model_type)
+    if classifier:
+        kwargs["num_views"] = count_views(aug_list or spec["aug_list"])
+        kwargs["aug_list_for_test"] = aug_list_for_test or spec["aug_list_for_test"]
     if spec["contrastive"]:
         if not dims:
             raise ConfigError("--head_dims must not be empty for contrastive models "

@@ -5,8 +5,12 @@ Shape follows the paper's public release: stage widths 64/128/256/512 scaled by
 given (so width-0.25 numbers compare like for like with the release); 3x3
 stride-1 stem without max-pool for inputs up to 64 px, 7x7 stride-2 stem with
 a 3x3 max-pool above that. BatchNorm momentum 0.9, eps 1e-5; convs have no
-bias and use variance scaling (scale 2, fan_out). The output is the globally
-average-pooled feature f(x).
+bias and use variance scaling (scale 2, fan_out). Like the release, strided
+convolutions (and the max-pool) pad explicitly by k//2 on every side and run
+VALID: TF's padding="same" pads 0 before and 1 after at stride 2, which would
+centre the strided 3x3 convs one pixel off their 1x1 shortcut. (At stride 1,
+"same" is exactly that symmetric padding, so it is used there.) The output is
+the globally average-pooled feature f(x).
 """
 
 import keras
@@ -25,8 +29,14 @@ def conv_init():
 
 
 def _conv(filters, kernel, stride, name):
-    return layers.Conv2D(filters, kernel, strides=stride, padding="same", use_bias=False,
+    """Conv layer (as a callable on a tensor) with the release's symmetric k//2 padding."""
+    conv = layers.Conv2D(filters, kernel, strides=stride,
+                         padding="same" if stride == 1 else "valid", use_bias=False,
                          kernel_initializer=conv_init(), name=name)
+    if stride == 1 or kernel // 2 == 0:
+        return conv
+    pad = layers.ZeroPadding2D(kernel // 2, name=f"{name}_pad")
+    return lambda x: conv(pad(x))
 
 
 def _bn(name, sync):
@@ -81,7 +91,9 @@ def build_resnet(net_type="ResNet18", width=1.0, input_shape=(32, 32, 3), stem_w
     else:
         x = _conv(stem, 7, 2, "stem_conv")(inputs)
         x = layers.ReLU(name="stem_relu")(_bn("stem_bn", sync_bn)(x))
-        x = layers.MaxPooling2D(3, strides=2, padding="same", name="stem_pool")(x)
+        # inputs are >= 0 after the ReLU, so zero padding acts like -inf padding
+        x = layers.ZeroPadding2D(1, name="stem_pool_pad")(x)
+        x = layers.MaxPooling2D(3, strides=2, padding="valid", name="stem_pool")(x)
     for stage, (base, count) in enumerate(zip(STAGE_WIDTHS, counts)):
         filters = max(1, int(round(base * width)))
         for i in range(count):

@@ -1,49 +1,72 @@
-"""Rotation-prediction proxy task (RotNet; with an MLP head, the paper's variant).
+"""Transformation classifier (the release's ``UnsupEmbed``); rotation prediction is its default.
 
-Each augmented training image is rotated by 0/90/180/270 degrees inside the
-step (on the accelerator, batched) and a 4-way classifier on g(f(x)) predicts
-the rotation. Its built-in anomaly scores use the same classifier at test time:
-``logit`` = -p(y=0 | x) and ``dscore`` = -sum_k log p(y=k | rot_k(x)).
+Training batches hold V views of each image, one per entry of ``--aug_list``,
+each from its own augmentation chain (data/aug_spec.py). A V-way classifier on
+g(f(x)) predicts which view an image is; with the default
+``A,+rotate90,+rotate180,+rotate270`` the views are x_k = rot_k(A_k(x)) and the
+task is rotation prediction (RotNet when ``--head_dims`` is empty; the paper's
+variant with an MLP head otherwise).
+
+Its built-in anomaly scores use the same classifier on the test-time views of
+``--aug_list_for_test`` (default ``x,+rotate90,+rotate180,+rotate270``):
+``logit`` = -p(y=0 | view_0) and ``dscore`` = -sum_k log p(y=k | view_k).
+The features of the detectors (pool, embed) are those of view 0.
 """
 
 import keras
 import tensorflow as tf
 
+from data.aug_spec import num_views as count_views
+from data.augment import build_augment_fn
 from model.base import OneClassModel
+from util.errors import ConfigError
 
-NUM_ROTATIONS = 4
-
-
-def rotate_batch(images):
-    """[B,H,W,C] -> ([4B,H,W,C] all four rotations stacked by k, labels [4B])."""
-    rotated = tf.concat([tf.image.rot90(images, k) for k in range(NUM_ROTATIONS)], axis=0)
-    labels = tf.repeat(tf.range(NUM_ROTATIONS), tf.shape(images)[0])
-    return rotated, labels
+ROTATION_TEST_VIEWS = "x,+rotate90,+rotate180,+rotate270"
 
 
-class RotationModel(OneClassModel):
-    """Keras model whose train_step takes batches of augmented (unrotated) images."""
+def stack_views(views):
+    """(V batches [B,...]) -> ([V*B,...] stacked by view, labels [V*B]: k for view k)."""
+    stacked = tf.concat(list(views), axis=0)
+    labels = tf.repeat(tf.range(len(views)), tf.shape(views[0])[0])
+    return stacked, labels
 
-    views_per_image = NUM_ROTATIONS
 
-    def __init__(self, backbone, head, **kwargs):
+class TransformationModel(OneClassModel):
+    """Keras model whose train_step takes a tuple of V view batches."""
+
+    views_per_image = 4  # the default (rotation); instances use their own count
+
+    def __init__(self, backbone, head, num_views=4, aug_list_for_test=ROTATION_TEST_VIEWS,
+                 **kwargs):
         super().__init__(backbone, head, **kwargs)
-        self.classifier = keras.layers.Dense(NUM_ROTATIONS, name="rotation_logits")
+        if num_views < 2:
+            raise ConfigError(f"the transformation classifier needs at least 2 views in "
+                              f"--aug_list, got {num_views}")
+        if count_views(aug_list_for_test) != num_views:
+            raise ConfigError(f"--aug_list_for_test={aug_list_for_test!r} has "
+                              f"{count_views(aug_list_for_test)} views but --aug_list has "
+                              f"{num_views}; give one test view per training view")
+        self.views_per_image = int(num_views)
+        self.test_views = build_augment_fn(aug_list_for_test, num_views=num_views)
+        self.classifier = keras.layers.Dense(self.views_per_image, name="view_logits")
 
     def call(self, images, training=False):
         pooled, embed = super().call(images, training=training)
         self.classifier(embed)  # builds the classifier with the model
         return pooled, embed
 
-    def rotation_logits(self, images, training=False):
-        _, embed = super().call(images, training=training)
-        return embed, tf.cast(self.classifier(embed), tf.float32)
+    def view_logits(self, images, training=False):
+        pooled, embed = super().call(images, training=training)
+        return pooled, embed, tf.cast(self.classifier(embed), tf.float32)
 
     def train_step(self, data):
-        images = data[0] if isinstance(data, (tuple, list)) else data
-        rotated, labels = rotate_batch(images)
+        views = tuple(data) if isinstance(data, (tuple, list)) else (data,)
+        if len(views) != self.views_per_image:
+            raise ValueError(f"expected {self.views_per_image} views per batch, "
+                             f"got {len(views)}")
+        images, labels = stack_views(views)
         with tf.GradientTape() as tape:
-            _, logits = self.rotation_logits(rotated, training=True)
+            _, _, logits = self.view_logits(images, training=True)
             proxy = tf.reduce_mean(
                 tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits))
             acc = tf.reduce_mean(tf.cast(
@@ -52,14 +75,15 @@ class RotationModel(OneClassModel):
         return self.step_and_track(tape, scaled, total, proxy, l2, acc)
 
     def extract(self, images):
-        """pool/embed of the upright image plus the two rotation-classifier scores."""
+        """pool/embed of test view 0 plus the two classifier scores over the test views."""
         batch = tf.shape(images)[0]
-        rotated, _ = rotate_batch(images)
-        pooled, embed = OneClassModel.call(self, rotated, training=False)
-        logp = tf.nn.log_softmax(tf.cast(self.classifier(embed), tf.float32), axis=-1)
-        # logp rows are ordered [k=0 block, k=1 block, ...]; take log p(y=k | rot_k x)
-        logp = tf.reshape(logp, [NUM_ROTATIONS, batch, NUM_ROTATIONS])
-        own = tf.transpose(tf.stack([logp[k, :, k] for k in range(NUM_ROTATIONS)]))
+        v = self.views_per_image
+        stacked, _ = stack_views(self.test_views(images))
+        pooled, embed, logits = self.view_logits(stacked, training=False)
+        logp = tf.nn.log_softmax(logits, axis=-1)
+        # rows are ordered [view 0 block, view 1 block, ...]; take log p(y=k | view_k)
+        logp = tf.reshape(logp, [v, batch, v])
+        own = tf.transpose(tf.stack([logp[k, :, k] for k in range(v)]))
         return {
             "pool": tf.cast(pooled[:batch], tf.float32),
             "embed": tf.cast(embed[:batch], tf.float32),

@@ -188,7 +188,6 @@ def throughput_section(args, log):
     import keras
     import tensorflow as tf
 
-    from data.augment import DEFAULT_AUG
     from data.distaug import apply_distribution_augmentation
     from data.pipeline import eval_dataset, train_dataset
     from model.registry import model_class
@@ -207,7 +206,7 @@ def throughput_section(args, log):
             batch = cfg["batch_size"]
             model, _ = build_training(cfg, (32, 32, 3), strategy, steps_per_epoch=1000)
             train_images = apply_distribution_augmentation(images, cfg["distaug_type"])
-            ds, _ = train_dataset(train_images, batch, DEFAULT_AUG, num_views=2 if views == 2 else 1)
+            ds, _ = train_dataset(train_images, batch, cfg["aug_list"], num_views=views)
             # about the same seconds per repetition at every width (width 1 is ~10x slower)
             steps = args.steps if width <= 0.5 else max(3, args.steps // 6)
             real, real_all = _fit_rate(model, ds, steps, args.repeats, batch * views)

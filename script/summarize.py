@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-# REFERENCE.md "Published numbers": (model_type, metric) -> {dataset: mean AUC}
+# docs/method.md "Published numbers": (model_type, metric) -> {dataset: mean AUC}
 PAPER = {
     ("rotation", "logit.auc"): {"cifar10ood": 86.8, "cifar20ood": 80.3, "fmnistood": 87.4},
     ("rotation", "pool.kde"): {"cifar10ood": 91.3, "cifar20ood": 84.1, "fmnistood": 95.8},

@@ -40,8 +40,8 @@ def main(model_type):
     with tf.device("/cpu:0"):
         ref = build_model(model_type, net_type="ResNet10", net_width=0.125, head_dims="32,16")
     init = ref.get_weights()
-    if model_type == "rotation":
-        batch = rng.random((16, 32, 32, 3), dtype=np.float64)
+    if model_type == "rotation":  # four views per image
+        batch = tuple(rng.random((16, 32, 32, 3), dtype=np.float64) for _ in range(4))
     else:
         batch = (rng.random((16, 32, 32, 3), dtype=np.float64),
                  rng.random((16, 32, 32, 3), dtype=np.float64))

@@ -109,15 +109,27 @@ def test_validation_rounding_and_minimum():
     assert len(data.train_images) == 2 and len(data.test_images) == 2  # at least 1
 
 
-def test_validation_is_deterministic_given_seed():
+def test_validation_split_does_not_depend_on_seed():
+    # as the release: the held-out set is fixed by its own seed, the same for --seed=0 and 1
     splits = make_splits()
-    a = one_class_split(splits, 'cat', is_validation=True, seed=3)
-    b = one_class_split(splits, 'cat', is_validation=True, seed=3)
-    c = one_class_split(splits, 'cat', is_validation=True, seed=4)
+    a = one_class_split(splits, 'cat', is_validation=True, seed=0)
+    b = one_class_split(splits, 'cat', is_validation=True, seed=1)
     np.testing.assert_array_equal(a.train_images, b.train_images)
     np.testing.assert_array_equal(a.test_images, b.test_images)
     np.testing.assert_array_equal(a.test_labels, b.test_labels)
-    assert set(_decode(a.test_images)) != set(_decode(c.test_images))
+    # ... and it is a real random split (not, say, the first 10% of the inliers)
+    inliers = [i for i in _decode(splits.train_images[splits.train_labels == 3])]
+    held = set(_decode(a.test_images[a.test_labels == 0]))
+    assert held != set(inliers[:len(held)])
+
+
+def test_validation_split_through_the_registry_ignores_seed():
+    from data.registry import load_one_class_data
+
+    a = load_one_class_data('digitsood', 1, input_shape=(16, 16, 3), is_validation=True, seed=0)
+    b = load_one_class_data('digitsood', 1, input_shape=(16, 16, 3), is_validation=True, seed=1)
+    np.testing.assert_array_equal(a.test_images, b.test_images)
+    np.testing.assert_array_equal(a.train_images, b.train_images)
 
 
 def test_missing_test_split_forces_validation(caplog):

@@ -9,9 +9,10 @@ This module and everything it imports are free of TensorFlow and Keras, so a
 bad flag is answered at ``--help`` speed (checks: util/validate.py).
 """
 
+import logging
 import os
 
-from data.aug_spec import DEFAULT_AUG
+from data.aug_spec import DEFAULT_AUG, ROTATION_SUFFIX, drop_hflip, has_hflip, num_views
 from util.errors import ConfigError
 from util.presets import PRESETS, preset_values
 
@@ -25,7 +26,8 @@ FLAG_SPECS = [
     ("data_dir", "string", None, "Prepared TFDS data directory."),
     ("is_validation", "bool", False, "Validation protocol (held-out training data)."),
     ("input_shape", "string", "32,32,3", "H,W,C of the network input."),
-    ("aug_list", "string", DEFAULT_AUG, "Training augmentation ('x' = none)."),
+    ("aug_list", "string", None, "Training augmentation, one view per comma-separated entry "
+     f"(grammar: data/aug_spec.py; default per model type, e.g. {DEFAULT_AUG}; 'x' = none)."),
     ("distaug_type", "string", None, "Distribution augmentation: none, rot, hflip, vflip, 1..8 "
      "(default rot for contrastive_da, none otherwise)."),
     ("net_type", "string", "ResNet18", "ResNet10, ResNet18, ResNet34 or ResNet50."),
@@ -61,6 +63,11 @@ FLAG_SPECS = [
      "tf.data order (slower; see docs/robustness.md)."),
     ("reevaluate", "bool", False, "Evaluate a finished run again (otherwise its stored "
      "result is printed)."),
+    # --- parity (i7a) ---
+    ("clip_pixels", "bool", False, "Clip augmented pixels to [0,1] after each jitter op and at "
+     "the end (the release never clips)."),
+    ("aug_list_for_test", "string", None, "Test-time views of the transformation classifier's "
+     "scores (default per model type; rotation: x,+rotate90,+rotate180,+rotate270)."),
 ]
 
 FLAG_DEFAULTS = {name: default for name, _, default, _ in FLAG_SPECS}
@@ -88,10 +95,43 @@ def resolve_config(values, explicit=()):
         if key not in explicit:
             cfg[key] = value
     spec = model_spec(cfg["model_type"])
-    for key in ("batch_size", "head_dims", "distaug_type"):
+    given_aug = cfg["aug_list"] is not None
+    for key in ("batch_size", "head_dims", "distaug_type", "aug_list", "aug_list_for_test"):
         if cfg[key] is None:
             cfg[key] = spec[key]
+    resolve_aug_lists(cfg, given_aug)
     if cfg["model_dir"] is None:
         cfg["model_dir"] = os.path.join(
             "runs", f"{cfg['dataset']}_{cfg['category']}_{cfg['model_type']}_s{cfg['seed']}")
     return cfg
+
+
+def distaug_has_hflip(distaug_type):
+    """True when the distribution augmentation makes horizontally flipped copies."""
+    from data.distaug import distaug_transforms
+
+    return any("hflip" in name for name in distaug_transforms(distaug_type))
+
+
+def resolve_aug_lists(cfg, given_aug):
+    """The release's rules for --aug_list that depend on the model and distaug type.
+
+    * rotation (the transformation classifier) with a single-view aug_list:
+      the fixed rotation views are appended (one log line says so).
+    * a distribution augmentation with horizontal flips (hflip, 2..8): a random
+      hflip would make an instance its own negative, so the default aug_list
+      drops it (as the release's scripts) and a given one only gets a warning.
+    """
+    log = logging.getLogger("config")
+    if cfg["model_type"] == "rotation" and num_views(cfg["aug_list"]) == 1:
+        log.warning("--aug_list=%s has one view: appending %s for the rotation task",
+                    cfg["aug_list"], ROTATION_SUFFIX)
+        cfg["aug_list"] = cfg["aug_list"] + ROTATION_SUFFIX
+    if distaug_has_hflip(cfg["distaug_type"]) and has_hflip(cfg["aug_list"]):
+        if given_aug:
+            log.warning("--distaug_type=%s already adds flipped copies as new instances, "
+                        "and the random hflip in --aug_list=%s makes instances their own "
+                        "negatives; the release drops hflip here", cfg["distaug_type"],
+                        cfg["aug_list"])
+        else:
+            cfg["aug_list"] = drop_hflip(cfg["aug_list"])

@@ -89,7 +89,8 @@ def build_training(cfg, shape, strategy, steps_per_epoch):
             input_shape=shape, head_dims=cfg["head_dims"],
             stem_width=stem_filters(cfg["stem_width"], cfg["net_width"]),
             weight_decay=cfg["weight_decay"], temperature=cfg["temperature"],
-            sync_bn=cfg["sync_bn"] and strategy.num_replicas_in_sync > 1)
+            sync_bn=cfg["sync_bn"] and strategy.num_replicas_in_sync > 1,
+            aug_list=cfg["aug_list"], aug_list_for_test=cfg["aug_list_for_test"])
         model.compile(optimizer=make_optimizer(cfg, steps_per_epoch))
         model.optimizer.build(model.trainable_variables)
         epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
@@ -166,18 +167,17 @@ def train(cfg, model, epoch_var, manager, train_images, data, run, steps_per_epo
     import keras
 
     from data.pipeline import train_dataset
-    from model.registry import model_class
     from util.callbacks import EpochCheckpoint, EpochStats, PeriodicEvaluation, StopOnNaN, \
         nan_message
     from util.collapse import make_monitor, probe_images
 
-    views = model_class(cfg["model_type"]).views_per_image
+    views = model.views_per_image
     stats_cb = EpochStats(steps_per_epoch, cfg["batch_size"], views)
     initial_epoch = int(epoch_var.numpy())
     if initial_epoch >= cfg["num_epoch"]:
         return 0, stats_cb
-    ds, _ = train_dataset(train_images, cfg["batch_size"], cfg["aug_list"],
-                          num_views=2 if views == 2 else 1, seed=cfg["seed"])
+    ds, _ = train_dataset(train_images, cfg["batch_size"], cfg["aug_list"], num_views=views,
+                          seed=cfg["seed"], clip_pixels=cfg["clip_pixels"])
     if cfg.get("deterministic"):
         import tensorflow as tf
 

@@ -106,8 +106,11 @@ def validate_config(cfg):
         message = str(err)
         raise ConfigError(message if "input_shape" in message else
                           f"--input_shape: {message}") from None
-    for key, parse in (("aug_list", parse_aug_list), ("distaug_type", distaug_transforms),
-                       ("head_dims", parse_head_dims)):
+    def parse_views(spec):
+        return parse_aug_list(spec, size=shape[0])
+
+    for key, parse in (("aug_list", parse_views), ("aug_list_for_test", parse_views),
+                       ("distaug_type", distaug_transforms), ("head_dims", parse_head_dims)):
         try:
             parse(cfg[key])
         except ConfigError as err:
