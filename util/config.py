@@ -110,7 +110,11 @@ def distaug_has_hflip(distaug_type):
     """True when the distribution augmentation makes horizontally flipped copies."""
     from data.distaug import distaug_transforms
 
-    return any("hflip" in name for name in distaug_transforms(distaug_type))
+    try:
+        names = distaug_transforms(distaug_type)
+    except ConfigError:
+        return False  # util/validate.py reports the bad --distaug_type
+    return any("hflip" in name for name in names)
 
 
 def resolve_aug_lists(cfg, given_aug):
