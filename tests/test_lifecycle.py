@@ -167,6 +167,8 @@ def learning_rates(run_dir):
     for events in (run_dir / "logs" / "train").glob("events.out.tfevents.*"):
         acc = EventAccumulator(str(events), size_guidance={"tensors": 0})
         acc.Reload()
+        if "epoch_learning_rate" not in acc.Tags()["tensors"]:
+            continue  # a process killed before it finished an epoch
         for event in acc.Tensors("epoch_learning_rate"):
             values.append((event.step, float(np.asarray(
                 __import__("tensorflow").make_ndarray(event.tensor_proto)))))
