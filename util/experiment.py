@@ -22,6 +22,8 @@ from util.atomic import write_json_atomic
 from util.errors import ConfigError
 from util.validate import validate_config
 
+validate_cheap = validate_config  # the former name, for callers in other modules
+
 def load_data(cfg, shape):
     from data.registry import load_one_class_data
 
