@@ -264,3 +264,20 @@ def test_deterministic_runs_give_identical_numbers(tmp_path):
     assert keys and {k: a[k] for k in keys} == {k: b[k] for k in keys}
     assert a["meta"]["collapse"]["last_spread"] == b["meta"]["collapse"]["last_spread"]
     assert a["meta"]["deterministic"] is True
+
+
+def test_nan_message_blames_learning_rate_only_when_weights_diverged():
+    from model.registry import build_model
+    from util.callbacks import nan_message
+    from util.config import resolve_config
+
+    cfg = resolve_config(dict(model_type="contrastive", learning_rate=0.5))
+    model = build_model("contrastive", net_type="ResNet10", net_width=0.125, head_dims="32,16")
+    finite = nan_message(model, cfg, 4, "ckpt-4")
+    assert "epoch 5" in finite and "ckpt-4" in finite
+    assert "--learning_rate" not in finite and "--temperature" in finite
+    weights = model.get_weights()
+    weights[0] = np.full_like(weights[0], np.nan)
+    model.set_weights(weights)
+    diverged = nan_message(model, cfg, 4, "ckpt-4")
+    assert "--learning_rate (now 0.5" in diverged
