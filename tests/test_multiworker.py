@@ -49,6 +49,6 @@ def test_two_loopback_workers_match_one_process(tmp_path):
     assert ref["replicas"] == 1 and all(r["replicas"] == 2 for r in results)
     w0, w1, ws = (np.load(tmp_path / f"{n}.npz") for n in ("w0", "w1", "single"))
     assert all(np.array_equal(w0[k], w1[k]) for k in w0)  # the workers agree exactly
-    assert max(float(np.max(np.abs(w0[k] - ws[k]))) for k in w0) < 1e-8
-    np.testing.assert_allclose(results[0]["losses"], ref["losses"], rtol=1e-8)
+    assert max(float(np.max(np.abs(w0[k] - ws[k]))) for k in w0) < 1e-6  # as tests/replica_check.py
+    np.testing.assert_allclose(results[0]["losses"], ref["losses"], rtol=1e-6)
     assert len(ref["losses"]) == 3 and ref["losses"][0] != ref["losses"][-1]  # it trained
