@@ -72,7 +72,12 @@ class OneClassModel(keras.Model):
         self.proxy_tracker.update_state(proxy_loss)
         self.l2_tracker.update_state(l2)
         self.acc_tracker.update_state(accuracy)
-        return {m.name: m.result() for m in self.metrics}
+        logs = {m.name: m.result() for m in self.metrics}
+        if isinstance(tf.distribute.get_strategy(), tf.distribute.MultiWorkerMirroredStrategy):
+            # Keras 3.15 reduces logs across workers with reduce("MEAN", axis=0), which
+            # needs a batch axis: give each scalar one (the mean over it is the scalar)
+            logs = {k: tf.reshape(v, [1]) for k, v in logs.items()}
+        return logs
 
     def extract(self, images):
         """Features for the detectors: pool = f(x), embed = g(f(x)) (float32)."""

@@ -1,6 +1,7 @@
 """Subprocess body for test_multiworker.py: a few contrastive steps, one worker of a job.
 
 Without TF_CONFIG it is the single-process reference on the same global batch.
+Runs in float64, as tests/replica_check.py does, so the comparison is tight.
 The model is built with the project's registry and trained with model.fit under
 the strategy that ``--strategy`` selects (util/distribute.py). Prints a JSON
 line with the per-step losses and a checksum of the final weights, and writes
@@ -15,7 +16,8 @@ import numpy as np
 import tensorflow as tf
 
 import keras  # noqa: E402
-keras.config.disable_traceback_filtering()
+
+keras.config.set_floatx("float64")  # exact up to rounding (float32 sync-BN moments drift ~1e-4)
 
 from model.registry import build_model  # noqa: E402
 from util.distribute import make_strategy  # noqa: E402
@@ -27,8 +29,8 @@ def main(out_path):
     strategy = make_strategy("multi_worker" if os.environ.get("TF_CONFIG") else "mirrored")
     keras.utils.set_random_seed(0)
     rng = np.random.default_rng(0)
-    batches = [(rng.random((GLOBAL_BATCH, 32, 32, 3), dtype=np.float32),
-                rng.random((GLOBAL_BATCH, 32, 32, 3), dtype=np.float32)) for _ in range(STEPS)]
+    batches = [(rng.random((GLOBAL_BATCH, 32, 32, 3), dtype=np.float64),
+                rng.random((GLOBAL_BATCH, 32, 32, 3), dtype=np.float64)) for _ in range(STEPS)]
     with strategy.scope():
         model = build_model("contrastive", net_type="ResNet10", net_width=0.125,
                             head_dims="32,16", sync_bn=strategy.num_replicas_in_sync > 1)

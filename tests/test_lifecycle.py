@@ -167,6 +167,8 @@ def learning_rates(run_dir):
     for events in (run_dir / "logs" / "train").glob("events.out.tfevents.*"):
         acc = EventAccumulator(str(events), size_guidance={"tensors": 0})
         acc.Reload()
+        if "epoch_learning_rate" not in acc.Tags()["tensors"]:
+            continue  # a process killed before it finished an epoch
         for event in acc.Tensors("epoch_learning_rate"):
             values.append((event.step, float(np.asarray(
                 __import__("tensorflow").make_ndarray(event.tensor_proto)))))
@@ -203,11 +205,13 @@ def test_three_random_sigkills_then_finish(tmp_path):
     records = [json.loads(l) for l in lines]  # no torn line
     assert [r["epoch"] for r in records] == sorted({r["epoch"] for r in records})  # no duplicate
     assert {3, 6, 9, 12} == {r["epoch"] for r in records}
-    # the cosine schedule continued where it stopped: every logged epoch rate is lr(epoch)
+    # the cosine schedule continued where it stopped: Keras's TensorBoard callback logs, for
+    # epoch e, the rate after its last step, i.e. lr(e + 1) = lr0/2 (1 + cos(pi (e+1) / E))
     logged = learning_rates(run_dir)
     assert {s for s, _ in logged} == set(range(epochs))
     for step, value in logged:
-        assert value == pytest.approx(lr * 0.5 * (1 + np.cos(np.pi * step / epochs)), rel=1e-5)
+        expected = lr * 0.5 * (1 + np.cos(np.pi * (step + 1) / epochs))
+        assert value == pytest.approx(expected, rel=1e-5, abs=1e-7)
 
 
 # ----------------------------------------------------------------- collapse
@@ -262,3 +266,20 @@ def test_deterministic_runs_give_identical_numbers(tmp_path):
     assert keys and {k: a[k] for k in keys} == {k: b[k] for k in keys}
     assert a["meta"]["collapse"]["last_spread"] == b["meta"]["collapse"]["last_spread"]
     assert a["meta"]["deterministic"] is True
+
+
+def test_nan_message_blames_learning_rate_only_when_weights_diverged():
+    from model.registry import build_model
+    from util.callbacks import nan_message
+    from util.config import resolve_config
+
+    cfg = resolve_config(dict(model_type="contrastive", learning_rate=0.5))
+    model = build_model("contrastive", net_type="ResNet10", net_width=0.125, head_dims="32,16")
+    finite = nan_message(model, cfg, 4, "ckpt-4")
+    assert "epoch 5" in finite and "ckpt-4" in finite
+    assert "--learning_rate" not in finite and "--temperature" in finite
+    weights = model.get_weights()
+    weights[0] = np.full_like(weights[0], np.nan)
+    model.set_weights(weights)
+    diverged = nan_message(model, cfg, 4, "ckpt-4")
+    assert "--learning_rate (now 0.5" in diverged

@@ -8,7 +8,8 @@ is averaged, then multiplied by sqrt(dim). That ``spread`` is about 1 for
 embeddings spread over the sphere and 0 when all points coincide; below
 ``THRESHOLD`` the run is flagged. The spread goes to TensorBoard
 (``epoch_embed_spread``), a warning to the console, and the verdict to
-``summary.json`` (``meta.collapse``) through ``stats/collapse.json``.
+``summary.json`` (``meta.collapse``) through ``stats/collapse.json`` (rewritten
+every epoch, so the verdict survives a resume).
 """
 
 import math
@@ -74,7 +75,7 @@ def make_monitor(probe, verdict_path, threshold=THRESHOLD, log=None):
                     f"of {len(probe)} training images have spread {spread:.3g} (threshold "
                     f"{threshold}); every detector will score near chance. Try another "
                     "--seed or a lower --learning_rate.")
-                if verdict_path:
-                    write_json_atomic(verdict_path, self.verdict)
+            if verdict_path:
+                write_json_atomic(verdict_path, self.verdict)
 
     return CollapseMonitor()

@@ -22,6 +22,8 @@ from util.atomic import write_json_atomic
 from util.errors import ConfigError
 from util.validate import validate_config
 
+validate_cheap = validate_config  # the former name, for callers in other modules
+
 def load_data(cfg, shape):
     from data.registry import load_one_class_data
 
@@ -271,14 +273,12 @@ def run_experiment(cfg, log=print):
 
 
 def train_and_evaluate(cfg, run, shape, detectors, t_start, log):
-    import tensorflow as tf
+    data = load_data(cfg, shape)  # before TensorFlow is imported: data errors come fast
 
     from data.distaug import apply_distribution_augmentation
     from data.pipeline import repeat_to_batch
     from util.distribute import make_strategy
     from util.evaluation import evaluate_model
-
-    data = load_data(cfg, shape)
     train_images = apply_distribution_augmentation(data.train_images, cfg["distaug_type"])
     steps_per_epoch = cfg["num_batch"] or len(repeat_to_batch(train_images, cfg["batch_size"])) \
         // cfg["batch_size"]
