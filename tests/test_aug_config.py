@@ -31,7 +31,8 @@ def test_rotation_with_one_view_gets_the_rotation_views_and_one_log_line(caplog)
     lines = [r.getMessage() for r in caplog.records]
     assert len(lines) == 1 and "appending" in lines[0] and "\n" not in lines[0]
     # a multi-view list is the user's transformation task: kept as given
-    cfg = resolve_config(dict(model_type="rotation", aug_list="x,+hflip"), {"aug_list"})
+    cfg = resolve_config(dict(model_type="rotation", aug_list="x,+hflip",
+                              aug_list_for_test="x,+hflip"), {"aug_list"})
     assert cfg["aug_list"] == "x,+hflip"
 
 
@@ -53,6 +54,17 @@ def test_given_aug_list_with_hflip_and_flipping_distaug_warns_once(caplog):
     assert cfg["aug_list"] == spec  # the user's choice is kept ...
     lines = [r.getMessage() for r in caplog.records]
     assert len(lines) == 1 and "hflip" in lines[0] and "\n" not in lines[0]  # ... with a warning
+
+
+def test_view_counts_are_checked_when_flags_resolve():
+    from util.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="aug_list_for_test"):
+        resolve_config(dict(model_type="rotation", aug_list="x,+hflip,+vflip"), {"aug_list"})
+    resolve_config(dict(model_type="rotation", aug_list="x,+hflip,+vflip",
+                        aug_list_for_test="x,+hflip,+vflip"))
+    with pytest.raises(ConfigError, match="3 views"):
+        resolve_config(dict(model_type="contrastive", aug_list="x,x,x"))
 
 
 def test_config_and_grammar_import_without_tensorflow():
