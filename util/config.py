@@ -139,3 +139,11 @@ def resolve_aug_lists(cfg, given_aug):
                         cfg["aug_list"])
         else:
             cfg["aug_list"] = drop_hflip(cfg["aug_list"])
+    views, test_views = num_views(cfg["aug_list"]), num_views(cfg["aug_list_for_test"])
+    if cfg["model_type"] == "rotation" and test_views != views:
+        raise ConfigError(f"--aug_list_for_test={cfg['aug_list_for_test']} has {test_views} "
+                          f"views but --aug_list has {views}; give one test view per training "
+                          "view, e.g. x,+rotate90,+rotate180,+rotate270")
+    if cfg["model_type"] != "rotation" and views > 2:
+        raise ConfigError(f"--aug_list={cfg['aug_list']} has {views} views; a contrastive model "
+                          "takes one entry (drawn twice) or two")
