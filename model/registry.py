@@ -6,7 +6,9 @@ recipe (REFERENCE.md "Optimisation" and "MLP head") used when a flag is not set.
 
 import tensorflow as tf
 
+from model.baselines import FrozenFeatureModel, build_imagenet_resnet50, build_raw_pixels
 from model.contrastive import ContrastiveModel
+from model.denoising import DenoisingModel
 from model.heads import build_mlp_head, parse_head_dims
 from model.resnet import build_resnet
 from model.rotation import RotationModel
@@ -19,6 +21,13 @@ MODEL_TYPES = {
                         distaug_type="none", score_keys=()),
     "contrastive_da": dict(cls=ContrastiveModel, batch_size=32, head_dims="512x8,128",
                            distaug_type="rot", score_keys=()),
+    "denoising": dict(cls=DenoisingModel, batch_size=32, head_dims="", distaug_type="none",
+                      score_keys=(), options=("noise_std",)),
+    "raw_pixels": dict(cls=FrozenFeatureModel, build=build_raw_pixels, batch_size=32, head_dims="",
+                       distaug_type="none", score_keys=(), fixed={"num_epoch": 0}),
+    "imagenet_resnet50": dict(cls=FrozenFeatureModel, build=build_imagenet_resnet50, batch_size=32, head_dims="",
+                              distaug_type="none", score_keys=(), fixed={"num_epoch": 0},
+                              options=("pretrained_weights",)),
 }
 
 
@@ -31,14 +40,24 @@ def model_spec(model_type):
 
 def build_model(model_type, *, net_type="ResNet18", net_width=1.0, input_shape=(32, 32, 3),
                 head_dims="512x8,128", stem_width=None, weight_decay=3e-4, temperature=0.2,
-                sync_bn=False):
-    """Builds (and calls once, so all weights exist) the model for ``model_type``."""
+                sync_bn=False, **options):
+    """Builds (and calls once, so all weights exist) the model for ``model_type``.
+
+    ``options``: the spec's extra flags (e.g. noise_std), passed to the model class.
+    """
     spec = model_spec(model_type)
+    if spec.get("build"):  # not a ResNet + head proxy task (frozen baselines)
+        model = spec["build"](input_shape=tuple(input_shape), head_dims=head_dims,
+                              weight_decay=weight_decay, **options)
+        model(tf.zeros((2,) + tuple(input_shape)))
+        return model
     backbone = build_resnet(net_type, net_width, input_shape, stem_width=stem_width,
                             sync_bn=sync_bn, name="backbone")
     dims = parse_head_dims(head_dims)
     head = build_mlp_head(dims, backbone.output_shape[-1], sync_bn=sync_bn, name="head")
-    kwargs = dict(weight_decay=weight_decay, name=model_type)
+    kwargs = dict(weight_decay=weight_decay, name=model_type, **options)
+    if spec["cls"] is DenoisingModel:
+        kwargs["sync_bn"] = sync_bn
     if spec["cls"] is ContrastiveModel:
         if not dims:
             raise ConfigError("--head_dims must not be empty for contrastive models "

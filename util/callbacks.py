@@ -122,7 +122,8 @@ def write_eval(writer, history_path, epoch, results):
     """Logs one evaluation (AUC per key) to TensorBoard and appends it as a JSON line."""
     with writer.as_default():
         for key, value in results.items():
-            tf.summary.scalar(f"auc/{key}", value, step=epoch)
+            tag = key.replace(".", "/", 1) if key.startswith("uniformity.") else f"auc/{key}"
+            tf.summary.scalar(tag, value, step=epoch)
     writer.flush()
     with open(history_path, "a") as f:
         f.write(json.dumps({"epoch": epoch, **results}) + "\n")

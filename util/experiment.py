@@ -29,6 +29,10 @@ def validate_cheap(cfg):
     parse_aug_list(cfg["aug_list"])
     distaug_transforms(cfg["distaug_type"])
     parse_head_dims(cfg["head_dims"])
+    from data.protocols_extra import validate_protocol_flags  # experiments (i11)
+    from model.baselines import validate_baseline_flags
+    validate_protocol_flags(cfg)
+    validate_baseline_flags(cfg)
     detectors = [d.strip() for d in cfg["detectors"].split(",") if d.strip()]
     unknown = [d for d in detectors if d not in DETECTORS]
     if unknown or not detectors:
@@ -50,6 +54,11 @@ def load_data(cfg, shape):
     data = load_one_class_data(cfg["dataset"], cfg["category"], root=cfg["root"],
                                data_dir=cfg["data_dir"], input_shape=shape,
                                is_validation=cfg["is_validation"], seed=cfg["seed"])
+    from data.protocols_extra import apply_protocols, protocols_active  # experiments (i11)
+    if protocols_active(cfg):
+        from data.registry import load_splits
+        apply_protocols(data, cfg, splits=lambda: load_splits(
+            cfg["dataset"], root=cfg["root"], data_dir=cfg["data_dir"], input_shape=shape))
     n = len(data.train_images)
     if n == 0:
         raise ConfigError(f"no training images for category {cfg['category']!r}")
@@ -92,7 +101,7 @@ def build_training(cfg, shape, strategy, steps_per_epoch):
     import keras
     import tensorflow as tf
 
-    from model.registry import build_model
+    from model.registry import build_model, model_spec
 
     set_precision(cfg["mixed_precision"])
     keras.utils.set_random_seed(cfg["seed"])
@@ -102,7 +111,8 @@ def build_training(cfg, shape, strategy, steps_per_epoch):
             input_shape=shape, head_dims=cfg["head_dims"],
             stem_width=stem_filters(cfg["stem_width"], cfg["net_width"]),
             weight_decay=cfg["weight_decay"], temperature=cfg["temperature"],
-            sync_bn=cfg["sync_bn"] and strategy.num_replicas_in_sync > 1)
+            sync_bn=cfg["sync_bn"] and strategy.num_replicas_in_sync > 1,
+            **{k: cfg[k] for k in model_spec(cfg["model_type"]).get("options", ())})
         model.compile(optimizer=make_optimizer(cfg, steps_per_epoch))
         model.optimizer.build(model.trainable_variables)
         epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
@@ -175,7 +185,8 @@ def run_experiment(cfg, log=print):
         f"{strategy.num_replicas_in_sync} replica(s)")
 
     def evaluate(m):
-        return evaluate_model(m, data.train_images, data.test_images, data.test_labels,
+        fit_images = data.detector_images if data.detector_images is not None else data.train_images
+        return evaluate_model(m, fit_images, data.test_images, data.test_labels,
                               detectors=detectors, max_train=cfg["max_detector_train"],
                               seed=cfg["seed"], batch_size=cfg["eval_batch_size"])
 
@@ -224,6 +235,8 @@ def run_experiment(cfg, log=print):
                                  if stats_cb.history else None),
         "replicas": strategy.num_replicas_in_sync, "versions": library_versions(),
     }
+    from data.protocols_extra import describe_protocols  # experiments (i11)
+    summary["meta"]["protocols"] = describe_protocols(data)
     (stats_dir / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True))
     log(format_table(results))
     log(f"Wrote {stats_dir / 'summary.json'}")
