@@ -152,6 +152,12 @@ def plan(args):
     for fig in args.figures:
         rows += figure_rows(fig, args.smoke, args.datasets)
     if args.rows:
+        unknown = args.rows - {r[0] for r in rows}
+        if unknown:
+            print(f"error: --rows {', '.join(sorted(unknown))} not among the planned rows "
+                  f"({', '.join(r[0] for r in rows)}); check --tables / --figures",
+                  file=sys.stderr)
+            sys.exit(2)
         rows = [r for r in rows if r[0] in args.rows]
     seeds = args.seeds[:1] if args.smoke else args.seeds
     base = ["--preset=smoke"] if args.smoke else list(PAPER_FLAGS)

@@ -127,6 +127,11 @@ def test_cli_protocols_and_denoising_recorded(tmp_path):
     assert rec["n_train_outliers"] == round(0.1 * rec["n_train"])
     assert summary["meta"]["model_type"] == "denoising"
     assert {"pool.kde", "pool.gde", "uniformity.mmd2"} <= set(summary)
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run_dir / "logs" / "eval"))
+    acc.Reload()
+    assert "uniformity/mmd2" in set(acc.Tags().get("tensors", [])) | set(acc.Tags()["scalars"])
 
 
 def test_cli_bad_ratio_writes_nothing(tmp_path):

@@ -52,9 +52,11 @@ def test_full_plan_size_shards_and_figures(tmp_path):
     assert "--outlier_ratio=0.1" in figs[1] and "--num_train=500" in figs[-1]
 
 
-def test_bad_shard_is_an_error():
+def test_bad_shard_and_rows_are_errors():
     out = run("--dry_run", "--shard=3/3")
     assert out.returncode == 2 and "--shard=3/3 must be i/n" in out.stderr
+    out = run("--dry_run", "--rows=rotnet,nope")
+    assert out.returncode == 2 and out.stderr.startswith("error: --rows nope not among")
 
 
 def test_real_tiny_smoke_run_then_skip(tmp_path):
