@@ -49,19 +49,14 @@ def _image_hashes(images):
     return {hashlib.blake2b(img.tobytes(), digest_size=16).digest() for img in images}
 
 
-def outlier_pool(train_images, train_labels, inlier_index, exclude_images=()):
-    """Training images of the other classes, minus any image also in ``exclude_images``.
-
-    Compare images at the same size (conform them first): the test set's
-    images are matched byte for byte.
-    """
-    pool = np.asarray(train_images)[np.asarray(train_labels) != inlier_index]
-    if len(exclude_images) and len(pool):
-        banned = _image_hashes(exclude_images)
-        keep = [i for i, img in enumerate(pool)
-                if hashlib.blake2b(img.tobytes(), digest_size=16).digest() not in banned]
-        pool = pool[np.asarray(keep, dtype=np.int64)]
-    return pool
+def drop_images(pool, exclude_images):
+    """``pool`` minus every image that is also in ``exclude_images`` (byte-equal, same size)."""
+    if not (len(exclude_images) and len(pool)):
+        return pool
+    banned = _image_hashes(exclude_images)
+    keep = [i for i, img in enumerate(pool)
+            if hashlib.blake2b(img.tobytes(), digest_size=16).digest() not in banned]
+    return pool[np.asarray(keep, dtype=np.int64)]
 
 
 def contaminate(inliers, pool_images, ratio, rng):
@@ -109,8 +104,8 @@ def apply_protocols(data, cfg, splits=None):
         from data.base import conform_images
 
         others = np.asarray(splits.train_labels) != data.category_index
-        pool = outlier_pool(conform_images(splits.train_images[others], data.input_shape),
-                            np.ones(int(others.sum())), 0, exclude_images=data.test_images)
+        pool = drop_images(conform_images(splits.train_images[others], data.input_shape),
+                           data.test_images)
         train, is_out = contaminate(clean, pool, ratio, rng)
     full = train
     if n_train:
