@@ -26,6 +26,20 @@ MODEL_TYPES = {
                            head_dims="512x8,128", distaug_type="rot", aug_list=DEFAULT_AUG,
                            aug_list_for_test="x", score_keys=(), contrastive=True,
                            classifier=False),
+    "denoising": dict(cls="model.denoising:DenoisingModel", batch_size=32, head_dims="",
+                      distaug_type="none", aug_list=DEFAULT_AUG, aug_list_for_test="x",
+                      score_keys=(), contrastive=False, classifier=False,
+                      options=("noise_std",)),
+    "raw_pixels": dict(cls="model.baselines:FrozenFeatureModel",
+                       build="model.baselines:build_raw_pixels", batch_size=32, head_dims="",
+                       distaug_type="none", aug_list="x", aug_list_for_test="x", score_keys=(),
+                       contrastive=False, classifier=False, fixed={"num_epoch": 0}),
+    "imagenet_resnet50": dict(cls="model.baselines:FrozenFeatureModel",
+                              build="model.baselines:build_imagenet_resnet50", batch_size=32,
+                              head_dims="", distaug_type="none", aug_list="x",
+                              aug_list_for_test="x", score_keys=(), contrastive=False,
+                              classifier=False, fixed={"num_epoch": 0},
+                              options=("pretrained_weights",)),
 }
 
 
@@ -36,19 +50,24 @@ def model_spec(model_type):
     return MODEL_TYPES[model_type]
 
 
+def _resolve(target):
+    module, name = target.split(":")
+    return getattr(importlib.import_module(module), name)
+
+
 def model_class(model_type):
     """The keras.Model subclass of ``model_type`` (imports TensorFlow)."""
-    module, name = model_spec(model_type)["cls"].split(":")
-    return getattr(importlib.import_module(module), name)
+    return _resolve(model_spec(model_type)["cls"])
 
 
 def build_model(model_type, *, net_type="ResNet18", net_width=1.0, input_shape=(32, 32, 3),
                 head_dims="512x8,128", stem_width=None, weight_decay=3e-4, temperature=0.2,
-                sync_bn=False, aug_list=None, aug_list_for_test=None):
+                sync_bn=False, aug_list=None, aug_list_for_test=None, **options):
     """Builds (and calls once, so all weights exist) the model for ``model_type``.
 
     aug_list / aug_list_for_test default to the model type's; the transformation
     classifier takes its number of classes from the views of aug_list.
+    ``options``: the spec's extra flags (e.g. noise_std), passed to the model class.
     """
     import tensorflow as tf
 
@@ -58,13 +77,20 @@ def build_model(model_type, *, net_type="ResNet18", net_width=1.0, input_shape=(
     from model.spec import parse_head_dims
 
     spec = model_spec(model_type)
+    if spec.get("build"):  # not a ResNet + head proxy task (frozen baselines)
+        model = _resolve(spec["build"])(input_shape=tuple(input_shape), head_dims=head_dims,
+                                        weight_decay=weight_decay, **options)
+        model(tf.zeros((2,) + tuple(input_shape)))
+        return model
     backbone = build_resnet(net_type, net_width, input_shape, stem_width=stem_width,
                             sync_bn=sync_bn, name="backbone")
     dims = parse_head_dims(head_dims)
     classifier = spec["classifier"]
     head = build_mlp_head(dims, backbone.output_shape[-1], sync_bn=sync_bn,
                           last_bias=classifier, name="head")
-    kwargs = dict(weight_decay=weight_decay, name=model_type)
+    kwargs = dict(weight_decay=weight_decay, name=model_type, **options)
+    if model_type == "denoising":
+        kwargs["sync_bn"] = sync_bn
     if classifier:
         kwargs["num_views"] = count_views(aug_list or spec["aug_list"])
         kwargs["aug_list_for_test"] = aug_list_for_test or spec["aug_list_for_test"]

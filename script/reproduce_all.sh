@@ -1,21 +1,10 @@
 #!/usr/bin/env bash
-# Every Table-1 cell this project implements: 3 representations x 3 datasets x all
-# classes x 5 seeds, then the summary table. Weeks of single-GPU time at 2048
-# epochs: run a subset by setting DATASETS / SEEDS / METHODS, e.g.
-#   DATASETS=cifar10ood SEEDS="0" METHODS=contrastive_da script/reproduce_all.sh
+# Every row of the paper's Tables 2, 5 and 7 over all classes and 5 seeds (and, behind
+# --figures / --all_figures, the runs behind its figures), then the tables and plots.
+#   script/reproduce_all.sh --datasets=cifar10ood --shard=0/4        # one of 4 machines
+#   script/reproduce_all.sh --smoke --datasets=folder --root=DIR --categories=cat --is_validation
+#   script/reproduce_all.sh --dry_run                                 # print the commands
+# Options: python script/reproduce.py --help; details in docs/experiments.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-DATASETS=${DATASETS:-"cifar10ood cifar20ood fmnistood"}
-SEEDS=${SEEDS:-"0 1 2 3 4"}
-METHODS=${METHODS:-"rotation contrastive contrastive_da"}
-declare -A NCLASS=([cifar10ood]=10 [cifar20ood]=20 [fmnistood]=10 [cifar100ood]=100)
-for ds in $DATASETS; do
-  for seed in $SEEDS; do
-    for cat in $(seq 0 $(( ${NCLASS[$ds]} - 1 ))); do
-      for method in $METHODS; do
-        bash "script/run_${method}.sh" "$ds" "$cat" "$seed" "$@"
-      done
-    done
-  done
-done
-python script/summarize.py runs --markdown runs/summary.md
+exec "${PYTHON:-python}" script/reproduce.py "$@"

@@ -1,97 +1,469 @@
-"""Collects every stats/summary.json under a directory into one table.
+"""The paper's tables and figures from a folder of runs, next to the paper's numbers.
 
-    python script/summarize.py runs [--csv all.csv] [--markdown table.md]
+    python script/summarize.py RUNS_ROOT [--out DIR] [--compare_as folder=cifar10ood]
+        [--tol 1.0] [--no_plots] [--csv runs.csv] [--markdown summary.md]
 
-Rows: (dataset, model_type, protocol, metric); value: mean AUC over categories,
-then mean +- std over seeds; next to the paper's number where it reports one.
-The CSV has one line per run and metric, for plotting.
+Reads every ``stats/summary.json`` under RUNS_ROOT. A run's *row* is the first
+folder under RUNS_ROOT (script/reproduce_all.sh writes
+``RUNS_ROOT/<row>/<dataset>/<category>/s<seed>``; a run directly in RUNS_ROOT
+is its model type). A cell is the AUC averaged over the categories of one seed,
+then mean +- std over seeds (population std; 0 for one seed).
+
+Writes into ``--out`` (default RUNS_ROOT/summary):
+  summary.md    Tables 2, 5, 7 (ours | paper | difference, with a check mark
+                when |difference| <= --tol), the paper's orderings, the
+                per-class tables and every (row, dataset, metric)
+  tables.csv    the cells of Tables 2 and 5 (and the long table) for plotting
+  runs.csv      one line per run and metric
+  figures.csv   the points of the figures; fig_<figure>_<dataset>.png the plots
+                (AUC vs outlier ratio, vs training-set size, vs batch size, vs
+                temperature; bars per distribution augmentation)
+and prints Tables 2, 5, 7 and the orderings. Bad arguments end with one
+``error:`` line and exit code 2 before anything is written.
 """
 
 import argparse
 import csv
+import io
 import json
+import math
 import sys
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 
-# docs/method.md "Published numbers": (model_type, metric) -> {dataset: mean AUC}
-PAPER = {
-    ("rotation", "logit.auc"): {"cifar10ood": 86.8, "cifar20ood": 80.3, "fmnistood": 87.4},
-    ("rotation", "pool.kde"): {"cifar10ood": 91.3, "cifar20ood": 84.1, "fmnistood": 95.8},
-    ("contrastive", "pool.kocsvm"): {"cifar10ood": 89.0, "cifar20ood": 82.4, "fmnistood": 93.9},
-    ("contrastive_da", "pool.kocsvm"): {"cifar10ood": 92.5, "cifar20ood": 86.5, "fmnistood": 94.8},
-    ("contrastive_da", "pool.gde"): {"cifar10ood": 92.0, "cifar20ood": 86.0, "fmnistood": 95.5},
-}
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from util.atomic import write_bytes_atomic, write_text_atomic  # noqa: E402
+from util.errors import ConfigError  # noqa: E402
+
+DATASET_ORDER = ["cifar10ood", "cifar20ood", "fmnistood", "dogvscatood", "celeba"]
+
+
+def _paper(*values):
+    return {d: v for d, v in zip(DATASET_ORDER, values) if v is not None}
+
+
+# (row, metric key, label, paper mean AUC per dataset) -- docs/method.md "Published numbers"
+TABLE2 = [
+    ("random_init", "pool.kocsvm", "ResNet-18 random init / OC-SVM",
+     _paper(61.2, 59.6, 89.8, 50.7, 57.1)),
+    ("raw_pixels", "pool.kocsvm", "Raw pixels / OC-SVM", {}),
+    ("imagenet_resnet50", "pool.kocsvm", "ImageNet ResNet-50 / OC-SVM", {}),
+    ("denoising", "pool.kocsvm", "Denoising autoencoder / OC-SVM", {}),
+    ("rotnet", "logit.auc", "RotNet / rotation classifier", _paper(86.8, 80.3, 87.4, 86.1, 51.4)),
+    ("rotnet", "pool.kde", "RotNet / KDE", _paper(89.3, 81.9, 94.6, 86.4, 77.4)),
+    ("rotation_head", "logit.auc", "Rotation prediction (MLP head) / rotation classifier", {}),
+    ("rotation_head", "pool.kde", "Rotation prediction (MLP head) / KDE",
+     _paper(91.3, 84.1, 95.8, 86.4, 69.5)),
+    ("contrastive", "pool.kocsvm", "Contrastive / OC-SVM", _paper(89.0, 82.4, 93.9, 87.7, 83.5)),
+    ("contrastive_da", "pool.kocsvm", "Contrastive (DA, rot) / OC-SVM",
+     _paper(92.5, 86.5, 94.8, 89.6, 84.5)),
+    ("contrastive_da", "pool.gde", "Contrastive (DA, rot) / GDE",
+     _paper(92.0, 86.0, 95.5, 88.9, 90.6)),
+]
+# Distribution augmentation types (our choice of rows; the paper's best single CIFAR-10
+# model, hflip+rot90+rot90hflip = variant 4, has 93.7 mean AUC, detector not stated)
+TABLE5 = [
+    ("contrastive", "pool.kocsvm", "none (vanilla contrastive) / OC-SVM", {}),
+    ("contrastive_da", "pool.kocsvm", "rot (4x) / OC-SVM", _paper(92.5, 86.5, 94.8, 89.6, 84.5)),
+    ("da_hflip", "pool.kocsvm", "hflip (2x) / OC-SVM", {}),
+    ("da_vflip", "pool.kocsvm", "vflip (2x) / OC-SVM", {}),
+    ("da_4", "pool.kocsvm", "hflip+rot90+rot90hflip (4x) / OC-SVM", _paper(93.7)),
+]
+# the paper's orderings: (description, (row, key) expected higher, (row, key) lower)
+ORDERINGS = [
+    ("distribution-augmented contrastive above vanilla contrastive (OC-SVM)",
+     ("contrastive_da", "pool.kocsvm"), ("contrastive", "pool.kocsvm")),
+    ("KDE on RotNet features above RotNet's rotation classifier",
+     ("rotnet", "pool.kde"), ("rotnet", "logit.auc")),
+    ("MLP head helps rotation prediction (KDE)", ("rotation_head", "pool.kde"),
+     ("rotnet", "pool.kde")),
+    ("MLP head helps rotation prediction (rotation classifier)", ("rotation_head", "logit.auc"),
+     ("rotnet", "logit.auc")),
+]
+FIGURES = {  # figure -> (x label, log x, bars)
+    "unsup": ("outlier ratio in the training set (%)", False, False),
+    "semi": ("outlier ratio in the training set (%)", False, False),
+    "data": ("representation training-set size", True, False),
+    "batch": ("batch size", True, False),
+    "temperature": ("temperature", True, False),
+    "distaug": ("distribution augmentation variant (first k of 8 transforms)", False, True),
+}
+SERIES_KEY = {"rotation_head": "pool.kde", "rotnet": "pool.kde"}  # default: pool.kocsvm
+
+
+# ----------------------------------------------------------------------------- loading
 
 def load_runs(root):
+    """[(run_dir, row, meta, metrics)] for every stats/summary.json under ``root``."""
+    root = Path(root)
     runs = []
-    for path in sorted(Path(root).rglob("stats/summary.json")):
-        summary = json.loads(path.read_text())
-        meta = summary.pop("meta", {})
-        runs.append((path.parent.parent, meta, summary))
+    for path in sorted(root.rglob("stats/summary.json")):
+        try:
+            summary = json.loads(path.read_text())
+        except (OSError, ValueError) as err:
+            raise ConfigError(f"cannot read {path}: {err}") from None
+        meta = summary.pop("meta", {}) or {}
+        metrics = {k: float(v) for k, v in summary.items()
+                   if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        run_dir = path.parent.parent
+        rel = run_dir.relative_to(root).parts
+        row = rel[0] if rel else str(meta.get("model_type"))
+        runs.append((run_dir, row, meta, metrics))
     return runs
 
 
-def summarize(runs):
-    """{(dataset, model_type, protocol, metric): {seed: [auc per category]}}."""
-    table = defaultdict(lambda: defaultdict(list))
-    for _, meta, metrics in runs:
-        for metric, value in metrics.items():
-            key = (meta.get("dataset"), meta.get("model_type"), meta.get("protocol"), metric)
-            table[key][meta.get("seed")].append(float(value))
-    return table
-
-
-def rows(table):
-    out = []
-    for (dataset, model_type, protocol, metric), by_seed in sorted(table.items()):
-        seed_means = [np.mean(v) for v in by_seed.values()]
-        n_cat = max(len(v) for v in by_seed.values())
-        paper = PAPER.get((model_type, metric), {}).get(dataset)
-        out.append(dict(dataset=dataset, model_type=model_type, protocol=protocol, metric=metric,
-                        mean=float(np.mean(seed_means)), std=float(np.std(seed_means)),
-                        seeds=len(seed_means), categories=n_cat, paper=paper))
+def load_ensembles(root):
+    """{(kind_row, dataset, key): {category: ensemble AUC}} from ensemble--*/ds/cat/."""
+    out = defaultdict(dict)
+    for path in sorted(Path(root).glob("ensemble--*/*/*/ensemble.json")):
+        kind, ds, cat = path.parent.relative_to(root).parts
+        for r in json.loads(path.read_text()).get("results", []):
+            out[(kind, ds, r["key"])][cat] = (float(r["ensemble"]), float(r["member_mean"]))
     return out
 
 
-def markdown(table_rows):
-    lines = ["| dataset | model | protocol | metric | AUC (mean +- std over seeds) | seeds | "
-             "categories | paper |", "|---|---|---|---|---|---|---|---|"]
-    for r in table_rows:
-        paper = "" if r["paper"] is None else f"{r['paper']:.1f}"
-        lines.append(f"| {r['dataset']} | {r['model_type']} | {r['protocol']} | {r['metric']} | "
-                     f"{r['mean']:.1f} +- {r['std']:.1f} | {r['seeds']} | {r['categories']} | "
-                     f"{paper} |")
-    return "\n".join(lines)
+# ------------------------------------------------------------------------- aggregation
+
+def aggregate(runs):
+    """{(row, dataset, key): {seed: {category: auc}}}."""
+    cells = defaultdict(lambda: defaultdict(dict))
+    for _, row, meta, metrics in runs:
+        for key, value in metrics.items():
+            cells[(row, meta.get("dataset"), key)][meta.get("seed")][str(meta.get("category"))] = value
+    return cells
+
+
+def cell_stats(by_seed):
+    """Mean over categories per seed, then (mean, std, n seeds, n categories) over seeds."""
+    seed_means = [float(np.mean(list(c.values()))) for c in by_seed.values() if c]
+    if not seed_means:
+        return None
+    n_cat = max(len(c) for c in by_seed.values())
+    return float(np.mean(seed_means)), float(np.std(seed_means)), len(seed_means), n_cat
+
+
+def class_stats(by_seed):
+    """{category: (mean, std, n seeds)} over seeds."""
+    per = defaultdict(list)
+    for cats in by_seed.values():
+        for cat, v in cats.items():
+            per[cat].append(v)
+    return {c: (float(np.mean(v)), float(np.std(v)), len(v)) for c, v in per.items()}
+
+
+def datasets_of(cells):
+    found = {ds for (_, ds, _) in cells}
+    return [d for d in DATASET_ORDER if d in found] + sorted(found - set(DATASET_ORDER))
+
+
+def table_cells(spec, cells, datasets, compare_as, tol):
+    """Rows of a paper table: [{label, row, key, dataset, mean, std, seeds, categories,
+    paper, diff, match}] for every spec row with at least one run."""
+    out = []
+    for row, key, label, paper in spec:
+        if not any((row, ds, key) in cells for ds in datasets):
+            continue
+        for ds in datasets:
+            st = cell_stats(cells.get((row, ds, key), {}))
+            p = paper.get(compare_as.get(ds, ds))
+            rec = dict(label=label, row=row, key=key, dataset=ds, mean=None, std=None, seeds=0,
+                       categories=0, paper=p, diff=None, match=None)
+            if st:
+                rec.update(mean=st[0], std=st[1], seeds=st[2], categories=st[3])
+                if p is not None:
+                    rec["diff"] = st[0] - p
+                    rec["match"] = abs(st[0] - p) <= tol
+            out.append(rec)
+    return out
+
+
+# ---------------------------------------------------------------------------- markdown
+
+def fmt_cell(rec):
+    if rec["mean"] is None:
+        ours = "—"
+    else:
+        ours = f"{rec['mean']:.1f} ± {rec['std']:.1f}"
+    if rec["paper"] is None:
+        return ours, "", ""
+    if rec["diff"] is None:
+        return ours, f"{rec['paper']:.1f}", ""
+    mark = "✓" if rec["match"] else "✗"
+    return ours, f"{rec['paper']:.1f}", f"{rec['diff']:+.1f} {mark}"
+
+
+def table_markdown(title, recs, datasets, compare_as):
+    if not recs:
+        return f"## {title}\n\n(no runs)\n"
+    head = ["representation / detector"]
+    for ds in datasets:
+        shown = ds if ds not in compare_as else f"{ds} (paper: {compare_as[ds]})"
+        head += [f"{shown} ours", "paper", "diff"]
+    lines = [f"## {title}", "", "| " + " | ".join(head) + " |",
+             "|" + "---|" * len(head)]
+    by_label = defaultdict(dict)
+    order = []
+    for r in recs:
+        if r["label"] not in by_label:
+            order.append(r["label"])
+        by_label[r["label"]][r["dataset"]] = r
+    for label in order:
+        cells = [label]
+        for ds in datasets:
+            cells += list(fmt_cell(by_label[label][ds]))
+        lines.append("| " + " | ".join(cells) + " |")
+    seeds = sorted({(r["seeds"], r["categories"]) for r in recs if r["seeds"]})
+    lines += ["", "ours: mean ± std over seeds of the AUC averaged over categories "
+              f"((seeds, categories) per cell: {', '.join(f'({s}, {c})' for s, c in seeds)}); "
+              "✓ = within the tolerance of the paper's number."]
+    return "\n".join(lines) + "\n"
+
+
+def orderings(cells, datasets):
+    lines, results = [], []
+    for desc, hi, lo in ORDERINGS:
+        for ds in datasets:
+            a = cell_stats(cells.get((hi[0], ds, hi[1]), {}))
+            b = cell_stats(cells.get((lo[0], ds, lo[1]), {}))
+            if not (a and b):
+                continue
+            holds = a[0] > b[0]
+            results.append(dict(ordering=desc, dataset=ds, higher=a[0], lower=b[0], holds=holds))
+            lines.append(f"- {desc}, {ds}: {a[0]:.1f} vs {b[0]:.1f} -> "
+                         f"{'holds' if holds else 'does NOT hold'}")
+    text = "## The paper's orderings\n\n" + ("\n".join(lines) if lines else "(not enough runs)")
+    return text + "\n", results
+
+
+def ensembles_markdown(ens, datasets):
+    if not ens:
+        return "## Table 7: ensembles\n\n(no ensembles: script/ensemble.py needs stats/scores.npz)\n"
+    lines = ["## Table 7: ensembles", "", "| ensemble | key | " +
+             " | ".join(f"{ds} ensemble (mean of members)" for ds in datasets) + " |",
+             "|---|---|" + "---|" * len(datasets)]
+    for (kind, key) in sorted({(k, key) for (k, _, key) in ens}):
+        cells = []
+        for ds in datasets:
+            per = ens.get((kind, ds, key))
+            if not per:
+                cells.append("—")
+                continue
+            e = np.mean([v[0] for v in per.values()])
+            m = np.mean([v[1] for v in per.values()])
+            cells.append(f"{e:.1f} ({m:.1f}), {len(per)} categories")
+        lines.append(f"| {kind.split('--', 1)[1]} | {key} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def per_class_markdown(cells, datasets):
+    parts = ["## Per-class AUC (mean ± std over seeds)"]
+    for ds in datasets:
+        cols = [(row, key) for row, key, _, _ in TABLE2 if (row, ds, key) in cells]
+        if not cols:
+            continue
+        stats = {c: class_stats(cells[(c[0], ds, c[1])]) for c in cols}
+        cats = sorted({cat for s in stats.values() for cat in s},
+                      key=lambda c: (not c.isdigit(), int(c) if c.isdigit() else 0, c))
+        parts += ["", f"### {ds}", "", "| class | " + " | ".join(f"{r} {k}" for r, k in cols) +
+                  " |", "|---|" + "---|" * len(cols)]
+        for cat in cats:
+            vals = [f"{stats[c][cat][0]:.1f} ± {stats[c][cat][1]:.1f}" if cat in stats[c] else "—"
+                    for c in cols]
+            parts.append(f"| {cat} | " + " | ".join(vals) + " |")
+    return "\n".join(parts) + "\n"
+
+
+def long_rows(cells):
+    out = []
+    for (row, ds, key), by_seed in sorted(cells.items(), key=lambda kv: tuple(map(str, kv[0]))):
+        st = cell_stats(by_seed)
+        if st:
+            out.append(dict(row=row, dataset=ds, key=key, mean=st[0], std=st[1], seeds=st[2],
+                            categories=st[3]))
+    return out
+
+
+def long_markdown(rows):
+    lines = ["## Every row, dataset and metric", "",
+             "| row | dataset | metric | mean ± std over seeds | seeds | categories |",
+             "|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['row']} | {r['dataset']} | {r['key']} | {r['mean']:.2f} ± "
+                     f"{r['std']:.2f} | {r['seeds']} | {r['categories']} |")
+    return "\n".join(lines) + "\n"
+
+
+# ----------------------------------------------------------------------------- figures
+
+def figure_points(cells):
+    """[{figure, dataset, series, x, key, mean, std, seeds}] from rows 'fig--series--x'."""
+    pts = []
+    for (row, ds, key), by_seed in cells.items():
+        parts = row.split("--")
+        if len(parts) != 3 or parts[0] not in FIGURES:
+            continue
+        fig, series, x = parts
+        base = series.split("_n")[0]
+        if key != SERIES_KEY.get(base, "pool.kocsvm"):
+            continue
+        st = cell_stats(by_seed)
+        try:
+            xv = float(x)
+        except ValueError:
+            continue
+        if fig in ("unsup", "semi"):
+            xv *= 100.0
+        pts.append(dict(figure=fig, dataset=ds, series=series, x=xv, key=key, mean=st[0],
+                        std=st[1], seeds=st[2]))
+    return sorted(pts, key=lambda p: (p["figure"], str(p["dataset"]), p["series"], p["x"]))
+
+
+def plot_figures(points, out_dir):
+    if not points:
+        return []
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    groups = defaultdict(list)
+    for p in points:
+        groups[(p["figure"], p["dataset"])].append(p)
+    for (fig, ds), pts in sorted(groups.items(), key=lambda kv: tuple(map(str, kv[0]))):
+        xlabel, logx, bars = FIGURES[fig]
+        f, ax = plt.subplots(figsize=(6, 4))
+        series = sorted({p["series"] for p in pts})
+        for i, s in enumerate(series):
+            sp = [p for p in pts if p["series"] == s]
+            x = np.array([p["x"] for p in sp])
+            y = np.array([p["mean"] for p in sp])
+            e = np.array([p["std"] for p in sp])
+            label = f"{s} ({sp[0]['key']})"
+            if bars:
+                w = 0.8 / len(series)
+                ax.bar(x + (i - (len(series) - 1) / 2) * w, y, w, yerr=e, label=label, capsize=3)
+            else:
+                ax.errorbar(x, y, yerr=e, marker="o", capsize=3, label=label)
+        if logx:
+            ax.set_xscale("log")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("mean AUC over classes")
+        ax.set_title(f"{fig}: {ds}")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        f.tight_layout()
+        buf = io.BytesIO()
+        f.savefig(buf, format="png", dpi=120)
+        plt.close(f)
+        path = Path(out_dir) / f"fig_{fig}_{ds}.png"
+        write_bytes_atomic(path, buf.getvalue())
+        written.append(path)
+    return written
+
+
+# -------------------------------------------------------------------------------- CSV
+
+def csv_text(header, rows):
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(header)
+    for r in rows:
+        w.writerow(["" if r.get(h) is None else (f"{r[h]:.4f}" if isinstance(r.get(h), float)
+                                                 else r[h]) for h in header])
+    return buf.getvalue()
+
+
+# ------------------------------------------------------------------------------- main
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("root", help="folder holding run directories (RUNS_ROOT)")
+    p.add_argument("--out", help="output folder (default RUNS_ROOT/summary)")
+    p.add_argument("--compare_as", default="", help="compare a dataset with the paper's numbers "
+                   "of another, e.g. folder=cifar10ood (comma-separated pairs)")
+    p.add_argument("--tol", type=float, default=1.0, help="|ours - paper| that counts as a match")
+    p.add_argument("--no_plots", action="store_true")
+    p.add_argument("--csv", help="also write runs.csv here")
+    p.add_argument("--markdown", help="also write summary.md here")
+    return p.parse_args(argv)
+
+
+def validate(args):
+    """Everything checked before any output exists; returns (runs, compare_as)."""
+    root = Path(args.root)
+    if not root.is_dir():
+        raise ConfigError(f"{args.root} is not a directory")
+    if not (args.tol >= 0 and math.isfinite(args.tol)):
+        raise ConfigError(f"--tol={args.tol} must be a finite number >= 0")
+    compare_as = {}
+    for pair in filter(None, (s.strip() for s in args.compare_as.split(","))):
+        ours, sep, theirs = pair.partition("=")
+        if not sep or not ours or theirs not in DATASET_ORDER:
+            raise ConfigError(f"--compare_as={args.compare_as}: expected ours=paper pairs with "
+                              f"paper one of {', '.join(DATASET_ORDER)}, e.g. folder=cifar10ood")
+        compare_as[ours] = theirs
+    for name in ("out", "csv", "markdown"):
+        target = getattr(args, name)
+        if target and Path(target).exists() and (Path(target).is_dir()) != (name == "out"):
+            raise ConfigError(f"--{name}={target} exists and is a "
+                              f"{'file' if name == 'out' else 'directory'}")
+    runs = load_runs(root)
+    if not runs:
+        raise ConfigError(f"no stats/summary.json under {args.root}")
+    return runs, compare_as
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("root", help="directory holding run directories")
-    parser.add_argument("--csv", help="write one line per run and metric here")
-    parser.add_argument("--markdown", help="write the summary table here")
-    args = parser.parse_args(argv)
-    runs = load_runs(args.root)
-    if not runs:
-        print(f"error: no stats/summary.json under {args.root}", file=sys.stderr)
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        runs, compare_as = validate(args)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
         return 2
+    out = Path(args.out) if args.out else Path(args.root) / "summary"
+    cells = aggregate(runs)
+    datasets = datasets_of(cells)
+    t2 = table_cells(TABLE2, cells, datasets, compare_as, args.tol)
+    t5 = table_cells(TABLE5, cells, datasets, compare_as, args.tol)
+    ens = load_ensembles(args.root)
+    order_text, _ = orderings(cells, datasets)
+    head = [table_markdown("Table 2: representations and detectors (mean AUC over classes)",
+                           t2, datasets, compare_as),
+            table_markdown("Table 5: distribution augmentation types (contrastive, mean AUC)",
+                           t5, datasets, compare_as),
+            ensembles_markdown(ens, datasets), order_text]
+    long = long_rows(cells)
+    text = "\n".join(head + [per_class_markdown(cells, datasets), long_markdown(long)])
+    print("\n".join(head))
+
+    out.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out / "summary.md", f"# Summary of {len(runs)} runs under {args.root}\n\n"
+                      + text)
+    cols = ["table", "label", "row", "key", "dataset", "mean", "std", "seeds", "categories",
+            "paper", "diff", "match"]
+    table_rows = ([dict(r, table="2") for r in t2] + [dict(r, table="5") for r in t5] +
+                  [dict(r, table="all") for r in long])
+    write_text_atomic(out / "tables.csv", csv_text(cols, table_rows))
+    run_rows = [dict(run=str(d), row=row, dataset=m.get("dataset"), category=m.get("category"),
+                     seed=m.get("seed"), protocol=m.get("protocol"), key=k, value=v)
+                for d, row, m, metrics in runs for k, v in sorted(metrics.items())]
+    runs_csv = csv_text(["run", "row", "dataset", "category", "seed", "protocol", "key", "value"],
+                        run_rows)
+    write_text_atomic(out / "runs.csv", runs_csv)
+    points = figure_points(cells)
+    write_text_atomic(out / "figures.csv", csv_text(
+        ["figure", "dataset", "series", "x", "key", "mean", "std", "seeds"], points))
+    plots = [] if args.no_plots else plot_figures(points, out)
     if args.csv:
-        with open(args.csv, "w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(["run", "dataset", "model_type", "protocol", "category", "seed",
-                             "metric", "auc"])
-            for run_dir, meta, metrics in runs:
-                for metric, value in sorted(metrics.items()):
-                    writer.writerow([run_dir, meta.get("dataset"), meta.get("model_type"),
-                                     meta.get("protocol"), meta.get("category"), meta.get("seed"),
-                                     metric, value])
-    text = markdown(rows(summarize(runs)))
-    print(text)
+        write_text_atomic(Path(args.csv), runs_csv)
     if args.markdown:
-        Path(args.markdown).write_text(text + "\n")
+        write_text_atomic(Path(args.markdown), text)
+    print(f"Wrote {out}/summary.md, tables.csv, runs.csv, figures.csv"
+          + (f" and {len(plots)} plot(s)" if plots else ""))
     return 0
 
 

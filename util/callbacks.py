@@ -146,7 +146,8 @@ def write_eval(writer, history_path, epoch, results):
     if writer is not None:
         with writer.as_default():
             for key, value in results.items():
-                tf.summary.scalar(f"auc/{key}", value, step=epoch)
+                tag = key.replace(".", "/", 1) if key.startswith("uniformity.") else f"auc/{key}"
+                tf.summary.scalar(tag, value, step=epoch)
         writer.flush()
     if history_path is not None:
         record_history(history_path, epoch, results)

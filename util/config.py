@@ -68,6 +68,17 @@ FLAG_SPECS = [
      "the end (the release never clips)."),
     ("aug_list_for_test", "string", None, "Test-time views of the transformation classifier's "
      "scores (default per model type; rotation: x,+rotate90,+rotate180,+rotate270)."),
+    # --- experiments (i11) ---
+    ("outlier_ratio", "float", 0.0, "Unsupervised protocol: fraction in [0, 0.5] of the training "
+     "set replaced by unlabeled outliers of the other classes (total size unchanged)."),
+    ("num_inlier_for_detector", "integer", 0, "Semi-supervised protocol: fit the detectors on "
+     "only N clean training inliers (0 = the representation's training set)."),
+    ("num_train", "integer", 0, "Data efficiency: train the representation on N training "
+     "images; the detectors use the full set (0 = all)."),
+    ("noise_std", "float", 0.1, "Denoising autoencoder: std of the Gaussian input noise "
+     "(pixels in [0, 1])."),
+    ("pretrained_weights", "string", None, "imagenet_resnet50: local weights file of "
+     "keras.applications.ResNet50 without top (include_top=False)."),
 ]
 
 FLAG_DEFAULTS = {name: default for name, _, default, _ in FLAG_SPECS}
@@ -100,6 +111,10 @@ def resolve_config(values, explicit=()):
         if cfg[key] is None:
             cfg[key] = spec[key]
     resolve_aug_lists(cfg, given_aug)
+    for key, value in spec.get("fixed", {}).items():  # frozen baselines: num_epoch=0
+        if key in explicit and cfg[key] != value:
+            raise ConfigError(f"--model_type={cfg['model_type']} needs --{key}={value}")
+        cfg[key] = value
     if cfg["model_dir"] is None:
         cfg["model_dir"] = os.path.join(
             "runs", f"{cfg['dataset']}_{cfg['category']}_{cfg['model_type']}_s{cfg['seed']}")

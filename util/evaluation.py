@@ -44,4 +44,7 @@ def evaluate_model(model, train_images, test_images, test_labels, detectors=None
     train_feats = extract_features(model, subsample_rows(train_images, max_train, seed),
                                    batch_size)
     test_feats = extract_features(model, test_images, batch_size)
-    return evaluate_features(train_feats, test_feats, test_labels, detectors)
+    results = evaluate_features(train_feats, test_feats, test_labels, detectors)
+    from util.uniformity import uniformity_results  # uniformity analysis (i11)
+    results.update(uniformity_results(test_feats, test_labels, seed))
+    return results

@@ -30,6 +30,11 @@ def load_data(cfg, shape):
     data = load_one_class_data(cfg["dataset"], cfg["category"], root=cfg["root"],
                                data_dir=cfg["data_dir"], input_shape=shape,
                                is_validation=cfg["is_validation"], seed=cfg["seed"])
+    from data.protocols_extra import apply_protocols, protocols_active  # experiments (i11)
+    if protocols_active(cfg):
+        from data.registry import load_splits
+        apply_protocols(data, cfg, splits=lambda: load_splits(
+            cfg["dataset"], root=cfg["root"], data_dir=cfg["data_dir"], input_shape=shape))
     n = len(data.train_images)
     if n == 0:
         raise ConfigError(f"no training images for category {cfg['category']!r}")
@@ -81,7 +86,7 @@ def build_training(cfg, shape, strategy, steps_per_epoch):
     """Model + compiled optimizer (with all variables created) inside the strategy."""
     import tensorflow as tf
 
-    from model.registry import build_model
+    from model.registry import build_model, model_spec
 
     set_precision(cfg["mixed_precision"])
     set_determinism(cfg)
@@ -92,7 +97,8 @@ def build_training(cfg, shape, strategy, steps_per_epoch):
             stem_width=stem_filters(cfg["stem_width"], cfg["net_width"]),
             weight_decay=cfg["weight_decay"], temperature=cfg["temperature"],
             sync_bn=cfg["sync_bn"] and strategy.num_replicas_in_sync > 1,
-            aug_list=cfg["aug_list"], aug_list_for_test=cfg["aug_list_for_test"])
+            aug_list=cfg["aug_list"], aug_list_for_test=cfg["aug_list_for_test"],
+            **{k: cfg[k] for k in model_spec(cfg["model_type"]).get("options", ())})
         model.compile(optimizer=make_optimizer(cfg, steps_per_epoch))
         model.optimizer.build(model.trainable_variables)
         epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
@@ -295,7 +301,8 @@ def train_and_evaluate(cfg, run, shape, detectors, t_start, log):
         f"{strategy.num_replicas_in_sync} replica(s), strategy {cfg['strategy']}")
 
     def evaluate(m):
-        return evaluate_model(m, data.train_images, data.test_images, data.test_labels,
+        fit_images = data.detector_images if data.detector_images is not None else data.train_images
+        return evaluate_model(m, fit_images, data.test_images, data.test_labels,
                               detectors=detectors, max_train=cfg["max_detector_train"],
                               seed=cfg["seed"], batch_size=cfg["eval_batch_size"])
 
@@ -314,5 +321,6 @@ def train_and_evaluate(cfg, run, shape, detectors, t_start, log):
                                  if stats_cb.history else None),
         "replicas": strategy.num_replicas_in_sync, "strategy": cfg["strategy"],
         "deterministic": bool(cfg.get("deterministic")),
+        "protocols": describe_protocols(data),
     }, log)
     return 0

@@ -31,6 +31,12 @@ PRESETS = {
     "cpu_small_rotation": dict(model_type="rotation", net_width=0.25, head_dims="512x2",
                                batch_size=16, num_batch=250, num_epoch=18, learning_rate=0.05,
                                ckpt_epoch=3, eval_epoch=3),
+    # script/reproduce_all.sh --smoke: every row of the paper's tables in ~1-2 minutes each on
+    # a CPU (300 steps; the detectors see at most 2,000 training images). Not tuned: it checks
+    # that every row runs end to end and gives first, rough numbers.
+    "smoke": dict(net_width=0.25, batch_size=32, num_batch=75, num_epoch=4, learning_rate=0.03,
+                  aug_list="cnr0.5+hflip+jitter_b0.4_c0.4_s0.4_h0.1+gray0.4",
+                  ckpt_epoch=4, eval_epoch=0, max_detector_train=2000),
 }
 
 

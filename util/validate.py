@@ -86,6 +86,7 @@ def validate_config(cfg):
     from data.registry import DATASETS
     from model.registry import model_spec
     from model.spec import RESNET_SPECS, check_input_shape, parse_head_dims
+    from data.protocols_extra import validate_protocol_flags
     from util.distribute import parse_tf_config
 
     spec = model_spec(cfg["model_type"])
@@ -159,5 +160,21 @@ def validate_config(cfg):
     if cfg["force_init"] and cfg["reevaluate"]:
         raise ConfigError("--force_init and --reevaluate contradict each other: --force_init "
                           "trains again from scratch, --reevaluate only re-scores a finished run")
+    validate_protocol_flags(cfg)
+    validate_baseline_flags(cfg)
     check_model_dir(cfg["model_dir"])
     return shape, parse_detectors(cfg["detectors"])
+
+
+def validate_baseline_flags(cfg):
+    """--pretrained_weights belongs to (and is required by) --model_type=imagenet_resnet50."""
+    path = cfg.get("pretrained_weights")
+    if cfg["model_type"] == "imagenet_resnet50":
+        if not path:
+            raise ConfigError("--model_type=imagenet_resnet50 needs --pretrained_weights=PATH, a "
+                              "local keras.applications.ResNet50 weights file without top "
+                              "(e.g. resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5)")
+        if not os.path.isfile(path):
+            raise ConfigError(f"--pretrained_weights={path} is not a file")
+    elif path:
+        raise ConfigError("--pretrained_weights is only used by --model_type=imagenet_resnet50")
