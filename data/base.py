@@ -73,6 +73,7 @@ class OneClassData:
     category_index: int
     dataset: str
     protocol: str  # 'test' or 'validation'
+    detector_images: Optional[np.ndarray] = None
 
     @property
     def input_shape(self) -> tuple:

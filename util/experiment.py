@@ -41,6 +41,8 @@ def validate_cheap(cfg):
         raise ConfigError("--num_epoch and --num_batch must be >= 0")
     if cfg["learning_rate"] <= 0:
         raise ConfigError(f"--learning_rate={cfg['learning_rate']} must be > 0")
+    from util.outputs import check_flags  # scoring & export (i9)
+    check_flags(cfg)
     return shape, detectors
 
 
@@ -139,7 +141,8 @@ def run_experiment(cfg, log=print):
     from model.registry import model_spec
     from util.callbacks import (EpochCheckpoint, EpochStats, PeriodicEvaluation, StopOnNaN,
                                 write_eval)
-    from util.evaluation import evaluate_model
+    from util.evaluation import evaluate_final, evaluate_model
+    from util.outputs import finish_outputs
 
     train_images = apply_distribution_augmentation(data.train_images, cfg["distaug_type"])
     n_train = len(repeat_to_batch(train_images, cfg["batch_size"]))
@@ -209,7 +212,10 @@ def run_experiment(cfg, log=print):
     train_seconds = time.time() - t_train
 
     log("Extracting features and fitting detectors ...")
-    results = evaluate(model)
+    final = evaluate_final(model, data, detectors=detectors, max_train=cfg["max_detector_train"],
+                           seed=cfg["seed"], batch_size=cfg["eval_batch_size"],
+                           calibration_fraction=cfg["calibration_fraction"])
+    results = final.results
     write_eval(tf.summary.create_file_writer(str(log_dir / "eval")), history_path,
                cfg["num_epoch"], results)
     summary = dict(results)
@@ -224,6 +230,7 @@ def run_experiment(cfg, log=print):
                                  if stats_cb.history else None),
         "replicas": strategy.num_replicas_in_sync, "versions": library_versions(),
     }
+    summary.update(finish_outputs(run_dir, cfg, model, data, final, log))  # scores, plots, export
     (stats_dir / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True))
     log(format_table(results))
     log(f"Wrote {stats_dir / 'summary.json'}")
