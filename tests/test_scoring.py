@@ -223,7 +223,7 @@ def test_score_cli_folder_with_gray_rgba_and_corrupt_files(tiny_run, test_images
     folder = tmp_path / "imgs"
     _write_folder(folder, imgs)
     csv_path = tmp_path / "out.csv"
-    out = run_py(["script/score.py", f"--export_dir={tiny_run / 'export'}", str(folder),
+    out = run_py([str(ROOT / "script" / "score.py"), f"--export_dir={tiny_run / 'export'}", str(folder),
                   f"--out={csv_path}"], cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "broken.png" in out.stderr and "warning" in out.stderr
@@ -264,7 +264,7 @@ def test_score_cli_errors_exit_2_with_one_line(tiny_run, tmp_path):
              (old, img_dir, "version 99")]
     for export_dir, inp, text in cases:
         csv_path = tmp_path / "never.csv"
-        out = run_py(["script/score.py", f"--export_dir={export_dir}", str(inp),
+        out = run_py([str(ROOT / "script" / "score.py"), f"--export_dir={export_dir}", str(inp),
                       f"--out={csv_path}"], cwd=tmp_path)
         assert out.returncode == 2, (text, out.stderr[-2000:])
         lines = [l for l in out.stderr.splitlines() if l.strip()]
