@@ -22,7 +22,7 @@ TINY = ["--dataset=digitsood", "--category=3", "--net_type=ResNet10", "--net_wid
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONUNBUFFERED="1")
 
 
-def run_py(args, cwd=ROOT, timeout=300):
+def run_py(args, cwd=ROOT, timeout=900):
     return subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=cwd,
                           env=ENV, timeout=timeout)
 
