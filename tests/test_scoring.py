@@ -223,8 +223,8 @@ def test_score_cli_folder_with_gray_rgba_and_corrupt_files(tiny_run, test_images
     folder = tmp_path / "imgs"
     _write_folder(folder, imgs)
     csv_path = tmp_path / "out.csv"
-    out = run_py([str(ROOT / "script" / "score.py"), f"--export_dir={tiny_run / 'export'}", str(folder),
-                  f"--out={csv_path}"], cwd=tmp_path)
+    out = run_py([str(ROOT / "script" / "score.py"), f"--export_dir={tiny_run / 'export'}",
+                  str(folder), f"--out={csv_path}"], cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "broken.png" in out.stderr and "warning" in out.stderr
     rows = list(csv.DictReader(csv_path.open()))
