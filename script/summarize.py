@@ -40,6 +40,8 @@ def summarize(runs):
     table = defaultdict(lambda: defaultdict(list))
     for _, meta, metrics in runs:
         for metric, value in metrics.items():
+            if isinstance(value, (dict, list, str)) or value is None:
+                continue  # nested sections (metrics, calibration, export) are not AUC keys
             key = (meta.get("dataset"), meta.get("model_type"), meta.get("protocol"), metric)
             table[key][meta.get("seed")].append(float(value))
     return table
