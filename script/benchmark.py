@@ -11,6 +11,8 @@ Sections (each figure is the median of several timed repetitions after warm-up):
               the pipeline's share of a step = (ceiling - real) / ceiling;
               forward-only feature extraction images/s.
   detectors   fit / score seconds and peak memory of every detector.
+  scoring     images/s through the exported SavedModel (KDE over 5,000 features)
+              and its load time (script/bench_scoring.py).
   quality     on real CIFAR-10 (validation protocol), every detector's AUC after
               --budget_steps training steps for contrastive_da and rotation,
               next to a random-init network (3 seeds) and raw pixels.
@@ -410,6 +412,9 @@ def main(argv=None):
     if "detectors" in sections:
         log("detectors:")
         result["detectors"] = detectors_section(args, log)
+    if "scoring" in sections:  # script/bench_scoring.py
+        from script.bench_scoring import scoring_section
+        result["scoring"] = scoring_section(args, log)
     if "quality" in sections:
         result["quality"] = quality_section(args, log)
         table = quality_markdown(result["quality"])

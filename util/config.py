@@ -79,6 +79,14 @@ FLAG_SPECS = [
      "(pixels in [0, 1])."),
     ("pretrained_weights", "string", None, "imagenet_resnet50: local weights file of "
      "keras.applications.ResNet50 without top (include_top=False)."),
+    # --- scoring & export (i9) ---
+    ("calibration_fraction", "float", 0.1, "Fraction of the detectors' training inliers held "
+     "out of the fit to set the threshold and the score normalisation."),
+    ("target_fpr", "float", 0.01, "False-positive rate on the calibration inliers at which the "
+     "decision threshold is set."),
+    ("export_detector", "enum:auto|kde|gde|kocsvm|locsvm|nn", "auto", "Detector (on pool "
+     "features) in <run>/export: auto = best pool AUC under the validation protocol, else kde."),
+    ("export", "bool", True, "Write the SavedModel <run>/export at the end of the run."),
 ]
 
 FLAG_DEFAULTS = {name: default for name, _, default, _ in FLAG_SPECS}

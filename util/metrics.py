@@ -71,3 +71,65 @@ def roc_auc(labels, scores):
         raise ValueError("scores contain infinite values; the detector "
                          "produced invalid output")
     return float(roc_auc_score(y, s) * 100.0)
+
+
+# ----------------------------------------------------------------------------
+# Threshold-free and thresholded metrics beyond ROC AUC (names as in anomalib)
+# ----------------------------------------------------------------------------
+
+def _checked(labels, scores):
+    s = np.asarray(scores, dtype=np.float64).ravel()
+    y = validate_labels(labels, s.shape[0])
+    if not np.isfinite(s).all():
+        raise ValueError("scores contain NaN or infinite values; the detector produced "
+                         "invalid output")
+    return y, s
+
+
+def _precision_recall(y, s):
+    """Precision and recall at every distinct threshold 'score >= t', high t first."""
+    order = np.argsort(-s, kind="mergesort")
+    s_sorted, y_sorted = s[order], y[order]
+    last_of_tie = np.r_[np.nonzero(np.diff(s_sorted))[0], len(s_sorted) - 1]
+    tp = np.cumsum(y_sorted)[last_of_tie].astype(np.float64)
+    flagged = (last_of_tie + 1).astype(np.float64)
+    return tp / flagged, tp / y.sum(), s_sorted[last_of_tie]
+
+
+def average_precision(labels, scores):
+    """Area under the precision-recall curve (outliers positive) x 100.
+
+    Step-wise (average precision): sum over thresholds of (R_k - R_{k-1}) P_k,
+    the same definition as scikit-learn's average_precision_score.
+    """
+    y, s = _checked(labels, scores)
+    precision, recall, _ = _precision_recall(y, s)
+    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision) * 100.0)
+
+
+def f1_max(labels, scores):
+    """(best F1 over all thresholds 'score >= t', that threshold); F1 in [0, 1]."""
+    y, s = _checked(labels, scores)
+    precision, recall, thresholds = _precision_recall(y, s)
+    denom = precision + recall
+    f1 = np.where(denom > 0, 2 * precision * recall / np.where(denom > 0, denom, 1), 0.0)
+    best = int(np.argmax(f1))
+    return float(f1[best]), float(thresholds[best])
+
+
+def rates_at_threshold(labels, scores, threshold):
+    """(TPR, FPR) of the decision 'score > threshold' (outlier = positive)."""
+    y, s = _checked(labels, scores)
+    flagged = s > threshold
+    return float(flagged[y == 1].mean()), float(flagged[y == 0].mean())
+
+
+def image_metrics(labels, scores, threshold=None):
+    """anomalib-style metrics of one detector: image_AUROC / image_AUPR (x 100),
+    image_F1Max (in [0, 1]) and, given a threshold, image_TPR / image_FPR there."""
+    out = {"image_AUROC": roc_auc(labels, scores),
+           "image_AUPR": average_precision(labels, scores),
+           "image_F1Max": f1_max(labels, scores)[0]}
+    if threshold is not None:
+        out["image_TPR"], out["image_FPR"] = rates_at_threshold(labels, scores, threshold)
+    return out

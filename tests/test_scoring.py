@@ -1,0 +1,272 @@
+"""Per-image scores, calibration, metrics, the SavedModel export and script/score.py.
+
+One tiny run (1 epoch x 2 steps on digitsood) is shared by the module; its export
+is loaded in a fresh Python process that cannot import the project.
+"""
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--dataset=digitsood", "--category=3", "--net_type=ResNet10", "--net_width=0.125",
+        "--head_dims=32,16", "--num_batch=2", "--batch_size=16", "--eval_batch_size=128",
+        "--num_epoch=1", "--detectors=kocsvm,locsvm,kde,gde,auc"]
+ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONUNBUFFERED="1")
+
+
+def run_py(args, cwd=ROOT, timeout=900):
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=cwd,
+                          env=ENV, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("scoring") / "run"
+    out = run_py(["train_and_eval_loop.py", f"--model_dir={run_dir}", *TINY])
+    assert out.returncode == 0, out.stderr[-3000:]
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def test_images(tiny_run):
+    from data.registry import load_one_class_data
+
+    data = load_one_class_data("digitsood", "3", input_shape=(32, 32, 3), seed=0)
+    return data
+
+
+# -------------------------------------------------------------- pure functions
+
+def test_metrics_against_hand_computed_case():
+    from util.metrics import average_precision, f1_max, image_metrics, rates_at_threshold
+
+    y, s = [0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8]
+    # ranking 0.8(+) 0.4(-) 0.35(+) 0.1(-): AP = 1/2 * 1 + 1/2 * 2/3
+    assert average_precision(y, s) == pytest.approx(100 * (0.5 + 1 / 3))
+    # thresholds >=0.8: F1 2/3; >=0.4: 1/2; >=0.35: P 2/3 R 1 -> 0.8; >=0.1: 2/3
+    assert f1_max(y, s) == pytest.approx((0.8, 0.35))
+    assert rates_at_threshold(y, s, 0.3) == (1.0, 0.5)
+    assert rates_at_threshold(y, s, 0.4) == (0.5, 0.0)  # strictly above the threshold
+    m = image_metrics(y, s, threshold=0.3)
+    assert m["image_AUROC"] == pytest.approx(75.0)
+    assert (m["image_TPR"], m["image_FPR"]) == (1.0, 0.5)
+
+
+def test_metrics_ties_match_sklearn():
+    from sklearn.metrics import average_precision_score, precision_recall_curve
+
+    from util.metrics import average_precision, f1_max
+
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 2, 300)
+    s = np.round(rng.normal(size=300) + y, 1)  # many ties
+    p, r, _ = precision_recall_curve(y, s)
+    assert average_precision(y, s) == pytest.approx(100 * average_precision_score(y, s))
+    assert f1_max(y, s)[0] == pytest.approx(np.max(2 * p * r / np.maximum(p + r, 1e-12)))
+
+
+@pytest.mark.parametrize("n, fpr", [(1000, 0.01), (1000, 0.05), (250, 0.1), (37, 0.2)])
+def test_threshold_gives_target_fpr_on_calibration_scores(n, fpr):
+    from util.calibration import calibration, normalise, threshold_at_fpr
+
+    s = np.random.default_rng(n).normal(size=n)
+    t = threshold_at_fpr(s, fpr)
+    achieved = np.mean(s > t)
+    assert achieved <= fpr
+    # the next lower calibration score would exceed the target: t is the tightest
+    assert np.mean(s >= t) > fpr
+    assert achieved == pytest.approx(np.floor(fpr * n) / n)
+    c = calibration(s, fpr)
+    assert c["calibration_fpr"] == achieved and c["threshold"] == t
+    assert normalise([s.min(), s.max(), s.max() + 5], c).tolist() == [0.0, 1.0, 1.0]
+
+
+def test_small_calibration_set_warns():
+    from util.calibration import split_calibration, warn_if_small
+
+    assert warn_if_small(99, 0.01, log=lambda m: None) is not None
+    assert warn_if_small(100, 0.01, log=lambda m: None) is None
+    fit, cal = split_calibration(91, 0.1, seed=0)
+    assert len(cal) == 9 and len(fit) == 82 and not set(fit) & set(cal)
+    assert sorted(np.r_[fit, cal]) == list(range(91))
+
+
+def test_bad_scoring_flags_are_config_errors():
+    from util.errors import ConfigError
+    from util.outputs import check_flags
+
+    for bad in ({"calibration_fraction": 1.0}, {"target_fpr": 0.0}, {"export_detector": "svm"}):
+        with pytest.raises(ConfigError):
+            check_flags(bad)
+
+
+# -------------------------------------------------------------- a run's outputs
+
+def test_run_writes_scores_metrics_plots_and_export(tiny_run, test_images):
+    from util.metrics import roc_auc
+    from util.scores_file import read_scores
+
+    summary = json.loads((tiny_run / "stats" / "summary.json").read_text())
+    sc = read_scores(tiny_run / "stats" / "scores.npz")
+    np.testing.assert_array_equal(sc["label"], test_images.test_labels)
+    assert sc["id"][5] == "5"
+    for key in ("pool.kde", "pool.gde", "embed.kocsvm", "pool.auc"):
+        assert roc_auc(sc["label"], sc["test"][key]) == pytest.approx(summary[key])
+        assert len(sc["calib"][key]) == 9  # round(0.1 * 91) held-out training inliers
+        m, c = summary["metrics"][key], summary["calibration"][key]
+        assert m["image_AUROC"] == pytest.approx(summary[key])
+        tpr = np.mean(sc["test"][key][sc["label"] == 1] > c["threshold"])
+        fpr = np.mean(sc["test"][key][sc["label"] == 0] > c["threshold"])
+        assert (m["image_TPR"], m["image_FPR"]) == pytest.approx((tpr, fpr))
+        assert c["threshold"] == np.sort(sc["calib"][key])[-1]  # 9 < 1/0.01 scores
+    for png in ("roc.png", "score_hist.png"):
+        assert (tiny_run / "plots" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert summary["export"]["score_key"] == "pool.kde"  # test protocol: kde
+    meta = json.loads((tiny_run / "export" / "assets" / "droc_export.json").read_text())
+    assert meta["calibration"] == summary["calibration"]["pool.kde"]
+    assert meta["config"]["net_width"] == 0.125 and "tensorflow" in meta["versions"]
+
+
+FRESH = r"""
+import json, sys
+import numpy as np
+import tensorflow as tf
+assert not any(m.split(".")[0] in ("util", "model", "data") for m in sys.modules)
+assert not any(p and "{root}" in p for p in sys.path), sys.path
+out = {{}}
+for name, exp in json.loads(sys.argv[1]).items():
+    f = tf.saved_model.load(exp).signatures["serving_default"]
+    res = {{}}
+    for part in ("same", "big", "big_resized"):
+        o = f(images=tf.constant(np.load(sys.argv[2] + "/" + part + ".npy")))
+        res[part] = {{k: v.numpy().tolist() for k, v in o.items()}}
+    out[name] = res
+print(json.dumps(out))
+"""
+
+
+def test_export_equals_pipeline_in_fresh_process(tiny_run, test_images, tmp_path):
+    from data.base import conform_images
+    from util.scores_file import read_scores
+
+    exports = {"kde": tiny_run / "export"}
+    for det in ("gde", "kocsvm", "nn"):
+        exports[det] = tmp_path / f"export_{det}"
+        out = run_py(["script/export.py", str(tiny_run), f"--export_detector={det}",
+                      f"--out={exports[det]}"])
+        assert out.returncode == 0, out.stderr[-3000:]
+    imgs = test_images.test_images
+    np.save(tmp_path / "same.npy", imgs)
+    big = np.stack([np.asarray(
+        __import__("PIL.Image", fromlist=["Image"]).fromarray(im).resize((50, 40)))
+        for im in imgs[:16]])
+    np.save(tmp_path / "big.npy", big)
+    np.save(tmp_path / "big_resized.npy", conform_images(big, (32, 32, 3)))
+    fresh_dir = tmp_path / "elsewhere"
+    fresh_dir.mkdir()
+    script = fresh_dir / "load.py"
+    script.write_text(FRESH.format(root=str(ROOT)))
+    env = {k: v for k, v in ENV.items() if k != "PYTHONPATH"}
+    out = subprocess.run([sys.executable, "-I", str(script),
+                          json.dumps({k: str(v) for k, v in exports.items()}), str(tmp_path)],
+                         capture_output=True, text=True, cwd=fresh_dir, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    sc = read_scores(tiny_run / "stats" / "scores.npz")
+    keys = {"kde": "pool.kde", "gde": "pool.gde", "kocsvm": "pool.kocsvm", "nn": "pool.auc"}
+    for det, key in keys.items():
+        raw = np.array(got[det]["same"]["raw_score"])
+        want = sc["test"][key]
+        scale = np.abs(want).max()
+        # 1-NN: 1 - cos near 1 cancels in float32, so an absolute floor of ~float32 eps
+        np.testing.assert_allclose(raw, want, rtol=1e-4, atol=max(1e-5 * scale, 1e-6),
+                                   err_msg=det)
+        meta = json.loads((exports[det] / "assets" / "droc_export.json").read_text())
+        c = meta["calibration"]
+        np.testing.assert_array_equal(got[det]["same"]["decision"], raw > c["threshold"])
+        norm = np.clip((raw - c["norm_min"]) / (c["norm_max"] - c["norm_min"]), 0, 1)
+        np.testing.assert_allclose(got[det]["same"]["normalized_score"], norm, atol=1e-9)
+        # any input size: the graph resizes exactly like the data layer does
+        np.testing.assert_allclose(got[det]["big"]["raw_score"],
+                                   got[det]["big_resized"]["raw_score"], rtol=1e-5,
+                                   atol=1e-6 * scale)
+
+
+# -------------------------------------------------------------- script/score.py
+
+def _write_folder(folder, imgs):
+    from PIL import Image
+
+    (folder / "sub").mkdir(parents=True)
+    Image.fromarray(imgs[0]).save(folder / "a.png")
+    Image.fromarray(imgs[1][..., 0]).save(folder / "gray.png")  # digits are gray: R=G=B
+    rgba = np.dstack([imgs[2], np.full(imgs[2].shape[:2], 90, np.uint8)])
+    Image.fromarray(rgba, mode="RGBA").save(folder / "sub" / "rgba.png")
+    Image.fromarray(imgs[3]).save(folder / "d.bmp")
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n this is not a png")
+    (folder / "notes.txt").write_text("ignored: not an image suffix")
+
+
+def test_score_cli_folder_with_gray_rgba_and_corrupt_files(tiny_run, test_images, tmp_path):
+    from util.scores_file import read_scores
+
+    imgs = test_images.test_images
+    assert (imgs[1][..., 0] == imgs[1][..., 2]).all()
+    folder = tmp_path / "imgs"
+    _write_folder(folder, imgs)
+    csv_path = tmp_path / "out.csv"
+    out = run_py([str(ROOT / "script" / "score.py"), f"--export_dir={tiny_run / 'export'}",
+                  str(folder), f"--out={csv_path}"], cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "broken.png" in out.stderr and "warning" in out.stderr
+    rows = list(csv.DictReader(csv_path.open()))
+    assert [Path(r["path"]).name for r in rows] == ["a.png", "d.bmp", "gray.png", "rgba.png"]
+    sc = read_scores(tiny_run / "stats" / "scores.npz")
+    want = sc["test"]["pool.kde"][[0, 3, 1, 2]]
+    raw = np.array([float(r["raw_score"]) for r in rows])
+    np.testing.assert_allclose(raw, want, rtol=1e-4, atol=1e-6)
+    thr = json.loads((tiny_run / "export" / "assets" / "droc_export.json").read_text())[
+        "calibration"]["threshold"]
+    dec = [int(r["decision"]) for r in rows]
+    assert dec == [int(v > thr) for v in raw]
+    assert all(0.0 <= float(r["normalized_score"]) <= 1.0 for r in rows)
+    assert f"scored 4, flagged {sum(dec)}, skipped 1" in out.stdout
+
+
+def test_score_cli_errors_exit_2_with_one_line(tiny_run, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    img_dir = tmp_path / "one"
+    img_dir.mkdir()
+    from PIL import Image
+
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(img_dir / "x.png")
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "saved_model.pb").write_bytes(b"")
+    old = tmp_path / "old_export"
+    shutil.copytree(tiny_run / "export", old)
+    meta_path = old / "assets" / "droc_export.json"
+    meta = json.loads(meta_path.read_text())
+    meta["version"] = 99
+    meta_path.write_text(json.dumps(meta))
+    cases = [(tiny_run / "export", empty, "no .jpg"),
+             (tmp_path / "missing", img_dir, "does not exist"),
+             (foreign, img_dir, "not a DROC export"),
+             (old, img_dir, "version 99")]
+    for export_dir, inp, text in cases:
+        csv_path = tmp_path / "never.csv"
+        out = run_py([str(ROOT / "script" / "score.py"), f"--export_dir={export_dir}", str(inp),
+                      f"--out={csv_path}"], cwd=tmp_path)
+        assert out.returncode == 2, (text, out.stderr[-2000:])
+        lines = [l for l in out.stderr.splitlines() if l.strip()]
+        assert len(lines) == 1 and lines[0].startswith("error:") and text in lines[0], lines
+        assert not csv_path.exists()

@@ -1,0 +1,85 @@
+"""Held-out inlier calibration: which training images are kept out of the detector
+fit, the decision threshold at a target false-positive rate, and the map of raw
+scores to [0, 1].
+
+Convention: higher score = more abnormal; an image is flagged (decision 1) when
+its raw score is strictly above the threshold.
+"""
+
+import warnings
+
+import numpy as np
+
+from util.errors import ConfigError
+
+
+def check_calibration_flags(fraction, target_fpr):
+    """Flag ranges, checked before anything is written."""
+    if not 0.0 <= float(fraction) < 1.0:
+        raise ConfigError(f"--calibration_fraction={fraction} must be in [0, 1)")
+    if not 0.0 < float(target_fpr) < 1.0:
+        raise ConfigError(f"--target_fpr={target_fpr} must be in (0, 1)")
+
+
+def split_calibration(n, fraction, seed=0):
+    """(fit_idx, calib_idx): a random ``fraction`` of range(n) held out, both sorted.
+
+    At least one image stays in the fit; with fraction 0 the calibration set is empty.
+    """
+    n_cal = int(round(n * float(fraction)))
+    n_cal = min(n_cal, n - 1) if n > 1 else 0
+    perm = np.random.default_rng(seed + 7919).permutation(n)
+    return np.sort(perm[n_cal:]), np.sort(perm[:n_cal])
+
+
+def reliable_size(target_fpr):
+    """Fewest calibration scores for which the target_fpr quantile is not the maximum."""
+    return int(np.ceil(1.0 / float(target_fpr)))
+
+
+def warn_if_small(n_calib, target_fpr, log=None):
+    """Warns (and returns the message) when n_calib < 1/target_fpr, else returns None."""
+    need = reliable_size(target_fpr)
+    if n_calib >= need:
+        return None
+    msg = (f"only {n_calib} calibration images for --target_fpr={target_fpr}: fewer than "
+           f"1/target_fpr = {need}, so the threshold is essentially the largest calibration "
+           "score and the false-positive rate on new inliers is unreliable; raise "
+           "--calibration_fraction or --target_fpr")
+    if log is not None:
+        log(f"warning: {msg}")
+    else:
+        warnings.warn(msg, stacklevel=2)
+    return msg
+
+
+def threshold_at_fpr(calib_scores, target_fpr):
+    """The smallest calibration score t with fraction(calib > t) <= target_fpr.
+
+    The empirical FPR on the calibration scores at t is therefore at most
+    target_fpr, and as close to it as the (finite, possibly tied) scores allow.
+    """
+    s = np.sort(np.asarray(calib_scores, dtype=np.float64).ravel())
+    if s.size == 0:
+        raise ConfigError("cannot set a threshold without calibration scores")
+    n = s.size
+    # flagged count above s[k] is n - 1 - k for distinct scores; need it <= floor(fpr * n)
+    k = n - 1 - int(np.floor(float(target_fpr) * n + 1e-9))
+    t = s[max(k, 0)]
+    return float(t)
+
+
+def calibration(calib_scores, target_fpr):
+    """Everything a scorer needs to normalise and decide: a JSON-friendly dict."""
+    s = np.asarray(calib_scores, dtype=np.float64).ravel()
+    thr = threshold_at_fpr(s, target_fpr)
+    return {"threshold": thr, "target_fpr": float(target_fpr), "n_calibration": int(s.size),
+            "norm_min": float(s.min()), "norm_max": float(s.max()),
+            "calibration_fpr": float(np.mean(s > thr))}
+
+
+def normalise(scores, calib):
+    """Maps the calibration scores' [min, max] to [0, 1], clipping outside it."""
+    lo, hi = calib["norm_min"], calib["norm_max"]
+    span = hi - lo if hi > lo else 1.0
+    return np.clip((np.asarray(scores, dtype=np.float64) - lo) / span, 0.0, 1.0)
