@@ -115,7 +115,6 @@ def load_runs(root):
     return runs
 
 
-<<<<<<< HEAD
 def load_ensembles(root):
     """{(kind_row, dataset, key): {category: ensemble AUC}} from ensemble--*/ds/cat/."""
     out = defaultdict(dict)
@@ -123,29 +122,6 @@ def load_ensembles(root):
         kind, ds, cat = path.parent.relative_to(root).parts
         for r in json.loads(path.read_text()).get("results", []):
             out[(kind, ds, r["key"])][cat] = (float(r["ensemble"]), float(r["member_mean"]))
-=======
-def summarize(runs):
-    """{(dataset, model_type, protocol, metric): {seed: [auc per category]}}."""
-    table = defaultdict(lambda: defaultdict(list))
-    for _, meta, metrics in runs:
-        for metric, value in metrics.items():
-            if isinstance(value, (dict, list, str)) or value is None:
-                continue  # nested sections (metrics, calibration, export) are not AUC keys
-            key = (meta.get("dataset"), meta.get("model_type"), meta.get("protocol"), metric)
-            table[key][meta.get("seed")].append(float(value))
-    return table
-
-
-def rows(table):
-    out = []
-    for (dataset, model_type, protocol, metric), by_seed in sorted(table.items()):
-        seed_means = [np.mean(v) for v in by_seed.values()]
-        n_cat = max(len(v) for v in by_seed.values())
-        paper = PAPER.get((model_type, metric), {}).get(dataset)
-        out.append(dict(dataset=dataset, model_type=model_type, protocol=protocol, metric=metric,
-                        mean=float(np.mean(seed_means)), std=float(np.std(seed_means)),
-                        seeds=len(seed_means), categories=n_cat, paper=paper))
->>>>>>> i9
     return out
 
 
