@@ -31,14 +31,14 @@ def model_spec(model_type):
 
 def build_model(model_type, *, net_type="ResNet18", net_width=1.0, input_shape=(32, 32, 3),
                 head_dims="512x8,128", stem_width=None, weight_decay=3e-4, temperature=0.2,
-                sync_bn=False):
+                sync_bn=False, l2_skip_batchnorm=False):
     """Builds (and calls once, so all weights exist) the model for ``model_type``."""
     spec = model_spec(model_type)
     backbone = build_resnet(net_type, net_width, input_shape, stem_width=stem_width,
                             sync_bn=sync_bn, name="backbone")
     dims = parse_head_dims(head_dims)
     head = build_mlp_head(dims, backbone.output_shape[-1], sync_bn=sync_bn, name="head")
-    kwargs = dict(weight_decay=weight_decay, name=model_type)
+    kwargs = dict(weight_decay=weight_decay, l2_skip_batchnorm=l2_skip_batchnorm, name=model_type)
     if spec["cls"] is ContrastiveModel:
         if not dims:
             raise ConfigError("--head_dims must not be empty for contrastive models "

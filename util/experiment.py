@@ -49,7 +49,8 @@ def load_data(cfg, shape):
 
     data = load_one_class_data(cfg["dataset"], cfg["category"], root=cfg["root"],
                                data_dir=cfg["data_dir"], input_shape=shape,
-                               is_validation=cfg["is_validation"], seed=cfg["seed"])
+                               is_validation=cfg["is_validation"], seed=cfg["seed"],
+                               attribute=cfg.get("celeba_attribute"))
     n = len(data.train_images)
     if n == 0:
         raise ConfigError(f"no training images for category {cfg['category']!r}")
@@ -69,11 +70,10 @@ def set_precision(mode):
 def make_optimizer(cfg, steps_per_epoch):
     import keras
 
-    from util.schedules import constant_or_cosine
+    from util.optim import make_base_optimizer
+    from util.schedules import make_schedule
 
-    lr = constant_or_cosine(cfg["sched_type"], cfg["learning_rate"], steps_per_epoch,
-                            cfg["num_epoch"])
-    opt = keras.optimizers.SGD(learning_rate=lr, momentum=cfg["momentum"])
+    opt = make_base_optimizer(cfg, make_schedule(cfg, steps_per_epoch))
     if cfg["mixed_precision"] == "fp16":
         # dynamic loss scaling; a modest start skips fewer overflowing first steps
         opt = keras.mixed_precision.LossScaleOptimizer(opt, initial_scale=2.0 ** 8)
@@ -102,6 +102,7 @@ def build_training(cfg, shape, strategy, steps_per_epoch):
             input_shape=shape, head_dims=cfg["head_dims"],
             stem_width=stem_filters(cfg["stem_width"], cfg["net_width"]),
             weight_decay=cfg["weight_decay"], temperature=cfg["temperature"],
+            l2_skip_batchnorm=cfg.get("regularize_bn", False),
             sync_bn=cfg["sync_bn"] and strategy.num_replicas_in_sync > 1)
         model.compile(optimizer=make_optimizer(cfg, steps_per_epoch))
         model.optimizer.build(model.trainable_variables)
