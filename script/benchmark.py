@@ -11,6 +11,9 @@ Sections (each figure is the median of several timed repetitions after warm-up):
               the pipeline's share of a step = (ceiling - real) / ceiling;
               forward-only feature extraction images/s.
   detectors   fit / score seconds and peak memory of every detector.
+  flops       FLOPs per view of the training step and the achieved GFLOP/s of the
+              throughput figures as a fraction of a large fp32 matmul measured in
+              the same run (script/bench_flops.py).
   quality     on real CIFAR-10 (validation protocol), every detector's AUC after
               --budget_steps training steps for contrastive_da and rotation,
               next to a random-init network (3 seeds) and raw pixels.
@@ -38,7 +41,7 @@ QUALITY_MODELS = ("contrastive_da", "rotation")  # trained in the quality sectio
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="tiny 2-minute smoke version")
-    p.add_argument("--sections", default="throughput,detectors,quality")
+    p.add_argument("--sections", default="throughput,flops,detectors,quality")
     p.add_argument("--out", default="benchmark_out", help="output directory")
     p.add_argument("--cifar_root", default=str(SHARED_CIFAR),
                    help="CIFAR-10 image folder (DIR/train/<class>/*.jpg)")
@@ -347,7 +350,7 @@ def main(argv=None):
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     sections = [s.strip() for s in args.sections.split(",") if s.strip()]
-    unknown = set(sections) - {"throughput", "detectors", "quality"}
+    unknown = set(sections) - {"throughput", "flops", "detectors", "quality"}
     if unknown:
         print(f"error: unknown sections {sorted(unknown)}", file=sys.stderr)
         return 2
@@ -367,6 +370,10 @@ def main(argv=None):
     t0 = time.time()
     if "throughput" in sections:
         result["throughput"] = throughput_section(args, log)
+    if "flops" in sections:
+        from bench_flops import flops_section
+
+        result["flops"] = flops_section(args, log, result.get("throughput"))
     if "detectors" in sections:
         log("detectors:")
         result["detectors"] = detectors_section(args, log)
