@@ -12,7 +12,7 @@ from typing import Callable, Optional, Sequence, Union
 
 import numpy as np
 
-from data import cifar_pickle, digits, folder, tfds_source
+from data import celeba, cifar_pickle, digits, dogvscat, folder, tfds_source
 from data.base import LabeledSplits, OneClassData, conform_images, parse_input_shape
 from data.protocol import one_class_split
 from util.errors import ConfigError
@@ -55,6 +55,13 @@ def _digits(*, root=None, data_dir=None, input_shape=(32, 32, 3)):
     return digits.load_digits(input_shape)
 
 
+def _celeba(*, root=None, data_dir=None, input_shape=(64, 64, 3), attribute=None):
+    if root:
+        raise ConfigError('celeba is read through TFDS; drop --root and pass '
+                          '--data_dir=<prepared TFDS dir containing celeb_a/>')
+    return celeba.load_celeba(data_dir, input_shape, attribute)
+
+
 DATASETS = {
     'cifar10ood': _pickle_or_tfds(cifar_pickle.cifar10, tfds_source.cifar10),
     'cifar20ood': _pickle_or_tfds(cifar_pickle.cifar20, tfds_source.cifar20),
@@ -62,7 +69,17 @@ DATASETS = {
     'fmnistood': _fmnist,
     'folder': _folder,
     'digitsood': _digits,
+    'dogvscatood': dogvscat.load_dogvscat,
+    'celeba': _celeba,
 }
+# the release's other names of the same datasets
+DATASET_ALIASES = {'fashion_mnistood': 'fmnistood', 'dvcood': 'dogvscatood'}
+
+
+def canonical_dataset(dataset: str) -> str:
+    """Lower-case name with the release's aliases resolved (unknown names pass through)."""
+    name = str(dataset).strip().lower()
+    return DATASET_ALIASES.get(name, name)
 
 
 def dataset_names() -> list:
@@ -70,9 +87,10 @@ def dataset_names() -> list:
 
 
 def get_source(dataset: str) -> Source:
-    name = str(dataset).strip().lower()
+    name = canonical_dataset(dataset)
     if name not in DATASETS:
-        raise ConfigError(f'unknown dataset {dataset!r}; use one of: {", ".join(DATASETS)}')
+        raise ConfigError(f'unknown dataset {dataset!r}; use one of: {", ".join(DATASETS)} '
+                          f'(aliases: {", ".join(DATASET_ALIASES)})')
     return DATASETS[name]
 
 
@@ -86,17 +104,22 @@ def load_splits(dataset: str, *, root: Optional[str] = None, data_dir: Optional[
 def load_one_class_data(dataset: str, category: Union[str, int], *, root: Optional[str] = None,
                         data_dir: Optional[str] = None,
                         input_shape: Union[Sequence[int], str] = (32, 32, 3),
-                        is_validation: bool = False, seed: int = 0) -> OneClassData:
+                        is_validation: bool = False, seed: int = 0,
+                        attribute: Optional[str] = None) -> OneClassData:
     """Load ``dataset`` and split it for inlier class ``category`` (name or index).
 
     Images come back as uint8 (N, H, W, 3) at ``input_shape``; test labels are
     0 for inliers and 1 for outliers. ``is_validation`` selects the validation
-    protocol (forced when the dataset has no test split).
+    protocol (forced when the dataset has no test split). ``attribute`` names the
+    anomalous attribute of ``celeba`` (the only source that takes one).
     """
     shape = parse_input_shape(input_shape)
-    name = str(dataset).strip().lower()
+    name = canonical_dataset(dataset)
     source = get_source(name)
-    splits = source(root=root, data_dir=data_dir, input_shape=shape)
+    extra = {'attribute': attribute} if attribute else {}
+    if extra and name != 'celeba':
+        raise ConfigError(f'--celeba_attribute applies to --dataset=celeba only, not {name}')
+    splits = source(root=root, data_dir=data_dir, input_shape=shape, **extra)
     data = one_class_split(splits, category, is_validation, seed, dataset=name)
     # Resize after splitting: only the images actually used are converted.
     data.train_images = conform_images(data.train_images, shape)

@@ -15,17 +15,29 @@ def replica_count():
     return tf.distribute.get_strategy().num_replicas_in_sync
 
 
+def _all_layers(layer):
+    """``layer`` and every layer nested in it (functional sub-models included)."""
+    out, stack = [], [layer]
+    while stack:
+        current = stack.pop()
+        out.append(current)
+        stack.extend(getattr(current, "layers", []) or [])
+    return out
+
+
 class OneClassModel(keras.Model):
     """Backbone + MLP head, trained on a proxy task, evaluated through its features."""
 
     #: how many network inputs one training image becomes (for throughput figures)
     views_per_image = 1
 
-    def __init__(self, backbone, head, weight_decay=3e-4, **kwargs):
+    def __init__(self, backbone, head, weight_decay=3e-4, l2_skip_batchnorm=False, **kwargs):
         super().__init__(**kwargs)
         self.backbone = backbone
         self.head = head
         self.weight_decay = float(weight_decay)
+        # the release's --regularize_bn=true: BatchNorm gamma/beta stay out of the L2 penalty
+        self.l2_skip_batchnorm = bool(l2_skip_batchnorm)
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.proxy_tracker = keras.metrics.Mean(name="proxy_loss")
         self.l2_tracker = keras.metrics.Mean(name="l2_loss")
@@ -48,11 +60,21 @@ class OneClassModel(keras.Model):
         pooled = self.backbone(images, training=training)
         return pooled, self.head(pooled, training=training)
 
+    def l2_variables(self):
+        """The trainable variables in the L2 penalty: all, or all but BatchNorm's."""
+        variables = self.trainable_variables
+        if not self.l2_skip_batchnorm:
+            return variables
+        bn_ids = {id(v) for layer in _all_layers(self)
+                  if isinstance(layer, keras.layers.BatchNormalization)
+                  for v in layer.trainable_variables}
+        return [v for v in variables if id(v) not in bn_ids]
+
     def l2_penalty(self):
-        if not self.weight_decay:
+        variables = self.l2_variables()
+        if not self.weight_decay or not variables:
             return tf.constant(0.0)
-        total = tf.add_n([tf.reduce_sum(tf.square(tf.cast(v, tf.float32)))
-                          for v in self.trainable_variables])
+        total = tf.add_n([tf.reduce_sum(tf.square(tf.cast(v, tf.float32))) for v in variables])
         return 0.5 * self.weight_decay * total
 
     def total_loss(self, proxy_loss):

@@ -62,7 +62,8 @@ def model_class(model_type):
 
 def build_model(model_type, *, net_type="ResNet18", net_width=1.0, input_shape=(32, 32, 3),
                 head_dims="512x8,128", stem_width=None, weight_decay=3e-4, temperature=0.2,
-                sync_bn=False, aug_list=None, aug_list_for_test=None, **options):
+                sync_bn=False, aug_list=None, aug_list_for_test=None, l2_skip_batchnorm=False,
+                **options):
     """Builds (and calls once, so all weights exist) the model for ``model_type``.
 
     aug_list / aug_list_for_test default to the model type's; the transformation
@@ -88,7 +89,8 @@ def build_model(model_type, *, net_type="ResNet18", net_width=1.0, input_shape=(
     classifier = spec["classifier"]
     head = build_mlp_head(dims, backbone.output_shape[-1], sync_bn=sync_bn,
                           last_bias=classifier, name="head")
-    kwargs = dict(weight_decay=weight_decay, name=model_type, **options)
+    kwargs = dict(weight_decay=weight_decay, l2_skip_batchnorm=l2_skip_batchnorm,
+                  name=model_type, **options)
     if model_type == "denoising":
         kwargs["sync_bn"] = sync_bn
     if classifier:

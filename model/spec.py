@@ -12,6 +12,8 @@ RESNET_SPECS = {
     "ResNet18": ("basic", (2, 2, 2, 2)),
     "ResNet34": ("basic", (3, 4, 6, 3)),
     "ResNet50": ("bottleneck", (3, 4, 6, 3)),
+    "ResNet101": ("bottleneck", (3, 4, 23, 3)),
+    "ResNet152": ("bottleneck", (3, 8, 36, 3)),
 }
 STAGE_WIDTHS = (64, 128, 256, 512)
 SMALL_STEM_MAX_SIZE = 64

@@ -13,6 +13,9 @@ Sections (each figure is the median of several timed repetitions after warm-up):
   detectors   fit / score seconds and peak memory of every detector.
   scoring     images/s through the exported SavedModel (KDE over 5,000 features)
               and its load time (script/bench_scoring.py).
+  flops       FLOPs per view of the training step and the achieved GFLOP/s of the
+              throughput figures as a fraction of a large fp32 matmul measured in
+              the same run (script/bench_flops.py).
   quality     on real CIFAR-10 (validation protocol), every detector's AUC after
               --budget_steps training steps for contrastive_da and rotation,
               next to a random-init network (3 seeds) and raw pixels.
@@ -37,6 +40,7 @@ from util.atomic import write_text_atomic  # noqa: E402
 SHARED_CIFAR = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10"
 MODEL_TYPES = ("contrastive_da", "contrastive", "rotation")
 QUALITY_MODELS = ("contrastive_da", "rotation")  # trained in the quality section
+SECTIONS = ("throughput", "flops", "detectors", "scoring", "quality")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -64,7 +68,7 @@ def validate_args(args):
     """Every argument checked before an output directory is created (ValueError)."""
     from util.presets import PRESETS
 
-    _csv(args.sections, str, "sections", ("throughput", "detectors", "quality"))
+    _csv(args.sections, str, "sections", SECTIONS)
     _csv(args.widths, float, "widths")
     _csv(args.model_types, str, "model_types", MODEL_TYPES)
     _csv(args.quality_models, str, "quality_models", QUALITY_MODELS)
@@ -85,7 +89,7 @@ def validate_args(args):
 def parse_args(argv=None):
     p = _Parser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="tiny 2-minute smoke version")
-    p.add_argument("--sections", default="throughput,detectors,quality")
+    p.add_argument("--sections", default="throughput,flops,detectors,quality")
     p.add_argument("--out", default="benchmark_out", help="output directory")
     p.add_argument("--cifar_root", default=str(SHARED_CIFAR),
                    help="CIFAR-10 image folder (DIR/train/<class>/*.jpg)")
@@ -409,6 +413,10 @@ def main(argv=None):
     t0 = time.time()
     if "throughput" in sections:
         result["throughput"] = throughput_section(args, log)
+    if "flops" in sections:
+        from bench_flops import flops_section
+
+        result["flops"] = flops_section(args, log, result.get("throughput"))
     if "detectors" in sections:
         log("detectors:")
         result["detectors"] = detectors_section(args, log)

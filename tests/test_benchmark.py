@@ -32,6 +32,13 @@ def test_quick_benchmark_writes_every_field(tmp_path):
             (r["ceiling_images_per_sec"] - r["train_images_per_sec"]) / r["ceiling_images_per_sec"])
         assert r["train_images_per_sec"] == pytest.approx(np.median(r["repetitions"]["train"]))
         assert r["views_per_image"] == (4 if r["model_type"] == "rotation" else 2)
+    flops = result["flops"]  # script/bench_flops.py: one row per throughput row
+    assert [(f["model_type"], f["net_width"]) for f in flops["rows"]] == \
+        [(r["model_type"], r["net_width"]) for r in rows]
+    for f, r in zip(flops["rows"], rows):
+        assert f["gflop_per_view"] == pytest.approx(0.279, abs=0.002)  # width 0.25
+        assert f["fit_gflops"] == pytest.approx(f["gflop_per_view"] * r["train_images_per_sec"])
+        assert f["fit_fraction_of_matmul"] == pytest.approx(f["fit_gflops"] / flops["matmul_gflops"])
     detectors = {d["detector"] for d in result["detectors"]}
     assert detectors == {"kde", "gde", "auc", "kocsvm", "locsvm"}
     for d in result["detectors"]:

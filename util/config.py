@@ -30,14 +30,17 @@ FLAG_SPECS = [
      f"(grammar: data/aug_spec.py; default per model type, e.g. {DEFAULT_AUG}; 'x' = none)."),
     ("distaug_type", "string", None, "Distribution augmentation: none, rot, hflip, vflip, 1..8 "
      "(default rot for contrastive_da, none otherwise)."),
-    ("net_type", "string", "ResNet18", "ResNet10, ResNet18, ResNet34 or ResNet50."),
+    ("net_type", "string", "ResNet18", "ResNet10, ResNet18, ResNet34, ResNet50, ResNet101 or "
+     "ResNet152."),
     ("net_width", "float", 1.0, "Width multiplier of the ResNet stages."),
     ("stem_width", "integer", None, "Stem filters (default 64 at every width, as the release; "
      "0 = scale with --net_width)."),
     ("head_dims", "string", None, "MLP head, e.g. 512x8,128 (default per model type)."),
     ("temperature", "float", 0.2, "Contrastive temperature tau."),
-    ("optim_type", "enum:sgd", "sgd", "Optimizer (SGD with momentum)."),
-    ("sched_type", "enum:cos|constant", "cos", "Learning-rate schedule (cosine, per epoch)."),
+    ("optim_type", "enum:sgd|adam", "sgd", "Optimizer: sgd (with --momentum, --nesterov) or "
+     "adam (AMSGrad, as the release)."),
+    ("sched_type", "enum:cos|halfcos|linear|step|constant", "cos", "Learning-rate schedule "
+     "(util/schedules.py); stepped per --sched_freq."),
     ("learning_rate", "float", 0.01, "Base learning rate."),
     ("momentum", "float", 0.9, "SGD momentum."),
     ("weight_decay", "float", 3e-4, "L2 penalty wd * sum(w^2) / 2 over trainable weights."),
@@ -87,7 +90,37 @@ FLAG_SPECS = [
     ("export_detector", "enum:auto|kde|gde|kocsvm|locsvm|nn", "auto", "Detector (on pool "
      "features) in <run>/export: auto = best pool AUC under the validation protocol, else kde."),
     ("export", "bool", True, "Write the SavedModel <run>/export at the end of the run."),
+    # --- release flags (i7b) ---
+    ("method", "string", None, "The release's name of the proxy task: UnsupEmbed (= "
+     "--model_type=rotation) or Contrastive (= contrastive, or contrastive_da when "
+     "--distaug_type is not none/1)."),
+    ("file_path", "string", None, "The release's run name: the run directory becomes "
+     "<model_dir or runs>/<ckpt_prefix>/<file_path>."),
+    ("ckpt_prefix", "string", "", "Sub-folder of --model_dir holding the run (as the release)."),
+    ("latent_dim", "integer", None, "UnsupEmbed: number of views the classifier tells apart; "
+     "must equal the number of views of --aug_list. 0 (or unset) for Contrastive."),
+    ("nesterov", "bool", False, "Nesterov momentum (--optim_type=sgd only)."),
+    ("sched_freq", "enum:epoch|step", "epoch", "Update the learning rate every epoch or every "
+     "step."),
+    ("sched_min_rate", "float", 0.0, "cos/linear: final learning rate as a fraction of "
+     "--learning_rate."),
+    ("sched_level", "integer", 7, "halfcos: the cosine runs over level/16 of a half period "
+     "(0..8)."),
+    ("sched_gamma", "float", 0.995, "step: decay factor per --sched_step_size."),
+    ("sched_step_size", "integer", 1, "step: epochs (or steps with --sched_freq=step) between "
+     "decays."),
+    ("regularize_bn", "bool", False, "As the release: true EXCLUDES BatchNorm gamma/beta from "
+     "the L2 penalty (default: every trainable weight is penalised)."),
+    ("celeba_attribute", "string", None, "celeba: images WITH this attribute are the "
+     "outliers (default Eyeglasses)."),
 ]
+
+# per schedule, the --sched_* flags it reads (any other one given explicitly is an error)
+SCHED_FLAGS = {"cos": ("sched_min_rate",), "linear": ("sched_min_rate",),
+               "halfcos": ("sched_level",), "step": ("sched_gamma", "sched_step_size"),
+               "constant": ()}
+METHODS = {"unsupembed": "rotation", "contrastive": "contrastive"}
+NO_DISTAUG = (None, "", "none", "1")
 
 FLAG_DEFAULTS = {name: default for name, _, default, _ in FLAG_SPECS}
 
@@ -113,6 +146,7 @@ def resolve_config(values, explicit=()):
     for key, value in preset_values(cfg.get("preset")).items():
         if key not in explicit:
             cfg[key] = value
+    apply_release_flags(cfg, explicit)
     spec = model_spec(cfg["model_type"])
     given_aug = cfg["aug_list"] is not None
     for key in ("batch_size", "head_dims", "distaug_type", "aug_list", "aug_list_for_test"):
@@ -123,9 +157,8 @@ def resolve_config(values, explicit=()):
         if key in explicit and cfg[key] != value:
             raise ConfigError(f"--model_type={cfg['model_type']} needs --{key}={value}")
         cfg[key] = value
-    if cfg["model_dir"] is None:
-        cfg["model_dir"] = os.path.join(
-            "runs", f"{cfg['dataset']}_{cfg['category']}_{cfg['model_type']}_s{cfg['seed']}")
+    check_release_flags(cfg, explicit)
+    cfg["model_dir"] = run_directory(cfg)
     return cfg
 
 
@@ -170,3 +203,85 @@ def resolve_aug_lists(cfg, given_aug):
     if cfg["model_type"] != "rotation" and views > 2:
         raise ConfigError(f"--aug_list={cfg['aug_list']} has {views} views; a contrastive model "
                           "takes one entry (drawn twice) or two")
+
+
+def apply_release_flags(cfg, explicit=()):
+    """The release's names -> ours: --method, dataset aliases, celeba's category."""
+    from data.registry import canonical_dataset
+
+    cfg["dataset"] = canonical_dataset(cfg["dataset"])
+    method = cfg.get("method")
+    if method:
+        if method.lower() not in METHODS:
+            raise ConfigError(f"--method={method} is unknown; choose UnsupEmbed or Contrastive")
+        model_type = METHODS[method.lower()]
+        if model_type == "contrastive":
+            if str(cfg["distaug_type"]).lower() in NO_DISTAUG[1:]:
+                cfg["distaug_type"] = "none"  # the release's 1 = the original images only
+            elif cfg["distaug_type"] is not None:
+                model_type = "contrastive_da"
+        if "model_type" in explicit and cfg["model_type"] != model_type:
+            raise ConfigError(f"--method={method} means --model_type={model_type}, but "
+                              f"--model_type={cfg['model_type']} was given; pass only one")
+        cfg["model_type"] = model_type
+    if cfg["dataset"] == "celeba":
+        from data.celeba import release_category
+
+        cfg["category"], cfg["celeba_attribute"] = release_category(
+            cfg["category"], cfg.get("celeba_attribute"))
+    elif cfg.get("celeba_attribute"):
+        raise ConfigError(f"--celeba_attribute applies to --dataset=celeba only, not "
+                          f"{cfg['dataset']}")
+
+
+def view_count(cfg):
+    """Views per image the transformation classifier tells apart: one per
+    comma-separated entry of --aug_list (resolve_aug_lists has added the rotations)."""
+    return num_views(cfg["aug_list"])
+
+
+def check_release_flags(cfg, explicit=()):
+    """Flags that would otherwise be accepted and then ignored are errors."""
+    latent = cfg.get("latent_dim")
+    if latent is not None:
+        if cfg["model_type"] == "rotation":
+            if int(latent) != view_count(cfg):
+                raise ConfigError(
+                    f"--latent_dim={latent} must equal the number of views in --aug_list "
+                    f"({view_count(cfg)} in {cfg['aug_list']!r}): the classifier predicts "
+                    "which view an image came from")
+        elif int(latent) != 0:
+            raise ConfigError(f"--latent_dim={latent} applies to --method=UnsupEmbed (rotation); "
+                              f"use 0 or leave it out for {cfg['model_type']}")
+    if cfg.get("optim_type") == "adam":
+        for name in ("nesterov", "momentum"):
+            if name in explicit and cfg[name] != FLAG_DEFAULTS[name]:
+                raise ConfigError(f"--{name} applies to --optim_type=sgd only (Adam uses its "
+                                  "own moment estimates)")
+    used = SCHED_FLAGS.get(cfg["sched_type"], ())
+    for name in ("sched_min_rate", "sched_level", "sched_gamma", "sched_step_size"):
+        if name in explicit and name not in used and cfg[name] != FLAG_DEFAULTS[name]:
+            raise ConfigError(f"--{name} has no effect with --sched_type={cfg['sched_type']}; "
+                              f"it applies to {', '.join(k for k, v in SCHED_FLAGS.items() if name in v)}")
+    if not 0 <= int(cfg.get("sched_level", 7)) <= 8:
+        raise ConfigError(f"--sched_level={cfg['sched_level']} must be in 0..8")
+    if not 0.0 <= float(cfg.get("sched_min_rate", 0.0)) <= 1.0:
+        raise ConfigError(f"--sched_min_rate={cfg['sched_min_rate']} must be in [0, 1]")
+    if int(cfg.get("sched_step_size", 1)) <= 0:
+        raise ConfigError(f"--sched_step_size={cfg['sched_step_size']} must be >= 1")
+
+
+def run_directory(cfg):
+    """--model_dir, as the release: <model_dir>/<ckpt_prefix>/<file_path> when --file_path is
+    given; else --model_dir itself (under --ckpt_prefix); default runs/<dataset>_<category>_
+    <model_type>_s<seed>."""
+    prefix = cfg.get("ckpt_prefix") or ""
+    if cfg.get("file_path"):
+        name = cfg["file_path"]
+        while "__" in name:  # the release's scripts leave an empty ${PREFIX} in the name
+            name = name.replace("__", "_")
+        return os.path.join(cfg["model_dir"] or "runs", prefix, name)
+    if cfg["model_dir"] is not None:
+        return os.path.join(cfg["model_dir"], prefix) if prefix else cfg["model_dir"]
+    return os.path.join("runs", prefix,
+                        f"{cfg['dataset']}_{cfg['category']}_{cfg['model_type']}_s{cfg['seed']}")

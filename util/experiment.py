@@ -29,7 +29,8 @@ def load_data(cfg, shape):
 
     data = load_one_class_data(cfg["dataset"], cfg["category"], root=cfg["root"],
                                data_dir=cfg["data_dir"], input_shape=shape,
-                               is_validation=cfg["is_validation"], seed=cfg["seed"])
+                               is_validation=cfg["is_validation"], seed=cfg["seed"],
+                               attribute=cfg.get("celeba_attribute"))
     from data.protocols_extra import apply_protocols, protocols_active  # experiments (i11)
     if protocols_active(cfg):
         from data.registry import load_splits
@@ -54,11 +55,10 @@ def set_precision(mode):
 def make_optimizer(cfg, steps_per_epoch):
     import keras
 
-    from util.schedules import constant_or_cosine
+    from util.optim import make_base_optimizer
+    from util.schedules import make_schedule
 
-    lr = constant_or_cosine(cfg["sched_type"], cfg["learning_rate"], steps_per_epoch,
-                            cfg["num_epoch"])
-    opt = keras.optimizers.SGD(learning_rate=lr, momentum=cfg["momentum"])
+    opt = make_base_optimizer(cfg, make_schedule(cfg, steps_per_epoch))
     if cfg["mixed_precision"] == "fp16":
         # dynamic loss scaling; a modest start skips fewer overflowing first steps
         opt = keras.mixed_precision.LossScaleOptimizer(opt, initial_scale=2.0 ** 8)
@@ -98,6 +98,7 @@ def build_training(cfg, shape, strategy, steps_per_epoch):
             weight_decay=cfg["weight_decay"], temperature=cfg["temperature"],
             sync_bn=cfg["sync_bn"] and strategy.num_replicas_in_sync > 1,
             aug_list=cfg["aug_list"], aug_list_for_test=cfg["aug_list_for_test"],
+            l2_skip_batchnorm=cfg.get("regularize_bn", False),
             **{k: cfg[k] for k in model_spec(cfg["model_type"]).get("options", ())})
         model.compile(optimizer=make_optimizer(cfg, steps_per_epoch))
         model.optimizer.build(model.trainable_variables)

@@ -1,37 +1,101 @@
-"""Learning-rate schedule of the paper: single-cycle cosine decay to 0, stepped per epoch."""
+"""Learning-rate schedules: the paper's cosine decay and the release's other choices.
+
+Every schedule is a Keras ``LearningRateSchedule`` and a pure function of the
+optimizer's iteration count, so a resumed run continues on the same curve
+without a callback. Semantics (docs/release_flags.md):
+
+* ``--sched_freq=epoch`` (default) holds the rate for a whole epoch: the step is
+  first rounded down to a multiple of ``steps_per_epoch``; ``step`` uses every
+  step as it is. ``t`` below is that rounded step and ``T = num_epoch *
+  steps_per_epoch`` the length of training.
+* ``cos``:      rate = m + (1 - m) * 0.5 * (1 + cos(pi * t / T)), m = --sched_min_rate
+* ``halfcos``:  rate = cos(pi * t / T * level / 16), level = --sched_level (0..8);
+  level 8 reaches 0 at the end, the default 7 ends at cos(7 pi / 16) ~ 0.195
+* ``linear``:   rate = m + (1 - m) * (1 - t / T)
+* ``step``:     rate = gamma ** floor(t / (step_size * unit)), gamma = --sched_gamma,
+  step_size = --sched_step_size, unit = steps_per_epoch (epoch) or 1 (step)
+* ``constant``: rate = 1
+
+The learning rate is ``learning_rate * rate``; t / T is clipped to [0, 1] and
+the rate to [0, 1].
+"""
 
 import math
 
 import keras
 import tensorflow as tf
 
+SCHED_TYPES = ("cos", "halfcos", "linear", "step", "constant")
 
-class EpochCosineDecay(keras.optimizers.schedules.LearningRateSchedule):
-    """lr(step) = base * 0.5 * (1 + cos(pi * epoch / epochs)), epoch = step // steps_per_epoch.
 
-    Being a function of the optimizer's iteration count, it resumes correctly
-    from a checkpoint without a callback.
-    """
+class ReleaseSchedule(keras.optimizers.schedules.LearningRateSchedule):
+    """lr(step) = base_lr * rate(t) for one of SCHED_TYPES (see the module docstring)."""
 
-    def __init__(self, base_lr, steps_per_epoch, epochs):
+    def __init__(self, base_lr, sched_type="cos", steps_per_epoch=1, epochs=1, freq="epoch",
+                 min_rate=0.0, level=7, gamma=0.995, step_size=1):
+        if sched_type not in SCHED_TYPES:
+            from util.errors import ConfigError
+            raise ConfigError(f"--sched_type={sched_type} is unknown; choose one of "
+                              f"{', '.join(SCHED_TYPES)}")
         self.base_lr = float(base_lr)
-        self.steps_per_epoch = int(steps_per_epoch)
+        self.sched_type = sched_type
+        self.steps_per_epoch = max(1, int(steps_per_epoch))
         self.epochs = int(epochs)
+        self.freq = freq
+        self.min_rate = float(min_rate)
+        self.level = int(level)
+        self.gamma = float(gamma)
+        self.step_size = int(step_size)
+
+    @property
+    def unit(self):
+        """Steps over which the rate is held constant."""
+        return self.steps_per_epoch if self.freq == "epoch" else 1
+
+    def rate(self, step):
+        unit = self.unit
+        t = tf.cast(tf.math.floordiv(tf.cast(step, tf.int64), unit) * unit, tf.float32)
+        total = float(max(self.epochs * self.steps_per_epoch, 1))
+        frac = tf.clip_by_value(t / total, 0.0, 1.0)
+        m = self.min_rate
+        if self.sched_type == "cos":
+            rate = m + (1.0 - m) * 0.5 * (1.0 + tf.cos(math.pi * frac))
+        elif self.sched_type == "halfcos":
+            rate = tf.cos(math.pi * frac * self.level / 16.0)
+        elif self.sched_type == "linear":
+            rate = m + (1.0 - m) * (1.0 - frac)
+        elif self.sched_type == "step":
+            period = float(self.step_size * unit)
+            rate = tf.pow(self.gamma, tf.floor(t / period))
+        else:
+            rate = tf.ones_like(t)
+        return tf.clip_by_value(rate, 0.0, 1.0)
 
     def __call__(self, step):
-        epoch = tf.math.floordiv(tf.cast(step, tf.int64), self.steps_per_epoch)
-        frac = tf.minimum(tf.cast(epoch, tf.float32) / float(max(self.epochs, 1)), 1.0)
-        return self.base_lr * 0.5 * (1.0 + tf.cos(math.pi * frac))
+        return self.base_lr * self.rate(step)
+
+    def get_config(self):
+        return dict(base_lr=self.base_lr, sched_type=self.sched_type,
+                    steps_per_epoch=self.steps_per_epoch, epochs=self.epochs, freq=self.freq,
+                    min_rate=self.min_rate, level=self.level, gamma=self.gamma,
+                    step_size=self.step_size)
+
+
+class EpochCosineDecay(ReleaseSchedule):
+    """The paper's schedule: lr * 0.5 * (1 + cos(pi * epoch / epochs)), stepped per epoch."""
+
+    def __init__(self, base_lr, steps_per_epoch, epochs):
+        super().__init__(base_lr, "cos", steps_per_epoch, epochs, "epoch")
 
     def get_config(self):
         return dict(base_lr=self.base_lr, steps_per_epoch=self.steps_per_epoch,
                     epochs=self.epochs)
 
 
-def constant_or_cosine(sched_type, base_lr, steps_per_epoch, epochs):
-    if sched_type == "cos":
-        return EpochCosineDecay(base_lr, steps_per_epoch, epochs)
-    if sched_type == "constant":
-        return float(base_lr)
-    from util.errors import ConfigError
-    raise ConfigError(f"--sched_type={sched_type} is unknown; choose cos or constant")
+def make_schedule(cfg, steps_per_epoch):
+    """The schedule named by cfg's --sched_* flags for a run of cfg['num_epoch'] epochs."""
+    return ReleaseSchedule(
+        cfg["learning_rate"], cfg["sched_type"], steps_per_epoch, cfg["num_epoch"],
+        freq=cfg.get("sched_freq", "epoch"), min_rate=cfg.get("sched_min_rate", 0.0),
+        level=cfg.get("sched_level", 7), gamma=cfg.get("sched_gamma", 0.995),
+        step_size=cfg.get("sched_step_size", 1))

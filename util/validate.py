@@ -133,10 +133,13 @@ def validate_config(cfg):
     if temperature < 1e-3:
         raise ConfigError(f"--temperature={cfg['temperature']} is too small: logits / tau "
                           "overflow float32 (use >= 0.001; the paper uses 0.2)")
-    if cfg["optim_type"] != "sgd":
-        raise ConfigError(f"--optim_type={cfg['optim_type']} is unknown; choose sgd")
-    if cfg["sched_type"] not in ("cos", "constant"):
-        raise ConfigError(f"--sched_type={cfg['sched_type']} is unknown; choose cos or constant")
+    if cfg["optim_type"] not in ("sgd", "adam"):
+        raise ConfigError(f"--optim_type={cfg['optim_type']} is unknown; choose sgd or adam")
+    from util.config import SCHED_FLAGS
+
+    if cfg["sched_type"] not in SCHED_FLAGS:
+        raise ConfigError(f"--sched_type={cfg['sched_type']} is unknown; choose one of "
+                          f"{', '.join(SCHED_FLAGS)}")
     _positive(cfg, "learning_rate")
     momentum = _number(cfg, "momentum")
     if not 0.0 <= momentum < 1.0:
