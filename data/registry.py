@@ -12,7 +12,7 @@ from typing import Callable, Optional, Sequence, Union
 
 import numpy as np
 
-from data import cifar_pickle, digits, folder, tfds_source
+from data import cifar_pickle, digits, folder, mvtec, tfds_source
 from data.base import LabeledSplits, OneClassData, conform_images, parse_input_shape
 from data.protocol import one_class_split
 from util.errors import ConfigError
@@ -62,6 +62,8 @@ DATASETS = {
     'fmnistood': _fmnist,
     'folder': _folder,
     'digitsood': _digits,
+    'mvtec': mvtec.mvtec,
+    'mvtec_folder': mvtec.mvtec_folder,
 }
 
 
@@ -96,6 +98,8 @@ def load_one_class_data(dataset: str, category: Union[str, int], *, root: Option
     shape = parse_input_shape(input_shape)
     name = str(dataset).strip().lower()
     source = get_source(name)
+    if getattr(source, 'splits_itself', False):  # e.g. mvtec: its own good/defect test split
+        return source(root=root, category=category, input_shape=shape, is_validation=is_validation)
     splits = source(root=root, data_dir=data_dir, input_shape=shape)
     data = one_class_split(splits, category, is_validation, seed, dataset=name)
     # Resize after splitting: only the images actually used are converted.
