@@ -132,6 +132,8 @@ def load_category(cat_dir: str, input_shape=(256, 256, 3), category: Optional[st
     train, test, gt_dir = scan_category(cat_dir)
     paths = [p for p, _ in test]
     defects = [d for _, d in test]
+    train_images = _decode(train, height, width, 'decode train')
+    test_images = _decode(paths, height, width, 'decode test')
     masks = None
     if gt_dir is not None:
         masks = np.zeros((len(test), height, width), np.uint8)
@@ -143,8 +145,7 @@ def load_category(cat_dir: str, input_shape=(256, 256, 3), category: Optional[st
     labels = np.asarray([0 if d == GOOD else 1 for d in defects], np.int64)
     names = [GOOD] + sorted({d for d in defects if d != GOOD})
     return MVTecData(
-        train_images=_decode(train, height, width, 'decode train'),
-        test_images=_decode(paths, height, width, 'decode test'),
+        train_images=train_images, test_images=test_images,
         test_labels=labels, class_names=names,
         category=category or os.path.basename(cat_dir), category_index=0, dataset=dataset,
         protocol='test', test_masks=masks, test_defects=defects,

@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from util.errors import ConfigError
+from util.patch_evaluation import (is_mvtec, mvtec_evaluate, mvtec_shapes, mvtec_steps,
+                                   mvtec_train_dataset, patch_mode)
 
 def validate_cheap(cfg):
     """Checks that need no data: flag syntax and ranges. Returns parsed pieces."""
@@ -92,7 +94,7 @@ def build_training(cfg, shape, strategy, steps_per_epoch):
     import keras
     import tensorflow as tf
 
-    from model.registry import build_model
+    from model.registry import build_model, model_spec
 
     set_precision(cfg["mixed_precision"])
     keras.utils.set_random_seed(cfg["seed"])
@@ -102,7 +104,8 @@ def build_training(cfg, shape, strategy, steps_per_epoch):
             input_shape=shape, head_dims=cfg["head_dims"],
             stem_width=stem_filters(cfg["stem_width"], cfg["net_width"]),
             weight_decay=cfg["weight_decay"], temperature=cfg["temperature"],
-            sync_bn=cfg["sync_bn"] and strategy.num_replicas_in_sync > 1)
+            sync_bn=cfg["sync_bn"] and strategy.num_replicas_in_sync > 1,
+            **{k: cfg[k] for k in model_spec(cfg["model_type"]).get("model_kwargs", ())})
         model.compile(optimizer=make_optimizer(cfg, steps_per_epoch))
         model.optimizer.build(model.trainable_variables)
         epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
@@ -129,7 +132,8 @@ def run_experiment(cfg, log=print):
     """Runs one configuration end to end; returns the process exit code."""
     t_start = time.time()
     shape, detectors = validate_cheap(cfg)
-    data = load_data(cfg, shape)
+    shape, data_shape = mvtec_shapes(cfg, shape)  # MVTec patch mode: patch input, 256 px images
+    data = load_data(cfg, data_shape)
 
     import keras
     import tensorflow as tf
@@ -144,6 +148,7 @@ def run_experiment(cfg, log=print):
     train_images = apply_distribution_augmentation(data.train_images, cfg["distaug_type"])
     n_train = len(repeat_to_batch(train_images, cfg["batch_size"]))
     steps_per_epoch = cfg["num_batch"] or n_train // cfg["batch_size"]
+    steps_per_epoch = mvtec_steps(cfg, len(train_images), steps_per_epoch)
     strategy = tf.distribute.MirroredStrategy()
     if cfg["batch_size"] % strategy.num_replicas_in_sync:
         raise ConfigError(f"--batch_size={cfg['batch_size']} must be divisible by the "
@@ -175,6 +180,8 @@ def run_experiment(cfg, log=print):
         f"{strategy.num_replicas_in_sync} replica(s)")
 
     def evaluate(m):
+        if is_mvtec(cfg):
+            return mvtec_evaluate(m, data, cfg, detectors, run_dir, log)
         return evaluate_model(m, data.train_images, data.test_images, data.test_labels,
                               detectors=detectors, max_train=cfg["max_detector_train"],
                               seed=cfg["seed"], batch_size=cfg["eval_batch_size"])
@@ -186,6 +193,8 @@ def run_experiment(cfg, log=print):
     if initial_epoch < cfg["num_epoch"]:
         ds, _ = train_dataset(train_images, cfg["batch_size"], cfg["aug_list"],
                               num_views=2 if views == 2 else 1, seed=cfg["seed"])
+        if patch_mode(cfg):
+            ds = mvtec_train_dataset(cfg, train_images, views)
         nan_guard = StopOnNaN()
         callbacks = [
             nan_guard,
