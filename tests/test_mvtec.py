@@ -153,3 +153,187 @@ def test_pixel_auroc_counts_every_pixel():
     maps = np.array([[[0.5, 0.1], [0.2, 0.3]], [[0.6, 0.0], [0.0, 0.0]]])
     # the anomalous pixel (0.5) beats 6 of the 7 normal pixels
     assert pixel_metrics.pixel_metrics(masks, maps)["pixel_auroc"] == pytest.approx(600 / 7)
+
+
+# ---------------------------------------------------------------- CutPaste
+
+def _tf():
+    import tensorflow as tf
+    tf.random.set_seed(0)
+    return tf
+
+
+def test_cutpaste_rectangle_area_aspect_and_source():
+    tf = _tf()
+    from model import cutpaste as cp
+
+    side = 64
+    rng = np.random.default_rng(0)
+    images = tf.constant(rng.random((64, side, side, 3)), tf.float32)
+    boxes = cp.cutpaste_boxes(64, side, side)
+    out, mask = cp.cutpaste(images, boxes)
+    out, mask = out.numpy(), mask.numpy()
+    h, w, sy, sx, dy, dx = (b.numpy() for b in boxes)
+    area = mask.sum(axis=(1, 2)) / side ** 2
+    # rounding the sides to whole pixels moves the area a little around [0.02, 0.15]
+    assert area.min() >= 0.02 * 0.8 and area.max() <= 0.15 * 1.2
+    ratio = h / w
+    assert ratio.min() >= 0.3 * 0.85 and ratio.max() <= (1 / 0.3) * 1.15
+    assert (ratio < 1).any() and (ratio > 1).any()
+    for b in range(64):
+        ys, xs = np.nonzero(mask[b])
+        assert (ys.min(), xs.min(), ys.max() + 1, xs.max() + 1) == (dy[b], dx[b], dy[b] + h[b],
+                                                                    dx[b] + w[b])
+        np.testing.assert_array_equal(out[b][~mask[b]], images.numpy()[b][~mask[b]])
+    # the pasted pixels come from the source rectangle (jittered): with jitter off they match
+    import model.cutpaste as mod
+    old = mod.JITTER
+    mod.JITTER = 0.0
+    try:
+        out0, mask0 = cp.cutpaste(images, boxes)
+    finally:
+        mod.JITTER = old
+    b = 3
+    np.testing.assert_allclose(
+        out0.numpy()[b, dy[b]:dy[b] + h[b], dx[b]:dx[b] + w[b]],
+        images.numpy()[b, sy[b]:sy[b] + h[b], sx[b]:sx[b] + w[b]], atol=1e-6)
+
+
+def test_scar_size_and_colour():
+    tf = _tf()
+    from model import cutpaste as cp
+
+    images = tf.zeros((1, 64, 64, 3))
+    params = tuple(tf.constant([v], tf.float32) for v in (4.0, 20.0, 0.0, 32.0, 32.0))
+    out, mask = cp.scar(images, params, colors=tf.constant([[1.0, 0.5, 0.25]]))
+    ys, xs = np.nonzero(mask.numpy()[0])
+    assert ys.max() - ys.min() + 1 == 4 and xs.max() - xs.min() + 1 == 20
+    np.testing.assert_allclose(out.numpy()[0][mask.numpy()[0]][0], [1.0, 0.5, 0.25])
+    sw, sl, angle, _, _ = (p.numpy() for p in cp.scar_params(500, 256, 256))
+    assert sw.min() >= 2 and sw.max() <= 16 and sl.min() >= 10 and sl.max() <= 25
+    assert angle.min() >= -45 and angle.max() <= 45
+    # a rotated scar covers about width x length pixels
+    params = cp.scar_params(32, 128, 128)
+    _, mask = cp.scar(tf.zeros((32, 128, 128, 3)), params)
+    area = mask.numpy().sum(axis=(1, 2))
+    expect = params[0].numpy() * params[1].numpy()
+    assert np.all(np.abs(area - expect) <= 2 * (params[0].numpy() + params[1].numpy()) + 4)
+
+
+def test_cutpaste_batch_labels():
+    tf = _tf()
+    from model.cutpaste import cutpaste_batch
+
+    images = tf.random.uniform((5, 32, 32, 3))
+    x, y = cutpaste_batch(images, "3way")
+    assert x.shape == (15, 32, 32, 3) and y.numpy().tolist() == [0] * 5 + [1] * 5 + [2] * 5
+    np.testing.assert_array_equal(x.numpy()[:5], images.numpy())
+    assert all(not np.array_equal(x.numpy()[5 + i], images.numpy()[i]) for i in range(5))
+    x, y = cutpaste_batch(images, "scar")
+    assert y.numpy().tolist() == [0] * 5 + [1] * 5
+    with pytest.raises(ConfigError, match="cutpaste_variant"):
+        cutpaste_batch(images, "4way")
+
+
+def test_cutpaste_trains_and_detectors_see_only_clean_patches(tmp_path, monkeypatch):
+    """One fit step of the 3-way model, then the patch evaluation: every input the feature
+    extractor gets while fitting detectors is an exact crop of a good training image."""
+    tf = _tf()
+    from model.registry import build_model
+    from util import patch_evaluation
+    from util.config import FLAG_DEFAULTS
+
+    model = build_model("cutpaste", net_type="ResNet10", net_width=0.125, input_shape=(16, 16, 3),
+                        head_dims="16", cutpaste_variant="3way")
+    assert model.num_classes == 3
+    import keras
+    model.compile(optimizer=keras.optimizers.SGD(0.01))
+    hist = model.fit(tf.data.Dataset.from_tensors(tf.random.uniform((4, 16, 16, 3))).repeat(),
+                     steps_per_epoch=2, epochs=1, verbose=0, shuffle=False)
+    assert np.isfinite(hist.history["loss"]).all()
+
+    root = make_category(str(tmp_path / "w"), size=32, n_train=3)
+    data = mvtec.load_category(root, (32, 32, 3))
+    train_u8 = data.train_images
+    seen = []
+    real_fn = localization.patch_feature_fn
+
+    def spy(m, sets):
+        fn = real_fn(m, sets)
+
+        def wrapped(x):
+            seen.append(np.round(x.numpy() * 255).astype(np.uint8))
+            return fn(x)
+        return wrapped
+
+    monkeypatch.setattr(localization, "patch_feature_fn", spy)
+    cfg = dict(FLAG_DEFAULTS, dataset="mvtec_folder", model_type="cutpaste", patch_size=16,
+               patch_stride=4, mvtec_image_size=32, max_detector_train=20, eval_batch_size=8,
+               mvtec_heatmaps=False)
+    maps = patch_evaluation.patch_scores(model, data, cfg, ["gde"], log=lambda *_: None)
+    assert maps["pool.gde"].shape == (7, 5, 5)
+    fit_inputs = np.concatenate(seen[0:3])[:20]  # the first calls fit: 20 patches, batches of 8
+    windows = localization.extract_patches(train_u8, 16, 4).numpy().reshape(-1, 16, 16, 3)
+    for patch in fit_inputs:
+        assert (windows == patch).all(axis=(1, 2, 3)).any()
+
+
+# ---------------------------------------------------------------- end to end
+
+def _cli(args):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
+    return subprocess.run([sys.executable, str(ROOT / "train_and_eval_loop.py"), *args],
+                          capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
+
+
+TINY = ["--net_type=ResNet10", "--net_width=0.125", "--head_dims=16", "--num_epoch=1",
+        "--num_batch=2", "--batch_size=8", "--eval_batch_size=64", "--eval_epoch=0",
+        "--detectors=kde,gde", "--max_detector_train=200", "--aug_list=x"]
+
+
+def test_end_to_end_patch_mode_writes_metrics_and_heatmaps(tmp_path):
+    make_category(str(tmp_path / "DIR" / "widget"), size=48)
+    run = tmp_path / "run"
+    out = _cli(["--dataset=mvtec", f"--root={tmp_path / 'DIR'}", "--category=widget",
+                "--model_type=cutpaste", "--mvtec_image_size=32", "--patch_size=16",
+                "--patch_stride=4", "--patches_per_image=2", f"--model_dir={run}", *TINY])
+    assert out.returncode == 0, out.stderr[-3000:]
+    summary = json.loads((run / "stats" / "summary.json").read_text())
+    for key in ("pool.kde", "pool.kde.pixel_auroc", "pool.kde.pro", "pool.kde.image_f1max",
+                "pool.kde.pixel_f1max", "pool.gde", "pool.gde.pro"):
+        assert isinstance(summary[key], float), key
+    assert summary["image_AUROC"] == summary["pool.kde"]
+    assert summary["pixel_AUROC"] == summary["pool.kde.pixel_auroc"]
+    assert summary["pixel_PRO"] == summary["pool.kde.pro"]
+    assert summary["image_F1Max"] == summary["pool.kde.image_f1max"]
+    assert summary["meta"]["n_test"] == 7 and summary["meta"]["category"] == "widget"
+    pngs = sorted(p.relative_to(run / "heatmaps").as_posix()
+                  for p in (run / "heatmaps").rglob("*.png"))
+    assert pngs == [f"{d}/{i:03d}.png" for d, n in (("good", 3), ("hole", 2), ("scratch", 2))
+                    for i in range(n)]
+    with np.load(run / "heatmaps" / "maps.npz") as z:
+        assert z["patch_maps"].shape == (7, 5, 5) and z["pixel_maps"].shape == (7, 32, 32)
+        assert z["masks"].shape == (7, 32, 32)
+        np.testing.assert_allclose(z["image_scores"], z["patch_maps"].reshape(7, -1).max(1),
+                                   rtol=1e-6)
+
+
+def test_end_to_end_image_mode_without_masks(tmp_path):
+    root = make_category(str(tmp_path / "parts"), size=32, masks=False)
+    run = tmp_path / "run"
+    out = _cli(["--dataset=mvtec_folder", f"--root={root}", "--model_type=rotation",
+                "--mvtec_mode=image", "--input_shape=16,16,3", f"--model_dir={run}", *TINY])
+    assert out.returncode == 0, out.stderr[-3000:]
+    summary = json.loads((run / "stats" / "summary.json").read_text())
+    assert summary["image_AUROC"] == summary["pool.kde"]
+    assert "pixel_AUROC" not in summary and "logit.auc" in summary
+    assert not (run / "heatmaps").exists()
+
+
+def test_bad_patch_flags_fail_before_writing(tmp_path):
+    root = make_category(str(tmp_path / "parts"), size=32)
+    run = tmp_path / "run"
+    out = _cli(["--dataset=mvtec_folder", f"--root={root}", "--patch_size=16",
+                "--mvtec_image_size=32", "--patch_stride=5", f"--model_dir={run}", *TINY])
+    assert out.returncode == 2 and "does not tile" in out.stderr
+    assert not run.exists()
