@@ -14,6 +14,8 @@ Sections (each figure is the median of several timed repetitions after warm-up):
   quality     on real CIFAR-10 (validation protocol), every detector's AUC after
               --budget_steps training steps for contrastive_da and rotation,
               next to a random-init network (3 seeds) and raw pixels.
+  mvtec       (not in the default list) dense patch scoring of a whole MVTec test
+              set with KDE (script/bench_mvtec.py): seconds, patches/s, peak memory.
 Writes <out>/benchmark.json and <out>/quality.md, prints tables.
 """
 
@@ -29,6 +31,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
+
+import bench_mvtec  # noqa: E402  (script/ is on sys.path when this file runs)
 
 SHARED_CIFAR = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10"
 MODEL_TYPES = ("contrastive_da", "contrastive", "rotation")
@@ -57,6 +61,7 @@ def parse_args(argv=None):
     p.add_argument("--detector_dims", default="128,512")
     p.add_argument("--detector_test", type=int, default=10000)
     p.add_argument("--mixed_precision", default="none", choices=["none", "bf16", "fp16"])
+    bench_mvtec.add_args(p)  # section mvtec: dense patch scoring of one MVTec category
     args = p.parse_args(argv)
     if args.quick:
         args.widths, args.steps, args.repeats = "0.25", 4, 3
@@ -347,7 +352,7 @@ def main(argv=None):
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     sections = [s.strip() for s in args.sections.split(",") if s.strip()]
-    unknown = set(sections) - {"throughput", "detectors", "quality"}
+    unknown = set(sections) - {"throughput", "detectors", "quality", "mvtec"}
     if unknown:
         print(f"error: unknown sections {sorted(unknown)}", file=sys.stderr)
         return 2
@@ -375,6 +380,8 @@ def main(argv=None):
         table = quality_markdown(result["quality"])
         (out / "quality.md").write_text(table + "\n")
         log(table)
+    if "mvtec" in sections:
+        result["mvtec"] = bench_mvtec.mvtec_section(args, log)
     result["wall_seconds"] = round(time.time() - t0, 1)
     (out / "benchmark.json").write_text(json.dumps(result, indent=2))
     log(f"wrote {out / 'benchmark.json'} ({result['wall_seconds']} s)")

@@ -18,4 +18,12 @@ for ds in $DATASETS; do
     done
   done
 done
+# MVTec AD, all 15 categories (patch protocol), when MVTEC_ROOT is set
+if [[ -n "${MVTEC_ROOT:-}" ]]; then
+  for seed in $SEEDS; do
+    for method in ${MVTEC_METHODS:-rotation contrastive_da cutpaste}; do
+      bash script/run_mvtec.sh "$method" all "$seed" "$@"
+    done
+  done
+fi
 python script/summarize.py runs --markdown runs/summary.md
