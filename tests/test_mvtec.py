@@ -115,6 +115,25 @@ def test_upsampling_places_gaussian_in_patch_window():
     assert np.abs(outside).max() == 0
 
 
+def test_random_training_patches_are_crops_of_their_image():
+    _tf()
+    from data.patches import patch_train_dataset, random_patches, steps_per_epoch
+
+    rng = np.random.default_rng(2)
+    imgs = rng.integers(0, 255, (3, 48, 48, 3), dtype=np.uint8)
+    patches, offsets = random_patches(imgs, 5, 16)
+    patches, offsets = patches.numpy(), offsets.numpy()
+    assert patches.shape == (15, 16, 16, 3)
+    for k in range(15):
+        y, x = offsets[k]
+        np.testing.assert_array_equal(patches[k], imgs[k // 5, y:y + 16, x:x + 16])
+    assert len({tuple(o) for o in offsets}) > 5  # positions vary
+    assert steps_per_epoch(209, 32, 4) == 26
+    ds = patch_train_dataset(imgs, 8, "x", 2, patch_size=16, patches_per_image=3, seed=0)
+    v1, v2 = next(iter(ds))
+    assert v1.shape == (8, 16, 16, 3) and float(v1.numpy().max()) <= 1.0
+
+
 # ---------------------------------------------------------------- pixel metrics
 
 def test_auroc_and_f1_match_sklearn_with_ties():
