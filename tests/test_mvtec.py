@@ -108,11 +108,22 @@ def test_upsampling_places_gaussian_in_patch_window():
     up = localization.upsample_maps(maps, 32, 4)[0]
     assert up.shape == (256, 256)
     g = localization.gaussian_kernel(32)
-    # interior pixels are covered by 8 x 8 = 64 patches
-    np.testing.assert_allclose(up[80:112, 120:152], g / 64.0, rtol=1e-5, atol=1e-7)
+    # inside the window the values are the Gaussian's weights over the (interior-constant)
+    # Gaussian overlap of the 8 x 8 covering patches; nothing lands outside the window
+    ratio = up[80:112, 120:152] / g
+    np.testing.assert_allclose(ratio, ratio[16, 16], rtol=1e-4)
+    assert ratio[16, 16] == pytest.approx(1.0 / (g[::4, ::4].sum()), rel=1e-3)
     outside = up.copy()
     outside[80:112, 120:152] = 0
     assert np.abs(outside).max() == 0
+    # a constant map, negative scores included, stays constant up to the border (a count
+    # normalisation would pull border pixels towards 0)
+    for c in (3.0, -50.0):
+        np.testing.assert_allclose(localization.upsample_maps(np.full((1, 57, 57), c), 32, 4),
+                                   c, rtol=1e-5)
+    # at a coarse stride too (no dotted grid pattern)
+    np.testing.assert_allclose(localization.upsample_maps(np.full((1, 15, 15), -7.0), 32, 16),
+                               -7.0, rtol=1e-5)
 
 
 def test_random_training_patches_are_crops_of_their_image():

@@ -9,7 +9,8 @@ memory stays bounded whatever the number of images.
 
 The image score is the max of its map; the pixel map is the patch map
 upsampled by a transposed convolution with one ``patch x patch`` Gaussian
-kernel at ``stride``, divided by how many patches cover each pixel.
+kernel at ``stride``, normalised by the Gaussian-weighted overlap of the
+patches covering each pixel (see ``upsample_maps``).
 """
 
 import numpy as np
@@ -159,9 +160,14 @@ def gaussian_kernel(patch_size, sigma=None):
 def upsample_maps(maps, patch_size, stride, sigma=None, batch=16):
     """Patch maps [N, n, n] -> pixel maps [N, H, H] with H = (n - 1) * stride + patch.
 
-    pixel(y, x) = sum_ij map[i, j] * G(y - stride*i, x - stride*j) / count(y, x),
-    a transposed convolution with the Gaussian G; count(y, x) is the number of
-    patches covering the pixel (a transposed convolution of ones with ones).
+    pixel(y, x) = sum_ij map[i, j] G(y - stride*i, x - stride*j) / sum_ij G(...):
+    a transposed convolution with the Gaussian G divided by the same transposed
+    convolution of an all-ones map, i.e. the Gaussian-weighted overlap of the
+    patches covering the pixel. In the interior at stride 4 (sigma 4) that
+    overlap is constant, so this is the overlap-count normalisation up to a
+    constant factor; unlike dividing by the count, it keeps a constant map
+    constant up to the image border and for any stride, which matters because
+    detector scores (negative log-densities) can be negative.
     """
     import tensorflow as tf
 
@@ -169,13 +175,12 @@ def upsample_maps(maps, patch_size, stride, sigma=None, batch=16):
     n = maps.shape[1]
     size = (n - 1) * stride + patch_size
     kernel = tf.constant(gaussian_kernel(patch_size, sigma)[:, :, None, None])
-    ones_k = tf.ones([patch_size, patch_size, 1, 1])
-    count = tf.nn.conv2d_transpose(tf.ones([1, n, n, 1]), ones_k, [1, size, size, 1],
-                                   strides=stride, padding="VALID")
+    overlap = tf.nn.conv2d_transpose(tf.ones([1, n, n, 1]), kernel, [1, size, size, 1],
+                                     strides=stride, padding="VALID")
     out = np.empty((len(maps), size, size), np.float32)
     for s in range(0, len(maps), batch):
         m = tf.constant(maps[s:s + batch, :, :, None])
         up = tf.nn.conv2d_transpose(m, kernel, [m.shape[0], size, size, 1], strides=stride,
                                     padding="VALID")
-        out[s:s + batch] = (up / count).numpy()[..., 0]
+        out[s:s + batch] = (up / overlap).numpy()[..., 0]
     return out
