@@ -367,3 +367,21 @@ def test_bad_patch_flags_fail_before_writing(tmp_path):
                 "--mvtec_image_size=32", "--patch_stride=5", f"--model_dir={run}", *TINY])
     assert out.returncode == 2 and "does not tile" in out.stderr
     assert not run.exists()
+
+
+def test_dense_features_are_the_features_of_each_grid_patch():
+    _tf()
+    from model.registry import build_model
+
+    model = build_model("rotation", net_type="ResNet10", net_width=0.125,
+                        input_shape=(16, 16, 3), head_dims="16")
+    rng = np.random.default_rng(3)
+    imgs = rng.integers(0, 255, (3, 32, 32, 3), dtype=np.uint8)
+    dense = localization.dense_patch_features(model, imgs, 16, 4, ("pool", "embed"),
+                                              batch_size=7, progress=False)
+    assert dense["pool"].shape[:3] == (3, 5, 5)
+    fn = localization.patch_feature_fn(model, ("pool",))
+    for b, i, j in [(0, 0, 0), (2, 4, 1), (1, 3, 3)]:
+        crop = imgs[b:b + 1, 4 * i:4 * i + 16, 4 * j:4 * j + 16]
+        direct = localization.features_of_patches(fn, crop, batch_size=7)["pool"][0]
+        np.testing.assert_allclose(dense["pool"][b, i, j], direct, rtol=1e-4, atol=1e-5)
