@@ -1,7 +1,9 @@
 """Image folders: ``ROOT/train/<class>/*`` and optionally ``ROOT/test/<class>/*``.
 
-* Classes are the sorted sub-folder names of ``train/`` (hidden ones skipped);
-  every class of ``test/`` must also be a class of ``train/``.
+* Classes are the sorted sub-folder names of ``train/`` (hidden ones skipped),
+  followed by the sorted ``test/`` classes that ``train/`` lacks (e.g. the
+  defect types of an MVTec-style ``test/<defect>/`` tree: outliers only).
+  An empty class folder is allowed (it contributes no images).
 * Files ending in .jpg/.jpeg/.png/.bmp (any case) are read with PIL, converted
   to RGB and resized bilinearly to the requested (H, W); other files are
   ignored.
@@ -71,8 +73,7 @@ def _scan_split(split_dir: str, classes: Sequence[str]):
             continue
         images = _list_images(class_dir)
         if not images:
-            raise ConfigError(f'class folder {class_dir} has no .jpg/.jpeg/.png/.bmp images; '
-                              'add images or remove the folder')
+            logger.info('class folder %s has no images; skipped', class_dir)
         files.extend(images)
         labels.extend([label] * len(images))
     return files, np.asarray(labels, dtype=np.int64)
@@ -92,21 +93,24 @@ def scan_folder(root: str):
     classes = _subdirs(train_dir)
     if not classes:
         raise ConfigError(f'{train_dir} has no class sub-folders; {_LAYOUT_HINT}')
-    train_files, train_labels = _scan_split(train_dir, classes)
-
     test_dir = os.path.join(root, 'test')
+    if os.path.isdir(test_dir):  # test-only classes (e.g. defect types) are outliers
+        classes = classes + [c for c in _subdirs(test_dir) if c not in classes]
+    train_files, train_labels = _scan_split(train_dir, classes)
+    if not train_files:
+        raise ConfigError(f'{train_dir} has no .jpg/.jpeg/.png/.bmp images in any class '
+                          f'folder; {_LAYOUT_HINT}')
+
     test_files = test_labels = None
     if os.path.isdir(test_dir):
         test_classes = _subdirs(test_dir)
-        unknown = [c for c in test_classes if c not in classes]
-        if unknown:
-            raise ConfigError(
-                f'{test_dir} has class folder(s) {", ".join(unknown)} that are not in '
-                f'train/ (classes: {", ".join(classes)}); rename or remove them')
         if not test_classes:
             raise ConfigError(f'{test_dir} has no class sub-folders; add test/<class>/ '
                               'folders or remove test/')
         test_files, test_labels = _scan_split(test_dir, classes)
+        if not test_files:
+            raise ConfigError(f'{test_dir} has no images in any class folder; add images or '
+                              'remove test/')
     return root, classes, train_files, train_labels, test_files, test_labels
 
 

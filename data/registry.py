@@ -12,7 +12,7 @@ from typing import Callable, Optional, Sequence, Union
 
 import numpy as np
 
-from data import celeba, cifar_pickle, digits, dogvscat, folder, tfds_source
+from data import celeba, cifar_pickle, digits, dogvscat, folder, mvtec, tfds_source
 from data.base import LabeledSplits, OneClassData, conform_images, parse_input_shape
 from data.protocol import one_class_split
 from util.errors import ConfigError
@@ -71,6 +71,8 @@ DATASETS = {
     'digitsood': _digits,
     'dogvscatood': dogvscat.load_dogvscat,
     'celeba': _celeba,
+    'mvtec': mvtec.mvtec,
+    'mvtec_folder': mvtec.mvtec_folder,
 }
 # the release's other names of the same datasets
 DATASET_ALIASES = {'fashion_mnistood': 'fmnistood', 'dvcood': 'dogvscatood'}
@@ -116,6 +118,8 @@ def load_one_class_data(dataset: str, category: Union[str, int], *, root: Option
     shape = parse_input_shape(input_shape)
     name = canonical_dataset(dataset)
     source = get_source(name)
+    if getattr(source, 'splits_itself', False):  # e.g. mvtec: its own good/defect test split
+        return source(root=root, category=category, input_shape=shape, is_validation=is_validation)
     extra = {'attribute': attribute} if attribute else {}
     if extra and name != 'celeba':
         raise ConfigError(f'--celeba_attribute applies to --dataset=celeba only, not {name}')

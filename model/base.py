@@ -30,6 +30,9 @@ class OneClassModel(keras.Model):
 
     #: how many network inputs one training image becomes (for throughput figures)
     views_per_image = 1
+    #: how many augmented batches (views) the input pipeline hands train_step; None = one
+    #: per view in views_per_image (a model that makes its own views, e.g. CutPaste, says 1)
+    input_views = None
 
     def __init__(self, backbone, head, weight_decay=3e-4, l2_skip_batchnorm=False, **kwargs):
         super().__init__(**kwargs)

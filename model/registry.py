@@ -40,6 +40,10 @@ MODEL_TYPES = {
                               aug_list_for_test="x", score_keys=(), contrastive=False,
                               classifier=False, fixed={"num_epoch": 0},
                               options=("pretrained_weights",)),
+    "cutpaste": dict(cls="model.cutpaste:CutPasteModel", batch_size=32, head_dims="512x8,128",
+                     distaug_type="none", aug_list=DEFAULT_AUG, aug_list_for_test="x",
+                     score_keys=(), contrastive=False, classifier=False,
+                     options=("cutpaste_variant",)),
 }
 
 

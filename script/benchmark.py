@@ -19,6 +19,8 @@ Sections (each figure is the median of several timed repetitions after warm-up):
   quality     on real CIFAR-10 (validation protocol), every detector's AUC after
               --budget_steps training steps for contrastive_da and rotation,
               next to a random-init network (3 seeds) and raw pixels.
+  mvtec       (not in the default list) dense patch scoring of a whole MVTec test
+              set with KDE (script/bench_mvtec.py): seconds, patches/s, peak memory.
 Writes <out>/benchmark.json and <out>/quality.md, prints tables.
 """
 
@@ -35,12 +37,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
+import bench_mvtec  # noqa: E402  (script/ is on sys.path when this file runs)
 from util.atomic import write_text_atomic  # noqa: E402
 
 SHARED_CIFAR = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10"
 MODEL_TYPES = ("contrastive_da", "contrastive", "rotation")
 QUALITY_MODELS = ("contrastive_da", "rotation")  # trained in the quality section
-SECTIONS = ("throughput", "flops", "detectors", "scoring", "quality")
+SECTIONS = ("throughput", "flops", "detectors", "scoring", "mvtec", "quality")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -108,6 +111,7 @@ def parse_args(argv=None):
     p.add_argument("--detector_dims", default="128,512")
     p.add_argument("--detector_test", type=int, default=10000)
     p.add_argument("--mixed_precision", default="none", choices=["none", "bf16", "fp16"])
+    bench_mvtec.add_args(p)  # section mvtec: dense patch scoring of one MVTec category
     args = p.parse_args(argv)
     if args.quick:
         args.widths, args.steps, args.repeats = "0.25", 4, 3
@@ -428,6 +432,8 @@ def main(argv=None):
         table = quality_markdown(result["quality"])
         write_text_atomic(out / "quality.md", table + "\n")
         log(table)
+    if "mvtec" in sections:
+        result["mvtec"] = bench_mvtec.mvtec_section(args, log)
     result["wall_seconds"] = round(time.time() - t0, 1)
     write_text_atomic(out / "benchmark.json", json.dumps(result, indent=2))
     log(f"wrote {out / 'benchmark.json'} ({result['wall_seconds']} s)")

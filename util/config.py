@@ -19,7 +19,7 @@ from util.presets import PRESETS, preset_values
 # (name, kind, default, help); kind is an absl DEFINE_* suffix or "enum:<a>|<b>"
 FLAG_SPECS = [
     ("preset", "string", "", f"Named flag bundle: {', '.join(PRESETS)}."),
-    ("model_type", "string", "contrastive_da", "Proxy task: rotation, contrastive, contrastive_da."),
+    ("model_type", "string", "contrastive_da", "Proxy task: rotation, contrastive, contrastive_da, cutpaste."),
     ("dataset", "string", "cifar10ood", "Dataset name (data/registry.py)."),
     ("category", "string", "0", "Inlier class: name or index."),
     ("root", "string", None, "Image folder, or CIFAR python-pickle directory."),
@@ -113,6 +113,20 @@ FLAG_SPECS = [
      "the L2 penalty (default: every trainable weight is penalised)."),
     ("celeba_attribute", "string", None, "celeba: images WITH this attribute are the "
      "outliers (default Eyeglasses)."),
+    # --- MVTec / CutPaste (i10) ---
+    ("mvtec_mode", "enum:patch|image", "patch", "mvtec/mvtec_folder datasets: 'patch' learns on "
+     "random patches and scores every patch densely (heat maps, pixel metrics); 'image' scores "
+     "the whole image resized to --input_shape."),
+    ("mvtec_image_size", "integer", 256, "Patch mode: images are resized to this side."),
+    ("patch_size", "integer", 32, "Patch mode: side of the patches (the network input)."),
+    ("patch_stride", "integer", 4, "Patch mode: stride of the dense test-time patch grid."),
+    ("patches_per_image", "integer", 4, "Patch mode: random training patches cut from each "
+     "image drawn in a step."),
+    ("mvtec_features", "string", "pool", "Patch mode: feature sets scored per patch (pool, "
+     "embed)."),
+    ("mvtec_heatmaps", "bool", True, "Patch mode: write <run>/heatmaps/<defect>/<name>.png."),
+    ("cutpaste_variant", "enum:cutpaste|scar|3way", "3way", "CutPaste proxy task: normal vs "
+     "cut-and-pasted rectangle, vs scar, or 3-way."),
 ]
 
 # per schedule, the --sched_* flags it reads (any other one given explicitly is an error)

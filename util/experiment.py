@@ -20,6 +20,8 @@ import numpy as np
 
 from util.atomic import write_json_atomic
 from util.errors import ConfigError
+from util.patch_evaluation import (is_mvtec, mvtec_evaluate, mvtec_shapes, mvtec_steps,
+                                   mvtec_train_dataset, patch_mode)
 from util.validate import validate_config
 
 validate_cheap = validate_config  # the former name, for callers in other modules
@@ -181,12 +183,17 @@ def train(cfg, model, epoch_var, manager, train_images, data, run, steps_per_epo
     from util.collapse import make_monitor, probe_images
 
     views = model.views_per_image
+    input_views = model.input_views or views  # augmented batches the pipeline hands train_step
     stats_cb = EpochStats(steps_per_epoch, cfg["batch_size"], views)
     initial_epoch = int(epoch_var.numpy())
     if initial_epoch >= cfg["num_epoch"]:
         return 0, stats_cb
-    ds, _ = train_dataset(train_images, cfg["batch_size"], cfg["aug_list"], num_views=views,
-                          seed=cfg["seed"], clip_pixels=cfg["clip_pixels"])
+    if patch_mode(cfg):  # MVTec: random patches of the good images
+        ds = mvtec_train_dataset(cfg, train_images, input_views)
+    else:
+        ds, _ = train_dataset(train_images, cfg["batch_size"], cfg["aug_list"],
+                              num_views=input_views, seed=cfg["seed"],
+                              clip_pixels=cfg["clip_pixels"])
     if cfg.get("deterministic"):
         import tensorflow as tf
 
@@ -218,23 +225,39 @@ def train(cfg, model, epoch_var, manager, train_images, data, run, steps_per_epo
     return 0, stats_cb
 
 
-def evaluate_final(cfg, model, evaluate, run):
-    """Stage 2 on the trained model; the result is recorded in the history (once)."""
+def final_evaluation(cfg, model, data, detectors, run, log):
+    """Stage 2 on the trained model; the AUCs are recorded in the history (once).
+
+    Returns (results, util.evaluation.Evaluation): held-out calibration inliers and
+    per-image scores for the run's outputs; None instead for MVTec, whose patch
+    maps, pixel metrics and heat maps util/patch_evaluation.py writes itself."""
     import tensorflow as tf
 
     from util.callbacks import write_eval
+    from util.evaluation import evaluate_final
 
-    results = evaluate(model)
+    final = None
+    if is_mvtec(cfg):
+        results = mvtec_evaluate(model, data, cfg, detectors, run.root, log)
+    else:
+        final = evaluate_final(model, data, detectors=detectors,
+                               max_train=cfg["max_detector_train"], seed=cfg["seed"],
+                               batch_size=cfg["eval_batch_size"],
+                               calibration_fraction=cfg["calibration_fraction"])
+        results = final.results
     writer = tf.summary.create_file_writer(str(run.logs / "eval")) if run.chief else None
     write_eval(writer, run.history, cfg["num_epoch"], results)
-    return results
+    return results, final
 
 
-def report(cfg, results, data, run, meta, log):
-    """Writes stats/summary.json (atomically, last: it marks the run as finished)."""
+def report(cfg, results, data, run, meta, log, sections=None):
+    """Writes stats/summary.json (atomically, last: it marks the run as finished).
+
+    ``sections``: extra top-level entries (metrics, calibration, export)."""
     from util.collapse import load_verdict
 
     summary = dict(results)
+    summary.update(sections or {})
     summary["meta"] = {
         "model_type": cfg["model_type"], "dataset": cfg["dataset"],
         "category": data.category, "category_index": int(data.category_index),
@@ -262,6 +285,7 @@ def run_experiment(cfg, log=print):
 
     t_start = time.time()
     shape, detectors = validate_config(cfg)
+    shape, data_shape = mvtec_shapes(cfg, shape)  # MVTec patch mode: patch input, 256 px images
     run = RunPaths(cfg["model_dir"], chief=is_chief(cfg["strategy"]))
     created = not run.root.exists()
     try:
@@ -272,23 +296,27 @@ def run_experiment(cfg, log=print):
                     f"({run.stats / 'summary.json'}):")
                 log(format_table({k: v for k, v in stored.items() if k != "meta"}))
                 return 0
-            return train_and_evaluate(cfg, run, shape, detectors, t_start, log)
+            return train_and_evaluate(cfg, run, shape, data_shape, detectors, t_start, log)
     except BaseException:
         if created and not (run.stats / "hparams.json").exists():
             shutil.rmtree(run.root, ignore_errors=True)  # nothing of value was written
         raise
 
 
-def train_and_evaluate(cfg, run, shape, detectors, t_start, log):
-    data = load_data(cfg, shape)  # before TensorFlow is imported: data errors come fast
+def train_and_evaluate(cfg, run, shape, data_shape, detectors, t_start, log):
+    data = load_data(cfg, data_shape)  # before TensorFlow is imported: data errors come fast
 
     from data.distaug import apply_distribution_augmentation
     from data.pipeline import repeat_to_batch
+    from data.protocols_extra import describe_protocols
     from util.distribute import make_strategy
     from util.evaluation import evaluate_model
+    from util.outputs import finish_outputs
+
     train_images = apply_distribution_augmentation(data.train_images, cfg["distaug_type"])
     steps_per_epoch = cfg["num_batch"] or len(repeat_to_batch(train_images, cfg["batch_size"])) \
         // cfg["batch_size"]
+    steps_per_epoch = mvtec_steps(cfg, len(train_images), steps_per_epoch)
     strategy = make_strategy(cfg["strategy"])
     if cfg["batch_size"] % strategy.num_replicas_in_sync:
         raise ConfigError(f"--batch_size={cfg['batch_size']} must be divisible by the "
@@ -302,6 +330,8 @@ def train_and_evaluate(cfg, run, shape, detectors, t_start, log):
         f"{strategy.num_replicas_in_sync} replica(s), strategy {cfg['strategy']}")
 
     def evaluate(m):
+        if is_mvtec(cfg):
+            return mvtec_evaluate(m, data, cfg, detectors, run.root, log)
         fit_images = data.detector_images if data.detector_images is not None else data.train_images
         return evaluate_model(m, fit_images, data.test_images, data.test_labels,
                               detectors=detectors, max_train=cfg["max_detector_train"],
@@ -314,7 +344,10 @@ def train_and_evaluate(cfg, run, shape, detectors, t_start, log):
         return code
     train_seconds = time.time() - t_train
     log("Extracting features and fitting detectors ...")
-    results = evaluate_final(cfg, model, evaluate, run)
+    results, final = final_evaluation(cfg, model, data, detectors, run, log)
+    sections = {}
+    if run.chief and final is not None:  # scores.npz, metrics, plots, export (util/outputs.py)
+        sections = finish_outputs(run.root, cfg, model, data, final, log)
     report(cfg, results, data, run, {
         "steps_per_epoch": steps_per_epoch, "optimizer_steps": int(model.optimizer.iterations.numpy()),
         "wall_seconds": round(time.time() - t_start, 2), "train_seconds": round(train_seconds, 2),
@@ -323,5 +356,5 @@ def train_and_evaluate(cfg, run, shape, detectors, t_start, log):
         "replicas": strategy.num_replicas_in_sync, "strategy": cfg["strategy"],
         "deterministic": bool(cfg.get("deterministic")),
         "protocols": describe_protocols(data),
-    }, log)
+    }, log, sections)
     return 0

@@ -87,6 +87,8 @@ def validate_config(cfg):
     from model.registry import model_spec
     from model.spec import RESNET_SPECS, check_input_shape, parse_head_dims
     from data.protocols_extra import validate_protocol_flags
+    from util.calibration import check_calibration_flags
+    from util.export import check_export_detector
     from util.distribute import parse_tf_config
 
     spec = model_spec(cfg["model_type"])
@@ -165,6 +167,8 @@ def validate_config(cfg):
                           "trains again from scratch, --reevaluate only re-scores a finished run")
     validate_protocol_flags(cfg)
     validate_baseline_flags(cfg)
+    check_calibration_flags(cfg["calibration_fraction"], cfg["target_fpr"])
+    check_export_detector(cfg["export_detector"])
     check_model_dir(cfg["model_dir"])
     return shape, parse_detectors(cfg["detectors"])
 

@@ -1,0 +1,157 @@
+"""MVTec dense-scoring benchmark: the whole test set of one category through the patch pipeline.
+
+    python script/bench_mvtec.py [--root DIR] [--category bottle] [--width 0.25]
+
+Times each stage of ``util.patch_evaluation`` on real data with an untrained
+ResNet-18 (training does not change the cost): features of the detector's
+training patches, fitting the detector, features of every test patch (83
+bottle images x 57 x 57), detector scoring, Gaussian upsampling and the pixel
+metrics. Prints patches/s and the process's peak resident memory; with
+``--json`` writes the figures there. ``script/benchmark.py --sections=mvtec``
+runs this file in a fresh process so the peak memory is this work's alone.
+"""
+
+import argparse
+import json
+import os
+import resource
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+SHARED_MVTEC = Path(__file__).resolve().parents[2] / "shared" / "data" / "mvtec_ad"
+
+
+def add_args(p):
+    p.add_argument("--mvtec_root", default=str(SHARED_MVTEC), help="MVTec AD directory")
+    p.add_argument("--mvtec_category", default="bottle")
+    p.add_argument("--mvtec_detector", default="kde")
+    p.add_argument("--mvtec_train_patches", type=int, default=20000,
+                   help="training patches the detector is fit on (--max_detector_train)")
+    p.add_argument("--mvtec_images", type=int, default=0,
+                   help="score only the first N test images (0 = all)")
+    p.add_argument("--mvtec_stride", type=int, default=4, help="test patch grid stride")
+
+
+def peak_rss_gb():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2  # KB on Linux
+
+
+def run(root, category, width=0.25, detector="kde", train_patches=20000, batch=512, images=0,
+        stride=4, log=print):
+    import numpy as np
+
+    from data.mvtec import load_category
+    from model.registry import build_model
+    from util.config import FLAG_DEFAULTS
+    from util.detectors import make_detector
+    from util.localization import (dense_patch_features, features_of_patches, image_scores,
+                                   patch_feature_fn, sample_grid_patches, upsample_maps)
+    from util.metrics import roc_auc
+    from util.patch_evaluation import _score_chunked
+    from util.pixel_metrics import pixel_metrics
+
+    cfg = dict(FLAG_DEFAULTS)
+    p, size = cfg["patch_size"], cfg["mvtec_image_size"]
+    t = {}
+    t0 = time.perf_counter()
+    data = load_category(os.path.join(root, category), (size, size, 3), category, "mvtec")
+    if images:
+        keep = np.r_[np.flatnonzero(data.test_labels == 0)[:images // 2],
+                     np.flatnonzero(data.test_labels == 1)[:images - images // 2]]
+        data.test_images, data.test_labels = data.test_images[keep], data.test_labels[keep]
+        data.test_masks = None if data.test_masks is None else data.test_masks[keep]
+    t["load_s"] = time.perf_counter() - t0
+    cpu0 = time.process_time()
+    model = build_model("rotation", net_width=width, input_shape=(p, p, 3), head_dims="512x8")
+    t0 = time.perf_counter()
+    patches, _ = sample_grid_patches(data.train_images, train_patches, p, stride, seed=0)
+    train = features_of_patches(patch_feature_fn(model, ("pool",)), patches, batch)["pool"]
+    t["train_features_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    det = make_detector(detector).fit(train)
+    t["fit_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    feats = dense_patch_features(model, data.test_images, p, stride, ("pool",), batch)["pool"]
+    t["test_features_s"] = time.perf_counter() - t0
+    n_img, n = feats.shape[0], feats.shape[1]
+    t0 = time.perf_counter()
+    maps = _score_chunked(det, feats.reshape(-1, feats.shape[-1])).reshape(n_img, n, n)
+    t["score_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    pixel = upsample_maps(maps, p, stride)
+    metrics = pixel_metrics(data.test_masks, pixel) if data.test_masks is not None else {}
+    t["upsample_metrics_s"] = time.perf_counter() - t0
+    total_patches = n_img * n * n
+    scoring = t["train_features_s"] + t["fit_s"] + t["test_features_s"] + t["score_s"] \
+        + t["upsample_metrics_s"]
+    cpu = time.process_time() - cpu0
+    out = {k: round(v, 2) for k, v in t.items()}
+    out.update(
+        cpu_s=round(cpu, 1), stride=stride,
+        category=category, width=width, detector=detector, test_images=n_img, grid=n,
+        test_patches=total_patches, train_patches=len(train), feature_dim=int(train.shape[1]),
+        scoring_s=round(scoring, 2),
+        feature_patches_per_s=round((total_patches + len(train))
+                                    / (t["train_features_s"] + t["test_features_s"]), 1),
+        detector_patches_per_s=round(total_patches / t["score_s"], 1),
+        end_to_end_patches_per_s=round(total_patches / scoring, 1),
+        peak_rss_gb=round(peak_rss_gb(), 2),
+        image_auroc_untrained=round(roc_auc(data.test_labels, image_scores(maps)), 2),
+        **{f"{k}_untrained": round(v, 2) for k, v in metrics.items()})
+    log(f"mvtec {category}: {n_img} images x {n}x{n} = {total_patches} test patches, "
+        f"{len(train)} training patches, {detector} on {train.shape[1]}-d pool features")
+    log(f"  load {out['load_s']}s | train features {out['train_features_s']}s | fit "
+        f"{out['fit_s']}s | test features {out['test_features_s']}s | score {out['score_s']}s | "
+        f"upsample+metrics {out['upsample_metrics_s']}s")
+    log(f"  scoring total {out['scoring_s']}s (target < 120 s); features "
+        f"{out['feature_patches_per_s']} patches/s; detector {out['detector_patches_per_s']} "
+        f"patches/s; end to end {out['end_to_end_patches_per_s']} patches/s; peak RSS "
+        f"{out['peak_rss_gb']} GB (target < 4 GB); process CPU time {out['cpu_s']} s "
+        f"(/2 = wall on 2 idle cores)")
+    return out
+
+
+def mvtec_section(args, log=print):
+    """For script/benchmark.py: runs this file in a fresh process (its own peak memory)."""
+    import subprocess
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "mvtec.json")
+        cmd = [sys.executable, __file__, f"--mvtec_root={args.mvtec_root}",
+               f"--mvtec_category={args.mvtec_category}", f"--mvtec_detector={args.mvtec_detector}",
+               f"--mvtec_train_patches={args.mvtec_train_patches}",
+               f"--mvtec_images={args.mvtec_images}", f"--mvtec_stride={args.mvtec_stride}",
+               f"--width={args.widths.split(',')[0]}", f"--json={path}"]
+        proc = subprocess.run(cmd, text=True, capture_output=True)
+        log(proc.stdout.strip())
+        if proc.returncode:
+            log(f"mvtec section failed:\n{proc.stderr[-2000:]}")
+            return {"error": proc.stderr[-2000:]}
+        with open(path) as f:
+            return json.load(f)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_args(p)
+    p.add_argument("--width", type=float, default=0.25)
+    p.add_argument("--json", help="write the figures here")
+    args = p.parse_args(argv)
+    cat_dir = os.path.join(args.mvtec_root, args.mvtec_category)
+    if not os.path.isdir(cat_dir):
+        print(f"error: {cat_dir} not found; pass --mvtec_root", file=sys.stderr)
+        return 2
+    out = run(args.mvtec_root, args.mvtec_category, args.width, args.mvtec_detector,
+              args.mvtec_train_patches, images=args.mvtec_images, stride=args.mvtec_stride)
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# MVTec AD patch protocol (32x32 patches of 256x256 images, dense 57x57 scoring, heat maps):
+#   MVTEC_ROOT=/data/mvtec_ad script/run_mvtec.sh <model_type> <category|all> [seed] [extra flags]
+# model_type: rotation, contrastive, contrastive_da or cutpaste (3-way, GDE first).
+set -euo pipefail
+MODEL=${1:?usage: script/run_mvtec.sh <model_type> <category|all> [seed] [extra flags]}
+shift
+CATEGORIES=(bottle cable capsule carpet grid hazelnut leather metal_nut pill screw tile
+            toothbrush transistor wood zipper)
+if [[ "${1:-}" == "all" ]]; then
+  shift
+  for cat in "${CATEGORIES[@]}"; do bash "$0" "$MODEL" "$cat" "$@"; done
+  exit 0
+fi
+source "$(dirname "$0")/common.sh" mvtec "$@"
+: "${MVTEC_ROOT:?set MVTEC_ROOT to the MVTec AD directory (DIR/<category>/train/good, ...)}"
+case "$MODEL" in
+  rotation)       TASK=(--head_dims=512x8 --batch_size=64 --detectors=kde,gde) ;;
+  contrastive)    TASK=(--head_dims=512x8,128 --batch_size=32 --detectors=kde,gde) ;;
+  contrastive_da) TASK=(--head_dims=512x8,128 --batch_size=32 --detectors=kde,gde) ;;
+  cutpaste)       TASK=(--head_dims=512x8,128 --batch_size=32 --cutpaste_variant=3way
+                        --aug_list=x --detectors=gde,kde) ;;
+  *) echo "error: unknown model type $MODEL" >&2; exit 2 ;;
+esac
+"$PYTHON" train_and_eval_loop.py --model_type="$MODEL" "${PAPER[@]}" "${TASK[@]}" \
+  --root="$MVTEC_ROOT" --mvtec_mode=patch --mvtec_image_size=256 --patch_size=32 \
+  --patch_stride=4 --eval_epoch=0 \
+  --model_dir="runs/mvtec_${CATEGORY}_${MODEL}_s${SEED}" "${EXTRA[@]}"

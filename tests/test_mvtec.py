@@ -1,0 +1,387 @@
+"""MVTec protocol: loader, patch grid, upsampling, pixel metrics, CutPaste, end to end."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from sklearn.metrics import precision_recall_curve, roc_auc_score
+
+from data import mvtec
+from data.registry import load_one_class_data
+from tests.mvtec_fixture import make_category
+from util import localization, pixel_metrics
+from util.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# ---------------------------------------------------------------- loader
+
+def test_loader_with_masks(tmp_path):
+    root = make_category(str(tmp_path / "DIR" / "widget"), size=48)
+    data = load_one_class_data("mvtec", "widget", root=str(tmp_path / "DIR"),
+                               input_shape=(32, 32, 3))
+    assert data.train_images.shape == (6, 32, 32, 3)
+    assert data.test_images.shape == (7, 32, 32, 3)
+    assert data.test_defects == ["good"] * 3 + ["hole"] * 2 + ["scratch"] * 2
+    assert data.test_labels.tolist() == [0, 0, 0, 1, 1, 1, 1]
+    assert data.test_names[3] == "000" and data.category == "widget"
+    assert data.test_masks.shape == (7, 32, 32)
+    assert data.test_masks[:3].sum() == 0 and all(m.sum() > 0 for m in data.test_masks[3:])
+    # the mask marks the painted pixels: scratch 000 is green where the mask is 1
+    full = mvtec.load_category(root, (48, 48, 3))
+    m = full.test_masks[5].astype(bool)
+    assert (full.test_images[5][m] == (20, 200, 40)).all()
+    assert not (full.test_images[5][~m] == (20, 200, 40)).all(axis=-1).any()
+
+
+def test_loader_without_masks_and_folder_variant(tmp_path):
+    root = make_category(str(tmp_path / "parts"), masks=False, size=32)
+    data = load_one_class_data("mvtec_folder", "0", root=root, input_shape=(32, 32, 3))
+    assert data.test_masks is None and data.category == "parts"
+    assert int(data.test_labels.sum()) == 4
+
+
+def test_loader_errors(tmp_path):
+    root = make_category(str(tmp_path / "c"), size=32)
+    bad = os.path.join(root, "test", "hole", "001.png")
+    Path(bad).write_bytes(b"not a png" * 20)
+    with pytest.raises(ConfigError, match="cannot read image .*001.png"):
+        mvtec.load_category(root, (32, 32, 3))
+
+    root = make_category(str(tmp_path / "d"), size=32)
+    Image.new("L", (16, 16)).save(os.path.join(root, "ground_truth", "hole", "000_mask.png"))
+    with pytest.raises(ConfigError, match="mask .*000_mask.png is 16x16 but its image"):
+        mvtec.load_category(root, (32, 32, 3))
+
+    root = make_category(str(tmp_path / "e"), size=32)
+    os.remove(os.path.join(root, "ground_truth", "scratch", "001_mask.png"))
+    with pytest.raises(ConfigError, match="no ground-truth mask .*001_mask.png"):
+        mvtec.load_category(root, (32, 32, 3))
+
+    with pytest.raises(ConfigError, match="--category=nope is not a folder"):
+        load_one_class_data("mvtec", "nope", root=str(tmp_path))
+    with pytest.raises(ConfigError, match="has no .png"):
+        mvtec.load_category(str(tmp_path), (32, 32, 3))
+
+
+# ---------------------------------------------------------------- patch grid and maps
+
+def test_patch_grid_57_and_coordinates():
+    assert localization.grid_size(256, 32, 4) == 57
+    c = localization.grid_coords(256, 32, 4)
+    assert c.shape == (57, 57, 2)
+    assert c[0, 0].tolist() == [0, 0] and c[56, 56].tolist() == [224, 224]
+    assert c[3, 10].tolist() == [12, 40]
+    with pytest.raises(ConfigError, match="does not tile"):
+        localization.grid_size(256, 32, 5)
+
+
+def test_extracted_patches_are_the_grid_windows():
+    rng = np.random.default_rng(0)
+    imgs = rng.integers(0, 255, (2, 256, 256, 3), dtype=np.uint8)
+    patches = localization.extract_patches(imgs, 32, 4).numpy()
+    assert patches.shape == (2, 57, 57, 32, 32, 3)
+    coords = localization.grid_coords(256, 32, 4)
+    for b, i, j in [(0, 0, 0), (1, 56, 56), (1, 7, 33)]:
+        y, x = coords[i, j]
+        np.testing.assert_array_equal(patches[b, i, j], imgs[b, y:y + 32, x:x + 32])
+
+
+def test_image_score_is_max_of_map():
+    maps = np.zeros((3, 57, 57))
+    maps[0, 4, 5] = 2.0
+    maps[1] = -1.0
+    maps[1, 50, 1] = 0.5
+    maps[2, 10, 10] = -3.0
+    np.testing.assert_allclose(localization.image_scores(maps), [2.0, 0.5, 0.0])
+
+
+def test_upsampling_places_gaussian_in_patch_window():
+    maps = np.zeros((1, 57, 57), np.float32)
+    maps[0, 20, 30] = 1.0
+    up = localization.upsample_maps(maps, 32, 4)[0]
+    assert up.shape == (256, 256)
+    g = localization.gaussian_kernel(32)
+    # inside the window the values are the Gaussian's weights over the (interior-constant)
+    # Gaussian overlap of the 8 x 8 covering patches; nothing lands outside the window
+    ratio = up[80:112, 120:152] / g
+    np.testing.assert_allclose(ratio, ratio[16, 16], rtol=1e-4)
+    assert ratio[16, 16] == pytest.approx(1.0 / (g[::4, ::4].sum()), rel=1e-3)
+    outside = up.copy()
+    outside[80:112, 120:152] = 0
+    assert np.abs(outside).max() == 0
+    # a constant map, negative scores included, stays constant up to the border (a count
+    # normalisation would pull border pixels towards 0)
+    for c in (3.0, -50.0):
+        np.testing.assert_allclose(localization.upsample_maps(np.full((1, 57, 57), c), 32, 4),
+                                   c, rtol=1e-5)
+    # at a coarse stride too (no dotted grid pattern)
+    np.testing.assert_allclose(localization.upsample_maps(np.full((1, 15, 15), -7.0), 32, 16),
+                               -7.0, rtol=1e-5)
+
+
+def test_random_training_patches_are_crops_of_their_image():
+    _tf()
+    from data.patches import patch_train_dataset, random_patches, steps_per_epoch
+
+    rng = np.random.default_rng(2)
+    imgs = rng.integers(0, 255, (3, 48, 48, 3), dtype=np.uint8)
+    patches, offsets = random_patches(imgs, 5, 16)
+    patches, offsets = patches.numpy(), offsets.numpy()
+    assert patches.shape == (15, 16, 16, 3)
+    for k in range(15):
+        y, x = offsets[k]
+        np.testing.assert_array_equal(patches[k], imgs[k // 5, y:y + 16, x:x + 16])
+    assert len({tuple(o) for o in offsets}) > 5  # positions vary
+    assert steps_per_epoch(209, 32, 4) == 26
+    ds = patch_train_dataset(imgs, 8, "x", 2, patch_size=16, patches_per_image=3, seed=0)
+    v1, v2 = next(iter(ds))
+    assert v1.shape == (8, 16, 16, 3) and float(v1.numpy().max()) <= 1.0
+
+
+# ---------------------------------------------------------------- pixel metrics
+
+def test_auroc_and_f1_match_sklearn_with_ties():
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 2, 500)
+    s = np.round(rng.normal(size=500) + y, 1)  # many ties
+    assert pixel_metrics.auroc(y, s) == pytest.approx(roc_auc_score(y, s) * 100, abs=1e-9)
+    p, r, _ = precision_recall_curve(y, s)
+    f1 = np.max(2 * p * r / np.maximum(p + r, 1e-12))
+    assert pixel_metrics.f1_max(y, s) == pytest.approx(f1 * 100, abs=1e-9)
+
+
+def test_pro_hand_computed():
+    # one 1x4 image: two regions {0} and {3}, normal pixels {1, 2}
+    masks = np.array([[[1, 0, 0, 1]]])
+    maps = np.array([[[0.9, 0.8, 0.1, 0.2]]])
+    # thresholds: 0.9 -> fpr 0, pro 1/2; 0.8 -> fpr 1/2, pro 1/2; 0.2 -> fpr 1/2, pro 1;
+    # 0.1 -> fpr 1, pro 1. Up to fpr 0.3: area = 0.3 * 0.5 -> normalised 50.
+    assert pixel_metrics.pro_score(masks, maps) == pytest.approx(50.0)
+    # a perfect localiser scores 100; region sizes do not matter (per-region mean)
+    masks = np.zeros((2, 8, 8), int)
+    masks[0, :4, :4] = 1     # big region
+    masks[1, 6, 6] = 1       # one-pixel region
+    maps = masks + 0.01 * np.random.default_rng(0).random(masks.shape)
+    assert pixel_metrics.pro_score(masks, maps) == pytest.approx(100.0)
+    # only the one-pixel region is found before every other pixel (tied at 0) comes in at
+    # FPR 1: curve (0, 0.5) -> (1, 1), PRO 0.65 at FPR 0.3, area 0.3 * (0.5 + 0.65) / 2
+    maps = np.zeros((2, 8, 8))
+    maps[1, 6, 6] = 1.0
+    assert pixel_metrics.pro_score(masks, maps) == pytest.approx(57.5)
+
+
+def test_pixel_auroc_counts_every_pixel():
+    masks = np.zeros((2, 2, 2), int)
+    masks[0, 0, 0] = 1
+    maps = np.array([[[0.5, 0.1], [0.2, 0.3]], [[0.6, 0.0], [0.0, 0.0]]])
+    # the anomalous pixel (0.5) beats 6 of the 7 normal pixels
+    assert pixel_metrics.pixel_metrics(masks, maps)["pixel_auroc"] == pytest.approx(600 / 7)
+
+
+# ---------------------------------------------------------------- CutPaste
+
+def _tf():
+    import tensorflow as tf
+    tf.random.set_seed(0)
+    return tf
+
+
+def test_cutpaste_rectangle_area_aspect_and_source():
+    tf = _tf()
+    from model import cutpaste as cp
+
+    side = 64
+    rng = np.random.default_rng(0)
+    images = tf.constant(rng.random((64, side, side, 3)), tf.float32)
+    boxes = cp.cutpaste_boxes(64, side, side)
+    out, mask = cp.cutpaste(images, boxes)
+    out, mask = out.numpy(), mask.numpy()
+    h, w, sy, sx, dy, dx = (b.numpy() for b in boxes)
+    area = mask.sum(axis=(1, 2)) / side ** 2
+    # rounding the sides to whole pixels moves the area a little around [0.02, 0.15]
+    assert area.min() >= 0.02 * 0.8 and area.max() <= 0.15 * 1.2
+    ratio = h / w
+    assert ratio.min() >= 0.3 * 0.85 and ratio.max() <= (1 / 0.3) * 1.15
+    assert (ratio < 1).any() and (ratio > 1).any()
+    for b in range(64):
+        ys, xs = np.nonzero(mask[b])
+        assert (ys.min(), xs.min(), ys.max() + 1, xs.max() + 1) == (dy[b], dx[b], dy[b] + h[b],
+                                                                    dx[b] + w[b])
+        np.testing.assert_array_equal(out[b][~mask[b]], images.numpy()[b][~mask[b]])
+    # the pasted pixels come from the source rectangle (jittered): with jitter off they match
+    import model.cutpaste as mod
+    old = mod.JITTER
+    mod.JITTER = 0.0
+    try:
+        out0, mask0 = cp.cutpaste(images, boxes)
+    finally:
+        mod.JITTER = old
+    b = 3
+    np.testing.assert_allclose(
+        out0.numpy()[b, dy[b]:dy[b] + h[b], dx[b]:dx[b] + w[b]],
+        images.numpy()[b, sy[b]:sy[b] + h[b], sx[b]:sx[b] + w[b]], atol=1e-6)
+
+
+def test_scar_size_and_colour():
+    tf = _tf()
+    from model import cutpaste as cp
+
+    images = tf.zeros((1, 64, 64, 3))
+    params = tuple(tf.constant([v], tf.float32) for v in (4.0, 20.0, 0.0, 32.0, 32.0))
+    out, mask = cp.scar(images, params, colors=tf.constant([[1.0, 0.5, 0.25]]))
+    ys, xs = np.nonzero(mask.numpy()[0])
+    assert ys.max() - ys.min() + 1 == 4 and xs.max() - xs.min() + 1 == 20
+    np.testing.assert_allclose(out.numpy()[0][mask.numpy()[0]][0], [1.0, 0.5, 0.25])
+    sw, sl, angle, _, _ = (p.numpy() for p in cp.scar_params(500, 256, 256))
+    assert sw.min() >= 2 and sw.max() <= 16 and sl.min() >= 10 and sl.max() <= 25
+    assert angle.min() >= -45 and angle.max() <= 45
+    # a rotated scar covers about width x length pixels
+    params = cp.scar_params(32, 128, 128)
+    _, mask = cp.scar(tf.zeros((32, 128, 128, 3)), params)
+    area = mask.numpy().sum(axis=(1, 2))
+    expect = params[0].numpy() * params[1].numpy()
+    assert np.all(np.abs(area - expect) <= 2 * (params[0].numpy() + params[1].numpy()) + 4)
+
+
+def test_cutpaste_batch_labels():
+    tf = _tf()
+    from model.cutpaste import cutpaste_batch
+
+    images = tf.random.uniform((5, 32, 32, 3))
+    x, y = cutpaste_batch(images, "3way")
+    assert x.shape == (15, 32, 32, 3) and y.numpy().tolist() == [0] * 5 + [1] * 5 + [2] * 5
+    np.testing.assert_array_equal(x.numpy()[:5], images.numpy())
+    assert all(not np.array_equal(x.numpy()[5 + i], images.numpy()[i]) for i in range(5))
+    x, y = cutpaste_batch(images, "scar")
+    assert y.numpy().tolist() == [0] * 5 + [1] * 5
+    with pytest.raises(ConfigError, match="cutpaste_variant"):
+        cutpaste_batch(images, "4way")
+
+
+def test_cutpaste_trains_and_detectors_see_only_clean_patches(tmp_path, monkeypatch):
+    """One fit step of the 3-way model, then the patch evaluation: every input the feature
+    extractor gets while fitting detectors is an exact crop of a good training image."""
+    tf = _tf()
+    from model.registry import build_model
+    from util import patch_evaluation
+    from util.config import FLAG_DEFAULTS
+
+    model = build_model("cutpaste", net_type="ResNet10", net_width=0.125, input_shape=(16, 16, 3),
+                        head_dims="16", cutpaste_variant="3way")
+    assert model.num_classes == 3
+    import keras
+    model.compile(optimizer=keras.optimizers.SGD(0.01))
+    hist = model.fit(tf.data.Dataset.from_tensors(tf.random.uniform((4, 16, 16, 3))).repeat(),
+                     steps_per_epoch=2, epochs=1, verbose=0, shuffle=False)
+    assert np.isfinite(hist.history["loss"]).all()
+
+    root = make_category(str(tmp_path / "w"), size=32, n_train=3)
+    data = mvtec.load_category(root, (32, 32, 3))
+    train_u8 = data.train_images
+    seen = []
+    real_fn = localization.patch_feature_fn
+
+    def spy(m, sets):
+        fn = real_fn(m, sets)
+
+        def wrapped(x):
+            seen.append(np.round(x.numpy() * 255).astype(np.uint8))
+            return fn(x)
+        return wrapped
+
+    monkeypatch.setattr(localization, "patch_feature_fn", spy)
+    cfg = dict(FLAG_DEFAULTS, dataset="mvtec_folder", model_type="cutpaste", patch_size=16,
+               patch_stride=4, mvtec_image_size=32, max_detector_train=20, eval_batch_size=8,
+               mvtec_heatmaps=False)
+    maps = patch_evaluation.patch_scores(model, data, cfg, ["gde"], log=lambda *_: None)
+    assert maps["pool.gde"].shape == (7, 5, 5)
+    fit_inputs = np.concatenate(seen[0:3])[:20]  # the first calls fit: 20 patches, batches of 8
+    windows = localization.extract_patches(train_u8, 16, 4).numpy().reshape(-1, 16, 16, 3)
+    for patch in fit_inputs:
+        assert (windows == patch).all(axis=(1, 2, 3)).any()
+
+
+# ---------------------------------------------------------------- end to end
+
+def _cli(args):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
+    return subprocess.run([sys.executable, str(ROOT / "train_and_eval_loop.py"), *args],
+                          capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
+
+
+TINY = ["--net_type=ResNet10", "--net_width=0.125", "--head_dims=16", "--num_epoch=1",
+        "--num_batch=2", "--batch_size=8", "--eval_batch_size=64", "--eval_epoch=0",
+        "--detectors=kde,gde", "--max_detector_train=200", "--aug_list=x"]
+
+
+def test_end_to_end_patch_mode_writes_metrics_and_heatmaps(tmp_path):
+    make_category(str(tmp_path / "DIR" / "widget"), size=48)
+    run = tmp_path / "run"
+    out = _cli(["--dataset=mvtec", f"--root={tmp_path / 'DIR'}", "--category=widget",
+                "--model_type=cutpaste", "--mvtec_image_size=32", "--patch_size=16",
+                "--patch_stride=4", "--patches_per_image=2", f"--model_dir={run}", *TINY])
+    assert out.returncode == 0, out.stderr[-3000:]
+    summary = json.loads((run / "stats" / "summary.json").read_text())
+    for key in ("pool.kde", "pool.kde.pixel_auroc", "pool.kde.pro", "pool.kde.image_f1max",
+                "pool.kde.pixel_f1max", "pool.gde", "pool.gde.pro"):
+        assert isinstance(summary[key], float), key
+    assert summary["image_AUROC"] == summary["pool.kde"]
+    assert summary["pixel_AUROC"] == summary["pool.kde.pixel_auroc"]
+    assert summary["pixel_PRO"] == summary["pool.kde.pro"]
+    assert summary["image_F1Max"] == summary["pool.kde.image_f1max"]
+    assert summary["meta"]["n_test"] == 7 and summary["meta"]["category"] == "widget"
+    pngs = sorted(p.relative_to(run / "heatmaps").as_posix()
+                  for p in (run / "heatmaps").rglob("*.png"))
+    assert pngs == [f"{d}/{i:03d}.png" for d, n in (("good", 3), ("hole", 2), ("scratch", 2))
+                    for i in range(n)]
+    with np.load(run / "heatmaps" / "maps.npz") as z:
+        assert z["patch_maps"].shape == (7, 5, 5) and z["pixel_maps"].shape == (7, 32, 32)
+        assert z["masks"].shape == (7, 32, 32)
+        np.testing.assert_allclose(z["image_scores"], z["patch_maps"].reshape(7, -1).max(1),
+                                   rtol=1e-6)
+
+
+def test_end_to_end_image_mode_without_masks(tmp_path):
+    root = make_category(str(tmp_path / "parts"), size=32, masks=False)
+    run = tmp_path / "run"
+    out = _cli(["--dataset=mvtec_folder", f"--root={root}", "--model_type=rotation",
+                "--mvtec_mode=image", "--input_shape=16,16,3", f"--model_dir={run}", *TINY])
+    assert out.returncode == 0, out.stderr[-3000:]
+    summary = json.loads((run / "stats" / "summary.json").read_text())
+    assert summary["image_AUROC"] == summary["pool.kde"]
+    assert "pixel_AUROC" not in summary and "logit.auc" in summary
+    assert not (run / "heatmaps").exists()
+
+
+def test_bad_patch_flags_fail_before_writing(tmp_path):
+    root = make_category(str(tmp_path / "parts"), size=32)
+    run = tmp_path / "run"
+    out = _cli(["--dataset=mvtec_folder", f"--root={root}", "--patch_size=16",
+                "--mvtec_image_size=32", "--patch_stride=5", f"--model_dir={run}", *TINY])
+    assert out.returncode == 2 and "does not tile" in out.stderr
+    assert not run.exists()
+
+
+def test_dense_features_are_the_features_of_each_grid_patch():
+    _tf()
+    from model.registry import build_model
+
+    model = build_model("rotation", net_type="ResNet10", net_width=0.125,
+                        input_shape=(16, 16, 3), head_dims="16")
+    rng = np.random.default_rng(3)
+    imgs = rng.integers(0, 255, (3, 32, 32, 3), dtype=np.uint8)
+    dense = localization.dense_patch_features(model, imgs, 16, 4, ("pool", "embed"),
+                                              batch_size=7, progress=False)
+    assert dense["pool"].shape[:3] == (3, 5, 5)
+    fn = localization.patch_feature_fn(model, ("pool",))
+    for b, i, j in [(0, 0, 0), (2, 4, 1), (1, 3, 3)]:
+        crop = imgs[b:b + 1, 4 * i:4 * i + 16, 4 * j:4 * j + 16]
+        direct = localization.features_of_patches(fn, crop, batch_size=7)["pool"][0]
+        np.testing.assert_allclose(dense["pool"][b, i, j], direct, rtol=1e-4, atol=1e-5)

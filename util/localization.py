@@ -1,0 +1,186 @@
+"""Dense patch scoring for localisation: the patch grid, batched patch features, upsampling.
+
+At test time every ``patch x patch`` window at ``stride`` is one detector
+input: for 256 / 32 / 4 that is a 57 x 57 grid (``(256 - 32) // 4 + 1``),
+patch (i, j) covering rows ``4i .. 4i+31`` and columns ``4j .. 4j+31``.
+Patches are cut with ``tf.image.extract_patches`` a few images at a time and
+run through the network in fixed-size batches (no Python loop per patch), so
+memory stays bounded whatever the number of images.
+
+The image score is the max of its map; the pixel map is the patch map
+upsampled by a transposed convolution with one ``patch x patch`` Gaussian
+kernel at ``stride``, normalised by the Gaussian-weighted overlap of the
+patches covering each pixel (see ``upsample_maps``).
+"""
+
+import numpy as np
+
+from util.errors import ConfigError
+
+# sigma of the upsampling Gaussian, as a fraction of the patch side (32 px -> 4 px)
+GAUSSIAN_SIGMA_FRACTION = 0.125
+
+
+def grid_size(image_size, patch_size, stride):
+    """Patches per side: (image - patch) // stride + 1; ConfigError when it does not tile."""
+    image_size, patch_size, stride = int(image_size), int(patch_size), int(stride)
+    if patch_size <= 0 or stride <= 0 or patch_size > image_size:
+        raise ConfigError(f"patch size {patch_size} / stride {stride} do not fit images of "
+                          f"{image_size} px (need 0 < patch <= image, stride > 0)")
+    if (image_size - patch_size) % stride:
+        raise ConfigError(f"--patch_stride={stride} does not tile {image_size} px images with "
+                          f"{patch_size} px patches: (image - patch) must be a multiple of the "
+                          "stride, e.g. 256/32/4")
+    return (image_size - patch_size) // stride + 1
+
+
+def grid_coords(image_size, patch_size, stride):
+    """int [n, n, 2]: (row, col) of the top-left pixel of patch (i, j)."""
+    n = grid_size(image_size, patch_size, stride)
+    starts = np.arange(n) * int(stride)
+    return np.stack(np.meshgrid(starts, starts, indexing="ij"), axis=-1)
+
+
+def extract_patches(images, patch_size, stride):
+    """[N, H, W, C] -> [N, n, n, patch, patch, C] (same dtype), every window of the grid."""
+    import tensorflow as tf
+
+    images = tf.convert_to_tensor(images)
+    n = grid_size(images.shape[1], patch_size, stride)
+    c = images.shape[-1]
+    flat = tf.image.extract_patches(images, sizes=[1, patch_size, patch_size, 1],
+                                    strides=[1, stride, stride, 1], rates=[1, 1, 1, 1],
+                                    padding="VALID")
+    return tf.reshape(flat, [-1, n, n, patch_size, patch_size, c])
+
+
+def patch_feature_fn(model, feature_sets):
+    """A compiled function float patches [B,p,p,3] -> {name: [B, D]} for ``feature_sets``.
+
+    Uses the model's plain forward pass (pool = f(x), embed = g(f(x))), not its
+    ``extract``: built-in scores such as rotation's would multiply the cost.
+    """
+    import tensorflow as tf
+
+    @tf.function(reduce_retracing=True)
+    def fn(x):
+        pooled, embed = model(x, training=False)
+        out = {"pool": tf.cast(pooled, tf.float32), "embed": tf.cast(embed, tf.float32)}
+        return {k: out[k] for k in feature_sets}
+
+    return fn
+
+
+def features_of_patches(fn, patches, batch_size=512):
+    """{name: float32 [P, D]} of uint8 patches [P,p,p,C] through ``patch_feature_fn``'s ``fn``.
+
+    Fixed-size batches (the last one padded) so one trace serves every call.
+    """
+    import tensorflow as tf
+
+    from data.augment import to_float_images
+
+    parts = {}
+    total = int(patches.shape[0])
+    for b in range(0, total, batch_size):
+        x = to_float_images(patches[b:b + batch_size])
+        real = int(x.shape[0])
+        if real < batch_size:
+            x = tf.pad(x, [[0, batch_size - real], [0, 0], [0, 0], [0, 0]])
+        for k, v in fn(x).items():
+            parts.setdefault(k, []).append(v.numpy()[:real])
+    return {k: np.concatenate(v) for k, v in parts.items()}
+
+
+def dense_patch_features(model, images, patch_size, stride, feature_sets=("pool",),
+                         batch_size=512, progress=True):
+    """{name: float32 [N, n, n, D]}: features of every grid patch of uint8 ``images``.
+
+    Images are cut a few at a time (bounded memory) and their patches pushed
+    through the model in batches of ``batch_size``.
+    """
+    import tensorflow as tf
+    from tqdm import tqdm
+
+    images = np.asarray(images)
+    n = grid_size(images.shape[1], patch_size, stride)
+    fn = patch_feature_fn(model, tuple(feature_sets))
+    chunk = max(1, batch_size * 4 // (n * n))  # images cut at once
+    out = None
+    bar = tqdm(total=len(images), desc="patch features", unit="img", mininterval=2,
+               disable=not progress)
+    for start in range(0, len(images), chunk):
+        imgs = images[start:start + chunk]
+        patches = tf.reshape(extract_patches(imgs, patch_size, stride),
+                             [-1, patch_size, patch_size, images.shape[-1]])
+        feats = features_of_patches(fn, patches, batch_size)
+        if out is None:
+            out = {k: np.empty((len(images), n, n, v.shape[-1]), np.float32)
+                   for k, v in feats.items()}
+        for k, v in feats.items():
+            out[k][start:start + len(imgs)] = v.reshape(len(imgs), n, n, -1)
+        bar.update(len(imgs))
+    bar.close()
+    return out
+
+
+def sample_grid_patches(images, count, patch_size, stride, seed=0):
+    """``count`` distinct (image, grid position) patches of uint8 ``images``, uint8 [count,p,p,C].
+
+    The detectors' training set: clean crops of the good images on the same grid
+    as the test patches. Returns (patches, [count, 3] int (image, row, col)).
+    """
+    images = np.asarray(images)
+    coords = grid_coords(images.shape[1], patch_size, stride).reshape(-1, 2)
+    total = len(images) * len(coords)
+    rng = np.random.default_rng(seed)
+    pick = np.sort(rng.choice(total, size=min(int(count), total), replace=False))
+    img, pos = pick // len(coords), pick % len(coords)
+    rows, cols = coords[pos, 0], coords[pos, 1]
+    r = rows[:, None] + np.arange(patch_size)  # [count, p]
+    c = cols[:, None] + np.arange(patch_size)
+    patches = images[img[:, None, None], r[:, :, None], c[:, None, :]]
+    return patches, np.stack([img, rows, cols], axis=1)
+
+
+def image_scores(maps):
+    """Image score = max over its patch map: [N, n, n] -> [N]."""
+    maps = np.asarray(maps)
+    return maps.reshape(len(maps), -1).max(axis=1)
+
+
+def gaussian_kernel(patch_size, sigma=None):
+    """[patch, patch] Gaussian centred on the patch, peak 1."""
+    sigma = patch_size * GAUSSIAN_SIGMA_FRACTION if sigma is None else float(sigma)
+    ax = np.arange(patch_size) - (patch_size - 1) / 2.0
+    g = np.exp(-0.5 * (ax / sigma) ** 2)
+    return np.outer(g, g).astype(np.float32)
+
+
+def upsample_maps(maps, patch_size, stride, sigma=None, batch=16):
+    """Patch maps [N, n, n] -> pixel maps [N, H, H] with H = (n - 1) * stride + patch.
+
+    pixel(y, x) = sum_ij map[i, j] G(y - stride*i, x - stride*j) / sum_ij G(...):
+    a transposed convolution with the Gaussian G divided by the same transposed
+    convolution of an all-ones map, i.e. the Gaussian-weighted overlap of the
+    patches covering the pixel. In the interior at stride 4 (sigma 4) that
+    overlap is constant, so this is the overlap-count normalisation up to a
+    constant factor; unlike dividing by the count, it keeps a constant map
+    constant up to the image border and for any stride, which matters because
+    detector scores (negative log-densities) can be negative.
+    """
+    import tensorflow as tf
+
+    maps = np.asarray(maps, np.float32)
+    n = maps.shape[1]
+    size = (n - 1) * stride + patch_size
+    kernel = tf.constant(gaussian_kernel(patch_size, sigma)[:, :, None, None])
+    overlap = tf.nn.conv2d_transpose(tf.ones([1, n, n, 1]), kernel, [1, size, size, 1],
+                                     strides=stride, padding="VALID")
+    out = np.empty((len(maps), size, size), np.float32)
+    for s in range(0, len(maps), batch):
+        m = tf.constant(maps[s:s + batch, :, :, None])
+        up = tf.nn.conv2d_transpose(m, kernel, [m.shape[0], size, size, 1], strides=stride,
+                                    padding="VALID")
+        out[s:s + batch] = (up / overlap).numpy()[..., 0]
+    return out
