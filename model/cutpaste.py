@@ -22,7 +22,7 @@ import math
 import keras
 import tensorflow as tf
 
-from data.augment import color_jitter
+from data.augment import build_augment_fn
 from model.base import OneClassModel
 from util.errors import ConfigError
 
@@ -33,6 +33,11 @@ JITTER = 0.1
 SCAR_WIDTH = (2.0, 16.0)
 SCAR_LENGTH = (10.0, 25.0)
 SCAR_ANGLE = (-45.0, 45.0)
+
+
+def _patch_jitter():
+    """Colour jitter of the pasted patch, through the one augmentation module (clipped)."""
+    return build_augment_fn(f"jitter_b{JITTER}_c{JITTER}_s{JITTER}_h{JITTER}", clip_pixels=True)
 
 
 def check_variant(variant):
@@ -72,7 +77,7 @@ def cutpaste(images, boxes=None):
     mask = in_y[:, :, None] & in_x[:, None, :]
     src_y = tf.clip_by_value(yy - dy[:, None] + sy[:, None], 0, height - 1)
     src_x = tf.clip_by_value(xx - dx[:, None] + sx[:, None], 0, width - 1)
-    jittered = color_jitter(images, JITTER, JITTER, JITTER, JITTER)
+    jittered = _patch_jitter()(images)[0]
     moved = tf.gather(jittered, src_y, axis=1, batch_dims=1)
     moved = tf.gather(moved, src_x, axis=2, batch_dims=1)
     return tf.where(mask[..., None], moved, images), mask

@@ -239,10 +239,12 @@ def test_method_errors():
 def test_latent_dim_counts_the_views_of_aug_list():
     from util.config import view_count
 
-    cfg = cfg_of(method="UnsupEmbed", aug_list="x,+rotate90", latent_dim=2)
+    cfg = cfg_of(method="UnsupEmbed", aug_list="x,+rotate90", aug_list_for_test="x,+rotate90",
+                 latent_dim=2)
     assert view_count(cfg) == 2
     with pytest.raises(ConfigError, match=r"\(3 in 'x,\+hflip,\+vflip'\)"):
-        cfg_of(method="UnsupEmbed", aug_list="x,+hflip,+vflip", latent_dim=4)
+        cfg_of(method="UnsupEmbed", aug_list="x,+hflip,+vflip",
+               aug_list_for_test="x,+hflip,+vflip", latent_dim=4)
 
 
 def test_run_directory_naming():

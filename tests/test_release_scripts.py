@@ -76,10 +76,11 @@ def views(cfg):
     """The augmentation chain of every view, in the release's grammar ('+x' appends to
     the first entry). A single chain of ours is the model's implicit view set."""
     entries = cfg["aug_list"].split(",")
+    if len(entries) == 1 and cfg["model_type"] != "rotation":
+        return entries * 2  # a contrastive model draws a one-entry list twice
     if len(entries) == 1 and not HAVE_VIEW_GRAMMAR:
         a = entries[0]
-        return [a] * 2 if cfg["model_type"] != "rotation" else [a] + [
-            f"{a}+rotate{d}" for d in (90, 180, 270)]
+        return [a] + [f"{a}+rotate{d}" for d in (90, 180, 270)]
     first = entries[0]
     return [first] + [(first + e).rstrip("+") if e.startswith("+") else e for e in entries[1:]]
 

@@ -19,7 +19,8 @@ from util.presets import PRESETS, preset_values
 # (name, kind, default, help); kind is an absl DEFINE_* suffix or "enum:<a>|<b>"
 FLAG_SPECS = [
     ("preset", "string", "", f"Named flag bundle: {', '.join(PRESETS)}."),
-    ("model_type", "string", "contrastive_da", "Proxy task: rotation, contrastive, contrastive_da, cutpaste."),
+    ("model_type", "string", "contrastive_da", "Proxy task: rotation, contrastive, "
+     "contrastive_da, cutpaste, denoising; baselines raw_pixels, imagenet_resnet50."),
     ("dataset", "string", "cifar10ood", "Dataset name (data/registry.py)."),
     ("category", "string", "0", "Inlier class: name or index."),
     ("root", "string", None, "Image folder, or CIFAR python-pickle directory."),

@@ -118,7 +118,8 @@ def library_versions():
 
 
 def format_table(results):
-    keys = sorted(results)
+    keys = sorted(k for k, v in results.items()
+                  if isinstance(v, (int, float)) and not isinstance(v, bool))
     head = " ".join(f"{k:>13s}" for k in keys)
     row = " ".join(f"{results[k]:13.2f}" for k in keys)
     return f"{head}\n{row}"
@@ -172,6 +173,14 @@ def restore(model, epoch_var, run, log):
     return manager
 
 
+def network_sized(cfg, images):
+    """Images as the network sees them: in MVTec patch mode, the central patch."""
+    if not patch_mode(cfg):
+        return images
+    p, h = int(cfg["patch_size"]), images.shape[1]
+    return images[:, (h - p) // 2:(h - p) // 2 + p, (h - p) // 2:(h - p) // 2 + p]
+
+
 def train(cfg, model, epoch_var, manager, train_images, data, run, steps_per_epoch, evaluate,
           log):
     """model.fit from the restored epoch to --num_epoch; returns (exit code, stats callback)."""
@@ -204,7 +213,8 @@ def train(cfg, model, epoch_var, manager, train_images, data, run, steps_per_epo
     callbacks = [
         nan_guard,
         stats_cb,
-        make_monitor(probe_images(data.train_images, cfg["seed"]), run.collapse, log=log),
+        make_monitor(probe_images(network_sized(cfg, data.train_images), cfg["seed"]),
+                     run.collapse, log=log),
         # evaluation before the checkpoint: a kill between the two re-runs (and replaces)
         # that evaluation instead of losing it
         PeriodicEvaluation(evaluate, cfg["eval_epoch"], cfg["num_epoch"],

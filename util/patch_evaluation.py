@@ -159,14 +159,15 @@ def mvtec_evaluate(model, data, cfg, detectors, run_dir=None, log=print):
 def _image_mode(model, data, cfg, detectors):
     """Image-level detectors (as for CIFAR) plus image F1-max and anomalib aliases."""
     from util.detectors import score_detectors
-    from util.evaluation import detector_subset, extract_features
+    from util.detectors import subsample_rows
+    from util.evaluation import extract_features
     from util.metrics import roc_auc
     from util.pixel_metrics import f1_max
 
     fit_images = getattr(data, "detector_images", None)
     fit_images = data.train_images if fit_images is None else fit_images
     batch = int(cfg["eval_batch_size"])
-    train = extract_features(model, detector_subset(fit_images, cfg["max_detector_train"],
+    train = extract_features(model, subsample_rows(fit_images, cfg["max_detector_train"],
                                                     cfg["seed"]), batch)
     test = extract_features(model, data.test_images, batch)
     results = {}
