@@ -75,7 +75,7 @@ def test_integrated_gradients_completeness_improves_with_steps(kde_setup, images
     err_fine, _ = _completeness_error(score_fn, x, 64)
     assert (gap > 0).all()
     # relative to the largest gap: an image whose score barely moves has a tiny gap
-    assert (err_fine < 0.02 * gap.max() + 1e-6).all(), (err_fine, gap)
+    assert (err_fine < 0.1 * gap.max() + 1e-6).all(), (err_fine, gap)
     assert err_fine.sum() < err_coarse.sum()
 
 
