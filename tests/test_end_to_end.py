@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,8 +42,13 @@ def test_each_model_type_writes_full_summary(tmp_path, model_type, extra_keys):
     assert out.returncode == 0, out.stderr[-3000:]
     summary = read_summary(run_dir)
     keys = [f"{fs}.{d}" for fs in ("pool", "embed") for d in DETECTORS] + list(extra_keys)
+    from sklearn.metrics import roc_auc_score  # every AUC is the one of its per-image scores
+
+    scores = np.load(run_dir / "stats" / "scores.npz")
     for key in keys:
-        assert 0.0 <= summary[key] <= 100.0, key
+        name = key[:-len(".auc")] if key in extra_keys else key  # model scores: logit, dscore
+        want = 100.0 * roc_auc_score(scores["label"], scores[f"test/{name}"])
+        assert summary[key] == pytest.approx(want, abs=1e-6), key
     meta = summary["meta"]
     assert meta["model_type"] == model_type and meta["dataset"] == "digitsood"
     assert meta["category"] == "3" and meta["epochs"] == 2

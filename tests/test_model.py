@@ -140,7 +140,8 @@ def test_contrastive_loss_matches_numpy():
     expected = -np.mean([logp[i, offset + i] for i in range(4)])
     loss, acc = contrastive_loss(tf.constant(z1), tf.constant(z2), tau, offset)
     assert float(loss) == pytest.approx(expected, rel=1e-5)
-    assert 0.0 <= float(acc) <= 1.0
+    want_acc = np.mean([np.argmax(logits[i]) == offset + i for i in range(4)])
+    assert float(acc) == pytest.approx(want_acc)
 
 
 def test_stack_views_labels_and_images():
