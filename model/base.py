@@ -15,6 +15,12 @@ def replica_count():
     return tf.distribute.get_strategy().num_replicas_in_sync
 
 
+def loss_precision(x):
+    """``x`` in the precision losses are computed in: float32 for half-precision
+    activations (mixed precision), float64 kept as is (float64 runs stay exact)."""
+    return x if x.dtype == tf.float64 else tf.cast(x, tf.float32)
+
+
 def _all_layers(layer):
     """``layer`` and every layer nested in it (functional sub-models included)."""
     out, stack = [], [layer]
@@ -77,12 +83,12 @@ class OneClassModel(keras.Model):
         variables = self.l2_variables()
         if not self.weight_decay or not variables:
             return tf.constant(0.0)
-        total = tf.add_n([tf.reduce_sum(tf.square(tf.cast(v, tf.float32))) for v in variables])
+        total = tf.add_n([tf.reduce_sum(tf.square(loss_precision(v))) for v in variables])
         return 0.5 * self.weight_decay * total
 
     def total_loss(self, proxy_loss):
         """Returns (total, l2, loss to differentiate): call inside the GradientTape."""
-        l2 = self.l2_penalty()
+        l2 = tf.cast(self.l2_penalty(), proxy_loss.dtype)
         total = proxy_loss + l2
         scaled = total / replica_count()
         if hasattr(self.optimizer, "scale_loss"):  # LossScaleOptimizer (fp16)

@@ -10,7 +10,7 @@ training set (see data/distaug.py); nothing in the loss changes.
 
 import tensorflow as tf
 
-from model.base import OneClassModel
+from model.base import OneClassModel, loss_precision
 
 
 def contrastive_loss(z1, z2_all, temperature, offset=0):
@@ -50,7 +50,7 @@ class ContrastiveModel(OneClassModel):
         x1, x2 = data
         with tf.GradientTape() as tape:
             _, embed = self(tf.concat([x1, x2], axis=0), training=True)
-            z = tf.math.l2_normalize(tf.cast(embed, tf.float32), axis=-1)
+            z = tf.math.l2_normalize(loss_precision(embed), axis=-1)
             z1, z2 = tf.split(z, 2, axis=0)
             z2_all, offset = gather_global(z2)
             proxy, acc = contrastive_loss(z1, z2_all, self.temperature, offset)

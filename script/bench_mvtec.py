@@ -34,6 +34,8 @@ def add_args(p):
     p.add_argument("--mvtec_images", type=int, default=0,
                    help="score only the first N test images (0 = all)")
     p.add_argument("--mvtec_stride", type=int, default=4, help="test patch grid stride")
+    p.add_argument("--mvtec_patch_features", default="conv,crop",
+                   help="comma list of --patch_features modes to time, each in its own process")
 
 
 def peak_rss_gb():
@@ -41,15 +43,16 @@ def peak_rss_gb():
 
 
 def run(root, category, width=0.25, detector="kde", train_patches=20000, batch=512, images=0,
-        stride=4, log=print):
+        stride=4, patch_features="crop", log=print):
     import numpy as np
 
     from data.mvtec import load_category
     from model.registry import build_model
     from util.config import FLAG_DEFAULTS
     from util.detectors import make_detector
-    from util.localization import (dense_patch_features, features_of_patches, image_scores,
-                                   patch_feature_fn, sample_grid_patches, upsample_maps)
+    from util.localization import (ConvGridFeatures, dense_patch_features, features_of_patches,
+                                   image_scores, patch_feature_fn, sample_grid_patches,
+                                   upsample_maps)
     from util.metrics import roc_auc
     from util.patch_evaluation import _score_chunked
     from util.pixel_metrics import pixel_metrics
@@ -68,14 +71,21 @@ def run(root, category, width=0.25, detector="kde", train_patches=20000, batch=5
     cpu0 = time.process_time()
     model = build_model("rotation", net_width=width, input_shape=(p, p, 3), head_dims="512x8")
     t0 = time.perf_counter()
-    patches, _ = sample_grid_patches(data.train_images, train_patches, p, stride, seed=0)
-    train = features_of_patches(patch_feature_fn(model, ("pool",)), patches, batch)["pool"]
+    if patch_features == "conv":
+        grid = ConvGridFeatures(model, size, p, stride, ("pool",))
+        train = grid.sampled(data.train_images, train_patches, seed=0)["pool"]
+    else:
+        patches, _ = sample_grid_patches(data.train_images, train_patches, p, stride, seed=0)
+        train = features_of_patches(patch_feature_fn(model, ("pool",)), patches, batch)["pool"]
     t["train_features_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     det = make_detector(detector).fit(train)
     t["fit_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    feats = dense_patch_features(model, data.test_images, p, stride, ("pool",), batch)["pool"]
+    if patch_features == "conv":
+        feats = grid(data.test_images)["pool"]
+    else:
+        feats = dense_patch_features(model, data.test_images, p, stride, ("pool",), batch)["pool"]
     t["test_features_s"] = time.perf_counter() - t0
     n_img, n = feats.shape[0], feats.shape[1]
     t0 = time.perf_counter()
@@ -91,7 +101,7 @@ def run(root, category, width=0.25, detector="kde", train_patches=20000, batch=5
     cpu = time.process_time() - cpu0
     out = {k: round(v, 2) for k, v in t.items()}
     out.update(
-        cpu_s=round(cpu, 1), stride=stride,
+        cpu_s=round(cpu, 1), stride=stride, patch_features=patch_features,
         category=category, width=width, detector=detector, test_images=n_img, grid=n,
         test_patches=total_patches, train_patches=len(train), feature_dim=int(train.shape[1]),
         scoring_s=round(scoring, 2),
@@ -102,7 +112,8 @@ def run(root, category, width=0.25, detector="kde", train_patches=20000, batch=5
         peak_rss_gb=round(peak_rss_gb(), 2),
         image_auroc_untrained=round(roc_auc(data.test_labels, image_scores(maps)), 2),
         **{f"{k}_untrained": round(v, 2) for k, v in metrics.items()})
-    log(f"mvtec {category}: {n_img} images x {n}x{n} = {total_patches} test patches, "
+    log(f"mvtec {category} (--patch_features={patch_features}): {n_img} images x {n}x{n} = "
+        f"{total_patches} test patches, "
         f"{len(train)} training patches, {detector} on {train.shape[1]}-d pool features")
     log(f"  load {out['load_s']}s | train features {out['train_features_s']}s | fit "
         f"{out['fit_s']}s | test features {out['test_features_s']}s | score {out['score_s']}s | "
@@ -116,24 +127,35 @@ def run(root, category, width=0.25, detector="kde", train_patches=20000, batch=5
 
 
 def mvtec_section(args, log=print):
-    """For script/benchmark.py: runs this file in a fresh process (its own peak memory)."""
+    """For script/benchmark.py: each --patch_features mode runs this file in a fresh process
+    (its own peak memory); returns {mode: figures}, plus the crop/conv time ratio."""
     import subprocess
     import tempfile
 
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "mvtec.json")
-        cmd = [sys.executable, __file__, f"--mvtec_root={args.mvtec_root}",
-               f"--mvtec_category={args.mvtec_category}", f"--mvtec_detector={args.mvtec_detector}",
-               f"--mvtec_train_patches={args.mvtec_train_patches}",
-               f"--mvtec_images={args.mvtec_images}", f"--mvtec_stride={args.mvtec_stride}",
-               f"--width={args.widths.split(',')[0]}", f"--json={path}"]
-        proc = subprocess.run(cmd, text=True, capture_output=True)
-        log(proc.stdout.strip())
-        if proc.returncode:
-            log(f"mvtec section failed:\n{proc.stderr[-2000:]}")
-            return {"error": proc.stderr[-2000:]}
-        with open(path) as f:
-            return json.load(f)
+    results = {}
+    for mode in [m.strip() for m in args.mvtec_patch_features.split(",") if m.strip()]:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "mvtec.json")
+            cmd = [sys.executable, __file__, f"--mvtec_root={args.mvtec_root}",
+                   f"--mvtec_category={args.mvtec_category}",
+                   f"--mvtec_detector={args.mvtec_detector}",
+                   f"--mvtec_train_patches={args.mvtec_train_patches}",
+                   f"--mvtec_images={args.mvtec_images}", f"--mvtec_stride={args.mvtec_stride}",
+                   f"--mvtec_patch_features={mode}", f"--width={args.widths.split(',')[0]}",
+                   f"--json={path}"]
+            proc = subprocess.run(cmd, text=True, capture_output=True)
+            log(proc.stdout.strip())
+            if proc.returncode:
+                log(f"mvtec section ({mode}) failed:\n{proc.stderr[-2000:]}")
+                results[mode] = {"error": proc.stderr[-2000:]}
+                continue
+            with open(path) as f:
+                results[mode] = json.load(f)
+    if all("scoring_s" in results.get(m, {}) for m in ("crop", "conv")):
+        ratio = results["crop"]["scoring_s"] / results["conv"]["scoring_s"]
+        results["crop_over_conv_time"] = round(ratio, 2)
+        log(f"mvtec: conv patch features score {ratio:.1f}x faster than crop (same run)")
+    return results
 
 
 def main(argv=None):
@@ -146,8 +168,15 @@ def main(argv=None):
     if not os.path.isdir(cat_dir):
         print(f"error: {cat_dir} not found; pass --mvtec_root", file=sys.stderr)
         return 2
+    modes = [m.strip() for m in args.mvtec_patch_features.split(",") if m.strip()]
+    if len(modes) != 1 or modes[0] not in ("crop", "conv"):
+        print(f"error: --mvtec_patch_features={args.mvtec_patch_features}: this script times one "
+              "mode (crop or conv); script/benchmark.py --sections=mvtec times several",
+              file=sys.stderr)
+        return 2
     out = run(args.mvtec_root, args.mvtec_category, args.width, args.mvtec_detector,
-              args.mvtec_train_patches, images=args.mvtec_images, stride=args.mvtec_stride)
+              args.mvtec_train_patches, images=args.mvtec_images, stride=args.mvtec_stride,
+              patch_features=modes[0])
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2))
     return 0

@@ -16,11 +16,14 @@ Sections (each figure is the median of several timed repetitions after warm-up):
   flops       FLOPs per view of the training step and the achieved GFLOP/s of the
               throughput figures as a fraction of a large fp32 matmul measured in
               the same run (script/bench_flops.py).
+  determinism (not in the default list) training images/s with and without
+              --deterministic, alternating runs (script/bench_determinism.py).
   quality     on real CIFAR-10 (validation protocol), every detector's AUC after
               --budget_steps training steps for contrastive_da and rotation,
               next to a random-init network (3 seeds) and raw pixels.
   mvtec       (not in the default list) dense patch scoring of a whole MVTec test
-              set with KDE (script/bench_mvtec.py): seconds, patches/s, peak memory.
+              set with KDE (script/bench_mvtec.py), per --mvtec_patch_features mode
+              (conv, crop): seconds, patches/s, peak memory, and their ratio.
 Writes <out>/benchmark.json and <out>/quality.md, prints tables.
 """
 
@@ -43,7 +46,7 @@ from util.atomic import write_text_atomic  # noqa: E402
 SHARED_CIFAR = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10"
 MODEL_TYPES = ("contrastive_da", "contrastive", "rotation")
 QUALITY_MODELS = ("contrastive_da", "rotation")  # trained in the quality section
-SECTIONS = ("throughput", "flops", "detectors", "scoring", "mvtec", "quality")
+SECTIONS = ("throughput", "flops", "detectors", "scoring", "determinism", "mvtec", "quality")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -78,6 +81,7 @@ def validate_args(args):
     _csv(args.classes, str, "classes")
     _csv(args.detector_sizes, int, "detector_sizes")
     _csv(args.detector_dims, int, "detector_dims")
+    _csv(args.mvtec_patch_features, str, "mvtec_patch_features", ("crop", "conv"))
     for flag in ("steps", "repeats", "budget_steps", "detector_test"):
         if getattr(args, flag) <= 0:
             raise ValueError(f"--{flag}={getattr(args, flag)} must be a positive integer")
@@ -427,6 +431,9 @@ def main(argv=None):
     if "scoring" in sections:  # script/bench_scoring.py
         from script.bench_scoring import scoring_section
         result["scoring"] = scoring_section(args, log)
+    if "determinism" in sections:  # script/bench_determinism.py
+        from bench_determinism import determinism_section
+        result["determinism"] = determinism_section(args, log)
     if "quality" in sections:
         result["quality"] = quality_section(args, log)
         table = quality_markdown(result["quality"])

@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 # MVTec AD, all 15 categories (patch protocol), when MVTEC_ROOT is set (docs/mvtec.md)
 if [[ -n "${MVTEC_ROOT:-}" ]]; then
   for seed in ${MVTEC_SEEDS:-0 1 2 3 4}; do
-    for method in ${MVTEC_METHODS:-rotation contrastive_da cutpaste}; do
+    for method in ${MVTEC_METHODS:-rotnet rotation contrastive_da cutpaste}; do
       bash script/run_mvtec.sh "$method" all "$seed"
     done
   done

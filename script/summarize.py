@@ -72,6 +72,25 @@ TABLE5 = [
     ("da_vflip", "pool.kocsvm", "vflip (2x) / OC-SVM", {}),
     ("da_4", "pool.kocsvm", "hflip+rot90+rot90hflip (4x) / OC-SVM", _paper(93.7)),
 ]
+# MVTec AD (patch protocol, mean over categories): the paper's image / pixel AUROC with KDE.
+# Rows are script/run_mvtec.sh's: RUNS_ROOT/<row>/mvtec/<category>/s<seed>.
+MVTEC_DATASETS = ("mvtec", "mvtec_folder")
+MVTEC_PAPER = {"rotnet": ("RotNet", 83.5, 92.6), "rotation_head": ("RotNet with MLP head", 86.3, 93.0),
+               "contrastive_da": ("DistAug contrastive", 86.5, 90.4),
+               "contrastive": ("Contrastive", None, None),
+               "cutpaste": ("CutPaste 3-way (not in the paper)", None, None)}
+TABLE_MVTEC = [
+    spec
+    for row, (name, image, pixel) in MVTEC_PAPER.items()
+    for det in ("kde", "gde")
+    for spec in (
+        (row, f"pool.{det}", f"{name} / {det.upper()}: image AUROC",
+         {"mvtec": image} if image is not None and det == "kde" else {}),
+        (row, f"pool.{det}.pixel_auroc", f"{name} / {det.upper()}: pixel AUROC",
+         {"mvtec": pixel} if pixel is not None and det == "kde" else {}),
+        (row, f"pool.{det}.pro", f"{name} / {det.upper()}: PRO", {}),
+    )
+]
 # the paper's orderings: (description, (row, key) expected higher, (row, key) lower)
 ORDERINGS = [
     ("distribution-augmented contrastive above vanilla contrastive (OC-SVM)",
@@ -261,7 +280,8 @@ def ensembles_markdown(ens, datasets):
 def per_class_markdown(cells, datasets):
     parts = ["## Per-class AUC (mean ± std over seeds)"]
     for ds in datasets:
-        cols = [(row, key) for row, key, _, _ in TABLE2 if (row, ds, key) in cells]
+        spec = TABLE_MVTEC if ds in MVTEC_DATASETS else TABLE2
+        cols = [(row, key) for row, key, _, _ in spec if (row, ds, key) in cells]
         if not cols:
             continue
         stats = {c: class_stats(cells[(c[0], ds, c[1])]) for c in cols}
@@ -426,9 +446,12 @@ def main(argv=None):
         return 2
     out = Path(args.out) if args.out else Path(args.root) / "summary"
     cells = aggregate(runs)
-    datasets = datasets_of(cells)
+    found = datasets_of(cells)
+    datasets = [d for d in found if d not in MVTEC_DATASETS]
+    mvtec = [d for d in found if d in MVTEC_DATASETS]
     t2 = table_cells(TABLE2, cells, datasets, compare_as, args.tol)
     t5 = table_cells(TABLE5, cells, datasets, compare_as, args.tol)
+    tm = table_cells(TABLE_MVTEC, cells, mvtec, compare_as, args.tol)
     ens = load_ensembles(args.root)
     order_text, _ = orderings(cells, datasets)
     head = [table_markdown("Table 2: representations and detectors (mean AUC over classes)",
@@ -436,8 +459,11 @@ def main(argv=None):
             table_markdown("Table 5: distribution augmentation types (contrastive, mean AUC)",
                            t5, datasets, compare_as),
             ensembles_markdown(ens, datasets), order_text]
+    if mvtec:
+        head.append(table_markdown("MVTec AD: patch protocol (mean over categories)", tm, mvtec,
+                                   compare_as))
     long = long_rows(cells)
-    text = "\n".join(head + [per_class_markdown(cells, datasets), long_markdown(long)])
+    text = "\n".join(head + [per_class_markdown(cells, found), long_markdown(long)])
     print("\n".join(head))
 
     out.mkdir(parents=True, exist_ok=True)
@@ -446,7 +472,7 @@ def main(argv=None):
     cols = ["table", "label", "row", "key", "dataset", "mean", "std", "seeds", "categories",
             "paper", "diff", "match"]
     table_rows = ([dict(r, table="2") for r in t2] + [dict(r, table="5") for r in t5] +
-                  [dict(r, table="all") for r in long])
+                  [dict(r, table="mvtec") for r in tm] + [dict(r, table="all") for r in long])
     write_text_atomic(out / "tables.csv", csv_text(cols, table_rows))
     run_rows = [dict(run=str(d), row=row, dataset=m.get("dataset"), category=m.get("category"),
                      seed=m.get("seed"), protocol=m.get("protocol"), key=k, value=v)

@@ -385,3 +385,54 @@ def test_dense_features_are_the_features_of_each_grid_patch():
         crop = imgs[b:b + 1, 4 * i:4 * i + 16, 4 * j:4 * j + 16]
         direct = localization.features_of_patches(fn, crop, batch_size=7)["pool"][0]
         np.testing.assert_allclose(dense["pool"][b, i, j], direct, rtol=1e-4, atol=1e-5)
+
+
+def test_conv_grid_features_average_the_trunk_cells_under_each_patch():
+    """--patch_features=conv: patch (i, j) of a 48 px image, 16 px patches at stride 4 with
+    a stride-8 trunk: the mean of the 2 x 2 trunk cells under the patch, from the pass
+    over the image shifted so that the patch starts on a cell boundary."""
+    _tf()
+    from model.registry import build_model
+
+    model = build_model("rotation", net_type="ResNet10", net_width=0.125,
+                        input_shape=(16, 16, 3), head_dims="16")
+    rng = np.random.default_rng(4)
+    imgs = rng.integers(0, 255, (3, 48, 48, 3), dtype=np.uint8)
+    grid = localization.ConvGridFeatures(model, 48, 16, 4, ("pool", "embed"))
+    assert grid.net_stride == 8 and grid.n == 9
+    feats = grid(imgs, images_per_pass=2, progress=False)
+    trunk = localization.shape_free_trunk(model)
+    x = imgs.astype(np.float32) / 255.0
+    for b, i, j in [(0, 0, 0), (1, 1, 0), (2, 3, 5), (0, 8, 8), (1, 7, 2)]:
+        r, c = 4 * i % 8, 4 * j % 8  # the shift that puts the patch on a cell boundary
+        h, w = (48 - r) // 8 * 8, (48 - c) // 8 * 8
+        cells = np.asarray(trunk(x[b:b + 1, r:r + h, c:c + w], training=False))[0]
+        ci, cj = (4 * i - r) // 8, (4 * j - c) // 8
+        expected = cells[ci:ci + 2, cj:cj + 2].mean(axis=(0, 1))
+        np.testing.assert_allclose(feats["pool"][b, i, j], expected, rtol=1e-4, atol=1e-5)
+        head = np.asarray(model.head(expected[None], training=False))[0]
+        np.testing.assert_allclose(feats["embed"][b, i, j], head, rtol=1e-4, atol=1e-5)
+    # the detectors' training features: the same draw of grid positions as the crop mode
+    _, where = localization.sample_grid_patches(imgs, 20, 16, 4, seed=7)
+    sampled = grid.sampled(imgs, 20, seed=7, chunk=2)["pool"]
+    np.testing.assert_allclose(sampled, feats["pool"][where[:, 0], where[:, 1] // 4,
+                                                      where[:, 2] // 4], rtol=1e-5, atol=1e-6)
+
+
+def test_end_to_end_conv_patch_features(tmp_path):
+    make_category(str(tmp_path / "DIR" / "widget"), size=48)
+    run = tmp_path / "run"
+    out = _cli(["--dataset=mvtec", f"--root={tmp_path / 'DIR'}", "--category=widget",
+                "--model_type=contrastive_da", "--mvtec_image_size=32", "--patch_size=16",
+                "--patch_stride=4", "--patches_per_image=2", "--patch_features=conv",
+                "--nomvtec_heatmaps", f"--model_dir={run}", *TINY])
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "patch features (conv)" in out.stdout + out.stderr
+    summary = json.loads((run / "stats" / "summary.json").read_text())
+    assert summary["pixel_AUROC"] == summary["pool.kde.pixel_auroc"]
+    bad = _cli(["--dataset=mvtec", f"--root={tmp_path / 'DIR'}", "--category=widget",
+                "--model_type=raw_pixels", "--patch_features=conv", "--mvtec_image_size=32",
+                "--patch_size=16", f"--model_dir={tmp_path / 'bad'}", *TINY, "--num_epoch=0",
+                "--head_dims=", "--aug_list="])
+    assert bad.returncode == 2 and "--patch_features=conv" in bad.stderr
+    assert not (tmp_path / "bad").exists()

@@ -270,3 +270,32 @@ def test_score_cli_errors_exit_2_with_one_line(tiny_run, tmp_path):
         lines = [l for l in out.stderr.splitlines() if l.strip()]
         assert len(lines) == 1 and lines[0].startswith("error:") and text in lines[0], lines
         assert not csv_path.exists()
+
+
+def test_batchnorm_folding_keeps_the_trunk_function():
+    """util/fold_bn.py (used by the export's serving graph): with non-trivial BatchNorm
+    statistics the folded trunk computes the original trunk's output, every conv -> BN
+    pair is folded, and the original model is left untouched."""
+    import keras
+
+    from model.registry import build_model
+    from util.explain import conv_trunk
+    from util.fold_bn import fold_batchnorm, foldable_pairs
+
+    model = build_model("contrastive", net_type="ResNet10", net_width=0.125, head_dims="16")
+    trunk = conv_trunk(model)
+    rng = np.random.default_rng(0)
+    bns = [l for l in trunk.layers if isinstance(l, keras.layers.BatchNormalization)]
+    for bn in bns:  # trained-looking statistics: folding with identity stats proves nothing
+        c = bn.gamma.shape[0]
+        bn.set_weights([rng.uniform(0.5, 2, c), rng.normal(0, 0.5, c), rng.normal(0, 0.5, c),
+                        rng.uniform(0.2, 3, c)])
+    before = [w.copy() for w in trunk.get_weights()]
+    folded = fold_batchnorm(trunk)
+    assert len(foldable_pairs(trunk)) == len(bns)
+    assert not any(isinstance(l, keras.layers.BatchNormalization) for l in folded.layers)
+    x = rng.random((4, 32, 32, 3)).astype(np.float32)
+    ref = np.asarray(trunk(x, training=False))
+    out = np.asarray(folded(x, training=False))
+    np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
+    assert all(np.array_equal(a, b) for a, b in zip(before, trunk.get_weights()))

@@ -102,3 +102,28 @@ def test_bad_arguments_exit_2_before_output(tree, tmp_path, args, msg):
     err = out.stderr.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and msg in err[0], out.stderr
     assert not out_dir.exists() and not (tree / "summary").exists()
+
+
+def test_mvtec_table_means_over_categories_next_to_the_paper(tmp_path):
+    root = tmp_path / "runs"
+    # rotnet KDE: bottle (80 image, 90 pixel), cable (84, 94) -> 82.0 / 92.0; paper 83.5 / 92.6
+    for cat, (img, pix) in (("bottle", (80.0, 90.0)), ("cable", (84.0, 94.0))):
+        write_summary(root, "rotnet", "mvtec", cat, 0,
+                      {"pool.kde": img, "pool.kde.pixel_auroc": pix, "pool.kde.pro": img - 30})
+    write_summary(root, "cutpaste", "mvtec", "bottle", 0, {"pool.gde": 97.0})
+    write_summary(root, "contrastive", "cifar10ood", 0, 0, {"pool.kocsvm": 80.0})
+    out = run(root, "--out", tmp_path / "out", "--no_plots")
+    assert out.returncode == 0, out.stderr
+    text = out.stdout.split("## MVTec AD")[1]
+    lines = text.splitlines()
+    image = next(l for l in lines if l.startswith("| RotNet / KDE: image AUROC"))
+    assert "| 82.0 ± 0.0 | 83.5 | -1.5 ✗ |" in image
+    pixel = next(l for l in lines if l.startswith("| RotNet / KDE: pixel AUROC"))
+    assert "| 92.0 ± 0.0 | 92.6 | -0.6 ✓ |" in pixel
+    assert next(l for l in lines if l.startswith("| RotNet / KDE: PRO")).count("52.0") == 1
+    assert "| 97.0 ± 0.0 |" in next(l for l in lines if l.startswith("| CutPaste 3-way"))
+    # the CIFAR table has no MVTec column and the MVTec table no CIFAR column
+    t2 = out.stdout.split("## Table 2")[1].split("##")[0]
+    assert "mvtec" not in t2 and "cifar10ood" not in text
+    md = (tmp_path / "out" / "summary.md").read_text()
+    assert "| bottle | 80.0 ± 0.0 | 90.0 ± 0.0 | 50.0 ± 0.0 |" in md.split("### mvtec")[1]

@@ -125,6 +125,9 @@ FLAG_SPECS = [
      "image drawn in a step."),
     ("mvtec_features", "string", "pool", "Patch mode: feature sets scored per patch (pool, "
      "embed)."),
+    ("patch_features", "enum:crop|conv", "crop", "Patch mode: 'crop' runs the network on every "
+     "cropped grid patch (the paper); 'conv' runs it once per shifted whole image and averages "
+     "the trunk cells under each patch (about 4x faster end to end, context-aware features)."),
     ("mvtec_heatmaps", "bool", True, "Patch mode: write <run>/heatmaps/<defect>/<name>.png."),
     ("cutpaste_variant", "enum:cutpaste|scar|3way", "3way", "CutPaste proxy task: normal vs "
      "cut-and-pasted rectangle, vs scar, or 3-way."),

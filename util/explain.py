@@ -28,7 +28,7 @@ def conv_trunk(model):
     import keras
 
     backbone = model.backbone
-    return keras.Model(backbone.inputs, backbone.get_layer("pool").input,
+    return keras.Model(backbone.inputs[0], backbone.get_layer("pool").input,
                        name="conv_trunk")
 
 

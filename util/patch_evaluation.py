@@ -64,7 +64,23 @@ def mvtec_shapes(cfg, shape):
     check_patch_flags(size, p, int(cfg["patches_per_image"]))
     grid_size(size, p, int(cfg["patch_stride"]))
     feature_sets(cfg)
+    if cfg.get("patch_features", "crop") == "conv":
+        check_conv_patch_features(cfg["model_type"], p)
     return check_input_shape((p, p, 3)), (size, size, 3)
+
+
+def check_conv_patch_features(model_type, patch_size):
+    """--patch_features=conv needs a ResNet trunk whose total stride divides the patch."""
+    from model.registry import model_spec
+    from model.spec import SMALL_STEM_MAX_SIZE
+
+    if model_spec(model_type).get("build"):
+        raise ConfigError(f"--patch_features=conv needs a ResNet proxy-task model; "
+                          f"--model_type={model_type} has no conv trunk (use crop)")
+    net_stride = 8 if patch_size <= SMALL_STEM_MAX_SIZE else 32
+    if patch_size % net_stride:
+        raise ConfigError(f"--patch_features=conv: --patch_size={patch_size} is not a multiple "
+                          f"of the network's stride {net_stride} (use crop)")
 
 
 def mvtec_steps(cfg, num_images, default):
@@ -101,18 +117,27 @@ def _score_chunked(detector, feats):
 def patch_scores(model, data, cfg, detectors, log=print):
     """{'<fs>.<det>': patch maps float64 [N, n, n]} from detectors fit on clean training patches."""
     from util.detectors import make_detector
-    from util.localization import (dense_patch_features, features_of_patches, patch_feature_fn,
-                                   sample_grid_patches)
+    from util.localization import (ConvGridFeatures, dense_patch_features, features_of_patches,
+                                   patch_feature_fn, sample_grid_patches)
 
     p, stride = int(cfg["patch_size"]), int(cfg["patch_stride"])
     sets = feature_sets(cfg)
     batch = int(cfg["eval_batch_size"])
     fit_images = getattr(data, "detector_images", None)
     fit_images = data.train_images if fit_images is None else fit_images
-    train_patches, _ = sample_grid_patches(fit_images, cfg["max_detector_train"], p, stride,
-                                           seed=cfg["seed"])
-    train_feats = features_of_patches(patch_feature_fn(model, tuple(sets)), train_patches, batch)
-    test_feats = dense_patch_features(model, data.test_images, p, stride, sets, batch)
+    t0 = time.perf_counter()
+    if cfg.get("patch_features", "crop") == "conv":
+        grid = ConvGridFeatures(model, data.test_images.shape[1], p, stride, sets)
+        train_feats = grid.sampled(fit_images, cfg["max_detector_train"], seed=cfg["seed"])
+        test_feats = grid(data.test_images)
+    else:
+        train_patches, _ = sample_grid_patches(fit_images, cfg["max_detector_train"], p, stride,
+                                               seed=cfg["seed"])
+        train_feats = features_of_patches(patch_feature_fn(model, tuple(sets)), train_patches,
+                                          batch)
+        test_feats = dense_patch_features(model, data.test_images, p, stride, sets, batch)
+    log(f"patch features ({cfg.get('patch_features', 'crop')}): {len(fit_images)} training and "
+        f"{len(data.test_images)} test images in {time.perf_counter() - t0:.1f}s")
     maps = {}
     for fs in sets:
         grid = test_feats[fs].shape[:3]
