@@ -9,6 +9,10 @@ bottle images x 57 x 57), detector scoring, Gaussian upsampling and the pixel
 metrics. Prints patches/s and the process's peak resident memory; with
 ``--json`` writes the figures there. ``script/benchmark.py --sections=mvtec``
 runs this file in a fresh process so the peak memory is this work's alone.
+
+``--mvtec_run RUN_DIR`` scores with a finished patch-mode run's trained model
+instead, so the printed image AUROC / pixel AUROC / PRO compare the quality of
+``--mvtec_patch_features`` crop and conv (and ``--mvtec_fit_draw``) on one model.
 """
 
 import argparse
@@ -36,6 +40,12 @@ def add_args(p):
     p.add_argument("--mvtec_stride", type=int, default=4, help="test patch grid stride")
     p.add_argument("--mvtec_patch_features", default="conv,crop",
                    help="comma list of --patch_features modes to time, each in its own process")
+    p.add_argument("--mvtec_run", default="",
+                   help="a finished MVTec patch-mode run directory: score with its trained model "
+                        "(and its category), so the printed AUROC / PRO compare the modes' quality")
+    p.add_argument("--mvtec_fit_draw", default="lattice", choices=("lattice", "grid"),
+                   help="conv mode: detector training positions on the trunk lattice (default) "
+                        "or over the whole grid (4x the passes)")
 
 
 def peak_rss_gb():
@@ -43,7 +53,7 @@ def peak_rss_gb():
 
 
 def run(root, category, width=0.25, detector="kde", train_patches=20000, batch=512, images=0,
-        stride=4, patch_features="crop", log=print):
+        stride=4, patch_features="crop", run_dir="", fit_draw="lattice", log=print):
     import numpy as np
 
     from data.mvtec import load_category
@@ -61,7 +71,14 @@ def run(root, category, width=0.25, detector="kde", train_patches=20000, batch=5
     p, size = cfg["patch_size"], cfg["mvtec_image_size"]
     t = {}
     t0 = time.perf_counter()
-    data = load_category(os.path.join(root, category), (size, size, 3), category, "mvtec")
+    if run_dir:  # a trained model: its own data and patch geometry
+        from util.export import load_run
+
+        cfg, model, data = load_run(run_dir)
+        p, size, category, width = (cfg["patch_size"], cfg["mvtec_image_size"], cfg["category"],
+                                    cfg["net_width"])
+    else:
+        data = load_category(os.path.join(root, category), (size, size, 3), category, "mvtec")
     if images:
         keep = np.r_[np.flatnonzero(data.test_labels == 0)[:images // 2],
                      np.flatnonzero(data.test_labels == 1)[:images - images // 2]]
@@ -69,11 +86,13 @@ def run(root, category, width=0.25, detector="kde", train_patches=20000, batch=5
         data.test_masks = None if data.test_masks is None else data.test_masks[keep]
     t["load_s"] = time.perf_counter() - t0
     cpu0 = time.process_time()
-    model = build_model("rotation", net_width=width, input_shape=(p, p, 3), head_dims="512x8")
+    if not run_dir:
+        model = build_model("rotation", net_width=width, input_shape=(p, p, 3), head_dims="512x8")
     t0 = time.perf_counter()
     if patch_features == "conv":
         grid = ConvGridFeatures(model, size, p, stride, ("pool",))
-        train = grid.sampled(data.train_images, train_patches, seed=0)["pool"]
+        train = grid.sampled(data.train_images, train_patches, seed=0,
+                             lattice=fit_draw == "lattice")["pool"]
     else:
         patches, _ = sample_grid_patches(data.train_images, train_patches, p, stride, seed=0)
         train = features_of_patches(patch_feature_fn(model, ("pool",)), patches, batch)["pool"]
@@ -110,9 +129,11 @@ def run(root, category, width=0.25, detector="kde", train_patches=20000, batch=5
         detector_patches_per_s=round(total_patches / t["score_s"], 1),
         end_to_end_patches_per_s=round(total_patches / scoring, 1),
         peak_rss_gb=round(peak_rss_gb(), 2),
-        image_auroc_untrained=round(roc_auc(data.test_labels, image_scores(maps)), 2),
-        **{f"{k}_untrained": round(v, 2) for k, v in metrics.items()})
-    log(f"mvtec {category} (--patch_features={patch_features}): {n_img} images x {n}x{n} = "
+        model=run_dir or "untrained", fit_draw=fit_draw if patch_features == "conv" else "grid",
+        image_auroc=round(roc_auc(data.test_labels, image_scores(maps)), 2),
+        **{k: round(v, 2) for k, v in metrics.items()})
+    log(f"mvtec {category} (--patch_features={patch_features}, {out['model']} model): "
+        f"{n_img} images x {n}x{n} = "
         f"{total_patches} test patches, "
         f"{len(train)} training patches, {detector} on {train.shape[1]}-d pool features")
     log(f"  load {out['load_s']}s | train features {out['train_features_s']}s | fit "
@@ -123,6 +144,9 @@ def run(root, category, width=0.25, detector="kde", train_patches=20000, batch=5
         f"patches/s; end to end {out['end_to_end_patches_per_s']} patches/s; peak RSS "
         f"{out['peak_rss_gb']} GB (target < 4 GB); process CPU time {out['cpu_s']} s "
         f"(/2 = wall on 2 idle cores)")
+    log(f"  {detector}: image AUROC {out['image_auroc']}, pixel AUROC "
+        f"{out.get('pixel_auroc', 'n/a')}, PRO {out.get('pro', 'n/a')} "
+        f"(detector positions: {out['fit_draw']})")
     return out
 
 
@@ -142,6 +166,7 @@ def mvtec_section(args, log=print):
                    f"--mvtec_train_patches={args.mvtec_train_patches}",
                    f"--mvtec_images={args.mvtec_images}", f"--mvtec_stride={args.mvtec_stride}",
                    f"--mvtec_patch_features={mode}", f"--width={args.widths.split(',')[0]}",
+                   f"--mvtec_run={args.mvtec_run}", f"--mvtec_fit_draw={args.mvtec_fit_draw}",
                    f"--json={path}"]
             proc = subprocess.run(cmd, text=True, capture_output=True)
             log(proc.stdout.strip())
@@ -165,7 +190,7 @@ def main(argv=None):
     p.add_argument("--json", help="write the figures here")
     args = p.parse_args(argv)
     cat_dir = os.path.join(args.mvtec_root, args.mvtec_category)
-    if not os.path.isdir(cat_dir):
+    if not args.mvtec_run and not os.path.isdir(cat_dir):
         print(f"error: {cat_dir} not found; pass --mvtec_root", file=sys.stderr)
         return 2
     modes = [m.strip() for m in args.mvtec_patch_features.split(",") if m.strip()]
@@ -176,7 +201,7 @@ def main(argv=None):
         return 2
     out = run(args.mvtec_root, args.mvtec_category, args.width, args.mvtec_detector,
               args.mvtec_train_patches, images=args.mvtec_images, stride=args.mvtec_stride,
-              patch_features=modes[0])
+              patch_features=modes[0], run_dir=args.mvtec_run, fit_draw=args.mvtec_fit_draw)
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2))
     return 0

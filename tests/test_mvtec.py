@@ -412,11 +412,21 @@ def test_conv_grid_features_average_the_trunk_cells_under_each_patch():
         np.testing.assert_allclose(feats["pool"][b, i, j], expected, rtol=1e-4, atol=1e-5)
         head = np.asarray(model.head(expected[None], training=False))[0]
         np.testing.assert_allclose(feats["embed"][b, i, j], head, rtol=1e-4, atol=1e-5)
-    # the detectors' training features: the same draw of grid positions as the crop mode
+    # the detectors' training features, whole grid: the same draw as the crop mode
     _, where = localization.sample_grid_patches(imgs, 20, 16, 4, seed=7)
-    sampled = grid.sampled(imgs, 20, seed=7, chunk=2)["pool"]
+    sampled = grid.sampled(imgs, 20, seed=7, chunk=2, lattice=False)["pool"]
     np.testing.assert_allclose(sampled, feats["pool"][where[:, 0], where[:, 1] // 4,
                                                       where[:, 2] // 4], rtol=1e-5, atol=1e-6)
+    # the default lattice draw: only patches starting on a trunk cell (every 8 px ->
+    # grid indices 0, 2, 4, 6, 8), from one unshifted pass, still from every image
+    img, pos = localization.draw_grid_positions(3, 25, 40, seed=7)
+    lattice = grid.sampled(imgs, 40, seed=7, chunk=2)
+    np.testing.assert_allclose(lattice["pool"], feats["pool"][img, 2 * (pos // 5), 2 * (pos % 5)],
+                               rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(lattice["embed"],
+                               feats["embed"][img, 2 * (pos // 5), 2 * (pos % 5)],
+                               rtol=1e-4, atol=1e-5)
+    assert set(img) == {0, 1, 2} and set(2 * (pos // 5)) == {0, 2, 4, 6, 8}
 
 
 def test_end_to_end_conv_patch_features(tmp_path):
@@ -430,6 +440,18 @@ def test_end_to_end_conv_patch_features(tmp_path):
     assert "patch features (conv)" in out.stdout + out.stderr
     summary = json.loads((run / "stats" / "summary.json").read_text())
     assert summary["pixel_AUROC"] == summary["pool.kde.pixel_auroc"]
+    # a finished patch-mode run reloads with its 16 px network and 32 px images and
+    # scores as it did (export, explain and bench_mvtec --mvtec_run rely on this)
+    _tf()
+    from util.export import load_run
+    from util.patch_evaluation import mvtec_evaluate
+
+    cfg, model, data = load_run(run)
+    assert model.backbone.inputs[0].shape[1:3] == (16, 16)
+    assert data.test_images.shape[1:3] == (32, 32)
+    again = mvtec_evaluate(model, data, cfg, ["kde", "gde"])
+    for key in ("pool.kde", "pool.gde.pixel_auroc", "pool.kde.pro"):
+        assert again[key] == pytest.approx(summary[key], abs=1e-3), key
     bad = _cli(["--dataset=mvtec", f"--root={tmp_path / 'DIR'}", "--category=widget",
                 "--model_type=raw_pixels", "--patch_features=conv", "--mvtec_image_size=32",
                 "--patch_size=16", f"--model_dir={tmp_path / 'bad'}", *TINY, "--num_epoch=0",

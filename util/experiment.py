@@ -84,24 +84,29 @@ def set_determinism(cfg):
         tf.config.experimental.enable_op_determinism()
 
 
+def model_from_config(cfg, shape, sync_bn=False):
+    """The run's model (untrained) from its configuration: training and ``load_run`` share it."""
+    from model.registry import build_model, model_spec
+
+    return build_model(
+        cfg["model_type"], net_type=cfg["net_type"], net_width=cfg["net_width"],
+        input_shape=shape, head_dims=cfg["head_dims"],
+        stem_width=stem_filters(cfg["stem_width"], cfg["net_width"]),
+        weight_decay=cfg["weight_decay"], temperature=cfg["temperature"], sync_bn=sync_bn,
+        aug_list=cfg["aug_list"], aug_list_for_test=cfg["aug_list_for_test"],
+        l2_skip_batchnorm=cfg.get("regularize_bn", False),
+        **{k: cfg[k] for k in model_spec(cfg["model_type"]).get("options", ())})
+
+
 def build_training(cfg, shape, strategy, steps_per_epoch):
     """Model + compiled optimizer (with all variables created) inside the strategy."""
     import tensorflow as tf
 
-    from model.registry import build_model, model_spec
-
     set_precision(cfg["mixed_precision"])
     set_determinism(cfg)
     with strategy.scope():
-        model = build_model(
-            cfg["model_type"], net_type=cfg["net_type"], net_width=cfg["net_width"],
-            input_shape=shape, head_dims=cfg["head_dims"],
-            stem_width=stem_filters(cfg["stem_width"], cfg["net_width"]),
-            weight_decay=cfg["weight_decay"], temperature=cfg["temperature"],
-            sync_bn=cfg["sync_bn"] and strategy.num_replicas_in_sync > 1,
-            aug_list=cfg["aug_list"], aug_list_for_test=cfg["aug_list_for_test"],
-            l2_skip_batchnorm=cfg.get("regularize_bn", False),
-            **{k: cfg[k] for k in model_spec(cfg["model_type"]).get("options", ())})
+        model = model_from_config(cfg, shape,
+                                  sync_bn=cfg["sync_bn"] and strategy.num_replicas_in_sync > 1)
         model.compile(optimizer=make_optimizer(cfg, steps_per_epoch))
         model.optimizer.build(model.trainable_variables)
         epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")

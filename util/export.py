@@ -309,8 +309,8 @@ def load_run(run_dir):
     """(cfg, model, data) of a run: the model from stats/hparams.json + its last checkpoint."""
     import tensorflow as tf
 
-    from model.registry import build_model
-    from util.experiment import load_data, stem_filters, validate_cheap
+    from util.experiment import load_data, model_from_config, validate_cheap
+    from util.patch_evaluation import mvtec_shapes
 
     run_dir = Path(run_dir)
     hp = run_dir / "stats" / "hparams.json"
@@ -321,12 +321,9 @@ def load_run(run_dir):
     if ckpt is None and int(cfg.get("num_epoch", 0)) > 0:
         raise ConfigError(f"{run_dir} has no checkpoint under ckpt/")
     shape, _ = validate_cheap(cfg)
-    data = load_data(cfg, shape)
-    model = build_model(
-        cfg["model_type"], net_type=cfg["net_type"], net_width=cfg["net_width"],
-        input_shape=shape, head_dims=cfg["head_dims"],
-        stem_width=stem_filters(cfg["stem_width"], cfg["net_width"]),
-        weight_decay=cfg["weight_decay"], temperature=cfg["temperature"])
+    shape, data_shape = mvtec_shapes(cfg, shape)  # MVTec patch mode: 32 px net, 256 px images
+    data = load_data(cfg, data_shape)
+    model = model_from_config(cfg, shape)
     if ckpt is not None:
         tf.train.Checkpoint(model=model).restore(ckpt).expect_partial()
     return cfg, model, data
