@@ -348,6 +348,35 @@ def test_end_to_end_patch_mode_writes_metrics_and_heatmaps(tmp_path):
                                    rtol=1e-6)
 
 
+def test_heatmap_colour_scale_shows_moderate_defects_next_to_huge_ones():
+    """Heavy-tailed scores: 80 good images (noise around 0, spread 1), one defect image
+    with a huge defect (1e4) and one with a moderate one (20). On a linear 1st-99.9th
+    percentile scale the moderate defect would sit at 0.2% of the colour range. The
+    run's scale puts every good pixel but the top 0.5% in the lower half, both
+    defects in the upper half, and maps colours back to score units (colour bar)."""
+    from util.heatmaps import heat_norm, scale_params
+
+    rng = np.random.default_rng(0)
+    maps = rng.normal(0.0, 1.0, (82, 32, 32))
+    maps[80, 8:24, 8:24] = 1e4
+    maps[81, 12:20, 12:20] = 20.0
+    labels = np.r_[np.zeros(80), np.ones(2)]
+    norm = heat_norm(maps, labels)
+    vmin, pivot, vmax = scale_params(maps, labels)
+    assert pivot == pytest.approx(np.percentile(maps[:80], 99.5))
+    assert vmax == pytest.approx(1e4) and vmin == pytest.approx(np.percentile(maps, 1.0))
+    good = norm(maps[:80].ravel())
+    assert np.mean(good < 0.5) == pytest.approx(0.995, abs=1e-3)
+    moderate, huge = float(norm(20.0)), float(norm(1e4))
+    assert (20.0 - vmin) / (vmax - vmin) < 0.003  # where a linear scale would put it
+    assert huge == pytest.approx(1.0) and 0.55 < moderate < 0.8
+    assert float(norm(0.0)) == pytest.approx(0.5 * (0.0 - vmin) / (pivot - vmin))
+    np.testing.assert_allclose(norm.inverse(norm(np.array([-2.0, 0.5, 20.0, 5e3]))),
+                               [-2.0, 0.5, 20.0, 5e3], rtol=1e-9)
+    # no good test image: the pivot falls back to the 99th percentile of all pixels
+    assert scale_params(maps[80:], np.ones(2))[1] == pytest.approx(np.percentile(maps[80:], 99))
+
+
 def test_end_to_end_image_mode_without_masks(tmp_path):
     root = make_category(str(tmp_path / "parts"), size=32, masks=False)
     run = tmp_path / "run"

@@ -2,12 +2,12 @@
 
 ``<run>/heatmaps/<defect>/<name>.png`` per test image: the input, the input
 with the ground-truth outline (when there is a mask), and the pixel score map
-overlaid on the input. One colour scale serves the whole run (from the 1st to
-the 99.9th percentile of all pixel scores), so maps are comparable across
-images; the colour bar shows it. ``<run>/heatmaps/maps.npz`` holds the raw
-maps: ``patch_maps`` [N, n, n] float32, ``pixel_maps`` [N, H, W] float16,
+overlaid on the input. One colour scale serves the whole run, so maps are
+comparable across images; the colour bar shows it in score units (see
+``heat_norm``). ``<run>/heatmaps/maps.npz`` holds the raw maps:
+``patch_maps`` [N, n, n] float32, ``pixel_maps`` [N, H, W] float16,
 ``image_scores``, ``labels``, ``defects``, ``names`` and (with masks)
-``masks``, plus ``vmin``/``vmax`` of the colour scale.
+``masks``, plus the colour scale's ``vmin``, ``pivot`` and ``vmax``.
 """
 
 import io
@@ -23,6 +23,55 @@ def _safe(name):
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in str(name)) or "_"
 
 
+def scale_params(pixel_maps, labels=None):
+    """(vmin, pivot, vmax) of a run's colour scale, from all its pixel scores.
+
+    pivot = the 99.5th percentile of the good test images' pixel scores (of all
+    pixels' 99th when the run has no good test image); vmin / vmax = the 1st /
+    99.9th percentile of all pixel scores.
+    """
+    maps = np.asarray(pixel_maps, np.float64)
+    good = maps[np.asarray(labels) == 0] if labels is not None else maps[:0]
+    pivot = np.percentile(good, 99.5) if good.size else np.percentile(maps, 99.0)
+    vmin, vmax = np.percentile(maps, [1.0, 99.9])
+    vmin = min(vmin, pivot - 1e-6)
+    return float(vmin), float(pivot), float(max(vmax, pivot + 1e-6))
+
+
+def heat_norm(pixel_maps, labels=None):
+    """The run's colour normalisation: the middle of the bar = the good images' top.
+
+    Detector scores are heavy-tailed (GDE's Mahalanobis terms, KDE's
+    -log density): on a linear scale up to the 99.9th percentile a few huge
+    defects take the top colour and paint every moderate defect as normal. Here
+    scores up to ``pivot`` (what 99.5% of the good test images' pixels stay
+    under) fill the lower half of the bar linearly, and scores above it fill
+    the upper half on a log scale, log1p((s - pivot) / w) with w = pivot - vmin,
+    up to the 99.9th percentile. So a warm colour means "above nearly every
+    good pixel", moderate and huge anomalies both stand out, and the colour bar
+    still reads in score units.
+    """
+    from matplotlib.colors import FuncNorm
+
+    vmin, pivot, vmax = scale_params(pixel_maps, labels)
+    w = pivot - vmin
+    top = np.log1p((vmax - pivot) / w)
+
+    def forward(x):
+        x = np.asarray(x, np.float64)
+        low = 0.5 * (x - vmin) / w
+        high = 0.5 + 0.5 * np.log1p(np.maximum(x - pivot, 0.0) / w) / top
+        return np.where(x <= pivot, low, high)
+
+    def inverse(y):
+        y = np.asarray(y, np.float64)
+        low = vmin + 2.0 * y * w
+        high = pivot + w * np.expm1(np.maximum(2.0 * y - 1.0, 0.0) * top)
+        return np.where(y <= 0.5, low, high)
+
+    return FuncNorm((forward, inverse), vmin=vmin, vmax=vmax)
+
+
 def write_heatmaps(out_dir, images, pixel_maps, patch_maps, image_scores, labels, defects, names,
                    masks=None, title=""):
     """Writes one PNG per image and maps.npz under ``out_dir``; returns the number of PNGs."""
@@ -32,15 +81,14 @@ def write_heatmaps(out_dir, images, pixel_maps, patch_maps, image_scores, labels
     import matplotlib.pyplot as plt
 
     os.makedirs(out_dir, exist_ok=True)
-    vmin, vmax = np.percentile(pixel_maps, [1.0, 99.9])
-    if not vmax > vmin:
-        vmax = vmin + 1e-6
+    norm = heat_norm(pixel_maps, labels)
+    vmin, pivot, vmax = scale_params(pixel_maps, labels)
     arrays = dict(patch_maps=np.asarray(patch_maps, np.float32),
                   pixel_maps=np.asarray(pixel_maps, np.float16),
                   image_scores=np.asarray(image_scores, np.float64),
                   labels=np.asarray(labels, np.int64), defects=np.asarray(defects, dtype=str),
                   names=np.asarray(names, dtype=str), vmin=np.float64(vmin),
-                  vmax=np.float64(vmax))
+                  vmax=np.float64(vmax), pivot=np.float64(pivot))
     if masks is not None:
         arrays["masks"] = np.asarray(masks, np.uint8)
     with atomic_path(os.path.join(out_dir, "maps.npz")) as tmp:
@@ -61,7 +109,7 @@ def write_heatmaps(out_dir, images, pixel_maps, patch_maps, image_scores, labels
                 axes[1].contour(masks[i], levels=[0.5], colors="lime", linewidths=1)
             axes[1].set_title("ground truth", fontsize=8)
         axes[-1].imshow(images[i])
-        im = axes[-1].imshow(pixel_maps[i], cmap="jet", alpha=0.5, vmin=vmin, vmax=vmax)
+        im = axes[-1].imshow(pixel_maps[i], cmap="jet", alpha=0.5, norm=norm)
         axes[-1].set_title(f"score {image_scores[i]:.4g}", fontsize=8)
         if i == 0:
             fig.colorbar(im, ax=axes[-1], fraction=0.046, pad=0.04)
