@@ -43,9 +43,9 @@ def add_args(p):
     p.add_argument("--mvtec_run", default="",
                    help="a finished MVTec patch-mode run directory: score with its trained model "
                         "(and its category), so the printed AUROC / PRO compare the modes' quality")
-    p.add_argument("--mvtec_fit_draw", default="lattice", choices=("lattice", "grid"),
-                   help="conv mode: detector training positions on the trunk lattice (default) "
-                        "or over the whole grid (4x the passes)")
+    p.add_argument("--mvtec_fit_draw", default="phase", choices=("phase", "grid"),
+                   help="conv mode: detector training positions from one random shift per image "
+                        "(default, one pass per image) or from every shift (4x the passes)")
 
 
 def peak_rss_gb():
@@ -53,7 +53,7 @@ def peak_rss_gb():
 
 
 def run(root, category, width=0.25, detector="kde", train_patches=20000, batch=512, images=0,
-        stride=4, patch_features="crop", run_dir="", fit_draw="lattice", log=print):
+        stride=4, patch_features="crop", run_dir="", fit_draw="phase", log=print):
     import numpy as np
 
     from data.mvtec import load_category
@@ -91,8 +91,7 @@ def run(root, category, width=0.25, detector="kde", train_patches=20000, batch=5
     t0 = time.perf_counter()
     if patch_features == "conv":
         grid = ConvGridFeatures(model, size, p, stride, ("pool",))
-        train = grid.sampled(data.train_images, train_patches, seed=0,
-                             lattice=fit_draw == "lattice")["pool"]
+        train = grid.sampled(data.train_images, train_patches, seed=0, draw=fit_draw)["pool"]
     else:
         patches, _ = sample_grid_patches(data.train_images, train_patches, p, stride, seed=0)
         train = features_of_patches(patch_feature_fn(model, ("pool",)), patches, batch)["pool"]

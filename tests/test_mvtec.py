@@ -443,19 +443,20 @@ def test_conv_grid_features_average_the_trunk_cells_under_each_patch():
         np.testing.assert_allclose(feats["embed"][b, i, j], head, rtol=1e-4, atol=1e-5)
     # the detectors' training features, whole grid: the same draw as the crop mode
     _, where = localization.sample_grid_patches(imgs, 20, 16, 4, seed=7)
-    sampled = grid.sampled(imgs, 20, seed=7, chunk=2, lattice=False)["pool"]
+    sampled = grid.sampled(imgs, 20, seed=7, chunk=2, draw="grid")["pool"]
     np.testing.assert_allclose(sampled, feats["pool"][where[:, 0], where[:, 1] // 4,
                                                       where[:, 2] // 4], rtol=1e-5, atol=1e-6)
-    # the default lattice draw: only patches starting on a trunk cell (every 8 px ->
-    # grid indices 0, 2, 4, 6, 8), from one unshifted pass, still from every image
-    img, pos = localization.draw_grid_positions(3, 25, 40, seed=7)
-    lattice = grid.sampled(imgs, 40, seed=7, chunk=2)
-    np.testing.assert_allclose(lattice["pool"], feats["pool"][img, 2 * (pos // 5), 2 * (pos % 5)],
-                               rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(lattice["embed"],
-                               feats["embed"][img, 2 * (pos // 5), 2 * (pos % 5)],
-                               rtol=1e-4, atol=1e-5)
-    assert set(img) == {0, 1, 2} and set(2 * (pos // 5)) == {0, 2, 4, 6, 8}
+    # the default "phase" draw: each image's positions share one shift (one pass per
+    # image), and the shifts differ between images
+    imgs6 = np.concatenate([imgs, imgs[::-1]])
+    feats6 = grid(imgs6, progress=False)
+    img, rows, cols, shift = grid.phase_draw(6, 60, seed=7)
+    assert len(img) == 60 and len({tuple(t) for t in shift}) > 1
+    np.testing.assert_array_equal(4 * rows % 8, shift[img, 0])
+    np.testing.assert_array_equal(4 * cols % 8, shift[img, 1])
+    phase = grid.sampled(imgs6, 60, seed=7, chunk=4)
+    for k in ("pool", "embed"):
+        np.testing.assert_allclose(phase[k], feats6[k][img, rows, cols], rtol=1e-4, atol=1e-5)
 
 
 def test_end_to_end_conv_patch_features(tmp_path):
