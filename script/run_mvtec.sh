@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # MVTec AD patch protocol (32x32 patches of 256x256 images, dense 57x57 scoring, heat maps):
 #   MVTEC_ROOT=/data/mvtec_ad script/run_mvtec.sh <model_type> <category|all> [seed] [extra flags]
-# model_type: rotnet (rotation, no head), rotation (MLP head), contrastive, contrastive_da
-# or cutpaste (3-way, GDE first). Runs land in ${RUNS_ROOT:-runs/mvtec}/<row>/mvtec/<category>/s<seed>,
+# model_type: rotnet (rotation, no head), rotation (MLP head), contrastive, contrastive_da,
+# cutpaste (3-way, GDE first), denoising, or raw_pixels (no training; crop features only). Runs land in ${RUNS_ROOT:-runs/mvtec}/<row>/mvtec/<category>/s<seed>,
 # the layout script/summarize.py reads (row: rotnet, rotation_head, contrastive, ...).
 set -euo pipefail
 MODEL=${1:?usage: script/run_mvtec.sh <model_type> <category|all> [seed] [extra flags]}
@@ -23,6 +23,8 @@ case "$MODEL" in
   contrastive_da) TASK=(--head_dims=512x8,128 --batch_size=32 --detectors=kde,gde) ;;
   cutpaste)       TASK=(--head_dims=512x8,128 --batch_size=32 --cutpaste_variant=3way
                         --aug_list=x --detectors=gde,kde) ;;
+  denoising)      TASK=(--head_dims= --batch_size=32 --detectors=kde,gde) ;;
+  raw_pixels)     TASK=(--num_epoch=0 --head_dims= --aug_list=x --detectors=kde,gde) ;;
   *) echo "error: unknown model type $MODEL" >&2; exit 2 ;;
 esac
 ROW=$MODEL; TYPE=$MODEL

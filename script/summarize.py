@@ -78,7 +78,9 @@ MVTEC_DATASETS = ("mvtec", "mvtec_folder")
 MVTEC_PAPER = {"rotnet": ("RotNet", 83.5, 92.6), "rotation_head": ("RotNet with MLP head", 86.3, 93.0),
                "contrastive_da": ("DistAug contrastive", 86.5, 90.4),
                "contrastive": ("Contrastive", None, None),
-               "cutpaste": ("CutPaste 3-way (not in the paper)", None, None)}
+               "cutpaste": ("CutPaste 3-way (not in the paper)", None, None),
+               "denoising": ("Denoising autoencoder", None, None),
+               "raw_pixels": ("Raw pixels (no training)", None, None)}
 TABLE_MVTEC = [
     spec
     for row, (name, image, pixel) in MVTEC_PAPER.items()

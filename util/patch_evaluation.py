@@ -109,9 +109,15 @@ def add_aliases(results, primary):
     return results
 
 
-def _score_chunked(detector, feats):
+def _score_chunked(detector, feats, desc="scoring"):
+    """Scores in SCORE_CHUNK slices (bounded memory), with a progress bar: a KDE over
+    high-dimensional patches (e.g. raw pixels) takes minutes for a dense test grid."""
+    from tqdm import tqdm
+
+    starts = range(0, len(feats), SCORE_CHUNK)
     return np.concatenate([detector.score(feats[s:s + SCORE_CHUNK])
-                           for s in range(0, len(feats), SCORE_CHUNK)])
+                           for s in tqdm(starts, desc=desc, unit="chunk", mininterval=2,
+                                         disable=len(starts) < 2)])
 
 
 def patch_scores(model, data, cfg, detectors, log=print):
@@ -145,7 +151,7 @@ def patch_scores(model, data, cfg, detectors, log=print):
         for name in detectors:
             t0 = time.perf_counter()
             det = make_detector(name).fit(train_feats[fs])
-            maps[f"{fs}.{name}"] = _score_chunked(det, flat).reshape(grid)
+            maps[f"{fs}.{name}"] = _score_chunked(det, flat, f"{fs}.{name} scoring").reshape(grid)
             log(f"{fs}.{name}: fit on {len(train_feats[fs])} training patches, scored "
                 f"{len(flat)} test patches in {time.perf_counter() - t0:.1f}s")
     return maps

@@ -13,7 +13,8 @@ PRESETS = {
     "quickstart": dict(model_type="contrastive_da", dataset="digitsood", category="0",
                        net_width=0.25, head_dims="128x2,64", batch_size=32, num_epoch=30,
                        learning_rate=0.05, ckpt_epoch=10, eval_epoch=0),
-    # ~7 minutes of training on 2 CPU cores: 4,500 steps at batch 32 x 2 views. Picked on
+    # 4,500 steps at batch 32 x 2 views (288,000 views: about 35 minutes at the README speed
+    # table's 2-core figures). Picked on
     # CIFAR-10, validation protocol, pool.kde. On cat, 1,500-step runs: lr 0.01 / 0.05 / 0.1
     # -> 64.1 / 66.4 / 61.5; head 512x8,128 -> 54.4; tau 0.5 / 0.1 -> 64.6 / 53.5; no blur
     # -> 67.2 (the release's blur is a no-op, so its numbers were made without blur too).
