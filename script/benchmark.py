@@ -206,11 +206,12 @@ def throughput_section(args, log):
     from data.pipeline import eval_dataset, train_dataset
     from model.registry import model_class
     from util.config import resolve_config
+    from util.distribute import make_strategy
     from util.experiment import build_training
 
     images, source = training_images(args)
     log(f"throughput: images from {source}, {len(images)} x 32x32x3")
-    strategy = tf.distribute.get_strategy()
+    strategy = make_strategy("mirrored")  # what a run's default --strategy builds here
     results = []
     for width in [float(w) for w in args.widths.split(",")]:
         for model_type in args.model_types.split(","):

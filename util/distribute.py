@@ -1,6 +1,8 @@
 """``--strategy``: which ``tf.distribute`` strategy trains, and who writes what.
 
-* ``mirrored`` (default): ``MirroredStrategy`` over every local GPU (or the CPU).
+* ``mirrored`` (default): ``MirroredStrategy`` over every local GPU when there are
+  two or more; on one GPU or the CPU, TensorFlow's default strategy (one replica,
+  the same math without the mirroring overhead).
 * ``one_device``: ``OneDeviceStrategy`` on the first GPU (or the CPU).
 * ``multi_worker``: ``MultiWorkerMirroredStrategy`` configured from the
   ``TF_CONFIG`` environment variable (one process per machine).
@@ -82,6 +84,12 @@ def make_strategy(name):
     if name == "one_device":
         gpus = tf.config.list_logical_devices("GPU")
         return tf.distribute.OneDeviceStrategy(gpus[0].name if gpus else "/cpu:0")
+    if len(tf.config.list_logical_devices("GPU")) <= 1:
+        # One device: a MirroredStrategy would hold one replica and only add its wrapping
+        # (dataset distribution, per-step replica dispatch): measured 1.5x slower training
+        # on 2 CPU cores (preset cpu_small: 99 against 144 views/s). The default strategy
+        # runs the same math on that device.
+        return tf.distribute.get_strategy()
     return tf.distribute.MirroredStrategy()
 
 
