@@ -2,7 +2,8 @@
 # MVTec AD patch protocol (32x32 patches of 256x256 images, dense 57x57 scoring, heat maps):
 #   MVTEC_ROOT=/data/mvtec_ad script/run_mvtec.sh <model_type> <category|all> [seed] [extra flags]
 # model_type: rotnet (rotation, no head), rotation (MLP head), contrastive, contrastive_da,
-# cutpaste (3-way, GDE first), denoising, or raw_pixels (no training; crop features only). Runs land in ${RUNS_ROOT:-runs/mvtec}/<row>/mvtec/<category>/s<seed>,
+# cutpaste (3-way, GDE first), denoising, or raw_pixels (no training; crop features only).
+# Runs land in ${RUNS_ROOT:-runs/mvtec}/<row>/mvtec/<category>/s<seed>,
 # the layout script/summarize.py reads (row: rotnet, rotation_head, contrastive, ...).
 set -euo pipefail
 MODEL=${1:?usage: script/run_mvtec.sh <model_type> <category|all> [seed] [extra flags]}
