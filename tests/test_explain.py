@@ -27,6 +27,7 @@ def tiny(model_type):
     are constant along the integrated-gradients path from the black baseline."""
     import keras
 
+    keras.utils.set_random_seed(0)  # unseeded weights made the rotation gap tiny in some runs
     model = build_model(model_type, net_type="ResNet10", net_width=0.125,
                         input_shape=(32, 32, 3), head_dims="32,16")
     rng = np.random.default_rng(0)
@@ -93,3 +94,19 @@ def test_constant_image_gives_finite_maps(kde_setup):
         x = tf.fill((1, 32, 32, 3), value)
         assert np.isfinite(gradcam(score_fn, x).numpy()).all()
         assert np.isfinite(integrated_gradients(score_fn, x, steps=4).numpy()).all()
+
+
+def test_eager_explanations_run_as_one_graph_per_method(images):
+    """Eager calls go through a cached tf.function (the eager oneDNN conv gradient aborts
+    on some CPUs); another step count or another call must not trace again."""
+    _, test = images
+    model = tiny("rotation")
+    score_fn = ScoreFunction(conv_trunk(model), rotation_head(model))
+    x = to_float_images(test)
+    integrated_gradients(score_fn, x, steps=2)
+    integrated_gradients(score_fn, x, steps=4)
+    gradcam(score_fn, x)
+    gradcam(score_fn, x)
+    assert sorted(score_fn.graphs) == ["gradcam", "ig"]
+    assert [score_fn.graphs[k].experimental_get_tracing_count() for k in ("gradcam", "ig")] \
+        == [1, 1]

@@ -59,6 +59,7 @@ class ScoreFunction:
 
     def __init__(self, trunk, head):
         self.trunk, self.head = trunk, head
+        self.graphs = {}  # eager calls of the explanation methods, as tf.functions
 
     def activations(self, images):
         return tf.cast(self.trunk(images, training=False), tf.float32)
@@ -70,11 +71,26 @@ class ScoreFunction:
         return self.from_activations(self.activations(images))
 
 
-def integrated_gradients(score_fn, images, steps=32, baseline=None):
-    """Attributions [B,H,W,C] of score_fn at float ``images`` (black baseline by default)."""
-    images = tf.convert_to_tensor(images, tf.float32)
-    baseline = tf.zeros_like(images) if baseline is None else tf.cast(baseline, tf.float32)
-    steps = tf.cast(steps, tf.int32)
+def _as_graph(score_fn, name, core, *args):
+    """Run ``core(score_fn, *args)`` as a graph, also when called eagerly.
+
+    The eager oneDNN gradient of a convolution (Conv2DBackpropFilter, TF 2.21)
+    corrupts the heap on some CPUs (seen on a 2-core AMD EPYC with AVX2: "malloc
+    assertion failure", the process aborts); the same op inside a graph does not.
+    Each ScoreFunction keeps its graphs, so repeated calls with images of one
+    shape trace once.
+    """
+    if not tf.executing_eagerly():
+        return core(score_fn, *args)
+    graphs = getattr(score_fn, "graphs", None)
+    if graphs is None:
+        return tf.function(core)(score_fn, *args)
+    if name not in graphs:
+        graphs[name] = tf.function(lambda *a: core(score_fn, *a), reduce_retracing=True)
+    return graphs[name](*args)
+
+
+def _integrated_gradients(score_fn, images, baseline, steps):
     diff = images - baseline
     total = tf.zeros_like(images)
     for i in tf.range(steps):
@@ -87,9 +103,15 @@ def integrated_gradients(score_fn, images, steps=32, baseline=None):
     return diff * total / tf.cast(steps, tf.float32)
 
 
-def gradcam(score_fn, images):
-    """Non-negative maps [B,H,W] at the input's spatial size."""
+def integrated_gradients(score_fn, images, steps=32, baseline=None):
+    """Attributions [B,H,W,C] of score_fn at float ``images`` (black baseline by default)."""
     images = tf.convert_to_tensor(images, tf.float32)
+    baseline = tf.zeros_like(images) if baseline is None else tf.cast(baseline, tf.float32)
+    steps = tf.cast(steps, tf.int32)
+    return _as_graph(score_fn, "ig", _integrated_gradients, images, baseline, steps)
+
+
+def _gradcam(score_fn, images):
     acts = score_fn.activations(images)
     with tf.GradientTape() as tape:
         tape.watch(acts)
@@ -99,6 +121,12 @@ def gradcam(score_fn, images):
     cam = tf.nn.relu(tf.reduce_sum(weights * acts, axis=-1, keepdims=True))
     cam = tf.image.resize(cam, tf.shape(images)[1:3], method="bilinear")
     return tf.maximum(cam[..., 0], 0.0)
+
+
+def gradcam(score_fn, images):
+    """Non-negative maps [B,H,W] at the input's spatial size."""
+    images = tf.convert_to_tensor(images, tf.float32)
+    return _as_graph(score_fn, "gradcam", _gradcam, images)
 
 
 def heatmap(method, score_fn, images, steps=32):
