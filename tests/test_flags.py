@@ -183,3 +183,24 @@ def test_tf_free_tables_match_the_real_builders():
         cls = model_class(name)
         assert issubclass(cls, OneClassModel)
         assert spec["contrastive"] == issubclass(cls, ContrastiveModel)
+
+
+def test_rotation_preset_views_are_crop_and_flip_then_each_fixed_rotation():
+    """cpu_small_rotation: four independent crop+flip views, view k rotated by k*90 degrees,
+    no colour ops (picked on the validation protocol); the test views are the plain rotations."""
+    from data.aug_spec import parse_aug_list
+    from util.config import resolve_config
+
+    cfg = resolve_config(dict(preset="cpu_small_rotation"))
+    assert cfg["model_type"] == "rotation"
+    chains = parse_aug_list(cfg["aug_list"])
+    rotations = [None, "rotate90", "rotate180", "rotate270"]
+    assert len(chains) == 4
+    for chain, rotation in zip(chains, rotations):
+        names = [name for name, _ in chain]
+        assert names == ["cnr", "hflip"] + ([rotation] if rotation else [])
+    assert [[name for name, _ in c] for c in parse_aug_list(cfg["aug_list_for_test"])] == \
+        [[r] if r else [] for r in rotations]
+    # the paper's rotation recipe (colour jitter, grayscale, blur) stays the model default
+    paper = resolve_config(dict(model_type="rotation"), explicit={"model_type"})
+    assert {"jitter", "gray", "blur"} <= {n for c in parse_aug_list(paper["aug_list"]) for n, _ in c}
