@@ -82,12 +82,10 @@ def _as_graph(score_fn, name, core, *args):
     """
     if not tf.executing_eagerly():
         return core(score_fn, *args)
-    graphs = getattr(score_fn, "graphs", None)
-    if graphs is None:
-        return tf.function(core)(score_fn, *args)
-    if name not in graphs:
-        graphs[name] = tf.function(lambda *a: core(score_fn, *a), reduce_retracing=True)
-    return graphs[name](*args)
+    if name not in score_fn.graphs:
+        score_fn.graphs[name] = tf.function(lambda *a: core(score_fn, *a),
+                                            reduce_retracing=True)
+    return score_fn.graphs[name](*args)
 
 
 def _integrated_gradients(score_fn, images, baseline, steps):
