@@ -19,7 +19,8 @@ Sections (each figure is the median of several timed repetitions after warm-up):
   determinism (not in the default list) training images/s with and without
               --deterministic, alternating runs (script/bench_determinism.py).
   quality     on real CIFAR-10 (validation protocol), every detector's AUC after
-              --budget_steps training steps for contrastive_da and rotation,
+              training contrastive_da and rotation for their presets' budgets
+              (4,500 and 6,750 steps; --budget_steps sets one budget for both),
               next to a random-init network (3 seeds) and raw pixels.
   mvtec       (not in the default list) dense patch scoring of a whole MVTec test
               set with KDE (script/bench_mvtec.py), per --mvtec_patch_features mode
@@ -83,7 +84,7 @@ def validate_args(args):
     _csv(args.detector_dims, int, "detector_dims")
     _csv(args.mvtec_patch_features, str, "mvtec_patch_features", ("crop", "conv"))
     for flag in ("steps", "repeats", "budget_steps", "detector_test"):
-        if getattr(args, flag) <= 0:
+        if getattr(args, flag) is not None and getattr(args, flag) <= 0:
             raise ValueError(f"--{flag}={getattr(args, flag)} must be a positive integer")
     for flag in ("contrastive_preset", "rotation_preset"):
         if getattr(args, flag) not in PRESETS:
@@ -105,7 +106,8 @@ def parse_args(argv=None):
     p.add_argument("--steps", type=int, default=30, help="timed steps per repetition")
     p.add_argument("--repeats", type=int, default=5, help="timed repetitions (median)")
     p.add_argument("--classes", default="cat,dog,bird,deer")
-    p.add_argument("--budget_steps", type=int, default=4500)
+    p.add_argument("--budget_steps", type=int, default=None,
+                   help="training steps of every quality run (default: each preset's own)")
     p.add_argument("--contrastive_preset", default="cpu_small")
     p.add_argument("--rotation_preset", default="cpu_small_rotation")
     p.add_argument("--quality_models", default=",".join(QUALITY_MODELS),
@@ -303,9 +305,10 @@ def _quality_data(args, category):
     return "digitsood", None, "0", load_one_class_data("digitsood", "0", is_validation=True)
 
 
-def _train(args, model_type, preset, dataset, root, category, out, seed=0, epochs=None):
+def quality_config(args, model_type, preset, dataset, root, category, out, seed=0, epochs=None):
+    """The full configuration of one quality run: the preset's, with its own step budget
+    unless --budget_steps (or --quick) sets one; epochs=0 is the random-init baseline."""
     from util.config import resolve_config
-    from util.experiment import run_experiment
 
     cfg = dict(preset=preset, model_type=model_type, dataset=dataset, root=root,
                category=category, is_validation=True, seed=seed, force_init=True,
@@ -321,9 +324,16 @@ def _train(args, model_type, preset, dataset, root, category, out, seed=0, epoch
         explicit |= {"net_width", "head_dims", "num_batch", "num_epoch", "eval_epoch",
                      "ckpt_epoch", "detectors"}
     full = resolve_config(cfg, explicit)
-    if epochs is None and not args.quick:
-        # the step budget is exact: epochs x steps/epoch
+    if epochs is None and not args.quick and args.budget_steps:
+        # an explicit step budget is exact: epochs x steps/epoch
         full["num_epoch"] = max(1, args.budget_steps // full["num_batch"])
+    return full
+
+
+def _train(args, model_type, preset, dataset, root, category, out, seed=0, epochs=None):
+    from util.experiment import run_experiment
+
+    full = quality_config(args, model_type, preset, dataset, root, category, out, seed, epochs)
     code = run_experiment(full, log=lambda *_: None)
     if code:
         raise RuntimeError(f"training {model_type} on {category} failed with exit code {code}")

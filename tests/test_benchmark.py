@@ -83,6 +83,7 @@ def test_quality_markdown_skips_models_not_trained():
     (["--sections=speed"], "sections"), (["--widths=0.25,-1"], "widths"),
     (["--steps=0"], "steps"), (["--steps=abc"], "steps"), (["--model_types=simclr"], "model_types"),
     (["--contrastive_preset=nope"], "contrastive_preset"), (["--detector_sizes=x"], "detector_sizes"),
+    (["--budget_steps=0"], "budget_steps"),
 ])
 def test_bad_arguments_exit_2_before_any_output(tmp_path, args, flag):
     out_dir = tmp_path / "out"
@@ -93,3 +94,20 @@ def test_bad_arguments_exit_2_before_any_output(tmp_path, args, flag):
     assert out.returncode == 2 and len(lines) == 1 and lines[0].startswith("error:"), out.stderr
     assert flag in lines[0]
     assert not out_dir.exists()
+
+
+def test_quality_runs_train_for_their_presets_budget_unless_one_is_given(tmp_path):
+    """Each proxy task's quality run uses its own preset's step budget (contrastive 4,500,
+    rotation 6,750 steps); --budget_steps overrides both exactly; random init trains 0 epochs."""
+    sys.path.insert(0, str(ROOT / "script"))
+    from benchmark import parse_args, quality_config
+
+    def steps(argv, model_type, preset, epochs=None):
+        cfg = quality_config(parse_args(argv), model_type, preset, "digitsood", None, "0",
+                             tmp_path, epochs=epochs)
+        return cfg["num_epoch"] * cfg["num_batch"]
+
+    assert steps([], "contrastive_da", "cpu_small") == 4500
+    assert steps([], "rotation", "cpu_small_rotation") == 6750
+    assert steps(["--budget_steps=1000"], "rotation", "cpu_small_rotation") == 1000
+    assert steps(["--budget_steps=1000"], "contrastive_da", "cpu_small", epochs=0) == 0

@@ -185,9 +185,10 @@ def test_tf_free_tables_match_the_real_builders():
         assert spec["contrastive"] == issubclass(cls, ContrastiveModel)
 
 
-def test_rotation_preset_views_are_crop_and_flip_then_each_fixed_rotation():
-    """cpu_small_rotation: four independent crop+flip views, view k rotated by k*90 degrees,
-    no colour ops (picked on the validation protocol); the test views are the plain rotations."""
+def test_rotation_preset_views_are_crop_flip_gray_then_each_fixed_rotation():
+    """cpu_small_rotation: four independent crop+flip+grayscale views, view k rotated by k*90
+    degrees, no colour jitter or blur (picked on the validation protocol); the test views are
+    the plain rotations."""
     from data.aug_spec import parse_aug_list
     from util.config import resolve_config
 
@@ -198,7 +199,7 @@ def test_rotation_preset_views_are_crop_and_flip_then_each_fixed_rotation():
     assert len(chains) == 4
     for chain, rotation in zip(chains, rotations):
         names = [name for name, _ in chain]
-        assert names == ["cnr", "hflip"] + ([rotation] if rotation else [])
+        assert names == ["cnr", "hflip", "gray"] + ([rotation] if rotation else [])
     assert [[name for name, _ in c] for c in parse_aug_list(cfg["aug_list_for_test"])] == \
         [[r] if r else [] for r in rotations]
     # the paper's rotation recipe (colour jitter, grayscale, blur) stays the model default
