@@ -2,12 +2,12 @@
 
     python train_and_eval_loop.py --model_type=contrastive_da --dataset=cifar10ood --category=0
 
-Flag names follow the paper's public release (all flags: util/config.py, or
+Flag names follow the paper's public release (all flags: engine/flags.py, or
 ``--helpfull``). Per-model-type defaults (batch size, head, distribution
 augmentation) apply when a flag is not given; a ``--preset`` fills the flags
 you did not set. See README.md.
 
-Every flag is parsed and checked (util/validate.py) before TensorFlow is
+Every flag is parsed and checked (engine/validate.py) before TensorFlow is
 imported: a bad command line exits with status 2 and one ``error:`` line.
 """
 
@@ -15,12 +15,13 @@ import sys
 
 from absl import app, flags, logging
 
-from util import config
-from util.config import FLAG_DEFAULTS, define_flags, resolve_config
+from engine import flags as flag_table
+from engine.config import resolve_config
+from engine.flags import FLAG_DEFAULTS, define_flags
 from util.errors import ConfigError
 
 define_flags(flags)
-flags.adopt_module_key_flags(config)  # so --help lists them
+flags.adopt_module_key_flags(flag_table)  # so --help lists them
 FLAGS = flags.FLAGS
 
 
@@ -44,7 +45,7 @@ def checked_config(argv):
     if len(argv) > 1:
         raise ConfigError(f"unexpected arguments: {' '.join(argv[1:])} (flags look like "
                           "--name=value)")
-    from util.validate import validate_config
+    from engine.validate import validate_config
 
     explicit = {name for name in FLAG_DEFAULTS if FLAGS[name].present}
     cfg = resolve_config({name: FLAGS[name].value for name in FLAG_DEFAULTS}, explicit)
@@ -56,7 +57,7 @@ def main(argv):
     try:
         cfg = checked_config(argv)
         logging.set_verbosity(logging.WARNING)
-        from util.experiment import run_experiment
+        from engine.experiment import run_experiment
 
         return run_experiment(cfg)
     except ConfigError as err:

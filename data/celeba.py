@@ -24,6 +24,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from data import folder
 from data.base import LabeledSplits
 from util.errors import ConfigError
 
@@ -105,8 +106,6 @@ def load_celeba(data_dir: Optional[str] = None, input_shape: Sequence[int] = (64
                 attribute: Optional[str] = None, use_cache: bool = True) -> LabeledSplits:
     """CelebA as a two-class dataset: 0 without ``attribute``, 1 with it."""
     import tensorflow_datasets as tfds
-
-    from data import folder
 
     attribute = attribute_name(attribute)
     size = (int(input_shape[0]), int(input_shape[1]))

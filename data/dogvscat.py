@@ -25,7 +25,9 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from data import folder
 from data.base import LabeledSplits
+from data.folder import IMAGE_EXTENSIONS, list_images
 from util.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -102,8 +104,6 @@ def _class_of(name: str) -> Optional[int]:
 
 def scan_kaggle(root: str):
     """[(path, size, mtime_ns)], labels of the images under ``root`` (layouts above)."""
-    from data.folder import IMAGE_EXTENSIONS, _list_images
-
     root = os.path.abspath(os.path.expanduser(str(root)))
     if not os.path.isdir(root):
         raise ConfigError(f'--root {root} does not exist or is not a folder; {_LAYOUT_HINT}')
@@ -113,12 +113,12 @@ def scan_kaggle(root: str):
         if all(os.path.isdir(os.path.join(base, c)) for c in CLASS_NAMES):
             files, labels = [], []
             for c, name in enumerate(CLASS_NAMES):
-                found = _list_images(os.path.join(base, name))
+                found = list_images(os.path.join(base, name))
                 files.extend(found)
                 labels.extend([c] * len(found))
             return base, files, np.asarray(labels, np.int64)
         files, labels = [], []
-        for entry in _list_images(base):
+        for entry in list_images(base):
             c = _class_of(os.path.basename(entry[0]))
             if c is not None:
                 files.append(entry)
@@ -150,8 +150,6 @@ def _decode_files(files, labels, size):
 
 def load_kaggle(root: str, input_shape: Sequence[int] = (64, 64, 3),
                 use_cache: bool = True) -> LabeledSplits:
-    from data import folder
-
     size = (int(input_shape[0]), int(input_shape[1]))
     base, files, labels = scan_kaggle(root)
     path = key = None

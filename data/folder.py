@@ -50,7 +50,7 @@ def _subdirs(path: str) -> list:
         return sorted(e.name for e in it if e.is_dir() and not e.name.startswith('.'))
 
 
-def _list_images(class_dir: str) -> list:
+def list_images(class_dir: str) -> list:
     """[(path, size, mtime_ns)] of the image files in ``class_dir``, sorted by name."""
     found = []
     with os.scandir(class_dir) as it:
@@ -71,7 +71,7 @@ def _scan_split(split_dir: str, classes: Sequence[str]):
         class_dir = os.path.join(split_dir, name)
         if not os.path.isdir(class_dir):
             continue
-        images = _list_images(class_dir)
+        images = list_images(class_dir)
         if not images:
             logger.info('class folder %s has no images; skipped', class_dir)
         files.extend(images)

@@ -25,24 +25,8 @@ import hashlib
 
 import numpy as np
 
+from data.base import conform_images
 from util.errors import ConfigError
-
-MAX_OUTLIER_RATIO = 0.5
-
-
-def validate_protocol_flags(cfg):
-    """Range checks that need no data (ConfigError before anything is loaded)."""
-    ratio = float(cfg.get("outlier_ratio") or 0.0)
-    if not 0.0 <= ratio <= MAX_OUTLIER_RATIO:
-        raise ConfigError(f"--outlier_ratio={ratio} must be in [0, {MAX_OUTLIER_RATIO}]")
-    for key in ("num_inlier_for_detector", "num_train"):
-        if int(cfg.get(key) or 0) < 0:
-            raise ConfigError(f"--{key}={cfg[key]} must be >= 0 (0 = off)")
-
-
-def protocols_active(cfg):
-    return bool(float(cfg.get("outlier_ratio") or 0) or int(cfg.get("num_inlier_for_detector")
-                                                              or 0) or int(cfg.get("num_train") or 0))
 
 
 def _image_hashes(images):
@@ -76,19 +60,21 @@ def contaminate(inliers, pool_images, ratio, rng):
     return images[order], flags[order]
 
 
-def apply_protocols(data, cfg, splits=None):
+def protocols_active(outlier_ratio=0.0, num_inlier_for_detector=0, num_train=0):
+    return bool(outlier_ratio or num_inlier_for_detector or num_train)
+
+
+def apply_protocols(data, *, outlier_ratio=0.0, num_inlier_for_detector=0, num_train=0, seed=0,
+                    splits=None):
     """Sets ``data.train_images`` / ``data.detector_images`` for the active protocols.
 
     ``splits`` (the dataset's ``LabeledSplits`` at the data's input shape, or a
-    callable returning them) is only needed for ``--outlier_ratio``; it supplies
+    callable returning them) is only needed for ``outlier_ratio``; it supplies
     the outlier pool. Returns the record for summary.json (also stored on
-    ``data.protocol_record``).
+    ``data.protocol_record``). The flags' ranges are checked by the caller.
     """
-    validate_protocol_flags(cfg)
-    ratio = float(cfg.get("outlier_ratio") or 0.0)
-    n_det = int(cfg.get("num_inlier_for_detector") or 0)
-    n_train = int(cfg.get("num_train") or 0)
-    rng = np.random.default_rng([int(cfg.get("seed") or 0), 11])
+    ratio, n_det, n_train = float(outlier_ratio), int(num_inlier_for_detector), int(num_train)
+    rng = np.random.default_rng([int(seed), 11])
     clean = data.train_images
     n = len(clean)
     for key, value in (("num_inlier_for_detector", n_det), ("num_train", n_train)):
@@ -101,8 +87,6 @@ def apply_protocols(data, cfg, splits=None):
         if splits is None:
             raise ValueError("--outlier_ratio needs the dataset's splits for its outlier pool")
         splits = splits() if callable(splits) else splits
-        from data.base import conform_images
-
         others = np.asarray(splits.train_labels) != data.category_index
         pool = drop_images(conform_images(splits.train_images[others], data.input_shape),
                            data.test_images)

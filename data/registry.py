@@ -96,6 +96,11 @@ def get_source(dataset: str) -> Source:
     return DATASETS[name]
 
 
+def has_defect_layout(dataset: str) -> bool:
+    """True for MVTec-layout datasets: good/defect test folders (and masks) of their own."""
+    return bool(getattr(get_source(dataset), 'splits_itself', False))
+
+
 def load_splits(dataset: str, *, root: Optional[str] = None, data_dir: Optional[str] = None,
                 input_shape: Union[Sequence[int], str] = (32, 32, 3)) -> LabeledSplits:
     """The multi-class dataset as its source gives it (images not yet resized)."""

@@ -21,7 +21,7 @@ def loss_precision(x):
     return x if x.dtype == tf.float64 else tf.cast(x, tf.float32)
 
 
-def _all_layers(layer):
+def all_layers(layer):
     """``layer`` and every layer nested in it (functional sub-models included)."""
     out, stack = [], [layer]
     while stack:
@@ -74,7 +74,7 @@ class OneClassModel(keras.Model):
         variables = self.trainable_variables
         if not self.l2_skip_batchnorm:
             return variables
-        bn_ids = {id(v) for layer in _all_layers(self)
+        bn_ids = {id(v) for layer in all_layers(self)
                   if isinstance(layer, keras.layers.BatchNormalization)
                   for v in layer.trainable_variables}
         return [v for v in variables if id(v) not in bn_ids]
@@ -118,3 +118,34 @@ class OneClassModel(keras.Model):
     def predict_step(self, data):
         images = data[0] if isinstance(data, (tuple, list)) else data
         return self.extract(images)
+
+
+class ClassifierModel(OneClassModel):
+    """A proxy task that classifies its training inputs: the transformation classifier
+    (which view of ``--aug_list``) and CutPaste (normal, cut-and-pasted or scarred).
+
+    Subclasses create ``self.classifier`` (a Dense layer on g(f(x))) and build the
+    labelled batch in ``train_step``; the step itself is ``classification_step``.
+    """
+
+    def call(self, images, training=False):
+        pooled, embed = super().call(images, training=training)
+        self.classifier(embed)  # builds the classifier with the model
+        return pooled, embed
+
+    def logits(self, images, training=False):
+        """(pool, embed, float32 class logits) of ``images``."""
+        pooled, embed = OneClassModel.call(self, images, training=training)
+        return pooled, embed, tf.cast(self.classifier(embed), tf.float32)
+
+    def classification_step(self, images, labels):
+        """Cross-entropy of the classifier on (images, labels), accuracy, L2, update."""
+        with tf.GradientTape() as tape:
+            _, _, logits = self.logits(images, training=True)
+            proxy = tf.reduce_mean(
+                tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits))
+            acc = tf.reduce_mean(tf.cast(
+                tf.equal(tf.argmax(logits, -1, output_type=tf.int32), labels), tf.float32))
+            total, l2, scaled = self.total_loss(proxy)
+        return self.step_and_track(tape, scaled, total, proxy, l2, acc)
+

@@ -15,7 +15,6 @@ Both are built with ``--num_epoch=0`` (forced by the registry): training is
 skipped and the run goes straight to feature extraction and the detectors.
 """
 
-import os
 
 import keras
 from keras import layers, ops
@@ -23,7 +22,6 @@ from keras import layers, ops
 from model.base import OneClassModel
 from model.heads import build_mlp_head, parse_head_dims
 from util.errors import ConfigError
-from util.validate import validate_baseline_flags  # noqa: F401  (TF-free home)
 
 IMAGENET_BGR_MEAN = (103.939, 116.779, 123.68)
 

@@ -23,7 +23,7 @@ import keras
 import tensorflow as tf
 
 from data.augment import build_augment_fn
-from model.base import OneClassModel
+from model.base import ClassifierModel
 from util.errors import ConfigError
 
 VARIANTS = {"cutpaste": ("cutpaste",), "scar": ("scar",), "3way": ("cutpaste", "scar")}
@@ -122,7 +122,7 @@ def cutpaste_batch(images, variant):
     return tf.concat(parts, axis=0), tf.concat(labels, axis=0)
 
 
-class CutPasteModel(OneClassModel):
+class CutPasteModel(ClassifierModel):
     """Keras model whose train_step takes batches of (augmented) clean images."""
 
     views_per_image = 3
@@ -134,20 +134,6 @@ class CutPasteModel(OneClassModel):
         self.num_classes = 1 + len(VARIANTS[self.variant])
         self.classifier = keras.layers.Dense(self.num_classes, name="cutpaste_logits")
 
-    def call(self, images, training=False):
-        pooled, embed = super().call(images, training=training)
-        self.classifier(embed)  # builds the classifier with the model
-        return pooled, embed
-
     def train_step(self, data):
         images = data[0] if isinstance(data, (tuple, list)) else data
-        x, labels = cutpaste_batch(images, self.variant)
-        with tf.GradientTape() as tape:
-            _, embed = OneClassModel.call(self, x, training=True)
-            logits = tf.cast(self.classifier(embed), tf.float32)
-            proxy = tf.reduce_mean(
-                tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits))
-            acc = tf.reduce_mean(tf.cast(
-                tf.equal(tf.argmax(logits, -1, output_type=tf.int32), labels), tf.float32))
-            total, l2, scaled = self.total_loss(proxy)
-        return self.step_and_track(tape, scaled, total, proxy, l2, acc)
+        return self.classification_step(*cutpaste_batch(images, self.variant))

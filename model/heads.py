@@ -2,8 +2,9 @@
 
 For every dim but the last: Dense (no bias) + BN + ReLU; the last is a linear
 Dense, with a bias only when a classifier follows it (the transformation
-classifier), none for the contrastive embedding (as the release). The paper uses 8 hidden layers of 512 (``512x8``), plus 128 for the
-contrastive embedding (``512x8,128``).
+classifier), none for the contrastive embedding (as the release). The paper
+uses 8 hidden layers of 512 (``512x8``), plus 128 for the contrastive
+embedding (``512x8,128``).
 """
 
 import keras

@@ -100,10 +100,7 @@ def build_model(model_type, *, net_type="ResNet18", net_width=1.0, input_shape=(
     if classifier:
         kwargs["num_views"] = count_views(aug_list or spec["aug_list"])
         kwargs["aug_list_for_test"] = aug_list_for_test or spec["aug_list_for_test"]
-    if spec["contrastive"]:
-        if not dims:
-            raise ConfigError("--head_dims must not be empty for contrastive models "
-                              "(the loss needs an embedding); e.g. --head_dims=512x8,128")
+    if spec["contrastive"]:  # engine/validate.py has checked that the head is not empty
         kwargs["temperature"] = temperature
     model = model_class(model_type)(backbone, head, **kwargs)
     model(tf.zeros((2,) + tuple(input_shape)))  # creates every weight before restore/fit

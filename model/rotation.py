@@ -18,7 +18,7 @@ import tensorflow as tf
 
 from data.aug_spec import num_views as count_views
 from data.augment import build_augment_fn
-from model.base import OneClassModel
+from model.base import ClassifierModel
 from util.errors import ConfigError
 
 ROTATION_TEST_VIEWS = "x,+rotate90,+rotate180,+rotate270"
@@ -31,7 +31,7 @@ def stack_views(views):
     return stacked, labels
 
 
-class TransformationModel(OneClassModel):
+class TransformationModel(ClassifierModel):
     """Keras model whose train_step takes a tuple of V view batches."""
 
     views_per_image = 4  # the default (rotation); instances use their own count
@@ -50,36 +50,19 @@ class TransformationModel(OneClassModel):
         self.test_views = build_augment_fn(aug_list_for_test, num_views=num_views)
         self.classifier = keras.layers.Dense(self.views_per_image, name="view_logits")
 
-    def call(self, images, training=False):
-        pooled, embed = super().call(images, training=training)
-        self.classifier(embed)  # builds the classifier with the model
-        return pooled, embed
-
-    def view_logits(self, images, training=False):
-        pooled, embed = super().call(images, training=training)
-        return pooled, embed, tf.cast(self.classifier(embed), tf.float32)
-
     def train_step(self, data):
         views = tuple(data) if isinstance(data, (tuple, list)) else (data,)
         if len(views) != self.views_per_image:
             raise ValueError(f"expected {self.views_per_image} views per batch, "
                              f"got {len(views)}")
-        images, labels = stack_views(views)
-        with tf.GradientTape() as tape:
-            _, _, logits = self.view_logits(images, training=True)
-            proxy = tf.reduce_mean(
-                tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits))
-            acc = tf.reduce_mean(tf.cast(
-                tf.equal(tf.argmax(logits, -1, output_type=tf.int32), labels), tf.float32))
-            total, l2, scaled = self.total_loss(proxy)
-        return self.step_and_track(tape, scaled, total, proxy, l2, acc)
+        return self.classification_step(*stack_views(views))
 
     def extract(self, images):
         """pool/embed of test view 0 plus the two classifier scores over the test views."""
         batch = tf.shape(images)[0]
         v = self.views_per_image
         stacked, _ = stack_views(self.test_views(images))
-        pooled, embed, logits = self.view_logits(stacked, training=False)
+        pooled, embed, logits = self.logits(stacked, training=False)
         logp = tf.nn.log_softmax(logits, axis=-1)
         # rows are ordered [view 0 block, view 1 block, ...]; take log p(y=k | view_k)
         logp = tf.reshape(logp, [v, batch, v])

@@ -1,6 +1,6 @@
 """Architecture tables and flag parsers of the models, without TensorFlow.
 
-Flag validation (util/validate.py) uses them before Keras is imported;
+Flag validation (engine/validate.py) uses them before Keras is imported;
 model/resnet.py and model/heads.py build the networks from the same tables.
 """
 

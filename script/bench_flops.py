@@ -20,10 +20,10 @@ def conv_dense_macs(model):
     """Multiply-adds of one forward pass of one image through ``model``."""
     import keras
 
-    from model.base import _all_layers
+    from model.base import all_layers
 
     macs = 0
-    for layer in _all_layers(model):
+    for layer in all_layers(model):
         if isinstance(layer, keras.layers.Conv2D):
             _, h, w, _ = layer.output.shape
             macs += int(h) * int(w) * int(np.prod(layer.kernel.shape))
@@ -58,8 +58,8 @@ def matmul_gflops(n=2048, repeats=5, log=None):
 
 def flops_section(args, log, throughput_rows=None):
     from model.registry import build_model
-    from util.config import resolve_config
-    from util.experiment import stem_filters
+    from engine.config import resolve_config
+    from engine.experiment import stem_filters
 
     n = 1024 if args.quick else 2048
     peak = matmul_gflops(n, repeats=3 if args.quick else 7)

@@ -2,7 +2,7 @@
 
     python script/bench_mvtec.py [--root DIR] [--category bottle] [--width 0.25]
 
-Times each stage of ``util.patch_evaluation`` on real data with an untrained
+Times each stage of ``detect.patch_evaluator`` on real data with an untrained
 ResNet-18 (training does not change the cost): features of the detector's
 training patches, fitting the detector, features of every test patch (83
 bottle images x 57 x 57), detector scoring, Gaussian upsampling and the pixel
@@ -24,7 +24,6 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 SHARED_MVTEC = Path(__file__).resolve().parents[2] / "shared" / "data" / "mvtec_ad"
 
@@ -58,23 +57,23 @@ def run(root, category, width=0.25, detector="kde", train_patches=20000, batch=5
 
     from data.mvtec import load_category
     from model.registry import build_model
-    from util.config import FLAG_DEFAULTS
-    from util.detectors import make_detector
-    from util.localization import (ConvGridFeatures, dense_patch_features, features_of_patches,
+    from engine.flags import FLAG_DEFAULTS
+    from detect.detectors import make_detector
+    from detect.localization import (ConvGridFeatures, dense_patch_features, features_of_patches,
                                    image_scores, patch_feature_fn, sample_grid_patches,
                                    upsample_maps)
-    from util.metrics import roc_auc
-    from util.patch_evaluation import _score_chunked
-    from util.pixel_metrics import pixel_metrics
+    from detect.metrics import roc_auc
+    from detect.patch_evaluator import score_chunked
+    from detect.pixel_metrics import pixel_metrics
 
     cfg = dict(FLAG_DEFAULTS)
     p, size = cfg["patch_size"], cfg["mvtec_image_size"]
     t = {}
     t0 = time.perf_counter()
     if run_dir:  # a trained model: its own data and patch geometry
-        from util.export import load_run
+        from engine.run_loading import load_run
 
-        cfg, model, data = load_run(run_dir)
+        cfg, model, data, _ = load_run(run_dir)
         p, size, category, width = (cfg["patch_size"], cfg["mvtec_image_size"], cfg["category"],
                                     cfg["net_width"])
     else:
@@ -107,7 +106,7 @@ def run(root, category, width=0.25, detector="kde", train_patches=20000, batch=5
     t["test_features_s"] = time.perf_counter() - t0
     n_img, n = feats.shape[0], feats.shape[1]
     t0 = time.perf_counter()
-    maps = _score_chunked(det, feats.reshape(-1, feats.shape[-1])).reshape(n_img, n, n)
+    maps = score_chunked(det, feats.reshape(-1, feats.shape[-1])).reshape(n_img, n, n)
     t["score_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     pixel = upsample_maps(maps, p, stride)

@@ -2,7 +2,7 @@
 
 The model is the width-0.25 ResNet-18 of the cpu_small preset at 32x32 (random
 initialisation: speed does not depend on the weights) with a KDE over 5,000
-training features, exported with util/export.py exactly as a run does, loaded
+training features, exported with deploy/export.py exactly as a run does, loaded
 back with tf.saved_model.load, and fed uint8 batches through the serving
 signature (the path script/score.py takes, without file decoding).
 
@@ -24,12 +24,12 @@ def scoring_section(args, log, n_train=5000, width=0.25, batch_sizes=(256, 1024)
     import tensorflow as tf
 
     from model.registry import build_model
-    from util.calibration import calibration
-    from util.config import FLAG_DEFAULTS
-    from util.detectors import KDE
-    from util.export import export_saved_model
+    from detect.calibration import calibration
+    from engine.flags import FLAG_DEFAULTS
+    from detect.detectors import KDE
+    from deploy.export import export_saved_model
 
-    from bench_flops import conv_dense_macs, matmul_gflops
+    from script.bench_flops import conv_dense_macs, matmul_gflops
 
     quick = getattr(args, "quick", False)
     repeats = 3 if quick else max(3, int(getattr(args, "repeats", 5)))

@@ -37,12 +37,11 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-import bench_mvtec  # noqa: E402  (script/ is on sys.path when this file runs)
-from util.atomic import write_text_atomic  # noqa: E402
+from script import bench_mvtec
+from util.atomic import write_text_atomic
 
 SHARED_CIFAR = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10"
 MODEL_TYPES = ("contrastive_da", "contrastive", "rotation")
@@ -73,7 +72,7 @@ def _csv(value, kind, flag, allowed=None):
 
 def validate_args(args):
     """Every argument checked before an output directory is created (ValueError)."""
-    from util.presets import PRESETS
+    from engine.presets import PRESETS
 
     _csv(args.sections, str, "sections", SECTIONS)
     _csv(args.widths, float, "widths")
@@ -207,9 +206,9 @@ def throughput_section(args, log):
     from data.distaug import apply_distribution_augmentation
     from data.pipeline import eval_dataset, train_dataset
     from model.registry import model_class
-    from util.config import resolve_config
-    from util.distribute import make_strategy
-    from util.experiment import build_training
+    from engine.config import resolve_config
+    from engine.distribute import make_strategy
+    from engine.experiment import build_training
 
     images, source = training_images(args)
     log(f"throughput: images from {source}, {len(images)} x 32x32x3")
@@ -272,7 +271,7 @@ def throughput_section(args, log):
 
 
 def detectors_section(args, log):
-    from util.detector_bench import benchmark_detector
+    from script.bench_detectors import benchmark_detector
 
     results = []
     for n_train in [int(n) for n in args.detector_sizes.split(",")]:
@@ -308,7 +307,7 @@ def _quality_data(args, category):
 def quality_config(args, model_type, preset, dataset, root, category, out, seed=0, epochs=None):
     """The full configuration of one quality run: the preset's, with its own step budget
     unless --budget_steps (or --quick) sets one; epochs=0 is the random-init baseline."""
-    from util.config import resolve_config
+    from engine.config import resolve_config
 
     cfg = dict(preset=preset, model_type=model_type, dataset=dataset, root=root,
                category=category, is_validation=True, seed=seed, force_init=True,
@@ -331,7 +330,7 @@ def quality_config(args, model_type, preset, dataset, root, category, out, seed=
 
 
 def _train(args, model_type, preset, dataset, root, category, out, seed=0, epochs=None):
-    from util.experiment import run_experiment
+    from engine.experiment import run_experiment
 
     full = quality_config(args, model_type, preset, dataset, root, category, out, seed, epochs)
     code = run_experiment(full, log=lambda *_: None)
@@ -345,7 +344,7 @@ def _train(args, model_type, preset, dataset, root, category, out, seed=0, epoch
 
 
 def quality_section(args, log):
-    from util.detectors import evaluate_detectors
+    from detect.detectors import evaluate_detectors
 
     out_root = Path(args.out) / "quality_runs"
     rows = []
@@ -433,7 +432,7 @@ def main(argv=None):
     if "throughput" in sections:
         result["throughput"] = throughput_section(args, log)
     if "flops" in sections:
-        from bench_flops import flops_section
+        from script.bench_flops import flops_section
 
         result["flops"] = flops_section(args, log, result.get("throughput"))
     if "detectors" in sections:
@@ -443,7 +442,7 @@ def main(argv=None):
         from script.bench_scoring import scoring_section
         result["scoring"] = scoring_section(args, log)
     if "determinism" in sections:  # script/bench_determinism.py
-        from bench_determinism import determinism_section
+        from script.bench_determinism import determinism_section
         result["determinism"] = determinism_section(args, log)
     if "quality" in sections:
         result["quality"] = quality_section(args, log)

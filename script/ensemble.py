@@ -20,17 +20,14 @@ line and exit code 2 before anything is written.
 import argparse
 import csv
 import io
-import json
 import sys
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from util.atomic import write_json_atomic, write_text_atomic  # noqa: E402
-from util.errors import ConfigError  # noqa: E402
-from util.metrics import roc_auc  # noqa: E402
+from detect.metrics import roc_auc
+from util.atomic import write_json_atomic, write_text_atomic
+from util.errors import ConfigError
 
 SCORES = Path("stats") / "scores.npz"
 

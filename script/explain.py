@@ -16,9 +16,8 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from util.errors import ConfigError  # noqa: E402
+from engine.run_loading import read_run_config
+from util.errors import ConfigError
 
 
 def parse_args(argv=None):
@@ -49,25 +48,29 @@ def main(argv=None):
     try:
         if args.num_images <= 0 or args.ig_steps <= 0:
             raise ConfigError("--num_images and --ig_steps must be positive")
-        import numpy as np
+        cfg = read_run_config(args.run_dir)
+        cfg["detectors"] = "kde"
+
         from tqdm import tqdm
 
         from data.augment import to_float_images
-        from util.evaluation import evaluate_final
-        from util.explain import (ScoreFunction, conv_trunk, heatmap, kde_head, rotation_head,
-                                  save_explanation)
-        from util.export import detector_params, load_run
+        from deploy.detector_graph import detector_params
+        from deploy.explain import (ScoreFunction, detector_head, heatmap, rotation_head,
+                                    save_explanation)
+        from engine.run_loading import load_run
+        from model.trunk import conv_trunk
 
-        cfg, model, data = load_run(args.run_dir)
+        _, model, data, evaluator = load_run(args.run_dir, cfg)
         if args.target == "rotation" and not hasattr(model, "classifier"):
             raise ConfigError(f"--target=rotation needs a rotation model, this run is "
                               f"{cfg['model_type']}")
-        ev = evaluate_final(model, data, detectors=["kde"], max_train=cfg["max_detector_train"],
-                            seed=cfg["seed"], batch_size=cfg["eval_batch_size"],
-                            calibration_fraction=cfg.get("calibration_fraction", 0.1))
+        ev = evaluator.final(model, data)
+        if not ev.exportable:
+            raise ConfigError(f"{args.run_dir} is a patch run: its heat maps are under "
+                              "heatmaps/ already")
         if args.target == "kde":
-            head = kde_head(model, "kde", detector_params(ev.detectors["pool.kde"],
-                                                          ev.fit_feats["pool"]))
+            head = detector_head(model, "kde", detector_params(ev.detectors["pool.kde"],
+                                                               ev.fit_feats["pool"]))
             scores = ev.test_scores["pool.kde"]
         else:
             head = rotation_head(model)

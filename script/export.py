@@ -12,9 +12,10 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from util.errors import ConfigError  # noqa: E402
+from deploy.export_format import EXPORT_DETECTORS, EXPORT_FEATURE_SET
+from engine.run_loading import read_run_config
+from engine.validate import check_scoring_flags
+from util.errors import ConfigError
 
 
 def parse_args(argv=None):
@@ -31,32 +32,24 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     try:
-        from util.config import FLAG_DEFAULTS
-        from util.outputs import check_flags
-
         run_dir = Path(args.run_dir)
-        if not (run_dir / "stats" / "hparams.json").exists():
-            raise ConfigError(f"{run_dir} is not a run directory (no stats/hparams.json)")
-        import json
-
-        cfg = dict(FLAG_DEFAULTS)
-        cfg.update(json.loads((run_dir / "stats" / "hparams.json").read_text()))
+        cfg = read_run_config(run_dir)
         for key in ("export_detector", "target_fpr", "calibration_fraction"):
             if getattr(args, key) is not None:
                 cfg[key] = getattr(args, key)
-        check_flags(cfg)
-
-        from util.evaluation import evaluate_final
-        from util.export import EXPORT_DETECTORS, EXPORT_FEATURE_SET, load_run
-        from util.outputs import calibrate_all, export_evaluation
-
-        _, model, data = load_run(run_dir)
+        check_scoring_flags(cfg)
         dets = sorted(set(EXPORT_DETECTORS.values()) & set(cfg["detectors"].split(",")))
         if cfg["export_detector"] != "auto":
             dets = [EXPORT_DETECTORS[cfg["export_detector"]]]
-        ev = evaluate_final(model, data, detectors=dets, max_train=cfg["max_detector_train"],
-                            seed=cfg["seed"], batch_size=cfg["eval_batch_size"],
-                            calibration_fraction=cfg["calibration_fraction"])
+        cfg["detectors"] = ",".join(dets) if dets else cfg["detectors"]
+
+        from engine.outputs import calibrate_all, export_evaluation
+        from engine.run_loading import load_run
+
+        _, model, data, evaluator = load_run(run_dir, cfg)
+        ev = evaluator.final(model, data)
+        if not ev.exportable:
+            raise ConfigError(f"{run_dir} is a patch run: patch models cannot be exported yet")
         ev.detectors = {k: v for k, v in ev.detectors.items()
                         if k.startswith(EXPORT_FEATURE_SET + ".")}
         calibs = calibrate_all(ev, cfg["target_fpr"])

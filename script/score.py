@@ -18,9 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from util.errors import ConfigError  # noqa: E402
+from util.errors import ConfigError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 
@@ -97,7 +95,7 @@ def main(argv=None):
     try:
         if args.batch_size <= 0:
             raise ConfigError(f"--batch_size={args.batch_size} must be positive")
-        from util.export import read_export_meta
+        from deploy.export_format import read_export_meta
 
         meta = read_export_meta(args.export_dir)
         files = collect_files(args.inputs)
@@ -140,7 +138,7 @@ def main(argv=None):
                                                    steps=tf.constant(args.ig_steps))
             else:
                 ex = model.signatures["explain_gradcam"](images=batch)
-            from util.explain import save_explanation
+            from deploy.explain import save_explanation
 
             for i, (path, _) in enumerate(group):
                 name = f"{len(rows) - len(group) + i:06d}_{Path(path).stem}.png"

@@ -33,10 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from util.atomic import write_bytes_atomic, write_text_atomic  # noqa: E402
-from util.errors import ConfigError  # noqa: E402
+from util.atomic import write_bytes_atomic, write_text_atomic
+from util.errors import ConfigError
 
 DATASET_ORDER = ["cifar10ood", "cifar20ood", "fmnistood", "dogvscatood", "celeba"]
 

@@ -3,7 +3,7 @@
 Without TF_CONFIG it is the single-process reference on the same global batch.
 Runs in float64, as tests/replica_check.py does, so the comparison is tight.
 The model is built with the project's registry and trained with model.fit under
-the strategy that ``--strategy`` selects (util/distribute.py). Prints a JSON
+the strategy that ``--strategy`` selects (engine/distribute.py). Prints a JSON
 line with the per-step losses and a checksum of the final weights, and writes
 the weights to argv[1] (npz).
 """
@@ -20,7 +20,7 @@ import keras  # noqa: E402
 keras.config.set_floatx("float64")  # exact up to rounding (float32 sync-BN moments drift ~1e-4)
 
 from model.registry import build_model  # noqa: E402
-from util.distribute import make_strategy  # noqa: E402
+from engine.distribute import make_strategy  # noqa: E402
 
 STEPS, GLOBAL_BATCH = 3, 16
 

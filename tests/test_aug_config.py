@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from data.aug_spec import DEFAULT_AUG, ROTATION_SUFFIX
-from util.config import FLAG_DEFAULTS, resolve_config
+from engine.config import resolve_config
+from engine.flags import FLAG_DEFAULTS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -68,7 +69,7 @@ def test_view_counts_are_checked_when_flags_resolve():
 
 
 def test_config_and_grammar_import_without_tensorflow():
-    code = ("import sys; import util.config, data.aug_spec; "
+    code = ("import sys; import engine.config, data.aug_spec; "
             "data.aug_spec.parse_aug_list(data.aug_spec.DEFAULT_AUG); "
             "print('tensorflow' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)

@@ -1,14 +1,9 @@
 """script/bench_flops.py: FLOPs counted from layer shapes, against hand counts."""
 
-import sys
-from pathlib import Path
-
 import keras
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "script"))
-
-from bench_flops import conv_dense_macs, train_flops_per_view  # noqa: E402
+from script.bench_flops import conv_dense_macs, train_flops_per_view
 
 
 def test_macs_of_conv_and_dense_by_hand():

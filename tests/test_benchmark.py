@@ -67,8 +67,7 @@ def test_quality_models_rejects_unknown_model(tmp_path):
 
 
 def test_quality_markdown_skips_models_not_trained():
-    sys.path.insert(0, str(ROOT / "script"))
-    from benchmark import quality_markdown
+    from script.benchmark import quality_markdown
 
     final = {"pool.kde": 70.0, "pool.gde": 69.0}
     row = dict(category="cat", raw_pixels={"kde": 45.0, "gde": 55.0, "auc": 47.0},
@@ -99,8 +98,7 @@ def test_bad_arguments_exit_2_before_any_output(tmp_path, args, flag):
 def test_quality_runs_train_for_their_presets_budget_unless_one_is_given(tmp_path):
     """Each proxy task's quality run uses its own preset's step budget (contrastive 4,500,
     rotation 6,750 steps); --budget_steps overrides both exactly; random init trains 0 epochs."""
-    sys.path.insert(0, str(ROOT / "script"))
-    from benchmark import parse_args, quality_config
+    from script.benchmark import parse_args, quality_config
 
     def steps(argv, model_type, preset, epochs=None):
         cfg = quality_config(parse_args(argv), model_type, preset, "digitsood", None, "0",

@@ -1,6 +1,5 @@
 """Image-folder source: layout, decoding, errors, cache, and real CIFAR-10 JPEGs."""
 
-import glob
 import os
 from pathlib import Path
 

@@ -4,10 +4,11 @@ from scipy.special import logsumexp
 from scipy.stats import multivariate_normal
 from sklearn.svm import OneClassSVM
 
-from util import detectors as D
-from util.detectors import (DETECTORS, GDE, KDE, OCSVM_Linear, OCSVM_RBF, OneNN,
-                            evaluate_detectors, gamma_rule, l2_normalize,
-                            make_detector, score_detectors, subsample_rows)
+from detect import detector_base as D
+from detect.detector_base import gamma_rule, l2_normalize
+from detect.detectors import (DETECTORS, GDE, KDE, OCSVM_Linear, OCSVM_RBF, OneNN,
+                              evaluate_detectors, make_detector, score_detectors,
+                              subsample_rows)
 from util.errors import ConfigError
 
 

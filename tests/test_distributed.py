@@ -28,7 +28,7 @@ def test_mirrored_on_one_device_runs_on_the_default_strategy():
     one GPU, --strategy=mirrored must hand back TensorFlow's default strategy."""
     import tensorflow as tf
 
-    from util.distribute import make_strategy
+    from engine.distribute import make_strategy
 
     if len(tf.config.list_logical_devices("GPU")) > 1:
         pytest.skip("several GPUs: mirrored must mirror")

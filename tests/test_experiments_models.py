@@ -63,8 +63,8 @@ def test_imagenet_resnet50_loads_local_weights(tmp_path):
 
 
 def test_baseline_flag_errors(tmp_path):
-    from model.baselines import validate_baseline_flags
-    from util.config import resolve_config
+    from engine.validate import check_baseline_flags as validate_baseline_flags
+    from engine.config import resolve_config
     from util.errors import ConfigError
 
     with pytest.raises(ConfigError, match="needs --pretrained_weights"):
@@ -80,7 +80,7 @@ def test_baseline_flag_errors(tmp_path):
 
 
 def test_mmd_known_cases():
-    from util.uniformity import mmd2, mmd_to_uniform, uniform_sphere
+    from detect.uniformity import mmd2, mmd_to_uniform, uniform_sphere
 
     rng = np.random.default_rng(0)
     a, b = uniform_sphere(400, 32, rng), uniform_sphere(400, 32, rng)
@@ -96,7 +96,7 @@ def test_mmd_known_cases():
 
 
 def test_uniformity_uses_test_inliers_of_embed():
-    from util.uniformity import KEY, uniformity_results
+    from detect.uniformity import KEY, uniformity_results
 
     rng = np.random.default_rng(0)
     labels = np.array([0] * 300 + [1] * 300)

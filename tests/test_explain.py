@@ -1,4 +1,4 @@
-"""Integrated gradients and GradCAM of the differentiable detector score (util/explain.py)."""
+"""Integrated gradients and GradCAM of the differentiable detector score (deploy/explain.py)."""
 
 import numpy as np
 import pytest
@@ -6,11 +6,12 @@ import tensorflow as tf
 
 from data.augment import to_float_images
 from model.registry import build_model
-from util.detectors import KDE
-from util.evaluation import extract_features
-from util.explain import (ScoreFunction, conv_trunk, gradcam, integrated_gradients, kde_head,
-                          rotation_head)
-from util.export import detector_params
+from detect.detectors import KDE
+from detect.image_evaluator import extract_features
+from deploy.detector_graph import detector_params
+from deploy.explain import (ScoreFunction, detector_head, gradcam, integrated_gradients,
+                            rotation_head)
+from model.trunk import conv_trunk
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +45,7 @@ def kde_setup(images):
     model = tiny("contrastive_da")
     feats = extract_features(model, train)["pool"]
     det = KDE().fit(feats)
-    score_fn = ScoreFunction(conv_trunk(model), kde_head(model, "kde",
+    score_fn = ScoreFunction(conv_trunk(model), detector_head(model, "kde",
                                                          detector_params(det, feats)))
     return model, det, score_fn
 

@@ -133,7 +133,7 @@ def test_script_exit_status_and_one_line(tmp_path, args, flag):
 
 
 def test_good_tf_config_passes():
-    from util.distribute import is_chief, parse_tf_config
+    from engine.distribute import is_chief, parse_tf_config
 
     cluster, kind, index = parse_tf_config(GOOD_TF_CONFIG)
     assert (kind, index, len(cluster["worker"])) == ("worker", 0, 2)
@@ -144,8 +144,8 @@ def test_good_tf_config_passes():
 
 
 def test_flag_precedence_explicit_then_preset_then_model_default():
-    from util.config import resolve_config
-    from util.presets import PRESETS
+    from engine.config import resolve_config
+    from engine.presets import PRESETS
 
     preset = PRESETS["cpu_small"]
     # explicit flag beats the preset
@@ -190,7 +190,7 @@ def test_rotation_preset_views_are_crop_flip_gray_then_each_fixed_rotation():
     degrees, no colour jitter or blur (picked on the validation protocol); the test views are
     the plain rotations."""
     from data.aug_spec import parse_aug_list
-    from util.config import resolve_config
+    from engine.config import resolve_config
 
     cfg = resolve_config(dict(preset="cpu_small_rotation"))
     assert cfg["model_type"] == "rotation"

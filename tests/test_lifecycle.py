@@ -72,7 +72,7 @@ def test_second_process_refused_and_killed_holder_releases(tmp_path):
 
 def test_different_configuration_refused_and_hparams_kept(tmp_path):
     from util.atomic import write_json_atomic
-    from util.config import resolve_config
+    from engine.config import resolve_config
 
     run_dir = tmp_path / "run"
     recorded = resolve_config(dict(dataset="digitsood", category="3", net_width=0.125,
@@ -129,7 +129,7 @@ def test_finished_run_reports_reevaluates_and_survives_corrupt_checkpoint(tmp_pa
 
 def test_interrupted_write_leaves_old_file(tmp_path, monkeypatch):
     from util import atomic
-    from util.callbacks import record_history
+    from engine.callbacks import record_history
 
     path = tmp_path / "summary.json"
     atomic.write_json_atomic(path, {"pool.kde": 1.0})
@@ -245,7 +245,7 @@ def test_collapse_detected_on_constant_images(tmp_path):
 
 
 def test_embedding_spread_separates_collapsed_from_spread_features():
-    from util.collapse import THRESHOLD, embedding_spread
+    from engine.collapse import THRESHOLD, embedding_spread
 
     rng = np.random.default_rng(0)
     spread = rng.normal(size=(256, 32))
@@ -274,8 +274,8 @@ def test_deterministic_runs_give_identical_numbers(tmp_path):
 
 def test_nan_message_blames_learning_rate_only_when_weights_diverged():
     from model.registry import build_model
-    from util.callbacks import nan_message
-    from util.config import resolve_config
+    from engine.callbacks import nan_message
+    from engine.config import resolve_config
 
     cfg = resolve_config(dict(model_type="contrastive", learning_rate=0.5))
     model = build_model("contrastive", net_type="ResNet10", net_width=0.125, head_dims="32,16")

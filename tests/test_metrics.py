@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from util.errors import ConfigError
-from util.metrics import roc_auc, validate_labels
+from detect.metrics import roc_auc, validate_labels
 
 
 def test_label_convention_perfect_and_reversed():

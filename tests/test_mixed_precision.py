@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from util.config import resolve_config
-from util.experiment import build_training
+from engine.config import resolve_config
+from engine.experiment import build_training
 
 
 def losses_for(mode, batch, init=None, steps=4):

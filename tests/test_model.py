@@ -12,9 +12,9 @@ from model.heads import build_mlp_head, parse_head_dims
 from model.registry import build_model
 from model.resnet import build_resnet, check_input_shape
 from model.rotation import stack_views
-from util.callbacks import StopOnNaN
+from engine.callbacks import StopOnNaN
 from util.errors import ConfigError
-from util.schedules import EpochCosineDecay
+from engine.schedules import EpochCosineDecay
 
 
 def n_trainable(model):
@@ -160,7 +160,7 @@ def test_rotation_scores_match_numpy(head_dims):
                         input_shape=(16, 16, 3))
     x = np.random.default_rng(1).random((5, 16, 16, 3), dtype=np.float32)
     feats = model.predict(x, verbose=0, batch_size=5)
-    logits = np.stack([model.view_logits(np.rot90(x, k, axes=(1, 2)).copy())[2].numpy()
+    logits = np.stack([model.logits(np.rot90(x, k, axes=(1, 2)).copy())[2].numpy()
                        for k in range(4)])  # [k, B, 4]
     logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
     np.testing.assert_allclose(feats["logit"], -np.exp(logp[0, :, 0]), rtol=1e-4, atol=1e-6)

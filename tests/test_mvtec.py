@@ -14,7 +14,7 @@ from sklearn.metrics import precision_recall_curve, roc_auc_score
 from data import mvtec
 from data.registry import load_one_class_data
 from tests.mvtec_fixture import make_category
-from util import localization, pixel_metrics
+from detect import localization, pixel_metrics
 from util.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -270,8 +270,8 @@ def test_cutpaste_trains_and_detectors_see_only_clean_patches(tmp_path, monkeypa
     extractor gets while fitting detectors is an exact crop of a good training image."""
     tf = _tf()
     from model.registry import build_model
-    from util import patch_evaluation
-    from util.config import FLAG_DEFAULTS
+    from detect.evaluation import EvalSettings
+    from detect.patch_evaluator import PatchEvaluator
 
     model = build_model("cutpaste", net_type="ResNet10", net_width=0.125, input_shape=(16, 16, 3),
                         head_dims="16", cutpaste_variant="3way")
@@ -297,11 +297,12 @@ def test_cutpaste_trains_and_detectors_see_only_clean_patches(tmp_path, monkeypa
         return wrapped
 
     monkeypatch.setattr(localization, "patch_feature_fn", spy)
-    cfg = dict(FLAG_DEFAULTS, dataset="mvtec_folder", model_type="cutpaste", patch_size=16,
-               patch_stride=4, mvtec_image_size=32, max_detector_train=20, eval_batch_size=8,
-               mvtec_heatmaps=False)
-    maps = patch_evaluation.patch_scores(model, data, cfg, ["gde"], log=lambda *_: None)
-    assert maps["pool.gde"].shape == (7, 5, 5)
+    evaluator = PatchEvaluator(EvalSettings(("gde",), max_train=20, batch_size=8,
+                                            calibration_fraction=0.0),
+                               patch_size=16, patch_stride=4, patches_per_image=4,
+                               mvtec_features="pool", patch_features="crop")
+    ev = evaluator.final(model, data, log=lambda *_: None)
+    assert ev.patch_maps["pool.gde"].shape == (7, 5, 5)
     fit_inputs = np.concatenate(seen[0:3])[:20]  # the first calls fit: 20 patches, batches of 8
     windows = localization.extract_patches(train_u8, 16, 4).numpy().reshape(-1, 16, 16, 3)
     for patch in fit_inputs:
@@ -470,16 +471,24 @@ def test_end_to_end_conv_patch_features(tmp_path):
     assert "patch features (conv)" in out.stdout + out.stderr
     summary = json.loads((run / "stats" / "summary.json").read_text())
     assert summary["pixel_AUROC"] == summary["pool.kde.pixel_auroc"]
+    # a patch run writes the same outputs as an image run, on the same scales
+    from detect.scores_file import read_scores
+
+    scores = read_scores(run / "stats" / "scores.npz")
+    assert set(scores["test"]) == {"pool.kde", "pool.gde"} and len(scores["id"]) == 7
+    assert summary["image_F1Max"] == pytest.approx(summary["metrics"]["pool.kde"]["image_F1Max"])
+    assert summary["image_AUROC"] == pytest.approx(summary["metrics"]["pool.kde"]["image_AUROC"])
+    assert summary["calibration"]["pool.kde"]["n_calibration"] == len(scores["calib"]["pool.kde"])
+    assert (run / "plots" / "roc.png").exists() and summary["export"] is None
     # a finished patch-mode run reloads with its 16 px network and 32 px images and
     # scores as it did (export, explain and bench_mvtec --mvtec_run rely on this)
     _tf()
-    from util.export import load_run
-    from util.patch_evaluation import mvtec_evaluate
+    from engine.run_loading import load_run
 
-    cfg, model, data = load_run(run)
+    cfg, model, data, evaluator = load_run(run)
     assert model.backbone.inputs[0].shape[1:3] == (16, 16)
     assert data.test_images.shape[1:3] == (32, 32)
-    again = mvtec_evaluate(model, data, cfg, ["kde", "gde"])
+    again = evaluator.final(model, data).results
     for key in ("pool.kde", "pool.gde.pixel_auroc", "pool.kde.pro"):
         assert again[key] == pytest.approx(summary[key], abs=1e-3), key
     bad = _cli(["--dataset=mvtec", f"--root={tmp_path / 'DIR'}", "--category=widget",

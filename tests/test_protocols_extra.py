@@ -41,7 +41,7 @@ def test_outlier_ratio_keeps_size_and_contaminates(ratio):
     splits = make_splits()
     data = split(splits)
     n = len(data.train_images)  # 90 after the validation hold-out
-    rec = apply_protocols(data, cfg(outlier_ratio=ratio), splits=splits)
+    rec = apply_protocols(data, **cfg(outlier_ratio=ratio), splits=splits)
     cls = data.train_images[:, 0, 0, 0]
     assert len(data.train_images) == n == rec["n_train"]
     assert int(np.sum(cls != 2)) == rec["n_train_outliers"] == int(np.floor(ratio * n + 0.5))
@@ -55,7 +55,7 @@ def test_outlier_ratio_keeps_size_and_contaminates(ratio):
 def test_semi_supervised_detector_gets_clean_inliers():
     splits = make_splits()
     data = split(splits)
-    rec = apply_protocols(data, cfg(outlier_ratio=0.1, num_inlier_for_detector=7), splits=splits)
+    rec = apply_protocols(data, **cfg(outlier_ratio=0.1, num_inlier_for_detector=7), splits=splits)
     assert data.detector_images.shape[0] == 7 == rec["n_detector"]
     assert np.all(data.detector_images[:, 0, 0, 0] == 2)
     assert rec["n_train_outliers"] == 9 and len(data.train_images) == 90
@@ -65,7 +65,7 @@ def test_data_efficiency_trains_on_n_detector_on_all():
     splits = make_splits()
     data = split(splits)
     full = data.train_images.copy()
-    rec = apply_protocols(data, cfg(num_train=10), splits=None)
+    rec = apply_protocols(data, **cfg(num_train=10), splits=None)
     assert len(data.train_images) == 10 and rec["n_train"] == 10
     np.testing.assert_array_equal(data.detector_images, full)
     rows = {im.tobytes() for im in full}
@@ -76,9 +76,9 @@ def test_data_efficiency_trains_on_n_detector_on_all():
 def test_protocol_draws_follow_the_seed():
     splits = make_splits()
     a, b, c = split(splits), split(splits), split(splits)
-    apply_protocols(a, cfg(outlier_ratio=0.2), splits=splits)
-    apply_protocols(b, cfg(outlier_ratio=0.2), splits=splits)
-    apply_protocols(c, cfg(outlier_ratio=0.2, seed=1), splits=splits)
+    apply_protocols(a, **cfg(outlier_ratio=0.2), splits=splits)
+    apply_protocols(b, **cfg(outlier_ratio=0.2), splits=splits)
+    apply_protocols(c, **cfg(outlier_ratio=0.2, seed=1), splits=splits)
     np.testing.assert_array_equal(a.train_images, b.train_images)
     assert not np.array_equal(a.train_images, c.train_images)
 
@@ -87,13 +87,22 @@ def test_protocol_draws_follow_the_seed():
     (dict(outlier_ratio=0.6), r"must be in \[0, 0.5\]"),
     (dict(outlier_ratio=-0.1), r"must be in \[0, 0.5\]"),
     (dict(num_train=-1), "must be >= 0"),
+])
+def test_protocol_flag_ranges_are_checked_before_loading(kw, msg):
+    from engine.validate import check_protocol_flags
+
+    with pytest.raises(ConfigError, match=msg):
+        check_protocol_flags(cfg(**kw))
+
+
+@pytest.mark.parametrize("kw, msg", [
     (dict(num_train=91), "more than the 90 training inliers"),
     (dict(num_inlier_for_detector=500), "more than the 90 training inliers"),
 ])
 def test_bad_protocol_flags(kw, msg):
     splits = make_splits()
     with pytest.raises(ConfigError, match=msg):
-        apply_protocols(split(splits), cfg(**kw), splits=splits)
+        apply_protocols(split(splits), **cfg(**kw), splits=splits)
 
 
 def test_not_enough_outliers():
@@ -102,7 +111,7 @@ def test_not_enough_outliers():
     small = LabeledSplits(splits.train_images[:130], splits.train_labels[:130], None, None,
                           splits.class_names)
     with pytest.raises(ConfigError, match="needs 45 outliers but only"):
-        apply_protocols(data, cfg(outlier_ratio=0.5), splits=small)
+        apply_protocols(data, **cfg(outlier_ratio=0.5), splits=small)
 
 
 def test_defaults_record():

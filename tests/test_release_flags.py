@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from util.config import resolve_config
+from engine.config import resolve_config
 from util.errors import ConfigError
 
 
@@ -21,7 +21,7 @@ BASE = 0.1
 
 def lr_at(step, **flags):
     """The learning rate the real optimizer sees at ``step`` (10 steps/epoch, 4 epochs)."""
-    from util.experiment import make_optimizer
+    from engine.experiment import make_optimizer
 
     cfg = cfg_of(learning_rate=BASE, num_epoch=4, **flags)
     opt = make_optimizer(cfg, steps_per_epoch=10)
@@ -59,7 +59,7 @@ def test_schedule_values(flags, step, expected):
 
 
 def test_default_schedule_is_the_papers_epoch_cosine():
-    from util.schedules import EpochCosineDecay
+    from engine.schedules import EpochCosineDecay
 
     paper = EpochCosineDecay(BASE, steps_per_epoch=10, epochs=4)
     for step in (0, 9, 10, 19, 27, 39):
@@ -82,7 +82,7 @@ def test_schedule_flag_errors():
 
 def one_step(**flags):
     """x=1 after one step with gradient 1, lr 0.1 (constant), momentum 0.9."""
-    from util.experiment import make_optimizer
+    from engine.experiment import make_optimizer
 
     cfg = cfg_of(learning_rate=0.1, sched_type="constant", **flags)
     opt = make_optimizer(cfg, steps_per_epoch=1)
@@ -118,7 +118,7 @@ def test_adam_is_amsgrad():
 def test_optim_type_reaches_the_training_model():
     import keras
 
-    from util.experiment import build_training
+    from engine.experiment import build_training
 
     cfg = cfg_of(model_type="contrastive", optim_type="adam", net_type="ResNet10",
                  net_width=0.125, head_dims="16,8", input_shape="16,16,3")
@@ -151,7 +151,7 @@ def test_regularize_bn_excludes_batchnorm_from_l2():
 
 
 def test_regularize_bn_flag_reaches_the_model():
-    from util.experiment import build_training
+    from engine.experiment import build_training
 
     for flag in (False, True):
         cfg = cfg_of(model_type="rotation", regularize_bn=flag, net_type="ResNet10",
@@ -237,7 +237,7 @@ def test_method_errors():
 
 
 def test_latent_dim_counts_the_views_of_aug_list():
-    from util.config import view_count
+    from engine.validate import view_count
 
     cfg = cfg_of(method="UnsupEmbed", aug_list="x,+rotate90", aug_list_for_test="x,+rotate90",
                  latent_dim=2)
@@ -280,7 +280,7 @@ def test_head_dims_comma_list_equals_repeat_form():
 def test_flags_are_defined_for_the_command_line():
     from absl import flags
 
-    from util.config import define_flags
+    from engine.flags import define_flags
 
     fv = flags.FlagValues()
 

@@ -20,7 +20,8 @@ import pytest
 from absl import flags
 
 from model.heads import parse_head_dims
-from util.config import FLAG_DEFAULTS, define_flags, resolve_config
+from engine.config import resolve_config
+from engine.flags import FLAG_DEFAULTS, define_flags
 
 ROOT = Path(__file__).resolve().parents[1]
 AUG = "cnr0.5+hflip+jitter_b0.4_c0.4_s0.4_h0.4+gray0.2+blur0.5"

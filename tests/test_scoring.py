@@ -46,13 +46,13 @@ def test_images(tiny_run):
 # -------------------------------------------------------------- pure functions
 
 def test_metrics_against_hand_computed_case():
-    from util.metrics import average_precision, f1_max, image_metrics, rates_at_threshold
+    from detect.metrics import average_precision, f1_max, image_metrics, rates_at_threshold
 
     y, s = [0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8]
     # ranking 0.8(+) 0.4(-) 0.35(+) 0.1(-): AP = 1/2 * 1 + 1/2 * 2/3
     assert average_precision(y, s) == pytest.approx(100 * (0.5 + 1 / 3))
     # thresholds >=0.8: F1 2/3; >=0.4: 1/2; >=0.35: P 2/3 R 1 -> 0.8; >=0.1: 2/3
-    assert f1_max(y, s) == pytest.approx((0.8, 0.35))
+    assert f1_max(y, s) == pytest.approx(80.0)
     assert rates_at_threshold(y, s, 0.3) == (1.0, 0.5)
     assert rates_at_threshold(y, s, 0.4) == (0.5, 0.0)  # strictly above the threshold
     m = image_metrics(y, s, threshold=0.3)
@@ -63,19 +63,19 @@ def test_metrics_against_hand_computed_case():
 def test_metrics_ties_match_sklearn():
     from sklearn.metrics import average_precision_score, precision_recall_curve
 
-    from util.metrics import average_precision, f1_max
+    from detect.metrics import average_precision, f1_max
 
     rng = np.random.default_rng(1)
     y = rng.integers(0, 2, 300)
     s = np.round(rng.normal(size=300) + y, 1)  # many ties
     p, r, _ = precision_recall_curve(y, s)
     assert average_precision(y, s) == pytest.approx(100 * average_precision_score(y, s))
-    assert f1_max(y, s)[0] == pytest.approx(np.max(2 * p * r / np.maximum(p + r, 1e-12)))
+    assert f1_max(y, s) == pytest.approx(100 * np.max(2 * p * r / np.maximum(p + r, 1e-12)))
 
 
 @pytest.mark.parametrize("n, fpr", [(1000, 0.01), (1000, 0.05), (250, 0.1), (37, 0.2)])
 def test_threshold_gives_target_fpr_on_calibration_scores(n, fpr):
-    from util.calibration import calibration, normalise, threshold_at_fpr
+    from detect.calibration import calibration, normalise, threshold_at_fpr
 
     s = np.random.default_rng(n).normal(size=n)
     t = threshold_at_fpr(s, fpr)
@@ -90,7 +90,7 @@ def test_threshold_gives_target_fpr_on_calibration_scores(n, fpr):
 
 
 def test_small_calibration_set_warns():
-    from util.calibration import split_calibration, warn_if_small
+    from detect.calibration import split_calibration, warn_if_small
 
     assert warn_if_small(99, 0.01, log=lambda m: None) is not None
     assert warn_if_small(100, 0.01, log=lambda m: None) is None
@@ -101,18 +101,18 @@ def test_small_calibration_set_warns():
 
 def test_bad_scoring_flags_are_config_errors():
     from util.errors import ConfigError
-    from util.outputs import check_flags
+    from engine.validate import check_scoring_flags
 
     for bad in ({"calibration_fraction": 1.0}, {"target_fpr": 0.0}, {"export_detector": "svm"}):
         with pytest.raises(ConfigError):
-            check_flags(bad)
+            check_scoring_flags(bad)
 
 
 # -------------------------------------------------------------- a run's outputs
 
 def test_run_writes_scores_metrics_plots_and_export(tiny_run, test_images):
-    from util.metrics import roc_auc
-    from util.scores_file import read_scores
+    from detect.metrics import roc_auc
+    from detect.scores_file import read_scores
 
     summary = json.loads((tiny_run / "stats" / "summary.json").read_text())
     sc = read_scores(tiny_run / "stats" / "scores.npz")
@@ -135,11 +135,43 @@ def test_run_writes_scores_metrics_plots_and_export(tiny_run, test_images):
     assert meta["config"]["net_width"] == 0.125 and "tensorflow" in meta["versions"]
 
 
+def test_reported_aucs_come_from_a_fit_on_all_training_inliers(tiny_run):
+    """As in the release, every reported AUC comes from detectors fit on all training
+    inliers (91 here); the threshold's scores come from a second fit that leaves the 9
+    held-out calibration inliers out, and F1-max is on the AUCs' x 100 scale."""
+    from sklearn.metrics import precision_recall_curve
+
+    from detect.calibration import split_calibration
+    from detect.detectors import make_detector
+    from detect.image_evaluator import extract_features
+    from detect.metrics import roc_auc
+    from detect.scores_file import read_scores
+    from engine.run_loading import load_run
+
+    summary = json.loads((tiny_run / "stats" / "summary.json").read_text())
+    sc = read_scores(tiny_run / "stats" / "scores.npz")
+    _, model, data, _ = load_run(tiny_run)
+    train = extract_features(model, data.train_images, 128)
+    test = extract_features(model, data.test_images, 128)
+    fit, calib = split_calibration(len(data.train_images), 0.1, seed=0)
+    assert len(train["pool"]) == 91 and len(calib) == 9
+    for key in ("pool.kde", "pool.gde", "embed.auc"):
+        fs, name = key.split(".")
+        full = make_detector(name).fit(train[fs]).score(test[fs])
+        assert summary[key] == pytest.approx(roc_auc(data.test_labels, full), abs=1e-4), key
+        held = make_detector(name).fit(train[fs][fit]).score(train[fs][calib])
+        np.testing.assert_allclose(sc["calib"][key], held, rtol=1e-4, atol=1e-6)
+        p, r, _ = precision_recall_curve(sc["label"], sc["test"][key])
+        f1 = 100 * np.max(2 * p * r / np.maximum(p + r, 1e-12))
+        assert summary["metrics"][key]["image_F1Max"] == pytest.approx(f1)
+
+
 FRESH = r"""
 import json, sys
 import numpy as np
 import tensorflow as tf
-assert not any(m.split(".")[0] in ("util", "model", "data") for m in sys.modules)
+assert not any(m.split(".")[0] in ("util", "model", "data", "detect", "deploy", "engine")
+               for m in sys.modules)
 assert not any(p and "{root}" in p for p in sys.path), sys.path
 out = {{}}
 for name, exp in json.loads(sys.argv[1]).items():
@@ -155,7 +187,7 @@ print(json.dumps(out))
 
 def test_export_equals_pipeline_in_fresh_process(tiny_run, test_images, tmp_path):
     from data.base import conform_images
-    from util.scores_file import read_scores
+    from detect.scores_file import read_scores
 
     exports = {"kde": tiny_run / "export"}
     for det in ("gde", "kocsvm", "nn"):
@@ -216,7 +248,7 @@ def _write_folder(folder, imgs):
 
 
 def test_score_cli_folder_with_gray_rgba_and_corrupt_files(tiny_run, test_images, tmp_path):
-    from util.scores_file import read_scores
+    from detect.scores_file import read_scores
 
     imgs = test_images.test_images
     assert (imgs[1][..., 0] == imgs[1][..., 2]).all()
@@ -273,14 +305,14 @@ def test_score_cli_errors_exit_2_with_one_line(tiny_run, tmp_path):
 
 
 def test_batchnorm_folding_keeps_the_trunk_function():
-    """util/fold_bn.py (used by the export's serving graph): with non-trivial BatchNorm
+    """deploy/fold_bn.py (used by the export's serving graph): with non-trivial BatchNorm
     statistics the folded trunk computes the original trunk's output, every conv -> BN
     pair is folded, and the original model is left untouched."""
     import keras
 
     from model.registry import build_model
-    from util.explain import conv_trunk
-    from util.fold_bn import fold_batchnorm, foldable_pairs
+    from deploy.fold_bn import fold_batchnorm, foldable_pairs
+    from model.trunk import conv_trunk
 
     model = build_model("contrastive", net_type="ResNet10", net_width=0.125, head_dims="16")
     trunk = conv_trunk(model)

@@ -17,6 +17,7 @@ import sys
 
 import numpy as np
 
+from engine.resume import read_json_or_none
 from util.atomic import write_json_atomic
 
 THRESHOLD = 0.01
@@ -41,7 +42,6 @@ def probe_images(images, seed=0, size=PROBE_SIZE):
 
 
 def load_verdict(path):
-    from util.resume import read_json_or_none
 
     return (read_json_or_none(path) if path else None) or {"detected": False,
                                                            "first_epoch": None}

@@ -20,21 +20,12 @@ export traces them into the SavedModel, script/score.py --explain).
 import numpy as np
 import tensorflow as tf
 
+from deploy.detector_graph import tf_detector_score
 from util.atomic import atomic_path
 
 
-def conv_trunk(model):
-    """keras.Model: images -> last conv stage feature map (input of the 'pool' layer)."""
-    import keras
-
-    backbone = model.backbone
-    return keras.Model(backbone.inputs[0], backbone.get_layer("pool").input,
-                       name="conv_trunk")
-
-
-def kde_head(model, detector_name, params, feature_set="pool"):
-    """pooled features -> detector score (util.export.tf_detector_score), float32."""
-    from util.export import tf_detector_score
+def detector_head(model, detector_name, params, feature_set="pool"):
+    """pooled features -> score of any exportable detector (tf_detector_score), float32."""
 
     def head(pooled):
         feats = pooled if feature_set == "pool" else model.head(pooled, training=False)

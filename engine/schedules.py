@@ -25,6 +25,8 @@ import math
 import keras
 import tensorflow as tf
 
+from util.errors import ConfigError
+
 SCHED_TYPES = ("cos", "halfcos", "linear", "step", "constant")
 
 
@@ -34,7 +36,6 @@ class ReleaseSchedule(keras.optimizers.schedules.LearningRateSchedule):
     def __init__(self, base_lr, sched_type="cos", steps_per_epoch=1, epochs=1, freq="epoch",
                  min_rate=0.0, level=7, gamma=0.995, step_size=1):
         if sched_type not in SCHED_TYPES:
-            from util.errors import ConfigError
             raise ConfigError(f"--sched_type={sched_type} is unknown; choose one of "
                               f"{', '.join(SCHED_TYPES)}")
         self.base_lr = float(base_lr)

@@ -124,19 +124,6 @@ def dense_patch_features(model, images, patch_size, stride, feature_sets=("pool"
     return out
 
 
-def shape_free_trunk(model):
-    """The backbone's convolutional part on inputs of any size (the same layers and weights)."""
-    import keras
-
-    from util.explain import conv_trunk
-
-    trunk = conv_trunk(model)
-    channels = trunk.inputs[0].shape[-1]
-    shared = keras.models.clone_model(trunk, input_tensors=keras.Input((None, None, channels)),
-                                      clone_function=lambda layer: layer)
-    return keras.Model(shared.inputs[0], shared.outputs[0], name="shape_free_trunk")
-
-
 class ConvGridFeatures:
     """Grid features from fully convolutional passes (``--patch_features=conv``).
 
@@ -153,6 +140,8 @@ class ConvGridFeatures:
 
     def __init__(self, model, image_size, patch_size, stride, feature_sets=("pool",)):
         import tensorflow as tf
+
+        from model.trunk import network_stride, shape_free_trunk  # TensorFlow: features only
 
         self.model, self.size, self.feature_sets = model, int(image_size), tuple(feature_sets)
         self.n = grid_size(image_size, patch_size, stride)
@@ -284,17 +273,6 @@ class ConvGridFeatures:
                     pool = np.empty((len(img), vals.shape[-1]), np.float32)
                 pool[mine] = vals
         return self._with_embed(pool)
-
-
-def network_stride(trunk, patch_size):
-    """Total stride S of a conv trunk: patch_size / its output side; ConfigError unless exact."""
-    probe = trunk(np.zeros((1, patch_size, patch_size, trunk.inputs[0].shape[-1]), np.float32),
-                  training=False)
-    side = int(probe.shape[1])
-    if side <= 0 or patch_size % side:
-        raise ConfigError(f"--patch_features=conv: {patch_size} px patches give a {side}x{side} "
-                          "trunk output, not a whole number of cells; use --patch_features=crop")
-    return patch_size // side
 
 
 def draw_grid_positions(num_images, cells, count, seed=0):

@@ -6,7 +6,7 @@ increase over the baseline taken after the data is generated, sampled every
 10 ms by a background psutil thread (BLAS and libsvm release the GIL, so the
 sampler keeps running during the heavy calls).
 
-    python -m util.detector_bench kde 20000 10000 512
+    python -m script.bench_detectors kde 20000 10000 512
 """
 
 import sys
@@ -16,7 +16,7 @@ import time
 import numpy as np
 import psutil
 
-from util.detectors import make_detector
+from detect.detectors import make_detector
 
 
 class _RssSampler(threading.Thread):
@@ -77,7 +77,7 @@ def benchmark_detector(name, n_train, n_test, dim, seed=0, **detector_kw):
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 4:
-        print("usage: python -m util.detector_bench NAME N_TRAIN N_TEST DIM")
+        print("usage: python -m script.bench_detectors NAME N_TRAIN N_TEST DIM")
         return 2
     name, n_train, n_test, dim = argv[0], *map(int, argv[1:])
     r = benchmark_detector(name, n_train, n_test, dim)

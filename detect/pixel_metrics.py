@@ -16,6 +16,7 @@ threshold, as scikit-learn does), so 83 x 256 x 256 pixels take seconds.
 
 import numpy as np
 
+from detect.metrics import f1_max
 from util.errors import ConfigError
 
 PRO_MAX_FPR = 0.3
@@ -51,17 +52,6 @@ def auroc(labels, scores):
     tpr = np.r_[0.0, tps / tps[-1]]
     fpr = np.r_[0.0, fps / fps[-1]]
     return float(_trapezoid(tpr, fpr) * 100.0)
-
-
-def f1_max(labels, scores):
-    """Best F1 x 100 over all thresholds."""
-    tps, fps, _ = _sorted_cumulative(scores, labels)
-    _check_both(tps, fps, "F1-max")
-    precision = tps / (tps + fps)
-    recall = tps / tps[-1]
-    f1 = np.where(precision + recall > 0,
-                  2 * precision * recall / np.maximum(precision + recall, 1e-300), 0.0)
-    return float(f1.max() * 100.0)
 
 
 def region_weights(masks):

@@ -1,30 +1,21 @@
-"""What a finished run leaves besides summary.json AUCs: per-image scores, calibrated
-thresholds and the metrics at them, plots, and the exported SavedModel.
+"""What a finished run leaves besides summary.json's metrics: per-image scores,
+calibrated thresholds and the metrics at them, plots, heat maps and the export.
 
-``finish_outputs`` is the one call util/experiment.py makes after the final
-evaluation (util.evaluation.evaluate_final); it returns the entries it adds to
-summary.json: ``metrics`` ({key: image_AUROC, image_AUPR, image_F1Max,
-image_TPR, image_FPR}), ``calibration`` ({key: threshold, normalisation, ...})
-and ``export`` (what was exported, or null).
+``finish_outputs`` is the one call engine/experiment.py makes after the final
+evaluation, whatever the evaluator (detect.evaluation.Evaluation); it returns
+the entries it adds to summary.json: ``metrics`` ({key: image_AUROC,
+image_AUPR, image_F1Max, image_TPR, image_FPR}), ``calibration`` ({key:
+threshold, normalisation, ...}) and ``export`` (what was exported, or null).
 """
 
 from pathlib import Path
 
-from util.calibration import calibration, warn_if_small
-from util.metrics import image_metrics
+from deploy.export_format import EXPORT_FEATURE_SET, choose_detector
+from detect.calibration import calibration, warn_if_small
+from detect.metrics import image_metrics
+from detect.scores_file import write_scores
+from util.heatmaps import write_heatmaps
 from util.plots import plot_histograms, plot_roc
-from util.scores_file import write_scores
-
-
-def check_flags(cfg):
-    """The scoring & export flags, checked before anything is written (no TensorFlow)."""
-    from util.calibration import check_calibration_flags
-    from util.config import FLAG_DEFAULTS
-    from util.export import check_export_detector
-
-    get = lambda k: cfg.get(k, FLAG_DEFAULTS[k])  # noqa: E731 (runs made before these flags)
-    check_calibration_flags(get("calibration_fraction"), get("target_fpr"))
-    check_export_detector(get("export_detector"))
 
 
 def calibrate_all(ev, target_fpr, log=print):
@@ -48,15 +39,29 @@ def finish_outputs(run_dir, cfg, model, data, ev, log=print):
              title=f"{data.dataset} {data.category!r} ({data.protocol}), AUC x 100")
     plot_histograms(run_dir / "plots" / "score_hist.png", ev.labels, ev.test_scores,
                     {k: c["threshold"] for k, c in calibs.items()})
+    if ev.pixel_maps and cfg.get("mvtec_heatmaps", True):
+        write_run_heatmaps(run_dir / "heatmaps", cfg["model_type"], data, ev)
     exported = None
     if cfg.get("export", True):
-        exported = export_evaluation(run_dir / "export", cfg, model, data, ev, calibs, log)
+        if ev.exportable:
+            exported = export_evaluation(run_dir / "export", cfg, model, data, ev, calibs, log)
+        else:
+            log("note: patch models are not exported yet; the run's scores, thresholds and "
+                "heat maps are written, the SavedModel is not")
     log(f"Wrote {run_dir / 'stats' / 'scores.npz'} and {run_dir / 'plots'}")
     return {"metrics": metrics, "calibration": calibs, "export": exported}
 
 
+def write_run_heatmaps(out_dir, model_type, data, ev):
+    """<run>/heatmaps/<defect>/<name>.png and maps.npz of the evaluation's first key."""
+    key, pixel = next(iter(ev.pixel_maps.items()))
+    write_heatmaps(str(out_dir), data.test_images, pixel, ev.patch_maps[key], ev.test_scores[key],
+                   ev.labels, data.test_defects, data.test_names, data.test_masks,
+                   title=f"{model_type} {key}")
+
+
 def export_evaluation(export_dir, cfg, model, data, ev, calibs, log=print):
-    from util.export import EXPORT_FEATURE_SET, choose_detector, export_saved_model
+    from deploy.export import export_saved_model
 
     available = {k.split(".", 1)[1] for k in ev.detectors if k.startswith(EXPORT_FEATURE_SET)}
     name = choose_detector(cfg.get("export_detector", "auto"), data.protocol, ev.results,

@@ -2,15 +2,17 @@
 
 validate -> lock -> load -> build -> train -> evaluate -> report
 
-Every flag is checked (util/validate.py) before anything is loaded or written;
-a run directory is held by one process at a time (util/runlock.py); reruns
-resume from the last checkpoint, refuse a different configuration and report a
-finished run without evaluating it again (util/resume.py); collapse of the
-representation is watched during training (util/collapse.py). Every result
-file is written atomically (util/atomic.py). docs/robustness.md tells the rules.
+Every flag is checked (engine/validate.py) before anything is loaded or written;
+the run's evaluator (detect/evaluators.py) is chosen there, once, and decides
+what the network sees and how it is scored; a run directory is held by one
+process at a time (util/runlock.py); reruns resume from the last checkpoint,
+refuse a different configuration and report a finished run without evaluating
+it again (engine/resume.py); collapse of the representation is watched during
+training (engine/collapse.py). Every result file is written atomically
+(util/atomic.py). docs/robustness.md tells the rules.
 """
 
-import platform
+import contextlib
 import shutil
 import sys
 import time
@@ -18,25 +20,30 @@ from pathlib import Path
 
 import numpy as np
 
+from data.protocols_extra import apply_protocols, describe_protocols, protocols_active
+from data.registry import load_one_class_data, load_splits
+from detect.evaluation import EvalSettings
+from detect.evaluators import evaluator_class
+from engine.distribute import is_chief, worker_dir
+from engine.resume import check_resume, restore_checkpoint, stored_summary
+from engine.validate import validate_config
+from model.registry import model_spec
 from util.atomic import write_json_atomic
 from util.errors import ConfigError
-from util.patch_evaluation import (is_mvtec, mvtec_evaluate, mvtec_shapes, mvtec_steps,
-                                   mvtec_train_dataset, patch_mode)
-from util.validate import validate_config
+from util.runlock import run_lock
+from util.versions import library_versions
 
-validate_cheap = validate_config  # the former name, for callers in other modules
 
 def load_data(cfg, shape):
-    from data.registry import load_one_class_data
-
+    """The run's one-class data at ``shape``, with the paper's extra protocols applied."""
     data = load_one_class_data(cfg["dataset"], cfg["category"], root=cfg["root"],
                                data_dir=cfg["data_dir"], input_shape=shape,
                                is_validation=cfg["is_validation"], seed=cfg["seed"],
                                attribute=cfg.get("celeba_attribute"))
-    from data.protocols_extra import apply_protocols, protocols_active  # experiments (i11)
-    if protocols_active(cfg):
-        from data.registry import load_splits
-        apply_protocols(data, cfg, splits=lambda: load_splits(
+    protocols = {k: cfg.get(k) or 0 for k in ("outlier_ratio", "num_inlier_for_detector",
+                                               "num_train")}
+    if protocols_active(**protocols):
+        apply_protocols(data, **protocols, seed=cfg["seed"], splits=lambda: load_splits(
             cfg["dataset"], root=cfg["root"], data_dir=cfg["data_dir"], input_shape=shape))
     n = len(data.train_images)
     if n == 0:
@@ -45,6 +52,17 @@ def load_data(cfg, shape):
         raise ConfigError(f"--batch_size={cfg['batch_size']} is larger than the {n} training "
                           "images left after the validation split; use --batch_size<=" f"{n}")
     return data
+
+
+def make_evaluator(cfg, checks):
+    """The run's evaluator (``checks.evaluator``, chosen by validate_config) with the values
+    it needs."""
+    cls = evaluator_class(checks.evaluator)
+    settings = EvalSettings(detectors=tuple(checks.detectors),
+                            max_train=int(cfg["max_detector_train"]), seed=int(cfg["seed"]),
+                            batch_size=int(cfg["eval_batch_size"]),
+                            calibration_fraction=float(cfg.get("calibration_fraction", 0.1)))
+    return cls(settings, **{k: cfg[k] for k in cls.options})
 
 
 def set_precision(mode):
@@ -57,8 +75,8 @@ def set_precision(mode):
 def make_optimizer(cfg, steps_per_epoch):
     import keras
 
-    from util.optim import make_base_optimizer
-    from util.schedules import make_schedule
+    from engine.optim import make_base_optimizer
+    from engine.schedules import make_schedule
 
     opt = make_base_optimizer(cfg, make_schedule(cfg, steps_per_epoch))
     if cfg["mixed_precision"] == "fp16":
@@ -86,7 +104,7 @@ def set_determinism(cfg):
 
 def model_from_config(cfg, shape, sync_bn=False):
     """The run's model (untrained) from its configuration: training and ``load_run`` share it."""
-    from model.registry import build_model, model_spec
+    from model.registry import build_model
 
     return build_model(
         cfg["model_type"], net_type=cfg["net_type"], net_width=cfg["net_width"],
@@ -113,15 +131,6 @@ def build_training(cfg, shape, strategy, steps_per_epoch):
     return model, epoch_var
 
 
-def library_versions():
-    import keras
-    import sklearn
-    import tensorflow as tf
-
-    return {"python": platform.python_version(), "tensorflow": tf.__version__,
-            "keras": keras.__version__, "numpy": np.__version__, "scikit-learn": sklearn.__version__}
-
-
 def format_table(results):
     keys = sorted(k for k, v in results.items()
                   if isinstance(v, (int, float)) and not isinstance(v, bool))
@@ -130,15 +139,11 @@ def format_table(results):
     return f"{head}\n{row}"
 
 
-
-
 class RunPaths:
     """Where a run writes: ``write`` is the run directory on the chief, a private
     temporary directory on the other workers of a multi-worker job."""
 
     def __init__(self, model_dir, chief=True):
-        from util.distribute import worker_dir
-
         self.root = Path(model_dir)
         self.chief = chief
         self.ckpt = self.root / "ckpt"  # every worker restores from the shared checkpoints
@@ -150,8 +155,6 @@ class RunPaths:
 
 def prepare_run_dir(cfg, run):
     """Wipes (--force_init) or checks a reused run directory; returns a stored summary."""
-    from util.resume import check_resume, stored_summary
-
     if cfg["force_init"] and run.chief:
         for d in (run.ckpt, run.logs, run.stats):
             shutil.rmtree(d, ignore_errors=True)
@@ -162,8 +165,6 @@ def prepare_run_dir(cfg, run):
 def restore(model, epoch_var, run, log):
     """Checkpoint objects; restores the latest checkpoint of the run, if any."""
     import tensorflow as tf
-
-    from util.resume import restore_checkpoint
 
     checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer, epoch=epoch_var)
     try:
@@ -178,23 +179,15 @@ def restore(model, epoch_var, run, log):
     return manager
 
 
-def network_sized(cfg, images):
-    """Images as the network sees them: in MVTec patch mode, the central patch."""
-    if not patch_mode(cfg):
-        return images
-    p, h = int(cfg["patch_size"]), images.shape[1]
-    return images[:, (h - p) // 2:(h - p) // 2 + p, (h - p) // 2:(h - p) // 2 + p]
-
-
-def train(cfg, model, epoch_var, manager, train_images, data, run, steps_per_epoch, evaluate,
+def train(cfg, model, epoch_var, manager, train_images, data, run, steps_per_epoch, evaluator,
           log):
     """model.fit from the restored epoch to --num_epoch; returns (exit code, stats callback)."""
     import keras
+    import tensorflow as tf
 
-    from data.pipeline import train_dataset
-    from util.callbacks import EpochCheckpoint, EpochStats, PeriodicEvaluation, StopOnNaN, \
-        nan_message
-    from util.collapse import make_monitor, probe_images
+    from engine.callbacks import (EpochCheckpoint, EpochStats, PeriodicEvaluation, StopOnNaN,
+                                  nan_message)
+    from engine.collapse import make_monitor, probe_images
 
     views = model.views_per_image
     input_views = model.input_views or views  # augmented batches the pipeline hands train_step
@@ -202,15 +195,9 @@ def train(cfg, model, epoch_var, manager, train_images, data, run, steps_per_epo
     initial_epoch = int(epoch_var.numpy())
     if initial_epoch >= cfg["num_epoch"]:
         return 0, stats_cb
-    if patch_mode(cfg):  # MVTec: random patches of the good images
-        ds = mvtec_train_dataset(cfg, train_images, input_views)
-    else:
-        ds, _ = train_dataset(train_images, cfg["batch_size"], cfg["aug_list"],
-                              num_views=input_views, seed=cfg["seed"],
-                              clip_pixels=cfg["clip_pixels"])
+    ds = evaluator.train_dataset(train_images, cfg["batch_size"], cfg["aug_list"], input_views,
+                                 cfg["seed"], cfg["clip_pixels"])
     if cfg.get("deterministic"):
-        import tensorflow as tf
-
         options = tf.data.Options()
         options.deterministic = True
         ds = ds.with_options(options)
@@ -218,12 +205,13 @@ def train(cfg, model, epoch_var, manager, train_images, data, run, steps_per_epo
     callbacks = [
         nan_guard,
         stats_cb,
-        make_monitor(probe_images(network_sized(cfg, data.train_images), cfg["seed"]),
+        make_monitor(probe_images(evaluator.network_view(data.train_images), cfg["seed"]),
                      run.collapse, log=log),
         # evaluation before the checkpoint: a kill between the two re-runs (and replaces)
         # that evaluation instead of losing it
-        PeriodicEvaluation(evaluate, cfg["eval_epoch"], cfg["num_epoch"],
-                           run.logs / "eval" if run.chief else None, run.history),
+        PeriodicEvaluation(lambda m: evaluator.periodic(m, data), cfg["eval_epoch"],
+                           cfg["num_epoch"], run.logs / "eval" if run.chief else None,
+                           run.history),
         EpochCheckpoint(manager, epoch_var, cfg["ckpt_epoch"], cfg["num_epoch"], nan_guard),
     ]
     if run.chief:
@@ -240,36 +228,24 @@ def train(cfg, model, epoch_var, manager, train_images, data, run, steps_per_epo
     return 0, stats_cb
 
 
-def final_evaluation(cfg, model, data, detectors, run, log):
-    """Stage 2 on the trained model; the AUCs are recorded in the history (once).
-
-    Returns (results, util.evaluation.Evaluation): held-out calibration inliers and
-    per-image scores for the run's outputs; None instead for MVTec, whose patch
-    maps, pixel metrics and heat maps util/patch_evaluation.py writes itself."""
+def final_evaluation(cfg, model, data, evaluator, run):
+    """Stage 2 on the trained model (detect.evaluation.Evaluation); its metrics are
+    recorded in the history (once)."""
     import tensorflow as tf
 
-    from util.callbacks import write_eval
-    from util.evaluation import evaluate_final
+    from engine.callbacks import write_eval
 
-    final = None
-    if is_mvtec(cfg):
-        results = mvtec_evaluate(model, data, cfg, detectors, run.root, log)
-    else:
-        final = evaluate_final(model, data, detectors=detectors,
-                               max_train=cfg["max_detector_train"], seed=cfg["seed"],
-                               batch_size=cfg["eval_batch_size"],
-                               calibration_fraction=cfg["calibration_fraction"])
-        results = final.results
+    final = evaluator.final(model, data)
     writer = tf.summary.create_file_writer(str(run.logs / "eval")) if run.chief else None
-    write_eval(writer, run.history, cfg["num_epoch"], results)
-    return results, final
+    write_eval(writer, run.history, cfg["num_epoch"], final.results)
+    return final
 
 
 def report(cfg, results, data, run, meta, log, sections=None):
     """Writes stats/summary.json (atomically, last: it marks the run as finished).
 
     ``sections``: extra top-level entries (metrics, calibration, export)."""
-    from util.collapse import load_verdict
+    from engine.collapse import load_verdict
 
     summary = dict(results)
     summary.update(sections or {})
@@ -293,14 +269,8 @@ def report(cfg, results, data, run, meta, log, sections=None):
 
 def run_experiment(cfg, log=print):
     """Runs one configuration end to end; returns the process exit code."""
-    import contextlib
-
-    from util.distribute import is_chief
-    from util.runlock import run_lock
-
     t_start = time.time()
-    shape, detectors = validate_config(cfg)
-    shape, data_shape = mvtec_shapes(cfg, shape)  # MVTec patch mode: patch input, 256 px images
+    checks = validate_config(cfg)
     run = RunPaths(cfg["model_dir"], chief=is_chief(cfg["strategy"]))
     created = not run.root.exists()
     try:
@@ -311,32 +281,29 @@ def run_experiment(cfg, log=print):
                     f"({run.stats / 'summary.json'}):")
                 log(format_table({k: v for k, v in stored.items() if k != "meta"}))
                 return 0
-            return train_and_evaluate(cfg, run, shape, data_shape, detectors, t_start, log)
+            return train_and_evaluate(cfg, run, checks, t_start, log)
     except BaseException:
         if created and not (run.stats / "hparams.json").exists():
             shutil.rmtree(run.root, ignore_errors=True)  # nothing of value was written
         raise
 
 
-def train_and_evaluate(cfg, run, shape, data_shape, detectors, t_start, log):
-    data = load_data(cfg, data_shape)  # before TensorFlow is imported: data errors come fast
+def train_and_evaluate(cfg, run, checks, t_start, log):
+    data = load_data(cfg, checks.image_shape)  # before TensorFlow is imported: data errors come fast
 
     from data.distaug import apply_distribution_augmentation
-    from data.pipeline import repeat_to_batch
-    from data.protocols_extra import describe_protocols
-    from util.distribute import make_strategy
-    from util.evaluation import evaluate_model
-    from util.outputs import finish_outputs
+    from engine.distribute import make_strategy
+    from engine.outputs import finish_outputs
 
+    evaluator = make_evaluator(cfg, checks)
     train_images = apply_distribution_augmentation(data.train_images, cfg["distaug_type"])
-    steps_per_epoch = cfg["num_batch"] or len(repeat_to_batch(train_images, cfg["batch_size"])) \
-        // cfg["batch_size"]
-    steps_per_epoch = mvtec_steps(cfg, len(train_images), steps_per_epoch)
+    steps_per_epoch = cfg["num_batch"] or evaluator.steps_per_epoch(len(train_images),
+                                                                    cfg["batch_size"])
     strategy = make_strategy(cfg["strategy"])
     if cfg["batch_size"] % strategy.num_replicas_in_sync:
         raise ConfigError(f"--batch_size={cfg['batch_size']} must be divisible by the "
                           f"{strategy.num_replicas_in_sync} replicas")
-    model, epoch_var = build_training(cfg, shape, strategy, steps_per_epoch)
+    model, epoch_var = build_training(cfg, checks.input_shape, strategy, steps_per_epoch)
     manager = restore(model, epoch_var, run, log)
     if run.chief:
         write_json_atomic(run.stats / "hparams.json", cfg)
@@ -344,26 +311,16 @@ def train_and_evaluate(cfg, run, shape, data_shape, detectors, t_start, log):
         f"augmentation '{cfg['distaug_type']}'; {steps_per_epoch} steps/epoch; "
         f"{strategy.num_replicas_in_sync} replica(s), strategy {cfg['strategy']}")
 
-    def evaluate(m):
-        if is_mvtec(cfg):
-            return mvtec_evaluate(m, data, cfg, detectors, run.root, log)
-        fit_images = data.detector_images if data.detector_images is not None else data.train_images
-        return evaluate_model(m, fit_images, data.test_images, data.test_labels,
-                              detectors=detectors, max_train=cfg["max_detector_train"],
-                              seed=cfg["seed"], batch_size=cfg["eval_batch_size"])
-
     t_train = time.time()
     code, stats_cb = train(cfg, model, epoch_var, manager, train_images, data, run,
-                           steps_per_epoch, evaluate, log)
+                           steps_per_epoch, evaluator, log)
     if code:
         return code
     train_seconds = time.time() - t_train
     log("Extracting features and fitting detectors ...")
-    results, final = final_evaluation(cfg, model, data, detectors, run, log)
-    sections = {}
-    if run.chief and final is not None:  # scores.npz, metrics, plots, export (util/outputs.py)
-        sections = finish_outputs(run.root, cfg, model, data, final, log)
-    report(cfg, results, data, run, {
+    final = final_evaluation(cfg, model, data, evaluator, run)
+    sections = finish_outputs(run.root, cfg, model, data, final, log) if run.chief else {}
+    report(cfg, final.results, data, run, {
         "steps_per_epoch": steps_per_epoch, "optimizer_steps": int(model.optimizer.iterations.numpy()),
         "wall_seconds": round(time.time() - t_start, 2), "train_seconds": round(train_seconds, 2),
         "train_images_per_sec": (round(float(np.median(stats_cb.history)), 1)

@@ -9,6 +9,8 @@ The L2 penalty is part of the loss (model/base.py), not of the optimizer.
 
 import keras
 
+from util.errors import ConfigError
+
 OPTIM_TYPES = ("sgd", "adam")
 
 
@@ -20,5 +22,4 @@ def make_base_optimizer(cfg, learning_rate):
                                     nesterov=bool(cfg.get("nesterov", False)))
     if kind == "adam":
         return keras.optimizers.Adam(learning_rate=learning_rate, amsgrad=True)
-    from util.errors import ConfigError
     raise ConfigError(f"--optim_type={kind} is unknown; choose one of {', '.join(OPTIM_TYPES)}")

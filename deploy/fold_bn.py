@@ -5,7 +5,7 @@ merged into the convolution in front of it: W' = W * s and b' = (b - mean) * s +
 with s = gamma / sqrt(var + eps). The folded network computes the same function
 (up to float rounding) with one op fewer per conv, and lets TensorFlow's graph
 optimiser fuse Conv2D + BiasAdd + ReLU into one CPU kernel. Used for the exported
-scoring graph (util/export.py), where speed per image matters; training keeps
+scoring graph (deploy/export.py), where speed per image matters; training keeps
 the real BatchNorm layers.
 """
 

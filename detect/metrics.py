@@ -108,13 +108,12 @@ def average_precision(labels, scores):
 
 
 def f1_max(labels, scores):
-    """(best F1 over all thresholds 'score >= t', that threshold); F1 in [0, 1]."""
+    """Best F1 x 100 over all thresholds 'score >= t' (images or pixels alike)."""
     y, s = _checked(labels, scores)
-    precision, recall, thresholds = _precision_recall(y, s)
+    precision, recall, _ = _precision_recall(y, s)
     denom = precision + recall
     f1 = np.where(denom > 0, 2 * precision * recall / np.where(denom > 0, denom, 1), 0.0)
-    best = int(np.argmax(f1))
-    return float(f1[best]), float(thresholds[best])
+    return float(f1.max() * 100.0)
 
 
 def rates_at_threshold(labels, scores, threshold):
@@ -125,11 +124,11 @@ def rates_at_threshold(labels, scores, threshold):
 
 
 def image_metrics(labels, scores, threshold=None):
-    """anomalib-style metrics of one detector: image_AUROC / image_AUPR (x 100),
-    image_F1Max (in [0, 1]) and, given a threshold, image_TPR / image_FPR there."""
+    """anomalib-style metrics of one detector: image_AUROC, image_AUPR and image_F1Max
+    (x 100) and, given a threshold, the rates image_TPR / image_FPR (in [0, 1]) there."""
     out = {"image_AUROC": roc_auc(labels, scores),
            "image_AUPR": average_precision(labels, scores),
-           "image_F1Max": f1_max(labels, scores)[0]}
+           "image_F1Max": f1_max(labels, scores)}
     if threshold is not None:
         out["image_TPR"], out["image_FPR"] = rates_at_threshold(labels, scores, threshold)
     return out

@@ -2,19 +2,12 @@
 library (benchmarks, tests) builds configs from the same defaults.
 
 Names follow the paper's public release where it has them. ``None`` defaults
-are filled per model type (model/registry.py) or by a ``--preset``.
-Precedence: a flag given explicitly, then the preset, then the per-model default.
-
-This module and everything it imports are free of TensorFlow and Keras, so a
-bad flag is answered at ``--help`` speed (checks: util/validate.py).
+are filled per model type (model/registry.py) or by a ``--preset``
+(engine/config.py resolves them). TensorFlow-free.
 """
 
-import logging
-import os
-
-from data.aug_spec import DEFAULT_AUG, ROTATION_SUFFIX, drop_hflip, has_hflip, num_views
-from util.errors import ConfigError
-from util.presets import PRESETS, preset_values
+from data.aug_spec import DEFAULT_AUG
+from engine.presets import PRESETS
 
 # (name, kind, default, help); kind is an absl DEFINE_* suffix or "enum:<a>|<b>"
 FLAG_SPECS = [
@@ -41,7 +34,7 @@ FLAG_SPECS = [
     ("optim_type", "enum:sgd|adam", "sgd", "Optimizer: sgd (with --momentum, --nesterov) or "
      "adam (AMSGrad, as the release)."),
     ("sched_type", "enum:cos|halfcos|linear|step|constant", "cos", "Learning-rate schedule "
-     "(util/schedules.py); stepped per --sched_freq."),
+     "(engine/schedules.py); stepped per --sched_freq."),
     ("learning_rate", "float", 0.01, "Base learning rate."),
     ("momentum", "float", 0.9, "SGD momentum."),
     ("weight_decay", "float", 3e-4, "L2 penalty wd * sum(w^2) / 2 over trainable weights."),
@@ -60,19 +53,19 @@ FLAG_SPECS = [
      "fp16 adds loss scaling."),
     ("sync_bn", "bool", True, "Synchronise BatchNorm statistics across replicas."),
     ("eval_batch_size", "integer", 256, "Batch size of feature extraction."),
-    # --- robustness and scale (i8) ---
+    # --- robustness and scale ---
     ("strategy", "enum:mirrored|multi_worker|one_device", "mirrored", "tf.distribute strategy: "
      "all local GPUs (or the CPU), several machines from TF_CONFIG, or one device."),
     ("deterministic", "bool", False, "Bit-reproducible run: TF op determinism and a fixed "
      "tf.data order (slower; see docs/robustness.md)."),
     ("reevaluate", "bool", False, "Evaluate a finished run again (otherwise its stored "
      "result is printed)."),
-    # --- parity (i7a) ---
+    # --- parity ---
     ("clip_pixels", "bool", False, "Clip augmented pixels to [0,1] after each jitter op and at "
      "the end (the release never clips)."),
     ("aug_list_for_test", "string", None, "Test-time views of the transformation classifier's "
      "scores (default per model type; rotation: x,+rotate90,+rotate180,+rotate270)."),
-    # --- experiments (i11) ---
+    # --- experiments ---
     ("outlier_ratio", "float", 0.0, "Unsupervised protocol: fraction in [0, 0.5] of the training "
      "set replaced by unlabeled outliers of the other classes (total size unchanged)."),
     ("num_inlier_for_detector", "integer", 0, "Semi-supervised protocol: fit the detectors on "
@@ -83,7 +76,7 @@ FLAG_SPECS = [
      "(pixels in [0, 1])."),
     ("pretrained_weights", "string", None, "imagenet_resnet50: local weights file of "
      "keras.applications.ResNet50 without top (include_top=False)."),
-    # --- scoring & export (i9) ---
+    # --- scoring & export ---
     ("calibration_fraction", "float", 0.1, "Fraction of the detectors' training inliers held "
      "out of the fit to set the threshold and the score normalisation."),
     ("target_fpr", "float", 0.01, "False-positive rate on the calibration inliers at which the "
@@ -91,7 +84,7 @@ FLAG_SPECS = [
     ("export_detector", "enum:auto|kde|gde|kocsvm|locsvm|nn", "auto", "Detector (on pool "
      "features) in <run>/export: auto = best pool AUC under the validation protocol, else kde."),
     ("export", "bool", True, "Write the SavedModel <run>/export at the end of the run."),
-    # --- release flags (i7b) ---
+    # --- release flags ---
     ("method", "string", None, "The release's name of the proxy task: UnsupEmbed (= "
      "--model_type=rotation) or Contrastive (= contrastive, or contrastive_da when "
      "--distaug_type is not none/1)."),
@@ -114,7 +107,7 @@ FLAG_SPECS = [
      "the L2 penalty (default: every trainable weight is penalised)."),
     ("celeba_attribute", "string", None, "celeba: images WITH this attribute are the "
      "outliers (default Eyeglasses)."),
-    # --- MVTec / CutPaste (i10) ---
+    # --- MVTec / CutPaste ---
     ("mvtec_mode", "enum:patch|image", "patch", "mvtec/mvtec_folder datasets: 'patch' learns on "
      "random patches and scores every patch densely (heat maps, pixel metrics); 'image' scores "
      "the whole image resized to --input_shape."),
@@ -150,156 +143,3 @@ def define_flags(flags_module):
             flags_module.DEFINE_enum(name, default, kind[5:].split("|"), help_text)
         else:
             getattr(flags_module, f"DEFINE_{kind}")(name, default, help_text)
-
-
-def resolve_config(values, explicit=()):
-    """Flag values -> full config: preset for unset flags, then per-model-type defaults."""
-    from model.registry import model_spec
-
-    unknown = set(values) - set(FLAG_DEFAULTS)
-    if unknown:
-        raise ConfigError(f"unknown config keys {sorted(unknown)}")
-    cfg = dict(FLAG_DEFAULTS)
-    cfg.update(values)
-    for key, value in preset_values(cfg.get("preset")).items():
-        if key not in explicit:
-            cfg[key] = value
-    apply_release_flags(cfg, explicit)
-    spec = model_spec(cfg["model_type"])
-    given_aug = cfg["aug_list"] is not None
-    for key in ("batch_size", "head_dims", "distaug_type", "aug_list", "aug_list_for_test"):
-        if cfg[key] is None:
-            cfg[key] = spec[key]
-    resolve_aug_lists(cfg, given_aug)
-    for key, value in spec.get("fixed", {}).items():  # frozen baselines: num_epoch=0
-        if key in explicit and cfg[key] != value:
-            raise ConfigError(f"--model_type={cfg['model_type']} needs --{key}={value}")
-        cfg[key] = value
-    check_release_flags(cfg, explicit)
-    cfg["model_dir"] = run_directory(cfg)
-    return cfg
-
-
-def distaug_has_hflip(distaug_type):
-    """True when the distribution augmentation makes horizontally flipped copies."""
-    from data.distaug import distaug_transforms
-
-    try:
-        names = distaug_transforms(distaug_type)
-    except ConfigError:
-        return False  # util/validate.py reports the bad --distaug_type
-    return any("hflip" in name for name in names)
-
-
-def resolve_aug_lists(cfg, given_aug):
-    """The release's rules for --aug_list that depend on the model and distaug type.
-
-    * rotation (the transformation classifier) with a single-view aug_list:
-      the fixed rotation views are appended (one log line says so).
-    * a distribution augmentation with horizontal flips (hflip, 2..8): a random
-      hflip would make an instance its own negative, so the default aug_list
-      drops it (as the release's scripts) and a given one only gets a warning.
-    """
-    log = logging.getLogger("config")
-    if cfg["model_type"] == "rotation" and num_views(cfg["aug_list"]) == 1:
-        log.warning("--aug_list=%s has one view: appending %s for the rotation task",
-                    cfg["aug_list"], ROTATION_SUFFIX)
-        cfg["aug_list"] = cfg["aug_list"] + ROTATION_SUFFIX
-    if distaug_has_hflip(cfg["distaug_type"]) and has_hflip(cfg["aug_list"]):
-        if given_aug:
-            log.warning("--distaug_type=%s already adds flipped copies as new instances, "
-                        "and the random hflip in --aug_list=%s makes instances their own "
-                        "negatives; the release drops hflip here", cfg["distaug_type"],
-                        cfg["aug_list"])
-        else:
-            cfg["aug_list"] = drop_hflip(cfg["aug_list"])
-    views, test_views = num_views(cfg["aug_list"]), num_views(cfg["aug_list_for_test"])
-    if cfg["model_type"] == "rotation" and test_views != views:
-        raise ConfigError(f"--aug_list_for_test={cfg['aug_list_for_test']} has {test_views} "
-                          f"views but --aug_list has {views}; give one test view per training "
-                          "view, e.g. x,+rotate90,+rotate180,+rotate270")
-    if cfg["model_type"] != "rotation" and views > 2:
-        raise ConfigError(f"--aug_list={cfg['aug_list']} has {views} views; a contrastive model "
-                          "takes one entry (drawn twice) or two")
-
-
-def apply_release_flags(cfg, explicit=()):
-    """The release's names -> ours: --method, dataset aliases, celeba's category."""
-    from data.registry import canonical_dataset
-
-    cfg["dataset"] = canonical_dataset(cfg["dataset"])
-    method = cfg.get("method")
-    if method:
-        if method.lower() not in METHODS:
-            raise ConfigError(f"--method={method} is unknown; choose UnsupEmbed or Contrastive")
-        model_type = METHODS[method.lower()]
-        if model_type == "contrastive":
-            if str(cfg["distaug_type"]).lower() in NO_DISTAUG[1:]:
-                cfg["distaug_type"] = "none"  # the release's 1 = the original images only
-            elif cfg["distaug_type"] is not None:
-                model_type = "contrastive_da"
-        if "model_type" in explicit and cfg["model_type"] != model_type:
-            raise ConfigError(f"--method={method} means --model_type={model_type}, but "
-                              f"--model_type={cfg['model_type']} was given; pass only one")
-        cfg["model_type"] = model_type
-    if cfg["dataset"] == "celeba":
-        from data.celeba import release_category
-
-        cfg["category"], cfg["celeba_attribute"] = release_category(
-            cfg["category"], cfg.get("celeba_attribute"))
-    elif cfg.get("celeba_attribute"):
-        raise ConfigError(f"--celeba_attribute applies to --dataset=celeba only, not "
-                          f"{cfg['dataset']}")
-
-
-def view_count(cfg):
-    """Views per image the transformation classifier tells apart: one per
-    comma-separated entry of --aug_list (resolve_aug_lists has added the rotations)."""
-    return num_views(cfg["aug_list"])
-
-
-def check_release_flags(cfg, explicit=()):
-    """Flags that would otherwise be accepted and then ignored are errors."""
-    latent = cfg.get("latent_dim")
-    if latent is not None:
-        if cfg["model_type"] == "rotation":
-            if int(latent) != view_count(cfg):
-                raise ConfigError(
-                    f"--latent_dim={latent} must equal the number of views in --aug_list "
-                    f"({view_count(cfg)} in {cfg['aug_list']!r}): the classifier predicts "
-                    "which view an image came from")
-        elif int(latent) != 0:
-            raise ConfigError(f"--latent_dim={latent} applies to --method=UnsupEmbed (rotation); "
-                              f"use 0 or leave it out for {cfg['model_type']}")
-    if cfg.get("optim_type") == "adam":
-        for name in ("nesterov", "momentum"):
-            if name in explicit and cfg[name] != FLAG_DEFAULTS[name]:
-                raise ConfigError(f"--{name} applies to --optim_type=sgd only (Adam uses its "
-                                  "own moment estimates)")
-    used = SCHED_FLAGS.get(cfg["sched_type"], ())
-    for name in ("sched_min_rate", "sched_level", "sched_gamma", "sched_step_size"):
-        if name in explicit and name not in used and cfg[name] != FLAG_DEFAULTS[name]:
-            raise ConfigError(f"--{name} has no effect with --sched_type={cfg['sched_type']}; "
-                              f"it applies to {', '.join(k for k, v in SCHED_FLAGS.items() if name in v)}")
-    if not 0 <= int(cfg.get("sched_level", 7)) <= 8:
-        raise ConfigError(f"--sched_level={cfg['sched_level']} must be in 0..8")
-    if not 0.0 <= float(cfg.get("sched_min_rate", 0.0)) <= 1.0:
-        raise ConfigError(f"--sched_min_rate={cfg['sched_min_rate']} must be in [0, 1]")
-    if int(cfg.get("sched_step_size", 1)) <= 0:
-        raise ConfigError(f"--sched_step_size={cfg['sched_step_size']} must be >= 1")
-
-
-def run_directory(cfg):
-    """--model_dir, as the release: <model_dir>/<ckpt_prefix>/<file_path> when --file_path is
-    given; else --model_dir itself (under --ckpt_prefix); default runs/<dataset>_<category>_
-    <model_type>_s<seed>."""
-    prefix = cfg.get("ckpt_prefix") or ""
-    if cfg.get("file_path"):
-        name = cfg["file_path"]
-        while "__" in name:  # the release's scripts leave an empty ${PREFIX} in the name
-            name = name.replace("__", "_")
-        return os.path.join(cfg["model_dir"] or "runs", prefix, name)
-    if cfg["model_dir"] is not None:
-        return os.path.join(cfg["model_dir"], prefix) if prefix else cfg["model_dir"]
-    return os.path.join("runs", prefix,
-                        f"{cfg['dataset']}_{cfg['category']}_{cfg['model_type']}_s{cfg['seed']}")

@@ -1,0 +1,63 @@
+"""The export's format, readable without TensorFlow: its metadata and which detector goes in.
+
+An export directory is a SavedModel plus ``assets/droc_export.json``;
+``read_export_meta`` checks that file before anything loads TensorFlow, so a
+wrong path is answered at once.
+"""
+
+import json
+from pathlib import Path
+
+from util.errors import ConfigError
+
+EXPORT_FORMAT = "droc-savedmodel"
+EXPORT_VERSION = 1
+META_NAME = "droc_export.json"
+#: --export_detector name -> detect.detectors registry name
+EXPORT_DETECTORS = {"kde": "kde", "gde": "gde", "kocsvm": "kocsvm", "locsvm": "locsvm",
+                    "nn": "auc"}
+EXPORT_FEATURE_SET = "pool"
+
+
+def choose_detector(name, protocol, results, available):
+    """Registry name of the detector to export.
+
+    ``auto``: under the validation protocol the exportable pool detector with the
+    best AUC (the validation protocol exists to make such choices), else kde.
+    """
+    if name != "auto":
+        det = EXPORT_DETECTORS[name]
+        if det not in available:
+            raise ConfigError(f"--export_detector={name} was not fit in this run; add "
+                              f"{det} to --detectors")
+        return det
+    candidates = [d for d in EXPORT_DETECTORS.values() if d in available]
+    if protocol == "validation" and candidates:
+        return max(candidates, key=lambda d: results.get(f"{EXPORT_FEATURE_SET}.{d}", -1.0))
+    if "kde" in available:
+        return "kde"
+    if not candidates:
+        raise ConfigError("none of the run's detectors can be exported; add kde to --detectors")
+    return candidates[0]
+
+
+def read_export_meta(export_dir):
+    """The export's metadata; ConfigError for a missing, foreign or incompatible export."""
+    export_dir = Path(export_dir)
+    if not export_dir.is_dir():
+        raise ConfigError(f"export directory {export_dir} does not exist")
+    path = export_dir / "assets" / META_NAME
+    if not (export_dir / "saved_model.pb").exists() or not path.exists():
+        raise ConfigError(f"{export_dir} is not a DROC export (no saved_model.pb and "
+                          f"assets/{META_NAME}); export a run with script/export.py RUN_DIR")
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"{path} is unreadable: {err}") from None
+    if meta.get("format") != EXPORT_FORMAT:
+        raise ConfigError(f"{export_dir} is not a DROC export (format {meta.get('format')!r})")
+    if meta.get("version") != EXPORT_VERSION:
+        raise ConfigError(f"{export_dir} has export version {meta.get('version')!r}, this code "
+                          f"reads version {EXPORT_VERSION}; re-export the run with "
+                          "script/export.py RUN_DIR")
+    return meta

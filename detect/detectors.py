@@ -1,0 +1,131 @@
+"""Registry of the stage-2 one-class detectors, and fitting / scoring by name.
+
+Every detector has the interface of detect/detector_base.py: ``fit(train_feats)
+-> self`` and ``score(test_feats) -> float64 array``, higher = more anomalous.
+
+Detectors (registry names follow the reference release):
+
+* ``kocsvm`` - OC-SVM with RBF kernel, gamma from :func:`gamma_rule`.
+* ``locsvm`` - OC-SVM with linear kernel on RAW (unnormalised) features.
+* ``kde``    - Gaussian kernel density, score = -(1/g) logsumexp(-g ||x-y||^2).
+* ``gde``    - single full-covariance Gaussian (sklearn GaussianMixture).
+* ``auc``    - 1-nearest-neighbour, score = 1 - max cosine similarity.
+  (The name ``auc`` is what the reference release calls its 1-NN detector.)
+
+All but ``locsvm`` L2-normalise their inputs first (``normalize = True``), as
+the paper fits detectors on normalised features; gamma is computed on those
+normalised training features. Pure numpy / scipy / scikit-learn, no TensorFlow.
+"""
+
+import time
+
+import numpy as np
+
+from detect.detector_base import check_features
+from detect.gde import GDE
+from detect.kde import KDE
+from detect.metrics import roc_auc, validate_labels
+from detect.nearest_neighbour import OneNN
+from detect.ocsvm import OCSVM_RBF, OCSVM_Linear
+from util.errors import ConfigError
+
+# a new detector: one module with a detect.detector_base.Detector subclass, one entry here
+DETECTORS = {cls.name: cls for cls in (OCSVM_RBF, OCSVM_Linear, KDE, GDE, OneNN)}
+
+
+def make_detector(name, **kw):
+    """Instantiate a registered detector by name; ConfigError if unknown."""
+    if name not in DETECTORS:
+        raise ConfigError(
+            f"unknown detector {name!r}; valid names: {', '.join(DETECTORS)}")
+    return DETECTORS[name](**kw)
+
+
+def _resolve_names(names):
+    """None -> all (registry order); also accepts 'kde,gde' strings."""
+    if names is None:
+        return list(DETECTORS)
+    if isinstance(names, str):
+        names = [n.strip() for n in names.split(",") if n.strip()]
+    names = list(names)
+    if not names:
+        raise ConfigError(
+            f"no detector names given; valid names: {', '.join(DETECTORS)}")
+    unknown = [n for n in names if n not in DETECTORS]
+    if unknown:
+        raise ConfigError(
+            f"unknown detector(s) {unknown}; valid names: {', '.join(DETECTORS)}")
+    if len(set(names)) != len(names):
+        raise ConfigError(f"detector names repeated: {names}")
+    return names
+
+
+def subsample_index(n, max_rows, seed=0):
+    """Sorted indices of at most ``max_rows`` of ``n`` rows, drawn without replacement
+    (fixed seed); all of them when ``max_rows`` is None or at least ``n``."""
+    if max_rows is None:
+        return np.arange(n)
+    if isinstance(max_rows, bool) or not isinstance(max_rows, (int, np.integer)) \
+            or max_rows <= 0:
+        raise ConfigError(f"max_train must be a positive integer or None, "
+                          f"got {max_rows!r}")
+    if n <= max_rows:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, int(max_rows), replace=False))
+
+
+def subsample_rows(x, max_rows, seed=0):
+    """At most `max_rows` rows of `x` (the rows of ``subsample_index``, order kept)."""
+    idx = subsample_index(x.shape[0], max_rows, seed)
+    return x if len(idx) == x.shape[0] else x[idx]
+
+
+def score_detectors(train_feats, test_feats, names=None, max_train=20000,
+                    seed=0, progress=None, detector_kwargs=None):
+    """Fit each named detector on (subsampled) train features, score test.
+
+    Returns {name: float64 scores (higher = more anomalous)} in the order of
+    `names` (default: all registered). `progress`, if given, is called with a
+    one-line string after each detector. `detector_kwargs` maps a name to
+    constructor keyword arguments.
+    """
+    names = _resolve_names(names)
+    train = check_features(train_feats, "training features")
+    test = check_features(test_feats, "test features")
+    if train.shape[1] != test.shape[1]:
+        raise ConfigError(
+            f"training features have dim {train.shape[1]} but test features "
+            f"have dim {test.shape[1]}")
+    train = subsample_rows(train, max_train, seed)
+    detector_kwargs = detector_kwargs or {}
+    out = {}
+    for name in names:
+        t0 = time.perf_counter()
+        det = make_detector(name, **detector_kwargs.get(name, {})).fit(train)
+        t1 = time.perf_counter()
+        out[name] = det.score(test)
+        t2 = time.perf_counter()
+        if progress is not None:
+            progress(f"{name}: fit {t1 - t0:.1f}s on {train.shape[0]} train, "
+                     f"score {t2 - t1:.1f}s on {test.shape[0]} test")
+    return out
+
+
+def evaluate_detectors(train_feats, test_feats, test_labels, names=None,
+                       max_train=20000, seed=0, progress=None,
+                       detector_kwargs=None):
+    """{name: ROC AUC x 100} for each detector (labels: 0 inlier, 1 outlier).
+
+    Labels are validated before any (possibly slow) detector is fit.
+    """
+    test_feats = check_features(test_feats, "test features")
+    validate_labels(test_labels, test_feats.shape[0])
+    scores = score_detectors(train_feats, test_feats, names=names,
+                             max_train=max_train, seed=seed, progress=progress,
+                             detector_kwargs=detector_kwargs)
+    aucs = {}
+    for name, s in scores.items():
+        aucs[name] = roc_auc(test_labels, s)
+        if progress is not None:
+            progress(f"{name}: AUC {aucs[name]:.2f}")
+    return aucs

@@ -1,0 +1,26 @@
+"""1-nearest neighbour by cosine similarity (registry name ``auc``, as the release)."""
+
+import numpy as np
+
+from detect.detector_base import ChunkedDetector, blocks
+
+class OneNN(ChunkedDetector):
+    """1-nearest neighbour: score = 1 - max_y cos(x, y).
+
+    Inputs are L2-normalised, so the cosine similarity is a dot product;
+    the max is taken block-wise like the KDE to bound memory.
+    """
+
+    name = "auc"
+
+    def _fit(self, x):
+        self._y = x
+
+    def _score(self, x):
+        out = np.empty(x.shape[0], dtype=np.float64)
+        for rs in blocks(x.shape[0], self.chunk_size):
+            best = np.full(rs.stop - rs.start, -np.inf, dtype=np.float32)
+            for cs in blocks(self._y.shape[0], self.train_chunk_size):
+                np.maximum(best, (x[rs] @ self._y[cs].T).max(axis=1), out=best)
+            out[rs] = 1.0 - best.astype(np.float64)
+        return out

@@ -1,0 +1,118 @@
+"""Flag values -> a run's full configuration: the preset, then per-model-type defaults,
+then the release's names mapped to ours.
+
+Precedence: a flag given explicitly, then the preset, then the per-model default.
+This module and everything it imports are free of TensorFlow and Keras, so a
+bad flag is answered at ``--help`` speed; the checks live in engine/validate.py.
+"""
+
+import logging
+import os
+
+from data.aug_spec import ROTATION_SUFFIX, drop_hflip, has_hflip, num_views
+from data.celeba import release_category
+from data.distaug import distaug_transforms
+from data.registry import canonical_dataset
+from engine.flags import FLAG_DEFAULTS, METHODS, NO_DISTAUG
+from engine.presets import preset_values
+from engine.validate import check_explicit_flags, check_view_counts
+from model.registry import model_spec
+from util.errors import ConfigError
+
+
+def resolve_config(values, explicit=()):
+    """Flag values -> full config: preset for unset flags, then per-model-type defaults.
+
+    ``explicit``: the flags given on the command line (they beat the preset).
+    Raises ConfigError for combinations the resolution itself cannot settle."""
+    unknown = set(values) - set(FLAG_DEFAULTS)
+    if unknown:
+        raise ConfigError(f"unknown config keys {sorted(unknown)}")
+    cfg = dict(FLAG_DEFAULTS)
+    cfg.update(values)
+    for key, value in preset_values(cfg.get("preset")).items():
+        if key not in explicit:
+            cfg[key] = value
+    apply_release_flags(cfg, explicit)
+    spec = model_spec(cfg["model_type"])
+    given_aug = cfg["aug_list"] is not None
+    for key in ("batch_size", "head_dims", "distaug_type", "aug_list", "aug_list_for_test"):
+        if cfg[key] is None:
+            cfg[key] = spec[key]
+    resolve_aug_lists(cfg, given_aug)
+    check_explicit_flags(cfg, explicit, fixed=spec.get("fixed", {}))
+    cfg.update(spec.get("fixed", {}))  # frozen baselines: num_epoch=0
+    check_view_counts(cfg)
+    cfg["model_dir"] = run_directory(cfg)
+    return cfg
+
+
+def distaug_has_hflip(distaug_type):
+    """True when the distribution augmentation makes horizontally flipped copies."""
+    try:
+        names = distaug_transforms(distaug_type)
+    except ConfigError:
+        return False  # engine/validate.py reports the bad --distaug_type
+    return any("hflip" in name for name in names)
+
+
+def resolve_aug_lists(cfg, given_aug):
+    """The release's rules for --aug_list that depend on the model and distaug type.
+
+    * rotation (the transformation classifier) with a single-view aug_list:
+      the fixed rotation views are appended (one log line says so).
+    * a distribution augmentation with horizontal flips (hflip, 2..8): a random
+      hflip would make an instance its own negative, so the default aug_list
+      drops it (as the release's scripts) and a given one only gets a warning.
+    """
+    log = logging.getLogger("config")
+    if cfg["model_type"] == "rotation" and num_views(cfg["aug_list"]) == 1:
+        log.warning("--aug_list=%s has one view: appending %s for the rotation task",
+                    cfg["aug_list"], ROTATION_SUFFIX)
+        cfg["aug_list"] = cfg["aug_list"] + ROTATION_SUFFIX
+    if distaug_has_hflip(cfg["distaug_type"]) and has_hflip(cfg["aug_list"]):
+        if given_aug:
+            log.warning("--distaug_type=%s already adds flipped copies as new instances, "
+                        "and the random hflip in --aug_list=%s makes instances their own "
+                        "negatives; the release drops hflip here", cfg["distaug_type"],
+                        cfg["aug_list"])
+        else:
+            cfg["aug_list"] = drop_hflip(cfg["aug_list"])
+
+
+def apply_release_flags(cfg, explicit=()):
+    """The release's names -> ours: --method, dataset aliases, celeba's category."""
+    cfg["dataset"] = canonical_dataset(cfg["dataset"])
+    method = cfg.get("method")
+    if method:
+        if method.lower() not in METHODS:
+            raise ConfigError(f"--method={method} is unknown; choose UnsupEmbed or Contrastive")
+        model_type = METHODS[method.lower()]
+        if model_type == "contrastive":
+            if str(cfg["distaug_type"]).lower() in NO_DISTAUG[1:]:
+                cfg["distaug_type"] = "none"  # the release's 1 = the original images only
+            elif cfg["distaug_type"] is not None:
+                model_type = "contrastive_da"
+        if "model_type" in explicit and cfg["model_type"] != model_type:
+            raise ConfigError(f"--method={method} means --model_type={model_type}, but "
+                              f"--model_type={cfg['model_type']} was given; pass only one")
+        cfg["model_type"] = model_type
+    if cfg["dataset"] == "celeba":
+        cfg["category"], cfg["celeba_attribute"] = release_category(
+            cfg["category"], cfg.get("celeba_attribute"))
+
+
+def run_directory(cfg):
+    """--model_dir, as the release: <model_dir>/<ckpt_prefix>/<file_path> when --file_path is
+    given; else --model_dir itself (under --ckpt_prefix); default runs/<dataset>_<category>_
+    <model_type>_s<seed>."""
+    prefix = cfg.get("ckpt_prefix") or ""
+    if cfg.get("file_path"):
+        name = cfg["file_path"]
+        while "__" in name:  # the release's scripts leave an empty ${PREFIX} in the name
+            name = name.replace("__", "_")
+        return os.path.join(cfg["model_dir"] or "runs", prefix, name)
+    if cfg["model_dir"] is not None:
+        return os.path.join(cfg["model_dir"], prefix) if prefix else cfg["model_dir"]
+    return os.path.join("runs", prefix,
+                        f"{cfg['dataset']}_{cfg['category']}_{cfg['model_type']}_s{cfg['seed']}")

@@ -1,0 +1,45 @@
+"""Rebuilding a finished run (re-export, explain, benchmarks) without retraining."""
+
+import json
+from pathlib import Path
+
+from engine.experiment import load_data, make_evaluator, model_from_config
+from engine.flags import FLAG_DEFAULTS
+from engine.validate import validate_config
+from util.errors import ConfigError
+
+
+def read_run_config(run_dir):
+    """The run's configuration (stats/hparams.json over today's defaults); ConfigError when
+    the directory is not a run or the file cannot be read."""
+    run_dir = Path(run_dir)
+    hp = run_dir / "stats" / "hparams.json"
+    if not hp.is_file():
+        raise ConfigError(f"{run_dir} is not a run directory (no stats/hparams.json)")
+    try:
+        recorded = json.loads(hp.read_text())
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"{hp} cannot be read: {err}") from None
+    if not isinstance(recorded, dict):
+        raise ConfigError(f"{hp} does not hold a run configuration")
+    cfg = dict(FLAG_DEFAULTS)
+    cfg.update(recorded)
+    return cfg
+
+
+def load_run(run_dir, cfg=None):
+    """(cfg, model, data, evaluator) of a run: the model from its configuration and its
+    last checkpoint, the data and the evaluator as the run had them."""
+    import tensorflow as tf
+
+    run_dir = Path(run_dir)
+    cfg = read_run_config(run_dir) if cfg is None else cfg
+    ckpt = tf.train.latest_checkpoint(str(run_dir / "ckpt"))
+    if ckpt is None and int(cfg.get("num_epoch", 0)) > 0:
+        raise ConfigError(f"{run_dir} has no checkpoint under ckpt/")
+    checks = validate_config(cfg)
+    data = load_data(cfg, checks.image_shape)
+    model = model_from_config(cfg, checks.input_shape)
+    if ckpt is not None:
+        tf.train.Checkpoint(model=model).restore(ckpt).expect_partial()
+    return cfg, model, data, make_evaluator(cfg, checks)

@@ -1,0 +1,357 @@
+"""Every check of a run's configuration that needs no data and no TensorFlow.
+
+``validate_config(cfg)`` runs before any data is loaded, any download starts
+or anything is written, and raises ``ConfigError`` with one line naming the
+flag. It runs one function per concern (data, augmentation, network,
+optimisation, training length, distribution, protocols, scoring, patches, run
+directory) and returns the values derived on the way (``RunChecks``). The
+checks that need to know which flags were given on the command line run while
+the flags resolve (``check_explicit_flags``, ``check_view_counts``, called by
+engine/config.py). Everything imported here is free of TensorFlow, so a bad
+command line is answered at ``--help`` speed.
+"""
+
+import math
+import os
+from pathlib import Path
+from typing import NamedTuple
+
+from data.aug_spec import num_views, parse_aug_list
+from data.base import parse_input_shape
+from data.distaug import distaug_transforms
+from data.patches import check_patch_flags as check_patch_sizes
+from data.registry import DATASETS, has_defect_layout
+from deploy.export_format import EXPORT_DETECTORS
+from detect.calibration import check_calibration_flags
+from detect.detectors import DETECTORS
+from detect.evaluation import FEATURE_SETS
+from detect.evaluators import choose_evaluator
+from detect.localization import grid_size
+from engine.distribute import parse_tf_config
+from engine.flags import FLAG_DEFAULTS, SCHED_FLAGS
+from model.registry import model_spec
+from model.spec import RESNET_SPECS, SMALL_STEM_MAX_SIZE, check_input_shape, parse_head_dims
+from util.errors import ConfigError
+
+STRATEGIES = ("mirrored", "multi_worker", "one_device")
+OPTIMIZERS = ("sgd", "adam")
+PRECISIONS = ("none", "bf16", "fp16")
+MAX_SEED = 2 ** 31 - 1
+MAX_OUTLIER_RATIO = 0.5
+
+
+class RunChecks(NamedTuple):
+    """What validation derived: the network input, the shape images are loaded at, the
+    detector names and the run's evaluator (detect/evaluators.py)."""
+
+    input_shape: tuple
+    image_shape: tuple
+    detectors: list
+    evaluator: str
+
+
+# ------------------------------------------------------------------ number helpers
+
+def _number(cfg, key, kind=float):
+    value = cfg[key]
+    if isinstance(value, bool) or value is None:
+        raise ConfigError(f"--{key}={value} must be a number")
+    try:
+        number = kind(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"--{key}={value!r} must be a{'n integer' if kind is int else ' number'}")
+    if kind is int and number != value and not isinstance(value, str):
+        raise ConfigError(f"--{key}={value} must be an integer")
+    if kind is float and not math.isfinite(number):
+        raise ConfigError(f"--{key}={value} must be a finite number")
+    return number
+
+
+def _at_least(cfg, key, low, kind=int, what=None):
+    value = _number(cfg, key, kind)
+    if value < low:
+        raise ConfigError(f"--{key}={cfg[key]} must be {what or f'>= {low}'}")
+    return value
+
+
+def _positive(cfg, key, kind=float):
+    value = _number(cfg, key, kind)
+    if value <= 0:
+        raise ConfigError(f"--{key}={cfg[key]} must be > 0")
+    return value
+
+
+def _one_of(cfg, key, choices):
+    if cfg[key] not in choices:
+        raise ConfigError(f"--{key}={cfg[key]} is unknown; choose one of {', '.join(choices)}")
+
+
+def _parsed(cfg, key, parse):
+    """parse(cfg[key]), its ConfigError prefixed with the flag when it does not name it."""
+    try:
+        return parse(cfg[key])
+    except ConfigError as err:
+        message = str(err)
+        raise ConfigError(message if f"--{key}" in message else
+                          f"--{key}={cfg[key]}: {message}") from None
+
+
+# ------------------------------------------------------------------ one function per concern
+
+def check_data_flags(cfg):
+    if str(cfg["dataset"]).strip().lower() not in DATASETS:
+        raise ConfigError(f"--dataset={cfg['dataset']} is unknown; choose one of "
+                          f"{', '.join(DATASETS)}")
+    if not str(cfg["category"]).strip():
+        raise ConfigError("--category must name the inlier class (a name or an index)")
+    if cfg["dataset"] == "folder" and not cfg["root"]:
+        raise ConfigError("--dataset=folder needs --root=DIR (DIR/train/<class>/*)")
+    if cfg["root"] and not Path(cfg["root"]).is_dir():
+        raise ConfigError(f"--root={cfg['root']} is not a directory")
+    if cfg["data_dir"] and Path(cfg["data_dir"]).exists() and not Path(cfg["data_dir"]).is_dir():
+        raise ConfigError(f"--data_dir={cfg['data_dir']} is a file, not a directory")
+
+
+def check_input_shape_flag(cfg):
+    """The network input shape of --input_shape."""
+    try:
+        return check_input_shape(parse_input_shape(cfg["input_shape"]))
+    except ConfigError as err:
+        message = str(err)
+        raise ConfigError(message if "input_shape" in message else
+                          f"--input_shape: {message}") from None
+
+
+def check_augmentation_flags(cfg, shape):
+    for key in ("aug_list", "aug_list_for_test"):
+        _parsed(cfg, key, lambda spec: parse_aug_list(spec, size=shape[0]))
+    _parsed(cfg, "distaug_type", distaug_transforms)
+
+
+def check_network_flags(cfg):
+    spec = model_spec(cfg["model_type"])
+    dims = _parsed(cfg, "head_dims", parse_head_dims)
+    if spec["contrastive"] and not dims:
+        raise ConfigError(f"--head_dims must not be empty for --model_type={cfg['model_type']} "
+                          "(the loss needs an embedding); e.g. --head_dims=512x8,128")
+    _one_of(cfg, "net_type", RESNET_SPECS)
+    if _positive(cfg, "net_width") > 16:
+        raise ConfigError(f"--net_width={cfg['net_width']} is too large (at most 16)")
+    if cfg["stem_width"] is not None:
+        _at_least(cfg, "stem_width", 0, what=">= 0 (0 = scale with --net_width)")
+    if _positive(cfg, "temperature") < 1e-3:
+        raise ConfigError(f"--temperature={cfg['temperature']} is too small: logits / tau "
+                          "overflow float32 (use >= 0.001; the paper uses 0.2)")
+    check_baseline_flags(cfg)
+
+
+def check_baseline_flags(cfg):
+    """--pretrained_weights belongs to (and is required by) --model_type=imagenet_resnet50."""
+    path = cfg.get("pretrained_weights")
+    if cfg["model_type"] == "imagenet_resnet50":
+        if not path:
+            raise ConfigError("--model_type=imagenet_resnet50 needs --pretrained_weights=PATH, a "
+                              "local keras.applications.ResNet50 weights file without top "
+                              "(e.g. resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5)")
+        if not os.path.isfile(path):
+            raise ConfigError(f"--pretrained_weights={path} is not a file")
+    elif path:
+        raise ConfigError("--pretrained_weights is only used by --model_type=imagenet_resnet50")
+
+
+def check_optimizer_flags(cfg):
+    _one_of(cfg, "optim_type", OPTIMIZERS)
+    _one_of(cfg, "sched_type", SCHED_FLAGS)
+    _positive(cfg, "learning_rate")
+    if not 0.0 <= _number(cfg, "momentum") < 1.0:
+        raise ConfigError(f"--momentum={cfg['momentum']} must be in [0, 1)")
+    _at_least(cfg, "weight_decay", 0.0, kind=float)
+    check_schedule_ranges(cfg)
+
+
+def check_schedule_ranges(cfg):
+    if not 0 <= int(cfg.get("sched_level", 7)) <= 8:
+        raise ConfigError(f"--sched_level={cfg['sched_level']} must be in 0..8")
+    if not 0.0 <= float(cfg.get("sched_min_rate", 0.0)) <= 1.0:
+        raise ConfigError(f"--sched_min_rate={cfg['sched_min_rate']} must be in [0, 1]")
+    if int(cfg.get("sched_step_size", 1)) <= 0:
+        raise ConfigError(f"--sched_step_size={cfg['sched_step_size']} must be >= 1")
+
+
+def check_training_flags(cfg):
+    for key in ("num_epoch", "num_batch", "eval_epoch"):
+        _at_least(cfg, key, 0)
+    for key in ("batch_size", "ckpt_epoch", "eval_batch_size", "max_detector_train"):
+        _at_least(cfg, key, 1, what="a positive integer")
+    if _at_least(cfg, "seed", 0) > MAX_SEED:
+        raise ConfigError(f"--seed={cfg['seed']} must be at most {MAX_SEED}")
+    _one_of(cfg, "mixed_precision", PRECISIONS)
+
+
+def check_distribution_flags(cfg):
+    _one_of(cfg, "strategy", STRATEGIES)
+    if cfg["strategy"] == "multi_worker":
+        parse_tf_config(os.environ.get("TF_CONFIG"))
+
+
+def check_protocol_flags(cfg):
+    """The paper's extra protocols (data/protocols_extra.py): ranges that need no data."""
+    ratio = float(cfg.get("outlier_ratio") or 0.0)
+    if not 0.0 <= ratio <= MAX_OUTLIER_RATIO:
+        raise ConfigError(f"--outlier_ratio={ratio} must be in [0, {MAX_OUTLIER_RATIO}]")
+    for key in ("num_inlier_for_detector", "num_train"):
+        if int(cfg.get(key) or 0) < 0:
+            raise ConfigError(f"--{key}={cfg[key]} must be >= 0 (0 = off)")
+
+
+def check_scoring_flags(cfg):
+    """Calibration and export flags (also checked by script/export.py before it loads)."""
+    get = lambda k: cfg.get(k, FLAG_DEFAULTS[k])  # noqa: E731 (runs made before these flags)
+    check_calibration_flags(get("calibration_fraction"), get("target_fpr"))
+    if get("export_detector") not in ("auto", *EXPORT_DETECTORS):
+        raise ConfigError(f"--export_detector={get('export_detector')} is unknown; choose one "
+                          f"of auto, {', '.join(EXPORT_DETECTORS)}")
+
+
+def parse_detectors(spec):
+    names = [d.strip() for d in str(spec).split(",") if d.strip()]
+    unknown = [d for d in names if d not in DETECTORS]
+    if unknown or not names:
+        raise ConfigError(f"--detectors={spec} names unknown detectors {unknown}; "
+                          f"choose from {', '.join(DETECTORS)}")
+    repeated = sorted({d for d in names if names.count(d) > 1})
+    if repeated:
+        raise ConfigError(f"--detectors={spec} repeats {', '.join(repeated)}; "
+                          "name each detector once")
+    return names
+
+
+def patch_feature_sets(cfg):
+    names = [f.strip() for f in str(cfg["mvtec_features"]).split(",") if f.strip()]
+    if not names or any(f not in FEATURE_SETS for f in names):
+        raise ConfigError(f"--mvtec_features={cfg['mvtec_features']} must list some of "
+                          f"{', '.join(FEATURE_SETS)}")
+    return names
+
+
+def check_patch_flags(cfg):
+    """The patch evaluator's flags; returns (network input shape, image shape to load)."""
+    size, p = int(cfg["mvtec_image_size"]), int(cfg["patch_size"])
+    if size <= 0:
+        raise ConfigError(f"--mvtec_image_size={size} must be positive")
+    check_patch_sizes(size, p, int(cfg["patches_per_image"]))
+    grid_size(size, p, int(cfg["patch_stride"]))
+    patch_feature_sets(cfg)
+    if cfg.get("patch_features", "crop") == "conv":
+        check_conv_patch_features(cfg["model_type"], p)
+    return check_input_shape((p, p, 3)), (size, size, 3)
+
+
+def check_conv_patch_features(model_type, patch_size):
+    """--patch_features=conv needs a ResNet trunk whose total stride divides the patch."""
+    if model_spec(model_type).get("build"):
+        raise ConfigError(f"--patch_features=conv needs a ResNet proxy-task model; "
+                          f"--model_type={model_type} has no conv trunk (use crop)")
+    net_stride = 8 if patch_size <= SMALL_STEM_MAX_SIZE else 32
+    if patch_size % net_stride:
+        raise ConfigError(f"--patch_features=conv: --patch_size={patch_size} is not a multiple "
+                          f"of the network's stride {net_stride} (use crop)")
+
+
+def check_model_dir(model_dir):
+    """The run directory must be a directory we can create or write to."""
+    path = Path(model_dir)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"--model_dir={model_dir} is a file, not a directory; "
+                          "give a directory path")
+    probe = path
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        raise ConfigError(f"--model_dir={model_dir} cannot be created: {probe} is a file")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise ConfigError(f"--model_dir={model_dir} is not writable ({probe} denies writing)")
+
+
+def check_run_flags(cfg):
+    if cfg["force_init"] and cfg["reevaluate"]:
+        raise ConfigError("--force_init and --reevaluate contradict each other: --force_init "
+                          "trains again from scratch, --reevaluate only re-scores a finished run")
+    check_model_dir(cfg["model_dir"])
+
+
+# ------------------------------------------------------------------ checks during resolution
+
+def check_explicit_flags(cfg, explicit=(), fixed=None):
+    """Flags given on the command line that would be ignored or overridden are errors."""
+    for key, value in (fixed or {}).items():  # frozen baselines: num_epoch=0
+        if key in explicit and cfg[key] != value:
+            raise ConfigError(f"--model_type={cfg['model_type']} needs --{key}={value}")
+    if cfg.get("celeba_attribute") and cfg["dataset"] != "celeba":
+        raise ConfigError(f"--celeba_attribute applies to --dataset=celeba only, not "
+                          f"{cfg['dataset']}")
+    if cfg.get("optim_type") == "adam":
+        for name in ("nesterov", "momentum"):
+            if name in explicit and cfg[name] != FLAG_DEFAULTS[name]:
+                raise ConfigError(f"--{name} applies to --optim_type=sgd only (Adam uses its "
+                                  "own moment estimates)")
+    used = SCHED_FLAGS.get(cfg["sched_type"], ())
+    for name in ("sched_min_rate", "sched_level", "sched_gamma", "sched_step_size"):
+        if name in explicit and name not in used and cfg[name] != FLAG_DEFAULTS[name]:
+            users = ", ".join(k for k, v in SCHED_FLAGS.items() if name in v)
+            raise ConfigError(f"--{name} has no effect with --sched_type={cfg['sched_type']}; "
+                              f"it applies to {users}")
+    check_schedule_ranges(cfg)
+
+
+def view_count(cfg):
+    """Views per image the transformation classifier tells apart: one per
+    comma-separated entry of --aug_list (the resolution has added the rotations)."""
+    return num_views(cfg["aug_list"])
+
+
+def check_view_counts(cfg):
+    """Views of --aug_list / --aug_list_for_test and --latent_dim agree with the model."""
+    views, test_views = view_count(cfg), num_views(cfg["aug_list_for_test"])
+    rotation = cfg["model_type"] == "rotation"
+    if rotation and test_views != views:
+        raise ConfigError(f"--aug_list_for_test={cfg['aug_list_for_test']} has {test_views} "
+                          f"views but --aug_list has {views}; give one test view per training "
+                          "view, e.g. x,+rotate90,+rotate180,+rotate270")
+    if not rotation and views > 2:
+        raise ConfigError(f"--aug_list={cfg['aug_list']} has {views} views; a contrastive model "
+                          "takes one entry (drawn twice) or two")
+    latent = cfg.get("latent_dim")
+    if latent is None:
+        return
+    if rotation and int(latent) != views:
+        raise ConfigError(f"--latent_dim={latent} must equal the number of views in --aug_list "
+                          f"({views} in {cfg['aug_list']!r}): the classifier predicts "
+                          "which view an image came from")
+    if not rotation and int(latent) != 0:
+        raise ConfigError(f"--latent_dim={latent} applies to --method=UnsupEmbed (rotation); "
+                          f"use 0 or leave it out for {cfg['model_type']}")
+
+
+# ------------------------------------------------------------------ the whole configuration
+
+def validate_config(cfg):
+    """Checks every flag of a resolved config; returns its ``RunChecks``."""
+    model_spec(cfg["model_type"])
+    check_data_flags(cfg)
+    shape = check_input_shape_flag(cfg)
+    check_augmentation_flags(cfg, shape)
+    check_network_flags(cfg)
+    check_optimizer_flags(cfg)
+    check_training_flags(cfg)
+    check_distribution_flags(cfg)
+    check_protocol_flags(cfg)
+    check_scoring_flags(cfg)
+    evaluator = choose_evaluator(has_defect_layout(cfg["dataset"]), cfg["mvtec_mode"])
+    image_shape = shape
+    if evaluator == "patch":
+        shape, image_shape = check_patch_flags(cfg)
+    check_run_flags(cfg)
+    return RunChecks(shape, image_shape, parse_detectors(cfg["detectors"]), evaluator)
