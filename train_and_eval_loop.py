@@ -64,13 +64,18 @@ def main(argv):
         return fail(err)
 
 
-def cli(argv):
-    """Whole command line -> exit status, without running training when a flag is bad.
+def cli(argv, train=False):
+    """Whole command line -> exit status, in this process.
 
-    Used by the tests to check many bad command lines in one process.
+    Without ``train`` it only checks the flags (the tests check many bad command
+    lines in one process); with it, it runs the command as ``python
+    train_and_eval_loop.py`` would.
     """
     try:
-        checked_config(parse_flags(argv))
+        argv = parse_flags(argv)
+        if train:
+            return main(argv)
+        checked_config(argv)
     except ConfigError as err:
         return fail(err)
     except SystemExit as stop:

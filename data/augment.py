@@ -502,4 +502,7 @@ def build_augment_fn(spec, clip_pixels=False, num_views=None):
             outs.append(_finish(x, images, clip_pixels))
         return tuple(outs)
 
-    return augment
+    # Every branch above is on Python values (the parsed spec, static shapes), so the
+    # graph needs no AutoGraph conversion; converting this module's functions took
+    # about 6 s at the start of every run.
+    return tf.autograph.experimental.do_not_convert(augment)

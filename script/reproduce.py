@@ -34,6 +34,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from engine.config import distaug_has_hflip
+
 ROOT = Path(__file__).resolve().parents[1]
 NCLASS = {"cifar10ood": 10, "cifar20ood": 20, "cifar100ood": 100, "fmnistood": 10,
           "dogvscatood": 2, "digitsood": 10}
@@ -48,7 +50,7 @@ FIGURES = ("distaug", "batch", "temperature", "unsup", "semi", "data")
 SERIES_MODELS = {"rotation_head": ["--model_type=rotation", "--batch_size=64"],
                  "contrastive": ["--model_type=contrastive"],
                  "contrastive_da": ["--model_type=contrastive_da", "--distaug_type=rot"]}
-HFLIP_DISTAUG = {"hflip", "2", "4", "6", "8"}
+FIGURE7_PREFIX = "distaug--"  # rows of the release's Figure-7 block
 
 
 def heads(smoke):
@@ -91,7 +93,7 @@ def figure_rows(fig, smoke, datasets):
     rows = []
     if fig == "distaug":
         values = (1, 4, 8) if smoke else range(1, 9)
-        rows = [da_row(f"distaug--contrastive_da--{k}", str(k), smoke) for k in values]
+        rows = [da_row(f"{FIGURE7_PREFIX}contrastive_da--{k}", str(k), smoke) for k in values]
     elif fig in ("batch", "temperature"):
         values = {"batch": (16, 64) if smoke else (16, 32, 64, 128, 256, 512),
                   "temperature": (0.1, 0.5) if smoke else (0.05, 0.1, 0.2, 0.5, 1.0)}[fig]
@@ -128,10 +130,14 @@ def figure_rows(fig, smoke, datasets):
     return rows
 
 
-def aug_for(flags, smoke):
+def aug_for(name, flags, smoke):
+    """--aug_list of a row: the paper's chain, without the random hflip where the release drops
+    it. Its Figure-7 block (distribution augmentation types 1..8) drops it for every type, 1
+    included; elsewhere it goes when the distribution augmentation itself makes flipped
+    copies (a random flip would make an instance its own negative)."""
     aug = SMOKE_AUG if smoke else PAPER_AUG
     distaug = next((f.split("=", 1)[1] for f in flags if f.startswith("--distaug_type=")), "none")
-    if distaug in HFLIP_DISTAUG:  # a random flip would make an instance its own negative
+    if name.startswith(FIGURE7_PREFIX) or distaug_has_hflip(distaug):
         aug = aug.replace("+hflip", "")
     return f"--aug_list={aug}"
 
@@ -174,7 +180,7 @@ def plan(args):
             for cat in cats:
                 for name, flags in rows:
                     model_dir = Path(args.runs_root) / name / ds / cat / f"s{seed}"
-                    argv = [sys.executable, "train_and_eval_loop.py", *base, aug_for(flags, args.smoke),
+                    argv = [sys.executable, "train_and_eval_loop.py", *base, aug_for(name, flags, args.smoke),
                             *flags, f"--dataset={ds}", f"--category={cat}", f"--seed={seed}",
                             f"--model_dir={model_dir}", *args.extra]
                     jobs.append((name, ds, cat, seed, model_dir, argv))

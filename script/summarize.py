@@ -465,6 +465,10 @@ def main(argv=None):
     long = long_rows(cells)
     text = "\n".join(head + [per_class_markdown(cells, found), long_markdown(long)])
     print("\n".join(head))
+    if not any(r["mean"] is not None for r in t2 + t5 + tm):
+        # a user's own rows or datasets: no cell of the paper's tables, so the long table
+        # is the summary worth reading
+        print(long_markdown(long))
 
     out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out / "summary.md", f"# Summary of {len(runs)} runs under {args.root}\n\n"

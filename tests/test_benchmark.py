@@ -12,6 +12,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_quick_benchmark_writes_every_field(tmp_path):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", DROC_CACHE_DIR=os.environ.get(
         "DROC_CACHE_DIR", str(Path.home() / ".cache" / "droc")))
@@ -57,6 +58,7 @@ def test_quick_benchmark_writes_every_field(tmp_path):
     assert (tmp_path / "quality.md").read_text().startswith("| class |")
 
 
+@pytest.mark.slow
 def test_quality_models_rejects_unknown_model(tmp_path):
     out = subprocess.run([sys.executable, str(ROOT / "script" / "benchmark.py"), "--quick",
                           "--sections=quality", "--quality_models=contrastive_da,simclr",

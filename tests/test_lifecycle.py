@@ -14,17 +14,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.entry_point import run_in_process
 from util.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "train_and_eval_loop.py"
 TINY = ["--dataset=digitsood", "--category=3", "--net_type=ResNet10", "--net_width=0.125",
         "--head_dims=32,16", "--num_batch=2", "--batch_size=16", "--eval_batch_size=128",
-        "--detectors=kde"]
+        "--detectors=kde", "--noexport"]  # the export has its own tests (tests/test_scoring.py)
 
 
 def run_cli(args, timeout=900, env=None):
-    env = dict(env or os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
+    """The entry point in this process; in a new interpreter when ``env`` is given."""
+    if env is None:
+        return run_in_process(args)
+    env = dict(env, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
     return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True,
                           cwd=ROOT, env=env, timeout=timeout)
 
@@ -90,6 +94,7 @@ def test_different_configuration_refused_and_hparams_kept(tmp_path):
     assert sorted(p.name for p in run_dir.rglob("*")) == [".lock", "hparams.json", "stats"]
 
 
+@pytest.mark.slow
 def test_finished_run_reports_reevaluates_and_survives_corrupt_checkpoint(tmp_path):
     run_dir = tmp_path / "run"
     args = ["--model_type=rotation", f"--model_dir={run_dir}", "--num_epoch=2", "--eval_epoch=1",
@@ -176,7 +181,10 @@ def learning_rates(run_dir):
     return values
 
 
+@pytest.mark.slow
 def test_three_random_sigkills_then_finish(tmp_path):
+    """Killed three times at random points, the run resumes from its last checkpoint each
+    time, trains only the remaining epochs and ends as one uninterrupted run would."""
     rng = random.Random(8)
     run_dir = tmp_path / "run"
     epochs, steps, lr = 12, 2, 0.05
@@ -199,7 +207,14 @@ def test_three_random_sigkills_then_finish(tmp_path):
         assert not (run_dir / "stats" / "summary.json").exists()
     out = run_cli(args)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert "Resumed from" in out.stdout
+    # a kill can land between writing ckpt-N and recording it as the latest: then the
+    # previous checkpoint is the one restored
+    match = re.search(r"Resumed from .*ckpt-(\d+) \(epoch (\d+)\)", out.stdout)
+    assert match, out.stdout[-2000:]
+    resumed = int(match.group(2))
+    assert 1 <= resumed <= last and int(match.group(1)) == resumed
+    # only the remaining epochs were trained
+    assert f"Epoch {resumed + 1}/{epochs}" in out.stdout and f"Epoch 1/{epochs}" not in out.stdout
     meta = json.loads((run_dir / "stats" / "summary.json").read_text())["meta"]
     assert meta["optimizer_steps"] == epochs * steps and meta["epochs"] == epochs
     lines = history_lines(run_dir)
@@ -211,16 +226,20 @@ def test_three_random_sigkills_then_finish(tmp_path):
     # (TensorBoard buffers its events: epochs of a killed process may be missing, but every
     # epoch of the final process is there)
     logged = learning_rates(run_dir)
-    resumed = int(re.search(r"Resumed from .*\(epoch (\d+)\)", out.stdout).group(1))
     assert set(range(resumed, epochs)) <= {s for s, _ in logged} <= set(range(epochs))
     for step, value in logged:
         expected = lr * 0.5 * (1 + np.cos(np.pi * (step + 1) / epochs))
         assert value == pytest.approx(expected, rel=1e-5, abs=1e-7)
+    # --force_init starts over
+    out = run_cli([*args, "--num_epoch=1", "--force_init"])
+    assert out.returncode == 0 and "Resumed" not in out.stdout
+    assert json.loads((run_dir / "stats" / "summary.json").read_text())["meta"]["epochs"] == 1
 
 
 # ----------------------------------------------------------------- collapse
 
 
+@pytest.mark.slow
 def test_collapse_detected_on_constant_images(tmp_path):
     from PIL import Image
 
@@ -258,11 +277,13 @@ def test_embedding_spread_separates_collapsed_from_spread_features():
 # ----------------------------------------------------------------- determinism
 
 
+@pytest.mark.slow
 def test_deterministic_runs_give_identical_numbers(tmp_path):
     summaries = []
     for name in ("a", "b"):
+        # a new interpreter each: op determinism, once on, stays on for the whole process
         out = run_cli(["--model_type=contrastive_da", f"--model_dir={tmp_path / name}",
-                       "--num_epoch=2", "--deterministic", *TINY])
+                       "--num_epoch=2", "--deterministic", *TINY], env=dict(os.environ))
         assert out.returncode == 0, out.stderr[-3000:]
         summaries.append(json.loads((tmp_path / name / "stats" / "summary.json").read_text()))
     a, b = summaries

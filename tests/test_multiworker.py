@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 CHECK = ROOT / "tests" / "multiworker_check.py"
@@ -25,6 +26,7 @@ def free_ports(n):
     return ports
 
 
+@pytest.mark.slow
 def test_two_loopback_workers_match_one_process(tmp_path):
     workers = [f"127.0.0.1:{p}" for p in free_ports(2)]
     base = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="2")

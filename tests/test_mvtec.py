@@ -2,8 +2,6 @@
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -296,7 +294,9 @@ def test_cutpaste_trains_and_detectors_see_only_clean_patches(tmp_path, monkeypa
             return fn(x)
         return wrapped
 
-    monkeypatch.setattr(localization, "patch_feature_fn", spy)
+    import detect.patch_evaluator
+
+    monkeypatch.setattr(detect.patch_evaluator, "patch_feature_fn", spy)
     evaluator = PatchEvaluator(EvalSettings(("gde",), max_train=20, batch_size=8,
                                             calibration_fraction=0.0),
                                patch_size=16, patch_stride=4, patches_per_image=4,
@@ -312,9 +312,9 @@ def test_cutpaste_trains_and_detectors_see_only_clean_patches(tmp_path, monkeypa
 # ---------------------------------------------------------------- end to end
 
 def _cli(args):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
-    return subprocess.run([sys.executable, str(ROOT / "train_and_eval_loop.py"), *args],
-                          capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
+    from tests.entry_point import run_in_process
+
+    return run_in_process(args)
 
 
 TINY = ["--net_type=ResNet10", "--net_width=0.125", "--head_dims=16", "--num_epoch=1",
@@ -322,6 +322,7 @@ TINY = ["--net_type=ResNet10", "--net_width=0.125", "--head_dims=16", "--num_epo
         "--detectors=kde,gde", "--max_detector_train=200", "--aug_list=x"]
 
 
+@pytest.mark.slow
 def test_end_to_end_patch_mode_writes_metrics_and_heatmaps(tmp_path):
     make_category(str(tmp_path / "DIR" / "widget"), size=48)
     run = tmp_path / "run"
@@ -378,6 +379,7 @@ def test_heatmap_colour_scale_shows_moderate_defects_next_to_huge_ones():
     assert scale_params(maps[80:], np.ones(2))[1] == pytest.approx(np.percentile(maps[80:], 99))
 
 
+@pytest.mark.slow
 def test_end_to_end_image_mode_without_masks(tmp_path):
     root = make_category(str(tmp_path / "parts"), size=32, masks=False)
     run = tmp_path / "run"
@@ -431,7 +433,9 @@ def test_conv_grid_features_average_the_trunk_cells_under_each_patch():
     grid = localization.ConvGridFeatures(model, 48, 16, 4, ("pool", "embed"))
     assert grid.net_stride == 8 and grid.n == 9
     feats = grid(imgs, images_per_pass=2, progress=False)
-    trunk = localization.shape_free_trunk(model)
+    from model.trunk import shape_free_trunk
+
+    trunk = shape_free_trunk(model)
     x = imgs.astype(np.float32) / 255.0
     for b, i, j in [(0, 0, 0), (1, 1, 0), (2, 3, 5), (0, 8, 8), (1, 7, 2)]:
         r, c = 4 * i % 8, 4 * j % 8  # the shift that puts the patch on a cell boundary
@@ -460,6 +464,7 @@ def test_conv_grid_features_average_the_trunk_cells_under_each_patch():
         np.testing.assert_allclose(phase[k], feats6[k][img, rows, cols], rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_end_to_end_conv_patch_features(tmp_path):
     make_category(str(tmp_path / "DIR" / "widget"), size=48)
     run = tmp_path / "run"

@@ -121,14 +121,16 @@ def test_defaults_record():
                                         "n_detector": 90}
 
 
+@pytest.mark.slow
 def test_cli_protocols_and_denoising_recorded(tmp_path):
     run_dir = tmp_path / "run"
-    out = subprocess.run(
-        [sys.executable, str(ROOT / "train_and_eval_loop.py"), "--model_type=denoising",
-         "--dataset=digitsood", "--category=3", "--net_type=ResNet10", "--net_width=0.125",
-         "--num_epoch=1", "--num_batch=2", "--batch_size=16", "--outlier_ratio=0.1",
-         "--num_inlier_for_detector=20", "--detectors=kde,gde", f"--model_dir={run_dir}"],
-        capture_output=True, text=True, cwd=ROOT, timeout=300)
+    from tests.entry_point import run_in_process
+
+    out = run_in_process(
+        ["--model_type=denoising", "--dataset=digitsood", "--category=3", "--net_type=ResNet10",
+         "--net_width=0.125", "--num_epoch=1", "--num_batch=2", "--batch_size=16",
+         "--outlier_ratio=0.1", "--num_inlier_for_detector=20", "--detectors=kde,gde",
+         "--noexport", f"--model_dir={run_dir}"])
     assert out.returncode == 0, out.stderr[-3000:]
     summary = json.loads((run_dir / "stats" / "summary.json").read_text())
     rec = summary["meta"]["protocols"]

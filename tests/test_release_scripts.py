@@ -13,7 +13,6 @@ import json
 import os
 import shlex
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -119,15 +118,17 @@ def tiny(args, model_dir):
             a = a.split(",")[0]
         out.append(a)
     return out + [f"--model_dir={model_dir}", "--dataset=digitsood", "--num_epoch=1",
-                  "--num_batch=2", "--net_width=0.125", "--eval_epoch=0"]
+                  "--num_batch=2", "--net_width=0.125", "--eval_epoch=0", "--noexport"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model_type", list(RELEASE))
-def test_release_flags_train_through_the_entry_point(tmp_path, model_type):
+def test_release_flags_train_through_the_entry_point(tmp_path, model_type, monkeypatch):
+    from tests.entry_point import run_in_process
+
     args = tiny(RELEASE[model_type], tmp_path)
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", DROC_CACHE_DIR=str(tmp_path / "cache"))
-    proc = subprocess.run([sys.executable, str(ROOT / "train_and_eval_loop.py"), *args],
-                          capture_output=True, text=True, cwd=ROOT, env=env, timeout=600)
+    monkeypatch.setenv("DROC_CACHE_DIR", str(tmp_path / "cache"))
+    proc = run_in_process(args)
     assert proc.returncode == 0, proc.stderr[-3000:]
     run_dir = tmp_path / "cifar10ood_s1_c0"  # --file_path under --model_dir, '__' collapsed
     summary = json.loads((run_dir / "stats" / "summary.json").read_text())

@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "script" / "reproduce_all.sh"
 
@@ -35,6 +37,20 @@ def test_smoke_plan_has_every_table_row_once(tmp_path):
     assert "+hflip" in cmds[rows.index("contrastive_da")]
 
 
+def test_figure7_rows_drop_hflip_for_every_type_as_the_release(tmp_path):
+    """The release's Figure-7 block trains every distribution-augmentation type 1..8 without
+    the random hflip (type 1 included); its main block keeps hflip for rot."""
+    out = run("--dry_run", "--datasets=cifar10ood", "--categories=0", "--seeds=1",
+              "--tables=2", "--figures=distaug", f"--runs_root={tmp_path}")
+    assert out.returncode == 0, out.stderr
+    cmds = commands(out)
+    fig7 = {c.split("--distaug_type=")[1].split()[0]: c for c in cmds if "/distaug--" in c}
+    assert sorted(fig7) == [str(k) for k in range(1, 9)]
+    assert all("+hflip" not in c for c in fig7.values())
+    main = next(c for c in cmds if "/contrastive_da/" in c)
+    assert "--distaug_type=rot" in main and "+hflip" in main
+
+
 def test_full_plan_size_shards_and_figures(tmp_path):
     full = commands(run("--dry_run", "--datasets=cifar10ood", f"--runs_root={tmp_path}"))
     assert len(full) == 10 * 10 * 5  # rows x classes x seeds
@@ -59,11 +75,12 @@ def test_bad_shard_and_rows_are_errors():
     assert out.returncode == 2 and out.stderr.startswith("error: --rows nope not among")
 
 
+@pytest.mark.slow
 def test_real_tiny_smoke_run_then_skip(tmp_path):
     args = ["--smoke", "--datasets=digitsood", "--categories=3",
             "--rows=random_init,rotnet,contrastive_da", f"--runs_root={tmp_path}", "--",
             "--net_type=ResNet10", "--net_width=0.125", "--num_batch=2", "--batch_size=16",
-            "--detectors=kde,gde", "--eval_batch_size=128"]
+            "--detectors=kde,gde", "--eval_batch_size=128", "--noexport"]
     out = run(*args, timeout=900)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     for row in ("random_init", "rotnet", "contrastive_da"):

@@ -29,8 +29,10 @@ def run_py(args, cwd=ROOT, timeout=900):
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
+    from tests.entry_point import run_in_process
+
     run_dir = tmp_path_factory.mktemp("scoring") / "run"
-    out = run_py(["train_and_eval_loop.py", f"--model_dir={run_dir}", *TINY])
+    out = run_in_process([f"--model_dir={run_dir}", *TINY])
     assert out.returncode == 0, out.stderr[-3000:]
     return run_dir
 
@@ -110,6 +112,7 @@ def test_bad_scoring_flags_are_config_errors():
 
 # -------------------------------------------------------------- a run's outputs
 
+@pytest.mark.slow
 def test_run_writes_scores_metrics_plots_and_export(tiny_run, test_images):
     from detect.metrics import roc_auc
     from detect.scores_file import read_scores
@@ -135,6 +138,7 @@ def test_run_writes_scores_metrics_plots_and_export(tiny_run, test_images):
     assert meta["config"]["net_width"] == 0.125 and "tensorflow" in meta["versions"]
 
 
+@pytest.mark.slow
 def test_reported_aucs_come_from_a_fit_on_all_training_inliers(tiny_run):
     """As in the release, every reported AUC comes from detectors fit on all training
     inliers (91 here); the threshold's scores come from a second fit that leaves the 9
@@ -185,16 +189,18 @@ print(json.dumps(out))
 """
 
 
+@pytest.mark.slow
 def test_export_equals_pipeline_in_fresh_process(tiny_run, test_images, tmp_path):
     from data.base import conform_images
     from detect.scores_file import read_scores
 
+    from script import export
+
     exports = {"kde": tiny_run / "export"}
-    for det in ("gde", "kocsvm", "nn"):
+    for det in ("gde", "kocsvm", "nn"):  # script/export.py, in this process
         exports[det] = tmp_path / f"export_{det}"
-        out = run_py(["script/export.py", str(tiny_run), f"--export_detector={det}",
-                      f"--out={exports[det]}"])
-        assert out.returncode == 0, out.stderr[-3000:]
+        assert export.main([str(tiny_run), f"--export_detector={det}",
+                            f"--out={exports[det]}"]) == 0
     imgs = test_images.test_images
     np.save(tmp_path / "same.npy", imgs)
     big = np.stack([np.asarray(
@@ -247,6 +253,7 @@ def _write_folder(folder, imgs):
     (folder / "notes.txt").write_text("ignored: not an image suffix")
 
 
+@pytest.mark.slow
 def test_score_cli_folder_with_gray_rgba_and_corrupt_files(tiny_run, test_images, tmp_path):
     from detect.scores_file import read_scores
 
@@ -273,6 +280,7 @@ def test_score_cli_folder_with_gray_rgba_and_corrupt_files(tiny_run, test_images
     assert f"scored 4, flagged {sum(dec)}, skipped 1" in out.stdout
 
 
+@pytest.mark.slow
 def test_score_cli_errors_exit_2_with_one_line(tiny_run, tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()

@@ -127,3 +127,15 @@ def test_mvtec_table_means_over_categories_next_to_the_paper(tmp_path):
     assert "mvtec" not in t2 and "cifar10ood" not in text
     md = (tmp_path / "out" / "summary.md").read_text()
     assert "| bottle | 80.0 ± 0.0 | 90.0 ± 0.0 | 50.0 ± 0.0 |" in md.split("### mvtec")[1]
+
+
+def test_runs_outside_the_papers_tables_print_the_long_table(tmp_path):
+    """A user's own experiment names on digits match no cell of the paper's tables: the
+    printed summary is the long table (row, dataset, metric, mean +- std over seeds)."""
+    root = tmp_path / "mine"
+    for seed, v in ((0, 90.0), (1, 94.0)):
+        write_summary(root, "my_contrastive", "digitsood", 3, seed, {"pool.kde": v})
+    out = run(root, "--out", tmp_path / "out", "--no_plots")
+    assert out.returncode == 0, out.stderr
+    assert "| my_contrastive | digitsood | pool.kde | 92.00 ± 2.00 | 2 | 1 |" in out.stdout
+

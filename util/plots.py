@@ -63,8 +63,10 @@ def plot_histograms(path, labels, test_scores, thresholds=None, cols=4):
     for ax, key in zip(axes.ravel(), keys):
         s = np.asarray(test_scores[key], dtype=np.float64)
         bins = np.histogram_bin_edges(s, bins=40)
-        ax.hist(s[~y], bins=bins, alpha=0.6, label="inliers", density=True)
-        ax.hist(s[y], bins=bins, alpha=0.6, label="outliers", density=True)
+        for part, label in ((s[~y], "inliers"), (s[y], "outliers")):
+            # one filled step polygon per histogram (ax.hist draws a patch per bar: slow)
+            ax.stairs(np.histogram(part, bins=bins, density=True)[0], bins, fill=True,
+                      alpha=0.6, label=label)
         if thresholds and key in thresholds:
             ax.axvline(thresholds[key], color="k", lw=1, ls="--", label="threshold")
         ax.set_title(key, fontsize=9)
