@@ -10,6 +10,11 @@ one instead.
 import contextlib
 import io
 import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "train_and_eval_loop.py"
 
 
 def run_in_process(args):
@@ -23,3 +28,12 @@ def run_in_process(args):
         code = train_and_eval_loop.cli(["train_and_eval_loop.py", *map(str, args)], train=True)
     keras.backend.clear_session()  # the next run builds its own models
     return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
+
+
+def run_cli(args, timeout=900, env=None):
+    """The entry point in this process; in a new interpreter with ``env`` when it is given."""
+    if env is None:
+        return run_in_process(args)
+    env = dict(env, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
+    return subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], capture_output=True,
+                          text=True, cwd=ROOT, env=env, timeout=timeout)

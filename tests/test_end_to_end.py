@@ -2,14 +2,12 @@
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tests.entry_point import run_in_process
+from tests.entry_point import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "train_and_eval_loop.py"
@@ -17,15 +15,6 @@ DETECTORS = ("kocsvm", "locsvm", "kde", "gde", "auc")
 TINY = ["--dataset=digitsood", "--category=3", "--net_type=ResNet10", "--net_width=0.125",
         "--head_dims=32,16", "--num_batch=2", "--batch_size=16", "--eval_batch_size=128",
         "--noexport"]  # the export has its own tests (tests/test_scoring.py)
-
-
-def run_cli(args, timeout=300, env=None):
-    """The entry point in this process; in a new interpreter when ``env`` is given."""
-    if env is None:
-        return run_in_process(args)
-    env = dict(env, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
-    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True,
-                          cwd=ROOT, env=env, timeout=timeout)
 
 
 def saved_epochs(run_dir):

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.entry_point import run_in_process
+from tests.entry_point import run_cli
 from util.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -22,15 +22,6 @@ SCRIPT = ROOT / "train_and_eval_loop.py"
 TINY = ["--dataset=digitsood", "--category=3", "--net_type=ResNet10", "--net_width=0.125",
         "--head_dims=32,16", "--num_batch=2", "--batch_size=16", "--eval_batch_size=128",
         "--detectors=kde", "--noexport"]  # the export has its own tests (tests/test_scoring.py)
-
-
-def run_cli(args, timeout=900, env=None):
-    """The entry point in this process; in a new interpreter when ``env`` is given."""
-    if env is None:
-        return run_in_process(args)
-    env = dict(env, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
-    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True,
-                          cwd=ROOT, env=env, timeout=timeout)
 
 
 def error_lines(out):

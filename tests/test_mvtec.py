@@ -322,14 +322,20 @@ TINY = ["--net_type=ResNet10", "--net_width=0.125", "--head_dims=16", "--num_epo
         "--detectors=kde,gde", "--max_detector_train=200", "--aug_list=x"]
 
 
-@pytest.mark.slow
-def test_end_to_end_patch_mode_writes_metrics_and_heatmaps(tmp_path):
+def _patch_run(tmp_path, *flags):
+    """(run directory, output) of a tiny patch-mode run on a generated category."""
     make_category(str(tmp_path / "DIR" / "widget"), size=48)
     run = tmp_path / "run"
     out = _cli(["--dataset=mvtec", f"--root={tmp_path / 'DIR'}", "--category=widget",
-                "--model_type=cutpaste", "--mvtec_image_size=32", "--patch_size=16",
-                "--patch_stride=4", "--patches_per_image=2", f"--model_dir={run}", *TINY])
+                "--mvtec_image_size=32", "--patch_size=16", "--patch_stride=4",
+                "--patches_per_image=2", f"--model_dir={run}", *TINY, *flags])
     assert out.returncode == 0, out.stderr[-3000:]
+    return run, out
+
+
+@pytest.mark.slow
+def test_end_to_end_patch_mode_writes_metrics_and_heatmaps(tmp_path):
+    run, _ = _patch_run(tmp_path, "--model_type=cutpaste")
     summary = json.loads((run / "stats" / "summary.json").read_text())
     for key in ("pool.kde", "pool.kde.pixel_auroc", "pool.kde.pro", "pool.kde.image_f1max",
                 "pool.kde.pixel_f1max", "pool.gde", "pool.gde.pro"):
@@ -466,13 +472,8 @@ def test_conv_grid_features_average_the_trunk_cells_under_each_patch():
 
 @pytest.mark.slow
 def test_end_to_end_conv_patch_features(tmp_path):
-    make_category(str(tmp_path / "DIR" / "widget"), size=48)
-    run = tmp_path / "run"
-    out = _cli(["--dataset=mvtec", f"--root={tmp_path / 'DIR'}", "--category=widget",
-                "--model_type=contrastive_da", "--mvtec_image_size=32", "--patch_size=16",
-                "--patch_stride=4", "--patches_per_image=2", "--patch_features=conv",
-                "--nomvtec_heatmaps", f"--model_dir={run}", *TINY])
-    assert out.returncode == 0, out.stderr[-3000:]
+    run, out = _patch_run(tmp_path, "--model_type=contrastive_da", "--patch_features=conv",
+                          "--nomvtec_heatmaps")
     assert "patch features (conv)" in out.stdout + out.stderr
     summary = json.loads((run / "stats" / "summary.json").read_text())
     assert summary["pixel_AUROC"] == summary["pool.kde.pixel_auroc"]
