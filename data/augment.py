@@ -17,6 +17,7 @@ float ops may leave [0, 1] and training sees those values. ``clip_pixels=True``
 
 import functools
 import itertools
+from typing import NamedTuple, Optional
 
 import numpy as np
 import tensorflow as tf
@@ -96,7 +97,8 @@ def _col(v):
 
 
 def _crop_boxes(batch_size, min_scale):
-    """Per-image normalised square boxes [B,4] (y1,x1,y2,x2), side in [min_scale, 1]."""
+    """Per-image normalised square boxes [B,4] (y1,x1,y2,x2), side in [min_scale, 1]
+    (``--crop_sampling=continuous``)."""
     u = tf.random.uniform([batch_size, 3], dtype=tf.float32)
     side = min_scale + (1.0 - min_scale) * u[:, 0]
     y0 = (1.0 - side) * u[:, 1]
@@ -104,11 +106,46 @@ def _crop_boxes(batch_size, min_scale):
     return tf.stack([y0, x0, y0 + side, x0 + side], axis=1)
 
 
-def _crop(x, min_scale):
+def _crop_continuous(x, min_scale):
+    """'cnr' with a continuous side and corner-aligned bilinear sampling (crop_and_resize)."""
     b = _batch_size(x)
     size = x.shape[1]
     boxes = _crop_boxes(b, min_scale)
     return tf.image.crop_and_resize(x, boxes, tf.range(b), [size, size], method="bilinear")
+
+
+def _resample_axis(x, axis, start, side, size):
+    """Bilinear resampling along ``axis`` of the window [start, start + side) of every image
+    to ``size`` samples with half-pixel centres, clamped to the window (tf.image.resize's
+    rule), as two batched gathers; ``start``, ``side``: int [B]."""
+    s = tf.cast(side, tf.float32)[:, None]
+    pos = (tf.range(size, dtype=tf.float32)[None, :] + 0.5) * (s / float(size)) - 0.5
+    pos = tf.clip_by_value(pos, 0.0, s - 1.0)  # [B, size], inside the window
+    low = tf.floor(pos)
+    frac = pos - low
+    low = tf.cast(low, tf.int32)
+    high = tf.minimum(low + 1, side[:, None] - 1)
+    both = tf.gather(x, start[:, None] + tf.concat([low, high], axis=1), axis=axis,
+                     batch_dims=1)  # one gather: the low then the high neighbours
+    a, c = tf.split(both, 2, axis=axis)
+    shape = [-1, 1, 1, 1]
+    shape[axis] = size
+    return a + (c - a) * tf.reshape(frac, shape)
+
+
+def _crop(x, min_scale):
+    """'cnr' as the release samples it: a square of integer side uniform in
+    [int(min_scale * H), H] at a uniform integer offset, resized back to H x H by bilinear
+    interpolation with half-pixel centres (what tf.image.resize does to the cut window),
+    for the whole batch at once."""
+    b = _batch_size(x)
+    size = x.shape[1]
+    side = tf.random.uniform([b], int(size * min_scale), size + 1, dtype=tf.int32)
+    room = tf.cast(size - side + 1, tf.float32)[:, None]
+    start = tf.minimum(tf.cast(tf.floor(tf.random.uniform([b, 2]) * room), tf.int32),
+                       (size - side)[:, None])
+    rows = _resample_axis(x, 1, start[:, 0], side, size)
+    return _resample_axis(rows, 2, start[:, 1], side, size)
 
 
 def _flip(x, p, axis):
@@ -261,10 +298,20 @@ def _apply_jitter(images, ops, params, perm, clip=False):
     return x
 
 
-def _jitter(x, brightness, contrast, saturation, hue, clip=False):
+def _jitter_ops(brightness=0.0, contrast=0.0, saturation=0.0, hue=0.0):
+    """The active jitter ops (strength > 0), in _JITTER_OPS order."""
     strengths = {"brightness": brightness, "contrast": contrast,
                  "saturation": saturation, "hue": hue}
-    ops = [name for name in _JITTER_OPS if strengths[name] > 0.0]
+    return [name for name in _JITTER_OPS if strengths[name] > 0.0]
+
+
+def _jitter(x, brightness, contrast, saturation, hue, clip=False, orders=None):
+    """Colour jitter with random strengths per image. ``orders``: None draws a random order
+    of the ops per image; else one fixed order per view ([views][ops]), every image of a
+    view's block of the (view-stacked) batch in its view's order."""
+    strengths = {"brightness": brightness, "contrast": contrast,
+                 "saturation": saturation, "hue": hue}
+    ops = _jitter_ops(brightness, contrast, saturation, hue)
     if not ops:
         return x
     params = {}
@@ -277,6 +324,8 @@ def _jitter(x, brightness, contrast, saturation, hue, clip=False):
     b = _batch_size(x)
     if len(ops) == 1:
         perm = tf.zeros([b, 1], dtype=tf.int32)
+    elif orders is not None:  # one order per view, as drawn when the pipeline was built
+        perm = tf.repeat(tf.constant(orders, tf.int32), b // len(orders), axis=0)
     else:  # a uniformly random permutation per image
         perm = tf.argsort(tf.random.uniform([b, len(ops)]), axis=1)
     return _apply_jitter(x, ops, params, perm, clip)
@@ -339,8 +388,8 @@ def _blur_with_sigma(x, sigma):
     return tf.transpose(y, [0, 2, 1, 3])
 
 
-def _blur(x, p, sigma_min, sigma_max):
-    if p == 0.0:
+def _blur(x, p, sigma_min, sigma_max, train_blur=True):
+    if p == 0.0 or not train_blur:
         return x
     sigma = tf.where(_coin(x, p), _uniform(x, sigma_min, sigma_max), 0.0)
     return _blur_with_sigma(x, sigma)
@@ -421,6 +470,7 @@ def _fixed_rotation(k):
 
 _OP_IMPLS = {
     "cnr": _crop,
+    "cnr_continuous": _crop_continuous,
     "crop": _random_crop_resized,
     "shift": _shift,
     "resize": lambda x: x,  # images already have the network's input size
@@ -432,15 +482,22 @@ _OP_IMPLS = {
     "rotrand": _rotate_random,
     "jitter": _jitter,
     "gray": _gray,
-    "blur": lambda x, p: _blur(x, p, 0.1, 2.0),
+    "blur": lambda x, p, train_blur=True: _blur(x, p, 0.1, 2.0, train_blur),
 }
 
 
-def _resolve(chain, size, clip):
-    """Binds the image size (crop's default window) and the clip mode into each op."""
+def _resolve(chain, size, clip, options=None, orders=None):
+    """Binds the image size (crop's default window), the clip mode and the run's options
+    (``AugmentOptions``) into each op; ``orders[j]``: the fixed jitter orders of position j
+    (one per view the op runs on) when the jitter order is drawn per run."""
+    options = options or AugmentOptions()
     ops = []
-    for name, kwargs in chain:
+    for j, (name, kwargs) in enumerate(chain):
         kwargs = dict(kwargs)
+        if name == "cnr" and options.crop_sampling == "continuous":
+            name = "cnr_continuous"
+        if name == "blur":
+            kwargs["train_blur"] = options.train_blur
         if name == "crop":
             if kwargs["size"] is None:
                 kwargs["size"] = int(0.875 * size)
@@ -449,8 +506,40 @@ def _resolve(chain, size, clip):
                                   "size %d" % (kwargs["size"], size))
         if name == "jitter":
             kwargs["clip"] = clip
+            if orders is not None:
+                kwargs["orders"] = orders[j]
         ops.append(functools.partial(_OP_IMPLS[name], **kwargs))
     return ops
+
+
+class AugmentOptions(NamedTuple):
+    """The run-level choices where the release's behaviour and ours differ (docs/method.md).
+
+    ``train_blur``: False makes ``blur`` a no-op, as the release's blur during training;
+    ``jitter_order``: ``run`` draws one random order of the jitter ops per view when the
+    function is built (from ``seed``, so a run is repeatable), as the release; ``image``
+    draws one per image; ``crop_sampling``: ``release`` crops an integer side and resizes
+    with half-pixel centres, ``continuous`` draws a continuous side (crop_and_resize).
+    The defaults are the ops' own semantics; the training pipeline passes the run's flags,
+    whose defaults are the release's.
+    """
+
+    train_blur: bool = True
+    jitter_order: str = "image"
+    crop_sampling: str = "release"
+    seed: Optional[int] = None
+
+
+def _jitter_orders(chains, seed):
+    """{(view, position): fixed order of that jitter op's active ops} for every jitter op,
+    drawn once from ``seed`` (None: an unseeded draw)."""
+    rng = np.random.default_rng(seed)
+    orders = {}
+    for v, chain in enumerate(chains):
+        for j, (name, kwargs) in enumerate(chain):
+            if name == "jitter":
+                orders[(v, j)] = [int(i) for i in rng.permutation(len(_jitter_ops(**kwargs)))]
+    return orders
 
 
 def _common_prefix(chains):
@@ -460,7 +549,7 @@ def _common_prefix(chains):
     return n
 
 
-def build_augment_fn(spec, clip_pixels=False, num_views=None):
+def build_augment_fn(spec, clip_pixels=False, num_views=None, options=None):
     """Returns images -> tuple of augmented batches, one per view of ``spec``.
 
     Parses first, so a bad spec raises ConfigError before any pipeline is
@@ -468,7 +557,7 @@ def build_augment_fn(spec, clip_pixels=False, num_views=None):
     spec is then drawn that many times independently (the contrastive pair),
     any other count must match. uint8 batches are converted with
     to_float_images. ``clip_pixels`` clips to [0,1] after each jitter op and
-    at the end (the release never clips).
+    at the end (the release never clips). ``options``: an ``AugmentOptions``.
     """
     chains = parse_aug_list(spec)
     if num_views is not None and len(chains) != num_views:
@@ -479,6 +568,15 @@ def build_augment_fn(spec, clip_pixels=False, num_views=None):
         chains = chains * num_views
     shared = _common_prefix(chains)
     views = len(chains)
+    options = options or AugmentOptions()
+    if options.jitter_order == "run":
+        fixed = _jitter_orders(chains, options.seed)
+        prefix_orders = {j: [fixed[(v, j)] for v in range(views)]
+                         for j in range(shared) if (0, j) in fixed}
+        view_orders = [{j: [fixed[(v, j)]] for j in range(len(chains[v])) if (v, j) in fixed}
+                       for v in range(views)]
+    else:
+        prefix_orders, view_orders = None, [None] * views
 
     def augment(images):
         images = tf.convert_to_tensor(images)
@@ -486,7 +584,7 @@ def build_augment_fn(spec, clip_pixels=False, num_views=None):
             images = to_float_images(images)
         images = _check_images(images)
         size = images.shape[1]
-        prefix = _resolve(chains[0][:shared], size, clip_pixels)
+        prefix = _resolve(chains[0][:shared], size, clip_pixels, options, prefix_orders)
         if prefix:
             # the shared ops run once on the stacked copies (independent draws per copy)
             x = tf.concat([images] * views, axis=0) if views > 1 else images
@@ -496,8 +594,10 @@ def build_augment_fn(spec, clip_pixels=False, num_views=None):
         else:
             xs = [images] * views
         outs = []
-        for chain, x in zip(chains, xs):
-            for op in _resolve(chain[shared:], size, clip_pixels):
+        for v, (chain, x) in enumerate(zip(chains, xs)):
+            suffix = None if view_orders[v] is None else {
+                j - shared: order for j, order in view_orders[v].items() if j >= shared}
+            for op in _resolve(chain[shared:], size, clip_pixels, options, suffix):
                 x = op(x)
             outs.append(_finish(x, images, clip_pixels))
         return tuple(outs)

@@ -50,14 +50,15 @@ def random_patches(images, patches_per_image, patch_size):
 
 
 def patch_train_dataset(images, batch_size, aug_list, num_views, patch_size, patches_per_image,
-                        seed=None, clip_pixels=False):
+                        seed=None, clip_pixels=False, options=None):
     """Infinite dataset of augmented patch batches (like data.pipeline.train_dataset)."""
     import tensorflow as tf
 
     from data.augment import build_augment_fn, to_float_images
     from data.pipeline import repeat_to_batch
 
-    augment = build_augment_fn(aug_list, clip_pixels=clip_pixels, num_views=num_views)
+    augment = build_augment_fn(aug_list, clip_pixels=clip_pixels, num_views=num_views,
+                               options=options)
     per_step = math.ceil(batch_size / patches_per_image)
     images = repeat_to_batch(np.asarray(images), per_step)
     n = len(images)

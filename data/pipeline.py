@@ -23,16 +23,19 @@ def repeat_to_batch(images, batch_size):
     return np.concatenate([images] * reps, axis=0)
 
 
-def train_dataset(images, batch_size, aug_list, num_views=None, seed=None, clip_pixels=False):
+def train_dataset(images, batch_size, aug_list, num_views=None, seed=None, clip_pixels=False,
+                  options=None):
     """Infinite dataset of augmented batches, plus the steps of one epoch.
 
     Each element is a tuple with one float batch per view of ``aug_list``
     (data/aug_spec.py), every view drawn independently: ``A,+rotate90,...``
     gives the transformation classifier its views; a contrastive model passes
     ``num_views=2`` and a one-entry spec is then drawn twice. Each epoch is one
-    pass over a fresh permutation; the last partial batch is dropped.
+    pass over a fresh permutation; the last partial batch is dropped. ``options``: the
+    run's data.augment.AugmentOptions (release quirks: blur, jitter order, crop sampling).
     """
-    augment = build_augment_fn(aug_list, clip_pixels=clip_pixels, num_views=num_views)
+    augment = build_augment_fn(aug_list, clip_pixels=clip_pixels, num_views=num_views,
+                               options=options)
     images = repeat_to_batch(np.asarray(images), batch_size)
     n = len(images)
     steps_per_epoch = n // batch_size

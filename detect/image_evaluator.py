@@ -36,9 +36,10 @@ class ImageEvaluator:
         """One pass over the training images (a set smaller than a batch is repeated)."""
         return max(num_images // batch_size, 1)
 
-    def train_dataset(self, images, batch_size, aug_list, views, seed, clip_pixels):
+    def train_dataset(self, images, batch_size, aug_list, views, seed, clip_pixels,
+                      options=None):
         ds, _ = train_dataset(images, batch_size, aug_list, num_views=views, seed=seed,
-                              clip_pixels=clip_pixels)
+                              clip_pixels=clip_pixels, options=options)
         return ds
 
     def network_view(self, images):

@@ -62,10 +62,11 @@ class PatchEvaluator:
         """One pass over the images at ``patches_per_image`` patches each."""
         return steps_per_epoch(num_images, batch_size, self.patches_per_image)
 
-    def train_dataset(self, images, batch_size, aug_list, views, seed, clip_pixels):
+    def train_dataset(self, images, batch_size, aug_list, views, seed, clip_pixels,
+                      options=None):
         return patch_train_dataset(images, batch_size, aug_list, num_views=views,
                                    patch_size=self.patch, patches_per_image=self.patches_per_image,
-                                   seed=seed, clip_pixels=clip_pixels)
+                                   seed=seed, clip_pixels=clip_pixels, options=options)
 
     def network_view(self, images):
         """The central patch of each image (the collapse monitor's probe)."""

@@ -131,6 +131,16 @@ def build_training(cfg, shape, strategy, steps_per_epoch):
     return model, epoch_var
 
 
+def augment_options(cfg):
+    """The run's data.augment.AugmentOptions: where the release's augmentation and ours differ."""
+    from data.augment import AugmentOptions
+
+    return AugmentOptions(train_blur=bool(cfg.get("train_blur", False)),
+                          jitter_order=cfg.get("jitter_order", "run"),
+                          crop_sampling=cfg.get("crop_sampling", "release"),
+                          seed=int(cfg["seed"]))
+
+
 def format_table(results):
     keys = sorted(k for k, v in results.items()
                   if isinstance(v, (int, float)) and not isinstance(v, bool))
@@ -196,7 +206,7 @@ def train(cfg, model, epoch_var, manager, train_images, data, run, steps_per_epo
     if initial_epoch >= cfg["num_epoch"]:
         return 0, stats_cb
     ds = evaluator.train_dataset(train_images, cfg["batch_size"], cfg["aug_list"], input_views,
-                                 cfg["seed"], cfg["clip_pixels"])
+                                 cfg["seed"], cfg["clip_pixels"], augment_options(cfg))
     if cfg.get("deterministic"):
         options = tf.data.Options()
         options.deterministic = True

@@ -61,6 +61,15 @@ FLAG_SPECS = [
     ("reevaluate", "bool", False, "Evaluate a finished run again (otherwise its stored "
      "result is printed)."),
     # --- parity ---
+    ("train_blur", "bool", False, "Blur during training where --aug_list asks for it. The "
+     "release's blur is a no-op during training (its numbers were made without blur), so by "
+     "default blur leaves images as they are."),
+    ("jitter_order", "enum:run|image", "run", "Order of the colour-jitter ops: one random "
+     "order per view, drawn when the pipeline is built (from --seed), as the release; or one "
+     "per image."),
+    ("crop_sampling", "enum:release|continuous", "release", "cnr: an integer crop side in "
+     "[int(F*H), H] resized with half-pixel centres, as the release; or a continuous side "
+     "sampled with corner-aligned crop_and_resize."),
     ("clip_pixels", "bool", False, "Clip augmented pixels to [0,1] after each jitter op and at "
      "the end (the release never clips)."),
     ("aug_list_for_test", "string", None, "Test-time views of the transformation classifier's "

@@ -19,6 +19,7 @@ SHAPING_FLAGS = (
     "distaug_type", "net_type", "net_width", "stem_width", "head_dims", "temperature",
     "optim_type", "sched_type", "learning_rate", "momentum", "weight_decay", "num_epoch",
     "num_batch", "batch_size", "seed", "mixed_precision", "clip_pixels", "aug_list_for_test",
+    "train_blur", "jitter_order", "crop_sampling",
 )
 
 

@@ -119,6 +119,8 @@ def parse_args(argv=None):
     bench_mvtec.add_args(p)  # section mvtec: dense patch scoring of one MVTec category
     args = p.parse_args(argv)
     if args.quick:
+        if args.model_types == ",".join(MODEL_TYPES):  # contrastive runs contrastive_da's step
+            args.model_types = "contrastive_da,rotation"
         args.widths, args.steps, args.repeats = "0.25", 4, 3
         args.classes, args.budget_steps = args.classes.split(",")[0], 20
         args.detector_sizes, args.detector_dims, args.detector_test = "500", "64", 500
@@ -208,7 +210,7 @@ def throughput_section(args, log):
     from model.registry import model_class
     from engine.config import resolve_config
     from engine.distribute import make_strategy
-    from engine.experiment import build_training
+    from engine.experiment import augment_options, build_training
 
     images, source = training_images(args)
     log(f"throughput: images from {source}, {len(images)} x 32x32x3")
@@ -222,7 +224,8 @@ def throughput_section(args, log):
             batch = cfg["batch_size"]
             model, _ = build_training(cfg, (32, 32, 3), strategy, steps_per_epoch=1000)
             train_images = apply_distribution_augmentation(images, cfg["distaug_type"])
-            ds, _ = train_dataset(train_images, batch, cfg["aug_list"], num_views=views)
+            ds, _ = train_dataset(train_images, batch, cfg["aug_list"], num_views=views,
+                                  options=augment_options(cfg))
             # about the same seconds per repetition at every width (width 1 is ~10x slower)
             steps = args.steps if width <= 0.5 else max(3, args.steps // 6)
             real, real_all = _fit_rate(model, ds, steps, args.repeats, batch * views)

@@ -166,9 +166,83 @@ def test_cnr_full_scale_is_identity_and_zooms_otherwise():
     np.testing.assert_allclose(aug("cnr1", x), x.numpy(), atol=1e-5)
     ramp = np.tile(np.linspace(0, 1, 16, dtype=np.float32)[None, None, :, None], [64, 16, 1, 3])
     for spec in ("cnr", "cnr0.5"):
+        # the release's sampling: an integer side s in [8, 16]; the half-pixel resize clamps
+        # to the window, so the first and last output columns are its first and last
         y = aug(spec, ramp)
-        s = y[:, 0, -1, 0] - y[:, 0, 0, 0]  # crop side in [0.5, 1] of the image (bare cnr = 0.5)
+        side = (y[:, 0, -1, 0] - y[:, 0, 0, 0]) * 15 + 1
+        np.testing.assert_allclose(side, np.round(side), atol=1e-3)
+        assert side.min() >= 8 - 1e-3 and side.max() <= 16 + 1e-3 and len(set(np.round(side))) > 3
+        y = aug(spec, ramp, options=A.AugmentOptions(crop_sampling="continuous"))
+        s = y[:, 0, -1, 0] - y[:, 0, 0, 0]  # continuous side in [0.5, 1] of the image
         assert np.all(s <= 1.0 + 1e-6) and np.all(s >= 0.5 - 1e-3) and s.min() < 0.8
+
+
+def test_cnr_samples_like_the_release_cut_and_resize():
+    """An integer side in [int(F*H), H] at an integer offset, resized with half-pixel centres:
+    each output equals tf.image.resize of its cut window (the continuous corner-aligned
+    sampling differs)."""
+    x = _images(48, 16)
+    tf.random.set_seed(3)
+    y = A.build_augment_fn("cnr0.5")(x)[0].numpy()
+    cut = np.asarray(x)
+    for i in range(len(y)):
+        fits = [(s, oy, ox) for s in range(8, 17) for oy in range(17 - s) for ox in range(17 - s)
+                if np.allclose(tf.image.resize(cut[i:i + 1, oy:oy + s, ox:ox + s], [16, 16])
+                               .numpy()[0], y[i], atol=1e-5)]
+        assert fits, f"image {i} is not a resized integer window"
+    tf.random.set_seed(3)
+    z = A.build_augment_fn("cnr0.5", options=A.AugmentOptions(crop_sampling="continuous"))(x)[0]
+    assert not np.allclose(z.numpy(), y, atol=1e-3)
+
+
+def test_training_blur_is_a_no_op_unless_asked_as_in_the_release():
+    x = _images(8, 16)
+    pipeline_default = A.AugmentOptions(train_blur=False)
+    np.testing.assert_array_equal(aug("blur1.0", x, options=pipeline_default), x.numpy())
+    blurred = aug("blur1.0", x, options=A.AugmentOptions(train_blur=True))
+    assert np.abs(blurred - x.numpy()).max() > 1e-3
+    # the run's flag reaches the training pipeline: default (release) leaves images alone
+    u8 = (RNG.uniform(0, 255, [16, 16, 16, 3])).astype(np.uint8)
+    from engine.config import resolve_config
+    from engine.experiment import augment_options
+
+    for blur, changed in ((False, False), (True, True)):
+        cfg = resolve_config(dict(seed=0, train_blur=blur), {"train_blur"})
+        ds, _ = train_dataset(u8, 16, "blur1.0", num_views=1, seed=0,
+                              options=augment_options(cfg))
+        (batch,) = next(iter(ds))
+        got = np.sort(batch.numpy().reshape(16, -1), axis=0)
+        want = np.sort(u8.reshape(16, -1).astype(np.float32) / 255.0, axis=0)
+        assert (not np.allclose(got, want, atol=1e-6)) == changed
+
+
+def test_jitter_order_is_drawn_once_per_run_by_default(monkeypatch):
+    """The release draws one order of the jitter ops when the pipeline is built and uses it
+    for every image: every row of the order is the same, fixed by the seed, one per view."""
+    seen = []
+    real = A._apply_jitter
+
+    def spy(images, ops, params, perm, clip=False):
+        seen.append(perm.numpy())
+        return real(images, ops, params, perm, clip)
+
+    monkeypatch.setattr(A, "_apply_jitter", spy)
+    spec = "jitter_b0.4_c0.4_s0.4_h0.4"
+    run = A.AugmentOptions(jitter_order="run", seed=5)
+    x = _images(16, 8)
+    A.build_augment_fn(spec, num_views=2, options=run)(x)
+    (perm,) = seen  # the shared jitter runs once on both views, stacked
+    first, second = perm[:16], perm[16:]
+    assert len({tuple(r) for r in first}) == 1 and len({tuple(r) for r in second}) == 1
+    expected = np.random.default_rng(5)
+    assert first[0].tolist() == expected.permutation(4).tolist()
+    assert second[0].tolist() == expected.permutation(4).tolist()
+    seen.clear()
+    A.build_augment_fn(spec, num_views=2, options=run)(x)
+    np.testing.assert_array_equal(seen[0], perm)  # the same seed: the same orders
+    seen.clear()
+    A.build_augment_fn(spec, options=A.AugmentOptions(jitter_order="image"))(_images(64, 8))
+    assert len({tuple(r) for r in seen[0]}) > 5  # ours: one per image
 
 
 def test_crop_takes_a_window_without_padding_and_resizes_back():
