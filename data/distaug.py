@@ -44,6 +44,15 @@ def distaug_transforms(distaug_type):
         % (distaug_type, ", ".join(DISTAUG_TYPES), ", ".join(_ORDERED)))
 
 
+def distaug_has_hflip(distaug_type):
+    """True when the distribution augmentation makes horizontally flipped copies."""
+    try:
+        names = distaug_transforms(distaug_type)
+    except ConfigError:
+        return False  # the flag check reports the bad --distaug_type
+    return any("hflip" in name for name in names)
+
+
 def _check_nhwc(images, what):
     if not isinstance(images, np.ndarray) or images.ndim != 4:
         raise ConfigError(

@@ -11,7 +11,7 @@ import os
 
 from data.aug_spec import ROTATION_SUFFIX, drop_hflip, has_hflip, num_views
 from data.celeba import release_category
-from data.distaug import distaug_transforms
+from data.distaug import distaug_has_hflip
 from data.registry import canonical_dataset
 from engine.flags import FLAG_DEFAULTS, METHODS, NO_DISTAUG
 from engine.presets import preset_values
@@ -45,15 +45,6 @@ def resolve_config(values, explicit=()):
     check_view_counts(cfg)
     cfg["model_dir"] = run_directory(cfg)
     return cfg
-
-
-def distaug_has_hflip(distaug_type):
-    """True when the distribution augmentation makes horizontally flipped copies."""
-    try:
-        names = distaug_transforms(distaug_type)
-    except ConfigError:
-        return False  # engine/validate.py reports the bad --distaug_type
-    return any("hflip" in name for name in names)
 
 
 def resolve_aug_lists(cfg, given_aug):

@@ -34,7 +34,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from engine.config import distaug_has_hflip
+from data.distaug import distaug_has_hflip
 
 ROOT = Path(__file__).resolve().parents[1]
 NCLASS = {"cifar10ood": 10, "cifar20ood": 20, "cifar100ood": 100, "fmnistood": 10,
