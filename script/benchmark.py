@@ -122,7 +122,7 @@ def parse_args(argv=None):
         if args.model_types == ",".join(MODEL_TYPES):  # contrastive runs contrastive_da's step
             args.model_types = "contrastive_da,rotation"
         args.widths, args.steps, args.repeats = "0.25", 2, 2
-        args.classes, args.budget_steps = args.classes.split(",")[0], 20
+        args.classes, args.budget_steps = args.classes.split(",")[0], 8
         args.detector_sizes, args.detector_dims, args.detector_test = "500", "64", 500
     return args
 

@@ -54,7 +54,7 @@ def test_quick_benchmark_writes_every_field(tmp_path):
         assert history[-1]["pool.kde"] == q[mt]["final"]["pool.kde"]
         assert q[mt]["best_pool_kde"] == max(h["pool.kde"] for h in history)
         assert [h["epoch"] for h in history] == sorted({h["epoch"] for h in history})
-        assert q[mt]["steps"] == 20  # --quick's budget: 2 epochs x 10 steps
+        assert q[mt]["steps"] == 8  # --quick's budget: 2 epochs x 4 steps
     assert (tmp_path / "quality.md").read_text().startswith("| class |")
 
 

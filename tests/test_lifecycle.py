@@ -231,7 +231,7 @@ def test_three_random_sigkills_then_finish(tmp_path):
 
 
 @pytest.mark.slow
-def test_collapse_detected_on_constant_images(tmp_path):
+def test_collapse_detected_on_constant_images(tmp_path, monkeypatch):
     from PIL import Image
 
     root = tmp_path / "imgs"
@@ -243,10 +243,10 @@ def test_collapse_detected_on_constant_images(tmp_path):
                       else rng.integers(0, 256, (32, 32, 3), dtype=np.uint8))
             Image.fromarray(pixels).save(root / "train" / cls / f"{i}.png")
     run_dir = tmp_path / "run"
+    monkeypatch.setenv("DROC_CACHE_DIR", str(tmp_path / "cache"))
     out = run_cli([f"--model_dir={run_dir}", "--dataset=folder", f"--root={root}",
                    "--category=flat", "--model_type=contrastive", "--num_epoch=2",
-                   *[a for a in TINY if not a.startswith(("--dataset", "--category"))]],
-                  env=dict(os.environ, DROC_CACHE_DIR=str(tmp_path / "cache")))
+                   *[a for a in TINY if not a.startswith(("--dataset", "--category"))]])
     assert out.returncode == 0, out.stderr[-3000:]
     assert "representation collapse at epoch 1" in out.stdout + out.stderr
     collapse = json.loads((run_dir / "stats" / "summary.json").read_text())["meta"]["collapse"]
