@@ -238,6 +238,22 @@ def test_export_equals_pipeline_in_fresh_process(tiny_run, test_images, tmp_path
                                    atol=1e-6 * scale)
 
 
+@pytest.mark.slow
+def test_explain_cli_maps_the_top_scored_test_images(tiny_run, tmp_path):
+    """script/explain.py rebuilds the run and writes one PNG per explained image: the
+    highest pool.kde scores of the run's scores.npz, in order."""
+    from detect.scores_file import read_scores
+    from script import explain
+
+    assert explain.main([str(tiny_run), "--method=gradcam", "--num_images=2",
+                         f"--out={tmp_path}"]) == 0
+    sc = read_scores(tiny_run / "stats" / "scores.npz")
+    top = np.argsort(-sc["test"]["pool.kde"], kind="stable")[:2]
+    want = sorted(f"gradcam_{int(i):05d}_{'outlier' if sc['label'][i] else 'inlier'}.png"
+                  for i in top)
+    assert sorted(p.name for p in tmp_path.glob("*.png")) == want
+
+
 # -------------------------------------------------------------- script/score.py
 
 def _write_folder(folder, imgs):
