@@ -216,9 +216,9 @@ def test_training_blur_is_a_no_op_unless_asked_as_in_the_release():
         assert (not np.allclose(got, want, atol=1e-6)) == changed
 
 
-def test_jitter_order_is_drawn_once_per_run_by_default(monkeypatch):
-    """The release draws one order of the jitter ops when the pipeline is built and uses it
-    for every image: every row of the order is the same, fixed by the seed, one per view."""
+@pytest.fixture
+def jitter_orders(monkeypatch):
+    """The op order of every jitter call (rows: images), recorded on its way through."""
     seen = []
     real = A._apply_jitter
 
@@ -227,6 +227,13 @@ def test_jitter_order_is_drawn_once_per_run_by_default(monkeypatch):
         return real(images, ops, params, perm, clip)
 
     monkeypatch.setattr(A, "_apply_jitter", spy)
+    return seen
+
+
+def test_jitter_order_is_drawn_once_per_run_by_default(jitter_orders):
+    """The release draws one order of the jitter ops when the pipeline is built and uses it
+    for every image: every row of the order is the same, fixed by the seed, one per view."""
+    seen = jitter_orders
     spec = "jitter_b0.4_c0.4_s0.4_h0.4"
     run = A.AugmentOptions(jitter_order="run", seed=5)
     x = _images(16, 8)
@@ -374,15 +381,8 @@ def test_apply_jitter_matches_sequential_tf_image_for_every_order(ops, clip):
         np.testing.assert_allclose(y[i], ref.numpy(), atol=5e-5, err_msg="order %s" % perms[i])
 
 
-def test_jitter_order_is_a_random_permutation_per_image(monkeypatch):
-    seen = []
-    real = A._apply_jitter
-
-    def spy(images, ops, params, perm, clip=False):
-        seen.append(perm.numpy())
-        return real(images, ops, params, perm, clip)
-
-    monkeypatch.setattr(A, "_apply_jitter", spy)
+def test_jitter_order_is_a_random_permutation_per_image(jitter_orders):
+    seen = jitter_orders
     tf.random.set_seed(6)
     aug("jitter_b0.4_c0.4_s0.4_h0.4", _images(64, 8))
     perm = seen[0]
