@@ -11,9 +11,16 @@ raw score above the calibrated threshold).
 Every detector is a TensorFlow computation inside the graph
 (deploy/detector_graph.py): no scikit-learn and no project code is needed to serve.
 
+Patch models (``export_patch_model``) are served by deploy/patch_scorer.py:
+the same three outputs plus the patch map, the pixel anomaly map and the
+predicted mask.
+
 The export directory also holds ``assets/droc_export.json`` (format, version,
-preprocessing, calibration, the run's configuration, library versions), which
-``script/score.py`` checks before loading.
+kind, preprocessing, calibration, the run's configuration, library versions),
+which ``script/score.py`` checks before loading, and
+``assets/calibration_scores.npz`` (the held-out inliers' image scores, and
+for patch models a sample of their pixel scores), from which a scorer can set
+another threshold.
 """
 
 import json
@@ -28,9 +35,10 @@ import tensorflow as tf
 from deploy.detector_graph import detector_params, tf_detector_score
 from deploy.explain import ScoreFunction, detector_head, gradcam, integrated_gradients
 from deploy.fold_bn import fold_batchnorm
+from deploy.serving import IMAGE_SPEC, calibration_variables, normalized, preprocess
 from model.trunk import conv_trunk
-from deploy.export_format import EXPORT_DETECTORS, EXPORT_FEATURE_SET, EXPORT_FORMAT, \
-    EXPORT_VERSION, META_NAME
+from deploy.export_format import CALIB_SCORES_NAME, EXPORT_DETECTORS, EXPORT_FEATURE_SET, \
+    EXPORT_FORMAT, EXPORT_VERSION, META_NAME
 from util.versions import library_versions
 
 # ----------------------------------------------------------------------------
@@ -38,10 +46,10 @@ from util.versions import library_versions
 # ----------------------------------------------------------------------------
 
 def _scoring_module(model, input_shape, det_name, params, calib, feature_set, meta_json,
-                    asset_path):
+                    assets):
+    """The whole-image scorer: trunk -> pooled features -> detector, plus explanations."""
 
     height, width = int(input_shape[0]), int(input_shape[1])
-    image_spec = tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")
 
     class DROCScorer(tf.Module):
         def __init__(self):
@@ -52,49 +60,36 @@ def _scoring_module(model, input_shape, det_name, params, calib, feature_set, me
                 self.head = model.head
             self.params = {k: tf.Variable(np.asarray(v), trainable=False, name=k)
                            for k, v in params.items()}
-            self.threshold = tf.Variable(np.float64(calib["threshold"]), trainable=False)
-            self.norm_min = tf.Variable(np.float64(calib["norm_min"]), trainable=False)
-            self.norm_max = tf.Variable(np.float64(calib["norm_max"]), trainable=False)
+            self.threshold, self.norm_min, self.norm_max = calibration_variables(calib)
             self.metadata = tf.Variable(meta_json, trainable=False, dtype=tf.string)
-            self.metadata_file = tf.saved_model.Asset(str(asset_path))
+            self.asset_files = [tf.saved_model.Asset(str(a)) for a in assets]
             self.score_fn = ScoreFunction(self.trunk, detector_head(model, det_name, self.params,
                                                                feature_set))
 
         def preprocess(self, images):
-            """uint8 [B,H,W,3] -> float32 [B,height,width,3] in [0, 1]."""
-            shape = tf.shape(images)
-
-            def resized():
-                x = tf.image.resize(images, (height, width), method="bilinear", antialias=True)
-                return tf.clip_by_value(tf.round(x), 0.0, 255.0)
-
-            same = tf.logical_and(tf.equal(shape[1], height), tf.equal(shape[2], width))
-            x = tf.cond(same, lambda: tf.cast(images, tf.float32), resized) / 255.0
-            return tf.ensure_shape(x, [None, height, width, 3])
+            return preprocess(images, height, width)
 
         def outputs(self, raw):
             raw = tf.cast(raw, tf.float64)
-            span = self.norm_max - self.norm_min
-            span = tf.where(span > 0, span, tf.ones_like(span))
-            norm = tf.clip_by_value((raw - self.norm_min) / span, 0.0, 1.0)
-            decision = tf.cast(raw > self.threshold, tf.int64)
-            return {"raw_score": raw, "normalized_score": norm, "decision": decision}
+            return {"raw_score": raw,
+                    "normalized_score": normalized(raw, self.norm_min, self.norm_max),
+                    "decision": tf.cast(raw > self.threshold, tf.int64)}
 
-        @tf.function(input_signature=[image_spec])
+        @tf.function(input_signature=[IMAGE_SPEC])
         def serve(self, images):
             acts = tf.cast(self.trunk(self.preprocess(images), training=False), tf.float32)
             pooled = tf.reduce_mean(acts, axis=[1, 2])
             feats = pooled if feature_set == "pool" else self.head(pooled, training=False)
             return self.outputs(tf_detector_score(det_name, self.params, feats))
 
-        @tf.function(input_signature=[image_spec, tf.TensorSpec([], tf.int32, name="steps")])
+        @tf.function(input_signature=[IMAGE_SPEC, tf.TensorSpec([], tf.int32, name="steps")])
         def explain_ig(self, images, steps):
             x = self.preprocess(images)
             attr = integrated_gradients(self.score_fn, x, steps)
             return {"heatmap": tf.reduce_sum(tf.abs(attr), axis=-1), "attributions": attr,
                     "model_input": tf.cast(tf.round(x * 255.0), tf.uint8)}
 
-        @tf.function(input_signature=[image_spec])
+        @tf.function(input_signature=[IMAGE_SPEC])
         def explain_gradcam(self, images):
             x = self.preprocess(images)
             return {"heatmap": gradcam(self.score_fn, x),
@@ -104,46 +99,112 @@ def _scoring_module(model, input_shape, det_name, params, calib, feature_set, me
 
 
 def export_saved_model(export_dir, model, input_shape, detector, fit_feats, calib, run_config,
-                       feature_set=EXPORT_FEATURE_SET, results=None, log=print):
-    """Writes the SavedModel to ``export_dir`` atomically (a temp dir renamed into place).
+                       feature_set=EXPORT_FEATURE_SET, results=None, calib_scores=None,
+                       log=print):
+    """Writes the whole-image SavedModel to ``export_dir`` atomically.
 
-    ``run_config`` (the run's flags) is stored in the metadata as a record."""
-    export_dir = Path(export_dir)
-    det_key = {v: k for k, v in EXPORT_DETECTORS.items()}[detector.name]
+    ``run_config`` (the run's flags) is stored in the metadata as a record;
+    ``calib_scores`` (the held-out inliers' scores behind ``calib``) go into the
+    export so a scorer can move the threshold (script/score.py --target_fpr)."""
     params = detector_params(detector, fit_feats)
-    meta = {
+    meta = _metadata(detector, feature_set, calib, results, run_config)
+    meta.update({
+        "kind": "image",
+        "input_shape": [int(d) for d in input_shape],
+        "signature": {"inputs": {"images": "uint8 [B,H,W,3]"}, "outputs": dict(IMAGE_OUTPUTS)},
+    })
+
+    def build(meta_json, assets):
+        module = _scoring_module(model, input_shape, detector.name, params, calib, feature_set,
+                                 meta_json, assets)
+        return module, {"serving_default": module.serve, "explain_ig": module.explain_ig,
+                        "explain_gradcam": module.explain_gradcam}
+
+    return _write_export(export_dir, meta, build, {"image": calib_scores}, log)
+
+
+def export_patch_model(export_dir, model, grid, detector, fit_feats, calib, pixel_calib,
+                       run_config, feature_set=EXPORT_FEATURE_SET, results=None,
+                       calib_scores=None, pixel_scores=None, log=print):
+    """Writes a patch model's SavedModel (deploy/patch_scorer.py) to ``export_dir``
+    atomically: image scores, patch and pixel maps and the predicted mask.
+
+    ``grid`` (detect.evaluation.PatchGrid) is the run's patch geometry;
+    ``pixel_calib`` the pixel threshold's calibration, ``pixel_scores`` the sample
+    of held-out pixel values it was set on (stored for --target_fpr at scoring time).
+    """
+    from deploy.patch_scorer import PatchScorer
+
+    params = detector_params(detector, fit_feats)
+    size = int(grid.image_size)
+    meta = _metadata(detector, feature_set, calib, results, run_config)
+    meta.update({
+        "kind": "patch",
+        "input_shape": [size, size, 3],
+        "grid": {"image_size": size, "patch_size": int(grid.patch_size),
+                 "stride": int(grid.stride), "features": grid.features},
+        "pixel_calibration": pixel_calib,
+        "signature": {"inputs": {"images": "uint8 [B,H,W,3]"}, "outputs": {
+            **IMAGE_OUTPUTS,
+            "patch_map": "float32 [B,n,n], the detector score of each grid patch",
+            "anomaly_map": f"float32 [B,{size},{size}], pixel scores at the working size",
+            "mask": f"uint8 [B,{size},{size}], 1 = anomaly_map > pixel threshold"}},
+    })
+
+    def build(meta_json, assets):
+        module = PatchScorer(model, grid, detector.name, params, calib, pixel_calib,
+                             feature_set, meta_json, assets)
+        return module, {"serving_default": module.serve}
+
+    return _write_export(export_dir, meta, build,
+                         {"image": calib_scores, "pixel": pixel_scores}, log)
+
+
+IMAGE_OUTPUTS = {"raw_score": "float64 [B], higher = more abnormal",
+                 "normalized_score": "float64 [B] in [0,1]",
+                 "decision": "int64 [B], 1 = raw_score > threshold"}
+
+
+def _metadata(detector, feature_set, calib, results, run_config):
+    det_key = {v: k for k, v in EXPORT_DETECTORS.items()}[detector.name]
+    return {
         "format": EXPORT_FORMAT, "version": EXPORT_VERSION,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "detector": det_key, "score_key": f"{feature_set}.{detector.name}",
         "feature_set": feature_set,
-        "input_shape": [int(d) for d in input_shape],
         "preprocessing": "uint8 RGB [B,H,W,3]; resized to input_shape (bilinear, antialias, "
                          "rounded to uint8) when H,W differ; divided by 255; gray/RGBA files "
                          "are converted to RGB by the scorer",
-        "signature": {"inputs": {"images": "uint8 [B,H,W,3]"},
-                      "outputs": {"raw_score": "float64 [B], higher = more abnormal",
-                                  "normalized_score": "float64 [B] in [0,1]",
-                                  "decision": "int64 [B], 1 = raw_score > threshold"}},
         "calibration": calib,
         "auc": (results or {}).get(f"{feature_set}.{detector.name}"),
         "config": run_config, "versions": library_versions(),
     }
+
+
+def _write_export(export_dir, meta, build, calib_arrays, log):
+    """Saves ``build(meta_json, asset paths)``'s module and signatures as ``export_dir``:
+    written into a temporary directory beside it, then renamed into place."""
+    export_dir = Path(export_dir)
+    calib_arrays = {k: np.asarray(v) for k, v in calib_arrays.items() if v is not None}
+    if calib_arrays:
+        meta["calibration_scores"] = f"assets/{CALIB_SCORES_NAME}"
     meta_json = json.dumps(meta, indent=2, sort_keys=True, default=str)
     export_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = export_dir.parent / f".{export_dir.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
-        asset_src = tmp / ".meta_src" / META_NAME
-        asset_src.parent.mkdir()
-        asset_src.write_text(meta_json)
-        module = _scoring_module(model, input_shape, detector.name, params, calib,
-                                 feature_set, meta_json, asset_src)
+        src = tmp / ".assets_src"
+        src.mkdir()
+        assets = [src / META_NAME]
+        assets[0].write_text(meta_json)
+        if calib_arrays:
+            assets.append(src / CALIB_SCORES_NAME)
+            with open(assets[1], "wb") as f:
+                np.savez(f, **calib_arrays)
+        module, signatures = build(meta_json, assets)
         save_dir = tmp / "saved_model"
-        tf.saved_model.save(module, str(save_dir), signatures={
-            "serving_default": module.serve,
-            "explain_ig": module.explain_ig,
-            "explain_gradcam": module.explain_gradcam})
+        tf.saved_model.save(module, str(save_dir), signatures=signatures)
         old = export_dir.parent / f".{export_dir.name}.old-{os.getpid()}"
         if export_dir.exists():
             os.replace(export_dir, old)
@@ -151,6 +212,6 @@ def export_saved_model(export_dir, model, input_shape, detector, fit_feats, cali
         shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    log(f"Exported {meta['score_key']} to {export_dir} (threshold {calib['threshold']:.6g} "
-        f"at target FPR {calib['target_fpr']})")
+    log(f"Exported {meta['score_key']} ({meta['kind']} model) to {export_dir} (threshold "
+        f"{meta['calibration']['threshold']:.6g} at target FPR {meta['calibration']['target_fpr']})")
     return meta

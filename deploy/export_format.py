@@ -13,17 +13,19 @@ from util.errors import ConfigError
 EXPORT_FORMAT = "droc-savedmodel"
 EXPORT_VERSION = 1
 META_NAME = "droc_export.json"
+#: the held-out inliers' image (and, for patch models, pixel) scores behind the thresholds
+CALIB_SCORES_NAME = "calibration_scores.npz"
 #: --export_detector name -> detect.detectors registry name
 EXPORT_DETECTORS = {"kde": "kde", "gde": "gde", "kocsvm": "kocsvm", "locsvm": "locsvm",
                     "nn": "auc"}
 EXPORT_FEATURE_SET = "pool"
 
 
-def choose_detector(name, protocol, results, available):
+def choose_detector(name, protocol, results, available, feature_set=EXPORT_FEATURE_SET):
     """Registry name of the detector to export.
 
-    ``auto``: under the validation protocol the exportable pool detector with the
-    best AUC (the validation protocol exists to make such choices), else kde.
+    ``auto``: under the validation protocol the exportable detector of ``feature_set``
+    with the best AUC (the validation protocol exists to make such choices), else kde.
     """
     if name != "auto":
         det = EXPORT_DETECTORS[name]
@@ -33,7 +35,7 @@ def choose_detector(name, protocol, results, available):
         return det
     candidates = [d for d in EXPORT_DETECTORS.values() if d in available]
     if protocol == "validation" and candidates:
-        return max(candidates, key=lambda d: results.get(f"{EXPORT_FEATURE_SET}.{d}", -1.0))
+        return max(candidates, key=lambda d: results.get(f"{feature_set}.{d}", -1.0))
     if "kde" in available:
         return "kde"
     if not candidates:

@@ -32,6 +32,20 @@ def split_calibration(n, fraction, seed=0):
     return np.sort(perm[n_cal:]), np.sort(perm[:n_cal])
 
 
+#: pixel-map values kept for the pixel threshold (and stored in patch exports)
+PIXEL_SAMPLE = 250_000
+
+
+def pixel_sample(pixel_maps, size=PIXEL_SAMPLE, seed=0):
+    """float32 [<= size]: a uniform random sample of the pixel values of ``pixel_maps``
+    (all of them when there are fewer), for a pixel threshold at a target FPR."""
+    values = np.asarray(pixel_maps, dtype=np.float32).ravel()
+    if values.size <= size:
+        return values.copy()
+    pick = np.random.default_rng([seed, 13]).choice(values.size, size, replace=False)
+    return values[np.sort(pick)]
+
+
 def reliable_size(target_fpr):
     """Fewest calibration scores for which the target_fpr quantile is not the maximum."""
     return int(np.ceil(1.0 / float(target_fpr)))

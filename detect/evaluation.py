@@ -49,9 +49,10 @@ class Evaluation:
     training inliers}; ``fit_feats``: {feature set: the features they were fit
     on}; ``labels`` and ``ids`` of the test images; ``n_calibration``: held-out
     inliers behind ``calib_scores`` (0: the detectors' own training images stand
-    in). Patch evaluators add ``pixel_maps`` ({score key: [N, H, W]}) and
-    ``patch_maps`` ({score key: [N, n, n]}); ``exportable`` says whether
-    deploy/export.py can serve the result.
+    in). Patch evaluators add ``pixel_maps`` ({score key: [N, H, W]}),
+    ``patch_maps`` ({score key: [N, n, n]}), ``calib_pixel_scores`` ({score key:
+    a sample of the held-out inliers' pixel-map values}, for the pixel threshold)
+    and ``grid`` (how the maps were made, which the export rebuilds in its graph).
     """
 
     results: dict
@@ -64,7 +65,19 @@ class Evaluation:
     n_calibration: int
     pixel_maps: Optional[dict] = None
     patch_maps: Optional[dict] = None
-    exportable: bool = True
+    calib_pixel_scores: Optional[dict] = None
+    grid: Optional["PatchGrid"] = None
+
+
+@dataclasses.dataclass(frozen=True)
+class PatchGrid:
+    """The patch geometry of a patch run: images of ``image_size`` px, ``patch_size`` px
+    patches every ``stride`` px, features by ``features`` ('crop' or 'conv')."""
+
+    image_size: int
+    patch_size: int
+    stride: int
+    features: str
 
 
 def add_aliases(results, primary):

@@ -124,6 +124,21 @@ def dense_patch_features(model, images, patch_size, stride, feature_sets=("pool"
     return out
 
 
+def conv_phases(n, stride, net_stride):
+    """{shift r: (grid indices i with (i * stride) % S == r, their cell index i * stride // S)}.
+
+    Grid patches whose start has residue r modulo the network stride S start on a
+    trunk cell boundary of the pass over the image shifted by r pixels; the
+    export's graph (deploy/patch_scorer.py) assembles its grids the same way.
+    """
+    phases = {}
+    for i, start in enumerate(np.arange(int(n)) * int(stride)):
+        rows, cells = phases.setdefault(int(start % net_stride), ([], []))
+        rows.append(i)
+        cells.append(int(start // net_stride))
+    return {r: (np.array(i), np.array(c)) for r, (i, c) in sorted(phases.items())}
+
+
 class ConvGridFeatures:
     """Grid features from fully convolutional passes (``--patch_features=conv``).
 
@@ -151,12 +166,7 @@ class ConvGridFeatures:
         self.pooled = tf.function(
             lambda x: tf.nn.avg_pool2d(trunk(x, training=False), k, 1, "VALID"),
             reduce_retracing=True)
-        self.phases = {}  # residue r -> (grid indices whose start % S == r, their cell index)
-        for i, start in enumerate(np.arange(self.n) * int(stride)):
-            rows, cells = self.phases.setdefault(int(start % self.net_stride), ([], []))
-            rows.append(i)
-            cells.append(int(start // self.net_stride))
-        self.phases = {r: (np.array(i), np.array(c)) for r, (i, c) in self.phases.items()}
+        self.phases = conv_phases(self.n, stride, self.net_stride)
 
     def __call__(self, images, images_per_pass=4, progress=True):
         """{name: float32 [N, n, n, D]} of uint8 images [N, size, size, C]."""

@@ -19,10 +19,10 @@ import time
 import numpy as np
 
 from data.patches import patch_train_dataset, steps_per_epoch
-from detect.calibration import split_calibration
+from detect.calibration import pixel_sample, split_calibration
 from detect.detectors import make_detector
-from detect.evaluation import (EvalSettings, Evaluation, add_aliases, detector_training_images,
-                               test_ids)
+from detect.evaluation import (EvalSettings, Evaluation, PatchGrid, add_aliases,
+                               detector_training_images, test_ids)
 from detect.localization import (ConvGridFeatures, dense_patch_features, features_of_patches,
                                  image_scores, patch_feature_fn, sample_grid_patches,
                                  upsample_maps)
@@ -114,8 +114,8 @@ class PatchEvaluator:
         return self._metrics(maps, data)[0]
 
     def final(self, model, data, log=print):
-        """The reported maps from detectors fit on every good training image; the threshold
-        from held-out good images scored by detectors fit on the others."""
+        """The reported maps from detectors fit on every good training image; the image and
+        pixel thresholds from held-out good images scored by detectors fit on the others."""
         s = self.settings
         images = detector_training_images(data)
         fit_idx, calib_idx = split_calibration(len(images), s.calibration_fraction, s.seed)
@@ -128,15 +128,16 @@ class PatchEvaluator:
         calib_fit_feats = training(images[fit_idx]) if held_out else fit_feats
         log(f"patch features ({self.patch_features}): {len(images)} training and "
             f"{len(data.test_images)} test images in {time.perf_counter() - t0:.1f}s")
-        maps, fitted, calib_scores = {}, {}, {}
+        maps, fitted, calib_scores, calib_pixels = {}, {}, {}, {}
         for key, fs, name in self._keys():
             t0 = time.perf_counter()
-            flat = calib_dense[fs].reshape(-1, calib_dense[fs].shape[-1])
             fitted[key] = make_detector(name).fit(fit_feats[fs])
             calib_det = (make_detector(name).fit(calib_fit_feats[fs]) if held_out
                          else fitted[key])
-            calib_scores[key] = image_scores(score_chunked(calib_det, flat).reshape(
-                calib_dense[fs].shape[:3]))
+            calib_maps = self._maps(calib_det, calib_dense[fs], f"{key} calibration")
+            calib_scores[key] = image_scores(calib_maps)
+            calib_pixels[key] = pixel_sample(upsample_maps(calib_maps, self.patch, self.stride),
+                                             seed=s.seed)
             maps[key] = self._maps(fitted[key], test_feats[fs], f"{key} scoring")
             log(f"{key}: fit on {len(fit_feats[fs])} training patches, scored "
                 f"{maps[key].size} test patches in {time.perf_counter() - t0:.1f}s")
@@ -147,7 +148,9 @@ class PatchEvaluator:
             fit_feats={fs: fit_feats[fs] for fs in self.feature_sets},
             labels=np.asarray(data.test_labels, dtype=np.int64), ids=test_ids(data),
             n_calibration=int(len(calib_idx)), pixel_maps=pixel, patch_maps=maps,
-            exportable=False)
+            calib_pixel_scores=calib_pixels,
+            grid=PatchGrid(int(data.test_images.shape[1]), self.patch, self.stride,
+                           self.patch_features))
 
     def _keys(self):
         return [(f"{fs}.{name}", fs, name) for fs in self.feature_sets

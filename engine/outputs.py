@@ -24,7 +24,10 @@ def calibrate_all(ev, target_fpr, log=print):
     else:
         log("warning: --calibration_fraction=0: thresholds are set on the detectors' own "
             "training features, which look more normal than new inliers")
-    return {key: calibration(s, target_fpr) for key, s in ev.calib_scores.items()}
+    calibs = {key: calibration(s, target_fpr) for key, s in ev.calib_scores.items()}
+    for key, pixels in (ev.calib_pixel_scores or {}).items():
+        calibs[key]["pixel"] = calibration(pixels, target_fpr)
+    return calibs
 
 
 def finish_outputs(run_dir, cfg, model, data, ev, log=print):
@@ -33,7 +36,7 @@ def finish_outputs(run_dir, cfg, model, data, ev, log=print):
     metrics = {key: image_metrics(ev.labels, s, calibs[key]["threshold"])
                for key, s in ev.test_scores.items()}
     write_scores(run_dir / "stats" / "scores.npz", ev.labels, ev.ids, ev.test_scores,
-                 ev.calib_scores)
+                 ev.calib_scores, maps=ev.patch_maps)
     aucs = {key: m["image_AUROC"] for key, m in metrics.items()}
     plot_roc(run_dir / "plots" / "roc.png", ev.labels, ev.test_scores, aucs,
              title=f"{data.dataset} {data.category!r} ({data.protocol}), AUC x 100")
@@ -43,11 +46,7 @@ def finish_outputs(run_dir, cfg, model, data, ev, log=print):
         write_run_heatmaps(run_dir / "heatmaps", cfg["model_type"], data, ev)
     exported = None
     if cfg.get("export", True):
-        if ev.exportable:
-            exported = export_evaluation(run_dir / "export", cfg, model, data, ev, calibs, log)
-        else:
-            log("note: patch models are not exported yet; the run's scores, thresholds and "
-                "heat maps are written, the SavedModel is not")
+        exported = export_evaluation(run_dir / "export", cfg, model, data, ev, calibs, log)
     log(f"Wrote {run_dir / 'stats' / 'scores.npz'} and {run_dir / 'plots'}")
     return {"metrics": metrics, "calibration": calibs, "export": exported}
 
@@ -61,13 +60,23 @@ def write_run_heatmaps(out_dir, model_type, data, ev):
 
 
 def export_evaluation(export_dir, cfg, model, data, ev, calibs, log=print):
-    from deploy.export import export_saved_model
+    """Exports the run's chosen detector: a whole-image model, or a patch model with its
+    maps when the evaluation has a patch grid."""
+    from deploy.export import export_patch_model, export_saved_model
 
-    available = {k.split(".", 1)[1] for k in ev.detectors if k.startswith(EXPORT_FEATURE_SET)}
+    feature_set = EXPORT_FEATURE_SET if EXPORT_FEATURE_SET in ev.fit_feats else next(iter(ev.fit_feats))
+    available = {k.split(".", 1)[1] for k in ev.detectors if k.startswith(feature_set + ".")}
     name = choose_detector(cfg.get("export_detector", "auto"), data.protocol, ev.results,
-                           available)
-    key = f"{EXPORT_FEATURE_SET}.{name}"
-    meta = export_saved_model(export_dir, model, data.input_shape, ev.detectors[key],
-                              ev.fit_feats[EXPORT_FEATURE_SET], calibs[key], cfg,
-                              results=ev.results, log=log)
-    return {"dir": str(export_dir), "score_key": key, "detector": meta["detector"]}
+                           available, feature_set)
+    key = f"{feature_set}.{name}"
+    common = dict(run_config=cfg, feature_set=feature_set, results=ev.results,
+                  calib_scores=ev.calib_scores[key], log=log)
+    if ev.grid is None:
+        meta = export_saved_model(export_dir, model, data.input_shape, ev.detectors[key],
+                                  ev.fit_feats[feature_set], calibs[key], **common)
+    else:
+        meta = export_patch_model(export_dir, model, ev.grid, ev.detectors[key],
+                                  ev.fit_feats[feature_set], calibs[key], calibs[key]["pixel"],
+                                  pixel_scores=ev.calib_pixel_scores[key], **common)
+    return {"dir": str(export_dir), "score_key": key, "detector": meta["detector"],
+            "kind": meta["kind"]}

@@ -19,7 +19,11 @@ def conv_trunk(model):
 
 def shape_free_trunk(model):
     """The backbone's convolutional part on inputs of any size (the same layers and weights)."""
-    trunk = conv_trunk(model)
+    return any_size(conv_trunk(model))
+
+
+def any_size(trunk):
+    """A functional conv model on inputs of any height and width, sharing its layers."""
     channels = trunk.inputs[0].shape[-1]
     shared = keras.models.clone_model(trunk, input_tensors=keras.Input((None, None, channels)),
                                       clone_function=lambda layer: layer)

@@ -65,9 +65,9 @@ def main(argv=None):
             raise ConfigError(f"--target=rotation needs a rotation model, this run is "
                               f"{cfg['model_type']}")
         ev = evaluator.final(model, data)
-        if not ev.exportable:
-            raise ConfigError(f"{args.run_dir} is a patch run: its heat maps are under "
-                              "heatmaps/ already")
+        if ev.grid is not None:
+            raise ConfigError(f"{args.run_dir} is a patch run: its anomaly maps are under "
+                              "heatmaps/, and score.py --maps_dir draws them for new images")
         if args.target == "kde":
             head = detector_head(model, "kde", detector_params(ev.detectors["pool.kde"],
                                                                ev.fit_feats["pool"]))

@@ -12,7 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from deploy.export_format import EXPORT_DETECTORS, EXPORT_FEATURE_SET
+from deploy.export_format import EXPORT_DETECTORS
 from engine.run_loading import read_run_config
 from engine.validate import check_scoring_flags
 from util.errors import ConfigError
@@ -48,10 +48,6 @@ def main(argv=None):
 
         _, model, data, evaluator = load_run(run_dir, cfg)
         ev = evaluator.final(model, data)
-        if not ev.exportable:
-            raise ConfigError(f"{run_dir} is a patch run: patch models cannot be exported yet")
-        ev.detectors = {k: v for k, v in ev.detectors.items()
-                        if k.startswith(EXPORT_FEATURE_SET + ".")}
         calibs = calibrate_all(ev, cfg["target_fpr"])
         export_evaluation(Path(args.out or run_dir / "export"), cfg, model, data, ev, calibs)
     except ConfigError as err:

@@ -1,14 +1,24 @@
 """Score new images with an exported run: one CSV line per image.
 
     python script/score.py --export_dir=RUN/export IMAGE_OR_DIR... [--out=scores.csv]
+                           [--threshold=T | --target_fpr=F] [--maps_dir=DIR]
                            [--explain=ig|gradcam --explain_dir=DIR]
 
 Reads JPEG/PNG/BMP files of any size and mode (gray and RGBA are converted to
 RGB; the export resizes to its input size). Directories are searched
 recursively. The CSV (columns path, raw_score, normalized_score, decision;
-decision 1 = flagged as abnormal) is written atomically. An unreadable file is
-skipped with a warning and counted. Exit status 2 with one ``error:`` line for
-a missing, foreign or incompatible export, or no images to score.
+decision 1 = flagged as abnormal; patch models add defect_area_px, the
+predicted mask's area in the input image's pixels) is written atomically. An
+unreadable file is skipped with a warning and counted. Exit status 2 with one
+``error:`` line for a missing, foreign or incompatible export, or no images to
+score.
+
+The decision uses the export's calibrated threshold, ``--threshold`` (a raw
+score), or a threshold set anew at ``--target_fpr`` on the calibration scores
+the export stores (image and pixel thresholds alike). For patch models,
+``--maps_dir`` writes ``<n>_<name>.png`` (the input, the anomaly map over it
+with the predicted mask outlined) and ``<n>_<name>_mask.png`` (the predicted
+mask at the input's size, 255 = defect) per image.
 """
 
 import argparse
@@ -33,7 +43,62 @@ def parse_args(argv=None):
                    help="also write one PNG per image: input and heat map side by side")
     p.add_argument("--explain_dir", default="explain", help="where the PNGs go")
     p.add_argument("--ig_steps", type=int, default=32)
+    p.add_argument("--threshold", type=float, default=None,
+                   help="raw-score threshold for the decision (default: the export's)")
+    p.add_argument("--pixel_threshold", type=float, default=None,
+                   help="patch models: anomaly-map threshold of the mask (default: the export's)")
+    p.add_argument("--target_fpr", type=float, default=None,
+                   help="set both thresholds at this false-positive rate on the export's "
+                        "calibration scores")
+    p.add_argument("--maps_dir", default=None,
+                   help="patch models: write the anomaly map and predicted mask PNGs here")
     return p.parse_args(argv)
+
+
+def decision_thresholds(meta, export_dir, threshold=None, pixel_threshold=None,
+                        target_fpr=None):
+    """(image threshold, pixel threshold or None, where they come from): the export's
+    calibrated ones, explicit values, or new ones at ``target_fpr`` on the export's
+    calibration scores (assets/calibration_scores.npz)."""
+    import numpy as np
+
+    from deploy.export_format import CALIB_SCORES_NAME
+    from detect.calibration import check_calibration_flags, threshold_at_fpr
+
+    patch = meta.get("kind") == "patch"
+    if pixel_threshold is not None and not patch:
+        raise ConfigError("--pixel_threshold applies to patch-model exports only")
+    image_thr = float(meta["calibration"]["threshold"])
+    pixel_thr = float(meta["pixel_calibration"]["threshold"]) if patch else None
+    source = f"calibrated at FPR {meta['calibration']['target_fpr']}"
+    if target_fpr is not None:
+        if threshold is not None or pixel_threshold is not None:
+            raise ConfigError("give --target_fpr or explicit thresholds, not both")
+        check_calibration_flags(0.0, target_fpr)
+        path = Path(export_dir) / "assets" / CALIB_SCORES_NAME
+        if not path.is_file():
+            raise ConfigError(f"{export_dir} stores no calibration scores ({path}); re-export "
+                              "the run with script/export.py RUN_DIR, or pass --threshold")
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                image_thr = threshold_at_fpr(z["image"], target_fpr)
+                if patch:
+                    pixel_thr = threshold_at_fpr(z["pixel"], target_fpr)
+        except (OSError, ValueError, KeyError) as err:
+            raise ConfigError(f"{path} is unreadable: {err}") from None
+        source = f"set at FPR {target_fpr} on the export's calibration scores"
+    if threshold is not None:
+        image_thr, source = float(threshold), "given"
+    if pixel_threshold is not None:
+        pixel_thr = float(pixel_threshold)
+    return image_thr, pixel_thr, source
+
+
+def check_maps_dir(meta, maps_dir):
+    """ConfigError when ``--maps_dir`` is given for an export without maps."""
+    if maps_dir is not None and meta.get("kind") != "patch":
+        raise ConfigError("--maps_dir needs a patch-model export (this one scores whole "
+                          "images; use --explain for its heat maps)")
 
 
 def collect_files(inputs):
@@ -67,15 +132,66 @@ def read_image(path):
         return None
 
 
-def write_csv_atomic(path, rows):
+def write_csv_atomic(path, rows, area=False):
+    """rows: (path, raw, normalized, decision[, defect area]) -> the CSV, atomically."""
     from util.atomic import write_text_atomic
 
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["path", "raw_score", "normalized_score", "decision"])
+    writer.writerow(["path", "raw_score", "normalized_score", "decision"]
+                    + (["defect_area_px"] if area else []))
     for row in rows:
-        writer.writerow([row[0], repr(float(row[1])), repr(float(row[2])), int(row[3])])
+        writer.writerow([row[0], repr(float(row[1])), repr(float(row[2])), int(row[3])]
+                        + ([int(row[4])] if area else []))
     write_text_atomic(path, buf.getvalue())
+
+
+def mask_at_input_size(mask, height, width):
+    """The working-size {0,1} mask resized (nearest) to the input image's size."""
+    import numpy as np
+    from PIL import Image
+
+    m = Image.fromarray((np.asarray(mask) > 0).astype(np.uint8) * 255)
+    if m.size != (width, height):
+        m = m.resize((width, height), Image.NEAREST)
+    return np.asarray(m)
+
+
+def map_figure(meta, pixel_thr, calib_path):
+    """The PNG writer of --maps_dir, its colour scale fixed by the calibration: the
+    calibration pixels' 1st percentile at the bottom, the pixel threshold in the middle."""
+    import numpy as np
+
+    from util.heatmaps import PredictionFigure, split_norm
+
+    low = float(meta["pixel_calibration"]["norm_min"])
+    if calib_path.is_file():
+        with np.load(calib_path, allow_pickle=False) as z:
+            if "pixel" in z.files:
+                low = float(np.percentile(z["pixel"], 1.0))
+    span = max(pixel_thr - low, 1e-6)
+    return PredictionFigure(split_norm(low, pixel_thr, pixel_thr + 100.0 * span),
+                            title=f"{meta['score_key']}, pixel threshold {pixel_thr:.4g}")
+
+
+def write_png_atomic(path, array):
+    from PIL import Image
+
+    from util.atomic import write_bytes_atomic
+
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG")
+    write_bytes_atomic(path, buf.getvalue())
+
+
+def at_working_size(image, size):
+    """The input shown under the map: resized to the map's (working) size."""
+    import numpy as np
+    from PIL import Image
+
+    if image.shape[:2] == tuple(size):
+        return image
+    return np.asarray(Image.fromarray(image).resize((size[1], size[0]), Image.BILINEAR))
 
 
 def batches_by_size(items, batch_size):
@@ -98,6 +214,9 @@ def main(argv=None):
         from deploy.export_format import read_export_meta
 
         meta = read_export_meta(args.export_dir)
+        image_thr, pixel_thr, thr_source = decision_thresholds(
+            meta, args.export_dir, args.threshold, args.pixel_threshold, args.target_fpr)
+        check_maps_dir(meta, args.maps_dir)
         files = collect_files(args.inputs)
         if not files:
             raise ConfigError("no images to score")
@@ -109,12 +228,19 @@ def main(argv=None):
     import tensorflow as tf
     from tqdm import tqdm
 
+    patch = meta.get("kind") == "patch"
     t0 = time.time()
     model = tf.saved_model.load(args.export_dir)
     serve = model.signatures["serving_default"]
     load_s = time.time() - t0
     rows, skipped = [], []
     explain_dir = Path(args.explain_dir)
+    figure = None
+    if args.maps_dir is not None:
+        from deploy.export_format import CALIB_SCORES_NAME
+
+        figure = map_figure(meta, pixel_thr,
+                            Path(args.export_dir) / "assets" / CALIB_SCORES_NAME)
 
     def readable():
         for path in tqdm(files, desc="scoring", unit="img", disable=len(files) < 500,
@@ -130,8 +256,24 @@ def main(argv=None):
     for group in batches_by_size(readable(), args.batch_size):
         batch = tf.constant(np.stack([img for _, img in group]))
         out = serve(images=batch)
-        raw, norm, dec = (out[k].numpy() for k in ("raw_score", "normalized_score", "decision"))
-        rows.extend((str(p), r, n, d) for (p, _), r, n, d in zip(group, raw, norm, dec))
+        raw, norm = out["raw_score"].numpy(), out["normalized_score"].numpy()
+        dec = (raw > image_thr).astype(np.int64)
+        if patch:
+            pixel = out["anomaly_map"].numpy()
+            masks = pixel > pixel_thr
+            first = len(rows)
+            for i, (path, img) in enumerate(group):
+                full = mask_at_input_size(masks[i], img.shape[0], img.shape[1])
+                rows.append((str(path), raw[i], norm[i], dec[i], int((full > 0).sum())))
+                if figure is not None:
+                    stem = f"{first + i:06d}_{Path(path).stem}"
+                    write_png_atomic(Path(args.maps_dir) / f"{stem}_mask.png", full)
+                    small = at_working_size(img, pixel.shape[1:])
+                    figure.write(Path(args.maps_dir) / f"{stem}.png", small, pixel[i], masks[i],
+                                 f"{Path(path).name}: score {raw[i]:.4g} "
+                                 f"({'flagged' if dec[i] else 'normal'})")
+        else:
+            rows.extend((str(p), r, n, d) for (p, _), r, n, d in zip(group, raw, norm, dec))
         if args.explain:
             if args.explain == "ig":
                 ex = model.signatures["explain_ig"](images=batch,
@@ -151,11 +293,14 @@ def main(argv=None):
         print(f"error: none of the {len(files)} files could be read as an image",
               file=sys.stderr)
         return 2
-    write_csv_atomic(args.out, rows)
+    if figure is not None:
+        figure.close()
+    write_csv_atomic(args.out, rows, area=patch)
     flagged = int(sum(r[3] for r in rows))
+    pixel_note = f", pixel threshold {pixel_thr:.6g}" if patch else ""
     print(f"scored {len(rows)}, flagged {flagged}, skipped {len(skipped)} "
-          f"(detector {meta['score_key']}, threshold {meta['calibration']['threshold']:.6g}; "
-          f"{len(rows) / max(score_s, 1e-9):.0f} images/s, load {load_s:.1f} s) -> {args.out}")
+          f"(detector {meta['score_key']}, threshold {image_thr:.6g} {thr_source}{pixel_note}; "
+          f"{len(rows) / max(score_s, 1e-9):.2f} images/s, load {load_s:.1f} s) -> {args.out}")
     return 0
 
 

@@ -473,7 +473,7 @@ def test_conv_grid_features_average_the_trunk_cells_under_each_patch():
 @pytest.mark.slow
 def test_end_to_end_conv_patch_features(tmp_path):
     run, out = _patch_run(tmp_path, "--model_type=contrastive_da", "--patch_features=conv",
-                          "--nomvtec_heatmaps")
+                          "--nomvtec_heatmaps", "--noexport")
     assert "patch features (conv)" in out.stdout + out.stderr
     summary = json.loads((run / "stats" / "summary.json").read_text())
     assert summary["pixel_AUROC"] == summary["pool.kde.pixel_auroc"]
@@ -485,7 +485,7 @@ def test_end_to_end_conv_patch_features(tmp_path):
     assert summary["image_F1Max"] == pytest.approx(summary["metrics"]["pool.kde"]["image_F1Max"])
     assert summary["image_AUROC"] == pytest.approx(summary["metrics"]["pool.kde"]["image_AUROC"])
     assert summary["calibration"]["pool.kde"]["n_calibration"] == len(scores["calib"]["pool.kde"])
-    assert (run / "plots" / "roc.png").exists() and summary["export"] is None
+    assert (run / "plots" / "roc.png").exists() and summary["export"] is None  # --noexport
     # a finished patch-mode run reloads with its 16 px network and 32 px images and
     # scores as it did (export, explain and bench_mvtec --mvtec_run rely on this)
     _tf()

@@ -51,9 +51,16 @@ def heat_norm(pixel_maps, labels=None):
     good pixel", moderate and huge anomalies both stand out, and the colour bar
     still reads in score units.
     """
+    return split_norm(*scale_params(pixel_maps, labels))
+
+
+def split_norm(vmin, pivot, vmax):
+    """``heat_norm``'s colour normalisation for explicit (vmin, pivot, vmax): linear up to
+    ``pivot`` in the lower half of the bar, logarithmic above it in the upper half."""
     from matplotlib.colors import FuncNorm
 
-    vmin, pivot, vmax = scale_params(pixel_maps, labels)
+    vmin = min(float(vmin), float(pivot) - 1e-6)
+    vmax = max(float(vmax), float(pivot) + 1e-6)
     w = pivot - vmin
     top = np.log1p((vmax - pivot) / w)
 
@@ -121,3 +128,40 @@ def write_heatmaps(out_dir, images, pixel_maps, patch_maps, image_scores, labels
                            buf.getvalue())
     plt.close(fig)
     return len(images)
+
+
+class PredictionFigure:
+    """One PNG per scored image: the input, and the anomaly map over it with the predicted
+    mask's outline; colours on one fixed scale (``split_norm``) for every image."""
+
+    def __init__(self, norm, title=""):
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        self.plt, self.norm = plt, norm
+        self.fig, self.axes = plt.subplots(1, 2, figsize=(7.0, 3.4))
+        self.colorbar = None
+        if title:
+            self.fig.suptitle(title, fontsize=8)
+
+    def write(self, path, image, pixel_map, mask, caption):
+        for ax in self.axes:
+            ax.clear()
+            ax.axis("off")
+        self.axes[0].imshow(image)
+        self.axes[0].set_title(caption, fontsize=8)
+        self.axes[1].imshow(image)
+        im = self.axes[1].imshow(pixel_map, cmap="jet", alpha=0.5, norm=self.norm)
+        if mask.any():
+            self.axes[1].contour(mask, levels=[0.5], colors="white", linewidths=1)
+        self.axes[1].set_title("anomaly map, predicted mask outlined", fontsize=8)
+        if self.colorbar is None:
+            self.colorbar = self.fig.colorbar(im, ax=self.axes[1], fraction=0.046, pad=0.04)
+        buf = io.BytesIO()
+        self.fig.savefig(buf, format="png", dpi=80)
+        write_bytes_atomic(path, buf.getvalue())
+
+    def close(self):
+        self.plt.close(self.fig)

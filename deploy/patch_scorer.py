@@ -1,0 +1,148 @@
+"""The serving graph of an exported patch model.
+
+``serving_default`` takes uint8 images [B, H, W, 3] of any size, resizes them
+to the run's working size (deploy/serving.py), and recomputes in one graph
+what the patch evaluator (detect/patch_evaluator.py) computes in the
+pipeline:
+
+1. the features of every patch of the grid (``patch_size`` px windows every
+   ``stride`` px): ``crop`` cuts each window and runs the trunk on it, ``conv``
+   runs the trunk once per shifted image and averages the cells under each
+   window (detect/localization.py ConvGridFeatures, same shifts and cells);
+2. the fitted detector's score of each patch (deploy/detector_graph.py) -> the
+   patch map [n, n]; the image score is its maximum;
+3. the pixel map by the same Gaussian transposed convolution as
+   ``detect.localization.upsample_maps``, and the predicted mask where it is
+   above the calibrated pixel threshold.
+
+Images go through steps 1-2 one at a time (``tf.map_fn``), and patches and
+detector rows in fixed-size chunks, so memory stays bounded at any batch size.
+"""
+
+import numpy as np
+import tensorflow as tf
+
+from deploy.detector_graph import tf_detector_score
+from deploy.fold_bn import fold_batchnorm
+from deploy.serving import IMAGE_SPEC, calibration_variables, normalized, preprocess
+from detect.localization import conv_phases, gaussian_kernel, grid_size
+from model.trunk import any_size, conv_trunk, network_stride
+
+#: patches per trunk call (crop features) and detector rows per score call
+PATCH_CHUNK = 512
+ROW_CHUNK = 4096
+
+
+def chunked(fn, x, chunk, out_dtype, out_tail=()):
+    """fn over x [N, ...] in fixed chunks of ``chunk`` rows (the last one padded)."""
+    total = tf.shape(x)[0]
+    pad = (-total) % chunk
+    padded = tf.pad(x, [[0, pad]] + [[0, 0]] * (len(x.shape) - 1))
+    parts = tf.reshape(padded, tf.concat([[-1, chunk], tf.shape(x)[1:]], axis=0))
+    out = tf.map_fn(fn, parts, parallel_iterations=1,
+                    fn_output_signature=tf.TensorSpec([chunk, *out_tail], out_dtype))
+    return tf.reshape(out, tf.concat([[-1], tf.constant(out_tail, tf.int32)], axis=0))[:total]
+
+
+def overlap_normaliser(n, patch, stride, kernel):
+    """[H, H] Gaussian-weighted overlap of the patches covering each pixel."""
+    size = (n - 1) * stride + patch
+    ones = tf.ones([1, n, n, 1])
+    return tf.nn.conv2d_transpose(ones, kernel, [1, size, size, 1], strides=stride,
+                                  padding="VALID")[0, :, :, 0].numpy()
+
+
+class PatchScorer(tf.Module):
+    """Image -> patch map -> pixel map, mask and calibrated image score."""
+
+    def __init__(self, model, grid, det_name, params, calib, pixel_calib, feature_set,
+                 meta_json, assets):
+        super().__init__(name="droc_patch_scorer")
+        self.size, self.patch, self.stride = grid.image_size, grid.patch_size, grid.stride
+        self.n = grid_size(self.size, self.patch, self.stride)
+        self.mode, self.feature_set, self.det_name = grid.features, feature_set, det_name
+        # BatchNorm folded into the convs: same function, fewer ops per patch
+        self.trunk = fold_batchnorm(conv_trunk(model))
+        if self.mode == "conv":
+            self.trunk = any_size(self.trunk)
+            self.net_stride = network_stride(self.trunk, self.patch)
+            self.cells = self.patch // self.net_stride
+            self.phases = conv_phases(self.n, self.stride, self.net_stride)
+        if feature_set == "embed":
+            self.head = model.head
+        self.params = {k: tf.Variable(np.asarray(v), trainable=False, name=k)
+                       for k, v in params.items()}
+        self.threshold, self.norm_min, self.norm_max = calibration_variables(calib)
+        self.pixel_threshold = tf.Variable(float(pixel_calib["threshold"]), dtype=tf.float32,
+                                           trainable=False)
+        self.kernel = tf.constant(gaussian_kernel(self.patch)[:, :, None, None])
+        self.overlap = tf.constant(overlap_normaliser(self.n, self.patch, self.stride,
+                                                      self.kernel))
+        self.metadata = tf.Variable(meta_json, trainable=False, dtype=tf.string)
+        self.asset_files = [tf.saved_model.Asset(str(a)) for a in assets]
+
+    # --- step 1: patch features of one image [size, size, 3] -> [n, n, D] -------------
+    def _pooled(self, patches):
+        return tf.reduce_mean(tf.cast(self.trunk(patches, training=False), tf.float32), [1, 2])
+
+    def crop_features(self, image):
+        p, s = self.patch, self.stride
+        windows = tf.image.extract_patches(image[None], [1, p, p, 1], [1, s, s, 1], [1, 1, 1, 1],
+                                           "VALID")
+        patches = tf.reshape(windows, [-1, p, p, 3])
+        dim = self.trunk.outputs[0].shape[-1]
+        feats = chunked(self._pooled, patches, PATCH_CHUNK, tf.float32, (dim,))
+        return tf.reshape(feats, [self.n, self.n, dim])
+
+    def conv_features(self, image):
+        """Every shift (r, c) of the grid's starts modulo the network stride: one trunk pass
+        over the shifted image, k x k average pooling, the cells of that shift's patches;
+        the blocks are then put back in grid order."""
+        S, k = self.net_stride, self.cells
+        row_blocks, row_order = [], []
+        for r, (rows, row_cells) in self.phases.items():
+            blocks, col_order = [], []
+            for c, (cols, col_cells) in self.phases.items():
+                h, w = (self.size - r) // S * S, (self.size - c) // S * S
+                acts = tf.cast(self.trunk(image[None, r:r + h, c:c + w], training=False),
+                               tf.float32)
+                pooled = tf.nn.avg_pool2d(acts, k, 1, "VALID")[0]
+                blocks.append(tf.gather(tf.gather(pooled, row_cells, axis=0), col_cells, axis=1))
+                col_order.extend(cols.tolist())
+            row_blocks.append(tf.gather(tf.concat(blocks, axis=1), np.argsort(col_order), axis=1))
+            row_order.extend(rows.tolist())
+        return tf.gather(tf.concat(row_blocks, axis=0), np.argsort(row_order), axis=0)
+
+    # --- step 2: the detector over the grid -----------------------------------------
+    def _row_scores(self, feats):
+        return tf.cast(tf_detector_score(self.det_name, self.params, feats), tf.float64)
+
+    def patch_map(self, image):
+        feats = self.conv_features(image) if self.mode == "conv" else self.crop_features(image)
+        flat = tf.reshape(feats, [self.n * self.n, -1])
+        if self.feature_set == "embed":
+            flat = tf.cast(self.head(flat, training=False), tf.float32)
+        scores = chunked(self._row_scores, flat, ROW_CHUNK, tf.float64)
+        return tf.reshape(scores, [self.n, self.n])
+
+    # --- step 3: maps, mask, calibrated outputs -------------------------------------
+    def pixel_map(self, maps):
+        b = tf.shape(maps)[0]
+        up = tf.nn.conv2d_transpose(tf.cast(maps, tf.float32)[..., None], self.kernel,
+                                    tf.stack([b, self.size, self.size, 1]),
+                                    strides=self.stride, padding="VALID")
+        return up[..., 0] / self.overlap
+
+    @tf.function(input_signature=[IMAGE_SPEC])
+    def serve(self, images):
+        x = preprocess(images, self.size, self.size)
+        maps = tf.map_fn(self.patch_map, x, parallel_iterations=1,
+                         fn_output_signature=tf.TensorSpec([self.n, self.n], tf.float64))
+        raw = tf.reduce_max(maps, axis=[1, 2])
+        pixel = self.pixel_map(maps)
+        return {"raw_score": raw,
+                "normalized_score": normalized(raw, self.norm_min, self.norm_max),
+                "decision": tf.cast(raw > self.threshold, tf.int64),
+                "patch_map": tf.cast(maps, tf.float32),
+                "anomaly_map": pixel,
+                "mask": tf.cast(pixel > self.pixel_threshold, tf.uint8)}
