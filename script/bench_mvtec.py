@@ -51,6 +51,19 @@ def peak_rss_gb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2  # KB on Linux
 
 
+def training_features(model, images, patch, stride, patch_features, count, fit_draw="phase",
+                      batch=512):
+    """pool features [count, D] of the detector's training patches, as the run draws them."""
+    from detect.localization import (ConvGridFeatures, features_of_patches, patch_feature_fn,
+                                     sample_grid_patches)
+
+    if patch_features == "conv":
+        grid = ConvGridFeatures(model, images.shape[1], patch, stride, ("pool",))
+        return grid.sampled(images, count, seed=0, draw=fit_draw)["pool"]
+    patches, _ = sample_grid_patches(images, count, patch, stride, seed=0)
+    return features_of_patches(patch_feature_fn(model, ("pool",)), patches, batch)["pool"]
+
+
 def run(root, category, width=0.25, detector="kde", train_patches=20000, batch=512, images=0,
         stride=4, patch_features="crop", run_dir="", fit_draw="phase", log=print):
     import numpy as np
@@ -59,9 +72,8 @@ def run(root, category, width=0.25, detector="kde", train_patches=20000, batch=5
     from model.registry import build_model
     from engine.flags import FLAG_DEFAULTS
     from detect.detectors import make_detector
-    from detect.localization import (ConvGridFeatures, dense_patch_features, features_of_patches,
-                                   image_scores, patch_feature_fn, sample_grid_patches,
-                                   upsample_maps)
+    from detect.localization import (ConvGridFeatures, dense_patch_features, image_scores,
+                                     upsample_maps)
     from detect.metrics import roc_auc
     from detect.patch_evaluator import score_chunked
     from detect.pixel_metrics import pixel_metrics
@@ -90,10 +102,8 @@ def run(root, category, width=0.25, detector="kde", train_patches=20000, batch=5
     t0 = time.perf_counter()
     if patch_features == "conv":
         grid = ConvGridFeatures(model, size, p, stride, ("pool",))
-        train = grid.sampled(data.train_images, train_patches, seed=0, draw=fit_draw)["pool"]
-    else:
-        patches, _ = sample_grid_patches(data.train_images, train_patches, p, stride, seed=0)
-        train = features_of_patches(patch_feature_fn(model, ("pool",)), patches, batch)["pool"]
+    train = training_features(model, data.train_images, p, stride, patch_features,
+                              train_patches, fit_draw, batch)
     t["train_features_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     det = make_detector(detector).fit(train)

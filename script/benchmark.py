@@ -25,6 +25,10 @@ Sections (each figure is the median of several timed repetitions after warm-up):
   mvtec       (not in the default list) dense patch scoring of a whole MVTec test
               set with KDE (script/bench_mvtec.py), per --mvtec_patch_features mode
               (conv, crop): seconds, patches/s, peak memory, and their ratio.
+  patch_export (not in the default list) the same test images through exported
+              patch models (GDE, KDE: score, maps, mask) next to the bare
+              network's patch features, per mode: images/s, the export /
+              network time ratio, peak memory (script/bench_patch_export.py).
 Writes <out>/benchmark.json and <out>/quality.md, prints tables.
 """
 
@@ -40,13 +44,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
 
-from script import bench_mvtec
+from script import bench_mvtec, bench_patch_export
 from util.atomic import write_text_atomic
 
 SHARED_CIFAR = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10"
 MODEL_TYPES = ("contrastive_da", "contrastive", "rotation")
 QUALITY_MODELS = ("contrastive_da", "rotation")  # trained in the quality section
-SECTIONS = ("throughput", "flops", "detectors", "scoring", "determinism", "mvtec", "quality")
+SECTIONS = ("throughput", "flops", "detectors", "scoring", "determinism", "mvtec", "patch_export",
+            "quality")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -117,6 +122,7 @@ def parse_args(argv=None):
     p.add_argument("--detector_test", type=int, default=10000)
     p.add_argument("--mixed_precision", default="none", choices=["none", "bf16", "fp16"])
     bench_mvtec.add_args(p)  # section mvtec: dense patch scoring of one MVTec category
+    bench_patch_export.add_args(p)  # section patch_export: the same through a patch export
     args = p.parse_args(argv)
     if args.quick:
         if args.model_types == ",".join(MODEL_TYPES):  # contrastive runs contrastive_da's step
@@ -456,6 +462,8 @@ def main(argv=None):
         log(table)
     if "mvtec" in sections:
         result["mvtec"] = bench_mvtec.mvtec_section(args, log)
+    if "patch_export" in sections:
+        result["patch_export"] = bench_patch_export.patch_export_section(args, log)
     result["wall_seconds"] = round(time.time() - t0, 1)
     write_text_atomic(out / "benchmark.json", json.dumps(result, indent=2))
     log(f"wrote {out / 'benchmark.json'} ({result['wall_seconds']} s)")
