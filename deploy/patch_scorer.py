@@ -15,8 +15,8 @@ pipeline:
    ``detect.localization.upsample_maps``, and the predicted mask where it is
    above the calibrated pixel threshold.
 
-Images go through steps 1-2 one at a time (``tf.map_fn``), and patches and
-detector rows in fixed-size chunks, so memory stays bounded at any batch size.
+Images go through step 1 one at a time (``tf.map_fn``), and patches and
+detector rows go in fixed-size chunks, so memory stays bounded at any batch size.
 """
 
 import numpy as np
@@ -117,13 +117,16 @@ class PatchScorer(tf.Module):
     def _row_scores(self, feats):
         return tf.cast(tf_detector_score(self.det_name, self.params, feats), tf.float64)
 
-    def patch_map(self, image):
-        feats = self.conv_features(image) if self.mode == "conv" else self.crop_features(image)
-        flat = tf.reshape(feats, [self.n * self.n, -1])
+    def patch_maps(self, x):
+        """float images [B, size, size, 3] -> patch maps [B, n, n]: features image by image,
+        the detector over every patch of the batch in ``ROW_CHUNK`` rows."""
+        features = self.conv_features if self.mode == "conv" else self.crop_features
+        feats = tf.map_fn(features, x, parallel_iterations=1, fn_output_signature=tf.float32)
+        flat = tf.reshape(feats, [-1, feats.shape[-1]])
         if self.feature_set == "embed":
             flat = tf.cast(self.head(flat, training=False), tf.float32)
         scores = chunked(self._row_scores, flat, ROW_CHUNK, tf.float64)
-        return tf.reshape(scores, [self.n, self.n])
+        return tf.reshape(scores, [-1, self.n, self.n])
 
     # --- step 3: maps, mask, calibrated outputs -------------------------------------
     def pixel_map(self, maps):
@@ -135,9 +138,7 @@ class PatchScorer(tf.Module):
 
     @tf.function(input_signature=[IMAGE_SPEC])
     def serve(self, images):
-        x = preprocess(images, self.size, self.size)
-        maps = tf.map_fn(self.patch_map, x, parallel_iterations=1,
-                         fn_output_signature=tf.TensorSpec([self.n, self.n], tf.float64))
+        maps = self.patch_maps(preprocess(images, self.size, self.size))
         raw = tf.reduce_max(maps, axis=[1, 2])
         pixel = self.pixel_map(maps)
         return {"raw_score": raw,
