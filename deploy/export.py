@@ -104,10 +104,11 @@ def _scoring_module(model, input_shape, det_name, params, calib, feature_set, me
 
 
 def export_saved_model(export_dir, model, input_shape, detector, fit_feats, calib, run_config,
-                       feature_set=EXPORT_FEATURE_SET, results=None, log=print):
+                       feature_set=EXPORT_FEATURE_SET, results=None, input_bits=0, log=print):
     """Writes the SavedModel to ``export_dir`` atomically (a temp dir renamed into place).
 
-    ``run_config`` (the run's flags) is stored in the metadata as a record."""
+    ``run_config`` (the run's flags) is stored in the metadata as a record;
+    ``input_bits`` (the run's --input_bits) is what script/score.py reads files with."""
     export_dir = Path(export_dir)
     det_key = {v: k for k, v in EXPORT_DETECTORS.items()}[detector.name]
     params = detector_params(detector, fit_feats)
@@ -117,6 +118,7 @@ def export_saved_model(export_dir, model, input_shape, detector, fit_feats, cali
         "detector": det_key, "score_key": f"{feature_set}.{detector.name}",
         "feature_set": feature_set,
         "input_shape": [int(d) for d in input_shape],
+        "input_bits": int(input_bits),
         "preprocessing": "uint8 RGB [B,H,W,3]; resized to input_shape (bilinear, antialias, "
                          "rounded to uint8) when H,W differ; divided by 255; gray/RGBA files "
                          "are converted to RGB by the scorer",

@@ -69,5 +69,5 @@ def export_evaluation(export_dir, cfg, model, data, ev, calibs, log=print):
     key = f"{EXPORT_FEATURE_SET}.{name}"
     meta = export_saved_model(export_dir, model, data.input_shape, ev.detectors[key],
                               ev.fit_feats[EXPORT_FEATURE_SET], calibs[key], cfg,
-                              results=ev.results, log=log)
+                              results=ev.results, input_bits=cfg.get("input_bits") or 0, log=log)
     return {"dir": str(export_dir), "score_key": key, "detector": meta["detector"]}

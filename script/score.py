@@ -3,8 +3,10 @@
     python script/score.py --export_dir=RUN/export IMAGE_OR_DIR... [--out=scores.csv]
                            [--explain=ig|gradcam --explain_dir=DIR]
 
-Reads JPEG/PNG/BMP files of any size and mode (gray and RGBA are converted to
-RGB; the export resizes to its input size). Directories are searched
+Reads JPEG/PNG/BMP/TIFF files of any size, mode and bit depth (data/image_io.py:
+gray and RGBA are converted to RGB, 16-bit samples scaled to 8 by their bit
+depth or by ``--input_bits``, by default the training run's; the export resizes
+to its input size). Directories are searched
 recursively. The CSV (columns path, raw_score, normalized_score, decision;
 decision 1 = flagged as abnormal) is written atomically. An unreadable file is
 skipped with a warning and counted. Exit status 2 with one ``error:`` line for
@@ -18,9 +20,10 @@ import sys
 import time
 from pathlib import Path
 
+from data.image_io import IMAGE_EXTENSIONS, ImageReadError, check_input_bits, read_rgb8
 from util.errors import ConfigError
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+IMAGE_SUFFIXES = IMAGE_EXTENSIONS
 
 
 def parse_args(argv=None):
@@ -33,6 +36,9 @@ def parse_args(argv=None):
                    help="also write one PNG per image: input and heat map side by side")
     p.add_argument("--explain_dir", default="explain", help="where the PNGs go")
     p.add_argument("--ig_steps", type=int, default=32)
+    p.add_argument("--input_bits", type=int, default=None,
+                   help="bits per sample that 16-bit files really use (8..16, e.g. 12); 0 = "
+                        "each file's own depth; default: the training run's --input_bits")
     return p.parse_args(argv)
 
 
@@ -53,17 +59,11 @@ def collect_files(inputs):
     return files
 
 
-def read_image(path):
-    """uint8 [H,W,3] RGB, or None if PIL cannot read the file."""
-    import numpy as np
-    from PIL import Image, UnidentifiedImageError
-
+def read_image(path, input_bits=0):
+    """uint8 [H,W,3] RGB, or None if the file cannot be read as an image."""
     try:
-        with Image.open(path) as img:
-            if img.mode in ("RGBA", "LA") or (img.mode == "P" and "transparency" in img.info):
-                img = img.convert("RGBA")
-            return np.asarray(img.convert("RGB"), dtype=np.uint8)
-    except (OSError, UnidentifiedImageError, ValueError, SyntaxError):
+        return read_rgb8(path, input_bits)
+    except ImageReadError:
         return None
 
 
@@ -98,6 +98,8 @@ def main(argv=None):
         from deploy.export_format import read_export_meta
 
         meta = read_export_meta(args.export_dir)
+        input_bits = check_input_bits(meta.get("input_bits", 0) if args.input_bits is None
+                                      else args.input_bits)
         files = collect_files(args.inputs)
         if not files:
             raise ConfigError("no images to score")
@@ -119,7 +121,7 @@ def main(argv=None):
     def readable():
         for path in tqdm(files, desc="scoring", unit="img", disable=len(files) < 500,
                          file=sys.stderr):
-            img = read_image(path)
+            img = read_image(path, input_bits)
             if img is None:
                 print(f"warning: skipping {path}: not a readable image", file=sys.stderr)
                 skipped.append(path)
