@@ -29,7 +29,7 @@ from util.errors import ConfigError
 logger = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff')
-INPUT_BITS_RANGE = (8, 16)  # --input_bits: 0 (the file's own depth) or one of these
+INPUT_BITS_RANGE = (8, 16)  # --input_bits: 0 (the file's own depth) or a value in this range
 _PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
 _TIFF_SIGNATURES = (b'II*\x00', b'MM\x00*', b'II+\x00', b'MM\x00+')  # classic and BigTIFF
 _PILLOW_16BIT = ('I;16', 'I;16L', 'I;16B', 'I;16N')
