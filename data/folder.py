@@ -4,9 +4,10 @@
   followed by the sorted ``test/`` classes that ``train/`` lacks (e.g. the
   defect types of an MVTec-style ``test/<defect>/`` tree: outliers only).
   An empty class folder is allowed (it contributes no images).
-* Files ending in .jpg/.jpeg/.png/.bmp (any case) are read with PIL, converted
-  to RGB and resized bilinearly to the requested (H, W); other files are
-  ignored.
+* Files ending in .jpg/.jpeg/.png/.bmp/.tif/.tiff (any case) are read by
+  data/image_io.py (8- and 16-bit, 16 bits scaled to 8 by their bit depth),
+  converted to RGB and resized bilinearly to the requested (H, W); other files
+  are ignored.
 * Without a ``test/`` folder there is no test split, so the one-class split
   uses the validation protocol.
 * Decoding runs on a thread pool with a tqdm progress bar. The decoded arrays
@@ -29,15 +30,16 @@ from typing import Optional, Sequence
 import numpy as np
 
 from data.base import LabeledSplits
+from data.image_io import IMAGE_EXTENSIONS, ImageReadError, read_rgb8
 from util.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp')
 CACHE_ENV = 'DROC_CACHE_DIR'
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2  # raised whenever decoding changes, so older caches are rebuilt
 _DECODE_CHUNK = 128  # files per thread-pool task
-_LAYOUT_HINT = 'expected ROOT/train/<class>/*.{jpg,jpeg,png,bmp} and optionally ROOT/test/<class>/*'
+_LAYOUT_HINT = ('expected ROOT/train/<class>/*.{jpg,jpeg,png,bmp,tif,tiff} and optionally '
+                'ROOT/test/<class>/*')
 
 
 def cache_dir() -> str:
@@ -114,14 +116,16 @@ def scan_folder(root: str):
     return root, classes, train_files, train_labels, test_files, test_labels
 
 
-def _cache_key(root: str, classes, train_files, test_files, input_shape) -> str:
+def _cache_key(root: str, classes, train_files, test_files, input_shape,
+               input_bits: int = 0) -> str:
     def rel(files):
         return [[os.path.relpath(p, root), size, mtime] for p, size, mtime in files or []]
 
     payload = json.dumps({'version': _CACHE_VERSION, 'root': root, 'classes': list(classes),
                           'train': rel(train_files), 'test': rel(test_files),
                           'has_test': test_files is not None,
-                          'shape': [int(d) for d in input_shape]})
+                          'shape': [int(d) for d in input_shape],
+                          'input_bits': int(input_bits)})
     return hashlib.sha256(payload.encode('utf-8')).hexdigest()
 
 
@@ -175,24 +179,24 @@ def _save_cache(path: str, key: str, splits: LabeledSplits) -> None:
                 pass
 
 
-def decode_image(path: str, height: int, width: int) -> np.ndarray:
-    """Read one image file as uint8 RGB (height, width, 3); ConfigError naming a bad file."""
+def decode_image(path: str, height: int, width: int, input_bits: int = 0) -> np.ndarray:
+    """Read one image file as uint8 RGB (height, width, 3); ConfigError naming a bad file.
+
+    Any format and bit depth data/image_io.py reads; ``input_bits`` as there."""
     from PIL import Image
 
     try:
-        with Image.open(path) as img:
-            img = img.convert('RGB')
-            if img.size != (width, height):
-                img = img.resize((width, height), Image.BILINEAR)
-            arr = np.asarray(img, dtype=np.uint8)
-    except Exception as exc:
-        detail = (str(exc).strip().splitlines() or [''])[0][:200]
-        raise ConfigError(f'cannot read image {path} ({type(exc).__name__}: {detail}); '
-                          'fix or delete the file') from exc
+        arr = read_rgb8(path, input_bits)
+    except ImageReadError as exc:
+        raise ConfigError(f'cannot read image {path} ({exc}); fix or delete the file') from exc
+    if arr.shape[:2] != (height, width):
+        img = Image.fromarray(arr).resize((width, height), Image.BILINEAR)
+        arr = np.asarray(img, dtype=np.uint8)
     return arr
 
 
-def _decode_all(files, height: int, width: int, desc: str, num_workers: int) -> np.ndarray:
+def _decode_all(files, height: int, width: int, desc: str, num_workers: int,
+                input_bits: int = 0) -> np.ndarray:
     from tqdm import tqdm
 
     out = np.empty((len(files), height, width, 3), dtype=np.uint8)
@@ -201,7 +205,7 @@ def _decode_all(files, height: int, width: int, desc: str, num_workers: int) -> 
 
     def work(indices):
         for i in indices:
-            out[i] = decode_image(files[i][0], height, width)
+            out[i] = decode_image(files[i][0], height, width, input_bits)
         return len(indices)
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=num_workers) as pool, \
@@ -218,14 +222,15 @@ def _decode_all(files, height: int, width: int, desc: str, num_workers: int) -> 
 
 
 def load_folder(root: str, input_shape: Sequence[int] = (32, 32, 3), *, use_cache: bool = True,
-                num_workers: Optional[int] = None) -> LabeledSplits:
-    """Decode an image folder (see the module docstring) into LabeledSplits."""
+                num_workers: Optional[int] = None, input_bits: int = 0) -> LabeledSplits:
+    """Decode an image folder (see the module docstring) into LabeledSplits;
+    ``input_bits``: the bits per sample of 16-bit files (0 = the file's depth)."""
     height, width = int(input_shape[0]), int(input_shape[1])
     root, classes, train_files, train_labels, test_files, test_labels = scan_folder(root)
 
     path = key = None
     if use_cache:
-        key = _cache_key(root, classes, train_files, test_files, (height, width, 3))
+        key = _cache_key(root, classes, train_files, test_files, (height, width, 3), input_bits)
         path = _cache_path(root, key)
         cached = _load_cache(path, key)
         if cached is not None:
@@ -233,10 +238,10 @@ def load_folder(root: str, input_shape: Sequence[int] = (32, 32, 3), *, use_cach
             return cached
 
     workers = num_workers or min(32, (os.cpu_count() or 1) + 4)
-    train_images = _decode_all(train_files, height, width, 'decode train', workers)
+    train_images = _decode_all(train_files, height, width, 'decode train', workers, input_bits)
     test_images = None
     if test_files is not None:
-        test_images = _decode_all(test_files, height, width, 'decode test', workers)
+        test_images = _decode_all(test_files, height, width, 'decode test', workers, input_bits)
     splits = LabeledSplits(train_images, train_labels, test_images, test_labels, classes)
     if use_cache:
         _save_cache(path, key, splits)

@@ -9,9 +9,12 @@ One category folder looks like::
 
 ``--dataset=mvtec --root=DIR --category=bottle`` reads ``DIR/bottle``;
 ``--dataset=mvtec_folder --root=CATEGORY`` reads a category folder directly
-(the ``--category`` flag is then only a label). Images of any size are read
-as RGB and resized bilinearly to the requested size; masks are resized with
-nearest neighbour and binarised (> 127). Masks are optional: without a
+(the ``--category`` flag is then only a label). Images of any size, format
+and bit depth (data/image_io.py: PNG, TIFF, JPEG, BMP; 16-bit scaled to 8 by
+the bit depth) are read as RGB and resized bilinearly to the requested size.
+A mask marks a defect where it is non-zero in any channel (a red, blue or
+16-bit mask works); masks are resized with nearest neighbour, and a defect
+image whose mask marks nothing gets a warning. Masks are optional: without a
 ``ground_truth/`` folder only image-level metrics are reported; with one,
 every defective test image needs its mask, of the same size as the image.
 Good test images have all-zero masks.
@@ -28,6 +31,7 @@ import numpy as np
 
 from data.base import OneClassData
 from data.folder import IMAGE_EXTENSIONS, decode_image
+from data.image_io import ImageReadError, image_size, read_mask_file
 from util.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -88,52 +92,58 @@ def mask_path(gt_dir: str, defect: str, image_path: str) -> str:
 
 
 def read_mask(path: str, image_path: str, height: int, width: int) -> np.ndarray:
-    """{0,1} uint8 (height, width); ConfigError for a missing, unreadable or mis-sized mask."""
+    """{0,1} uint8 (height, width): 1 where the mask file is non-zero in any channel, at any
+    bit depth; ConfigError for a missing, unreadable or mis-sized mask; a warning naming
+    the image when the mask marks no pixel."""
     from PIL import Image
 
     if not os.path.isfile(path):
         raise ConfigError(f'no ground-truth mask {path} for test image {image_path}; add it, or '
                           'remove ground_truth/ to report image-level metrics only')
     try:
-        with Image.open(image_path) as img:
-            image_size = img.size
-        with Image.open(path) as m:
-            m = m.convert('L')
-            if m.size != image_size:
-                raise ConfigError(
-                    f'mask {path} is {m.size[0]}x{m.size[1]} but its image {image_path} is '
-                    f'{image_size[0]}x{image_size[1]}; masks must have the size of their image')
-            if m.size != (width, height):
-                m = m.resize((width, height), Image.NEAREST)
-            arr = np.asarray(m, dtype=np.uint8)
-    except ConfigError:
-        raise
-    except Exception as exc:
-        detail = (str(exc).strip().splitlines() or [''])[0][:200]
-        raise ConfigError(f'cannot read mask {path} ({type(exc).__name__}: {detail}); '
-                          'fix or delete the file') from exc
-    return (arr > 127).astype(np.uint8)
+        mask = read_mask_file(path)
+        image_width, image_height = image_size(image_path)
+    except ImageReadError as exc:
+        raise ConfigError(f'cannot read mask {path} ({exc}); fix or delete the file') from exc
+    if mask.shape != (image_height, image_width):
+        raise ConfigError(
+            f'mask {path} is {mask.shape[1]}x{mask.shape[0]} but its image {image_path} is '
+            f'{image_width}x{image_height}; masks must have the size of their image')
+    marked = bool(mask.any())
+    if not marked:
+        logger.warning('the mask %s of defect image %s is empty (no non-zero pixel): its '
+                       'pixel metrics count the image as defect-free', path, image_path)
+    if mask.shape != (height, width):
+        resized = Image.fromarray(mask.astype(np.uint8) * 255).resize((width, height),
+                                                                       Image.NEAREST)
+        mask = np.asarray(resized) > 0
+        if marked and not mask.any():
+            logger.warning('the defect of mask %s vanishes at %dx%d: no pixel of image %s is '
+                           'marked defective at that size', path, width, height, image_path)
+    return mask.astype(np.uint8)
 
 
-def _decode(paths: Sequence[str], height: int, width: int, desc: str) -> np.ndarray:
+def _decode(paths: Sequence[str], height: int, width: int, desc: str,
+            input_bits: int = 0) -> np.ndarray:
     from tqdm import tqdm
 
     out = np.empty((len(paths), height, width, 3), np.uint8)
     for i, p in enumerate(tqdm(paths, desc=desc, unit='img', mininterval=1)):
-        out[i] = decode_image(p, height, width)
+        out[i] = decode_image(p, height, width, input_bits)
     return out
 
 
 def load_category(cat_dir: str, input_shape=(256, 256, 3), category: Optional[str] = None,
-                  dataset: str = 'mvtec_folder') -> MVTecData:
-    """Decode one category folder at ``input_shape`` into MVTecData (see module docstring)."""
+                  dataset: str = 'mvtec_folder', input_bits: int = 0) -> MVTecData:
+    """Decode one category folder at ``input_shape`` into MVTecData (see module docstring);
+    ``input_bits``: the bits per sample of 16-bit images (0 = the file's depth)."""
     height, width = int(input_shape[0]), int(input_shape[1])
     cat_dir = os.path.abspath(os.path.expanduser(str(cat_dir)))
     train, test, gt_dir = scan_category(cat_dir)
     paths = [p for p, _ in test]
     defects = [d for _, d in test]
-    train_images = _decode(train, height, width, 'decode train')
-    test_images = _decode(paths, height, width, 'decode test')
+    train_images = _decode(train, height, width, 'decode train', input_bits)
+    test_images = _decode(paths, height, width, 'decode test', input_bits)
     masks = None
     if gt_dir is not None:
         masks = np.zeros((len(test), height, width), np.uint8)
@@ -157,7 +167,8 @@ def _check_no_validation(is_validation):
         raise ConfigError('MVTec-layout datasets have their own test split; drop --is_validation')
 
 
-def mvtec(*, root=None, category=None, input_shape=(256, 256, 3), is_validation=False, **_):
+def mvtec(*, root=None, category=None, input_shape=(256, 256, 3), is_validation=False,
+          input_bits=0, **_):
     """--dataset=mvtec: ``root`` holds one folder per category."""
     _check_no_validation(is_validation)
     if not root:
@@ -170,18 +181,21 @@ def mvtec(*, root=None, category=None, input_shape=(256, 256, 3), is_validation=
         raise ConfigError(f'--category={cat} is not a folder of {root} (found: '
                           f'{", ".join(found) or "nothing"}); use --dataset=mvtec_folder to '
                           'pass one category folder directly')
-    return load_category(os.path.join(root, cat), input_shape, cat, 'mvtec')
+    return load_category(os.path.join(root, cat), input_shape, cat, 'mvtec', input_bits)
 
 
 def mvtec_folder(*, root=None, category=None, input_shape=(256, 256, 3), is_validation=False,
-                 **_):
+                 input_bits=0, **_):
     """--dataset=mvtec_folder: ``root`` is one category folder (a user's own parts)."""
     _check_no_validation(is_validation)
     if not root:
         raise ConfigError(f'dataset "mvtec_folder" needs --root=<category folder>; {LAYOUT}')
-    return load_category(root, input_shape, None, 'mvtec_folder')
+    return load_category(root, input_shape, None, 'mvtec_folder', input_bits)
 
 
 # data/registry.py calls sources with this flag with the category and split themselves
 mvtec.splits_itself = True
 mvtec_folder.splits_itself = True
+# sources that read image files take --input_bits
+mvtec.reads_image_files = True
+mvtec_folder.reads_image_files = True

@@ -40,13 +40,16 @@ def _fmnist(*, root=None, data_dir=None, input_shape=None):
     return tfds_source.fmnist(data_dir)
 
 
-def _folder(*, root=None, data_dir=None, input_shape=(32, 32, 3)):
+def _folder(*, root=None, data_dir=None, input_shape=(32, 32, 3), input_bits=0):
     if not root:
         raise ConfigError('dataset "folder" needs --root=<dir> holding train/<class>/ '
                           '(and optionally test/<class>/) image folders')
     if data_dir:
         logger.warning('--data_dir is ignored by the folder dataset')
-    return folder.load_folder(root, input_shape)
+    return folder.load_folder(root, input_shape, input_bits=input_bits)
+
+
+_folder.reads_image_files = True  # takes --input_bits (as mvtec's sources)
 
 
 def _digits(*, root=None, data_dir=None, input_shape=(32, 32, 3)):
@@ -101,34 +104,58 @@ def has_defect_layout(dataset: str) -> bool:
     return bool(getattr(get_source(dataset), 'splits_itself', False))
 
 
+def reads_image_files(dataset: str) -> bool:
+    """True for datasets decoded from the user's image files (data/image_io.py), the ones
+    ``--input_bits`` applies to."""
+    return bool(getattr(get_source(dataset), 'reads_image_files', False))
+
+
+def input_bits_option(dataset: str, input_bits: int) -> dict:
+    """The ``input_bits`` keyword of the dataset's source: only when set, and only for
+    sources that read image files."""
+    if not input_bits:
+        return {}
+    if not reads_image_files(dataset):
+        raise ConfigError(f'--input_bits applies to datasets read from image files '
+                          f'({", ".join(n for n in DATASETS if reads_image_files(n))}), '
+                          f'not {dataset}')
+    return {'input_bits': int(input_bits)}
+
+
 def load_splits(dataset: str, *, root: Optional[str] = None, data_dir: Optional[str] = None,
-                input_shape: Union[Sequence[int], str] = (32, 32, 3)) -> LabeledSplits:
+                input_shape: Union[Sequence[int], str] = (32, 32, 3),
+                input_bits: int = 0) -> LabeledSplits:
     """The multi-class dataset as its source gives it (images not yet resized)."""
     shape = parse_input_shape(input_shape)
-    return get_source(dataset)(root=root, data_dir=data_dir, input_shape=shape)
+    return get_source(dataset)(root=root, data_dir=data_dir, input_shape=shape,
+                               **input_bits_option(dataset, input_bits))
 
 
 def load_one_class_data(dataset: str, category: Union[str, int], *, root: Optional[str] = None,
                         data_dir: Optional[str] = None,
                         input_shape: Union[Sequence[int], str] = (32, 32, 3),
                         is_validation: bool = False, seed: int = 0,
-                        attribute: Optional[str] = None) -> OneClassData:
+                        attribute: Optional[str] = None, input_bits: int = 0) -> OneClassData:
     """Load ``dataset`` and split it for inlier class ``category`` (name or index).
 
     Images come back as uint8 (N, H, W, 3) at ``input_shape``; test labels are
     0 for inliers and 1 for outliers. ``is_validation`` selects the validation
     protocol (forced when the dataset has no test split). ``attribute`` names the
     anomalous attribute of ``celeba`` (the only source that takes one).
+    ``input_bits`` (0 = each file's own depth) is the bits per sample of 16-bit image
+    files, for the sources that read image files (data/image_io.py).
     """
     shape = parse_input_shape(input_shape)
     name = canonical_dataset(dataset)
     source = get_source(name)
+    bits = input_bits_option(name, input_bits)
     if getattr(source, 'splits_itself', False):  # e.g. mvtec: its own good/defect test split
-        return source(root=root, category=category, input_shape=shape, is_validation=is_validation)
+        return source(root=root, category=category, input_shape=shape, is_validation=is_validation,
+                      **bits)
     extra = {'attribute': attribute} if attribute else {}
     if extra and name != 'celeba':
         raise ConfigError(f'--celeba_attribute applies to --dataset=celeba only, not {name}')
-    splits = source(root=root, data_dir=data_dir, input_shape=shape, **extra)
+    splits = source(root=root, data_dir=data_dir, input_shape=shape, **extra, **bits)
     data = one_class_split(splits, category, is_validation, seed, dataset=name)
     # Resize after splitting: only the images actually used are converted.
     data.train_images = conform_images(data.train_images, shape)

@@ -100,14 +100,15 @@ def _scoring_module(model, input_shape, det_name, params, calib, feature_set, me
 
 def export_saved_model(export_dir, model, input_shape, detector, fit_feats, calib, run_config,
                        feature_set=EXPORT_FEATURE_SET, results=None, calib_scores=None,
-                       log=print):
+                       input_bits=0, log=print):
     """Writes the whole-image SavedModel to ``export_dir`` atomically.
 
     ``run_config`` (the run's flags) is stored in the metadata as a record;
     ``calib_scores`` (the held-out inliers' scores behind ``calib``) go into the
-    export so a scorer can move the threshold (script/score.py --target_fpr)."""
+    export so a scorer can move the threshold (script/score.py --target_fpr);
+    ``input_bits`` (the run's --input_bits) is what script/score.py reads files with."""
     params = detector_params(detector, fit_feats)
-    meta = _metadata(detector, feature_set, calib, results, run_config)
+    meta = _metadata(detector, feature_set, calib, results, run_config, input_bits)
     meta.update({
         "kind": "image",
         "input_shape": [int(d) for d in input_shape],
@@ -125,7 +126,7 @@ def export_saved_model(export_dir, model, input_shape, detector, fit_feats, cali
 
 def export_patch_model(export_dir, model, grid, detector, fit_feats, calib, pixel_calib,
                        run_config, feature_set=EXPORT_FEATURE_SET, results=None,
-                       calib_scores=None, pixel_scores=None, log=print):
+                       calib_scores=None, pixel_scores=None, input_bits=0, log=print):
     """Writes a patch model's SavedModel (deploy/patch_scorer.py) to ``export_dir``
     atomically: image scores, patch and pixel maps and the predicted mask.
 
@@ -137,7 +138,7 @@ def export_patch_model(export_dir, model, grid, detector, fit_feats, calib, pixe
 
     params = detector_params(detector, fit_feats)
     size = int(grid.image_size)
-    meta = _metadata(detector, feature_set, calib, results, run_config)
+    meta = _metadata(detector, feature_set, calib, results, run_config, input_bits)
     meta.update({
         "kind": "patch",
         "input_shape": [size, size, 3],
@@ -165,13 +166,14 @@ IMAGE_OUTPUTS = {"raw_score": "float64 [B], higher = more abnormal",
                  "decision": "int64 [B], 1 = raw_score > threshold"}
 
 
-def _metadata(detector, feature_set, calib, results, run_config):
+def _metadata(detector, feature_set, calib, results, run_config, input_bits):
     det_key = {v: k for k, v in EXPORT_DETECTORS.items()}[detector.name]
     return {
         "format": EXPORT_FORMAT, "version": EXPORT_VERSION,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "detector": det_key, "score_key": f"{feature_set}.{detector.name}",
         "feature_set": feature_set,
+        "input_bits": int(input_bits),
         "preprocessing": "uint8 RGB [B,H,W,3]; resized to input_shape (bilinear, antialias, "
                          "rounded to uint8) when H,W differ; divided by 255; gray/RGBA files "
                          "are converted to RGB by the scorer",

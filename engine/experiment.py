@@ -39,12 +39,14 @@ def load_data(cfg, shape):
     data = load_one_class_data(cfg["dataset"], cfg["category"], root=cfg["root"],
                                data_dir=cfg["data_dir"], input_shape=shape,
                                is_validation=cfg["is_validation"], seed=cfg["seed"],
-                               attribute=cfg.get("celeba_attribute"))
+                               attribute=cfg.get("celeba_attribute"),
+                               input_bits=cfg.get("input_bits") or 0)
     protocols = {k: cfg.get(k) or 0 for k in ("outlier_ratio", "num_inlier_for_detector",
                                                "num_train")}
     if protocols_active(**protocols):
         apply_protocols(data, **protocols, seed=cfg["seed"], splits=lambda: load_splits(
-            cfg["dataset"], root=cfg["root"], data_dir=cfg["data_dir"], input_shape=shape))
+            cfg["dataset"], root=cfg["root"], data_dir=cfg["data_dir"], input_shape=shape,
+            input_bits=cfg.get("input_bits") or 0))
     n = len(data.train_images)
     if n == 0:
         raise ConfigError(f"no training images for category {cfg['category']!r}")

@@ -20,6 +20,10 @@ FLAG_SPECS = [
     ("data_dir", "string", None, "Prepared TFDS data directory."),
     ("is_validation", "bool", False, "Validation protocol (held-out training data)."),
     ("input_shape", "string", "32,32,3", "H,W,C of the network input."),
+    ("input_bits", "integer", 0, "Image files (folder, mvtec, mvtec_folder): the bits per "
+     "sample that files of more than 8 bits really use, 8..16, e.g. 12 for a 12-bit sensor "
+     "that stores its values in 16-bit files: v becomes round(v * 255 / 4095), clipped. 0 = "
+     "each file's own depth (16-bit: round(v / 257)). 8-bit files are read as they are."),
     ("aug_list", "string", None, "Training augmentation, one view per comma-separated entry "
      f"(grammar: data/aug_spec.py; default per model type, e.g. {DEFAULT_AUG}; 'x' = none)."),
     ("distaug_type", "string", None, "Distribution augmentation: none, rot, hflip, vflip, 1..8 "

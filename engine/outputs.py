@@ -70,7 +70,8 @@ def export_evaluation(export_dir, cfg, model, data, ev, calibs, log=print):
                            available, feature_set)
     key = f"{feature_set}.{name}"
     common = dict(run_config=cfg, feature_set=feature_set, results=ev.results,
-                  calib_scores=ev.calib_scores[key], log=log)
+                  calib_scores=ev.calib_scores[key],
+                  input_bits=cfg.get("input_bits") or 0, log=log)
     if ev.grid is None:
         meta = export_saved_model(export_dir, model, data.input_shape, ev.detectors[key],
                                   ev.fit_feats[feature_set], calibs[key], **common)

@@ -15,7 +15,7 @@ from pathlib import Path
 from util.errors import ConfigError
 
 SHAPING_FLAGS = (
-    "model_type", "dataset", "category", "is_validation", "input_shape", "aug_list",
+    "model_type", "dataset", "category", "is_validation", "input_shape", "input_bits", "aug_list",
     "distaug_type", "net_type", "net_width", "stem_width", "head_dims", "temperature",
     "optim_type", "sched_type", "learning_rate", "momentum", "weight_decay", "num_epoch",
     "num_batch", "batch_size", "seed", "mixed_precision", "clip_pixels", "aug_list_for_test",

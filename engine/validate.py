@@ -20,7 +20,8 @@ from data.aug_spec import num_views, parse_aug_list
 from data.base import parse_input_shape
 from data.distaug import distaug_transforms
 from data.patches import check_patch_flags as check_patch_sizes
-from data.registry import DATASETS, has_defect_layout
+from data.image_io import check_input_bits
+from data.registry import DATASETS, has_defect_layout, input_bits_option
 from deploy.export_format import EXPORT_DETECTORS
 from detect.calibration import check_calibration_flags
 from detect.detectors import DETECTORS
@@ -110,6 +111,13 @@ def check_data_flags(cfg):
         raise ConfigError(f"--root={cfg['root']} is not a directory")
     if cfg["data_dir"] and Path(cfg["data_dir"]).exists() and not Path(cfg["data_dir"]).is_dir():
         raise ConfigError(f"--data_dir={cfg['data_dir']} is a file, not a directory")
+
+
+def check_input_bits_flag(cfg):
+    """--input_bits: 0 (each file's own depth) or 8..16, for datasets read from image files."""
+    bits = check_input_bits(cfg.get("input_bits"))
+    input_bits_option(cfg["dataset"], bits)
+    return bits
 
 
 def check_input_shape_flag(cfg):
@@ -341,6 +349,7 @@ def validate_config(cfg):
     """Checks every flag of a resolved config; returns its ``RunChecks``."""
     model_spec(cfg["model_type"])
     check_data_flags(cfg)
+    check_input_bits_flag(cfg)
     shape = check_input_shape_flag(cfg)
     check_augmentation_flags(cfg, shape)
     check_network_flags(cfg)

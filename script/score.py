@@ -4,8 +4,10 @@
                            [--threshold=T | --target_fpr=F] [--maps_dir=DIR]
                            [--explain=ig|gradcam --explain_dir=DIR]
 
-Reads JPEG/PNG/BMP files of any size and mode (gray and RGBA are converted to
-RGB; the export resizes to its input size). Directories are searched
+Reads JPEG/PNG/BMP/TIFF files of any size, mode and bit depth (data/image_io.py:
+gray and RGBA are converted to RGB, 16-bit samples scaled to 8 by their bit
+depth or by ``--input_bits``, by default the training run's; the export resizes
+to its input size). Directories are searched
 recursively. The CSV (columns path, raw_score, normalized_score, decision;
 decision 1 = flagged as abnormal; patch models add defect_area_px, the
 predicted mask's area in the input image's pixels) is written atomically. An
@@ -28,9 +30,10 @@ import sys
 import time
 from pathlib import Path
 
+from data.image_io import IMAGE_EXTENSIONS, ImageReadError, check_input_bits, read_rgb8
 from util.errors import ConfigError
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+IMAGE_SUFFIXES = IMAGE_EXTENSIONS
 
 
 def parse_args(argv=None):
@@ -52,6 +55,9 @@ def parse_args(argv=None):
                         "calibration scores")
     p.add_argument("--maps_dir", default=None,
                    help="patch models: write the anomaly map and predicted mask PNGs here")
+    p.add_argument("--input_bits", type=int, default=None,
+                   help="bits per sample that 16-bit files really use (8..16, e.g. 12); 0 = "
+                        "each file's own depth; default: the training run's --input_bits")
     return p.parse_args(argv)
 
 
@@ -118,17 +124,11 @@ def collect_files(inputs):
     return files
 
 
-def read_image(path):
-    """uint8 [H,W,3] RGB, or None if PIL cannot read the file."""
-    import numpy as np
-    from PIL import Image, UnidentifiedImageError
-
+def read_image(path, input_bits=0):
+    """uint8 [H,W,3] RGB, or None if the file cannot be read as an image."""
     try:
-        with Image.open(path) as img:
-            if img.mode in ("RGBA", "LA") or (img.mode == "P" and "transparency" in img.info):
-                img = img.convert("RGBA")
-            return np.asarray(img.convert("RGB"), dtype=np.uint8)
-    except (OSError, UnidentifiedImageError, ValueError, SyntaxError):
+        return read_rgb8(path, input_bits)
+    except ImageReadError:
         return None
 
 
@@ -217,6 +217,8 @@ def main(argv=None):
         image_thr, pixel_thr, thr_source = decision_thresholds(
             meta, args.export_dir, args.threshold, args.pixel_threshold, args.target_fpr)
         check_maps_dir(meta, args.maps_dir)
+        input_bits = check_input_bits(meta.get("input_bits", 0) if args.input_bits is None
+                                      else args.input_bits)
         files = collect_files(args.inputs)
         if not files:
             raise ConfigError("no images to score")
@@ -245,7 +247,7 @@ def main(argv=None):
     def readable():
         for path in tqdm(files, desc="scoring", unit="img", disable=len(files) < 500,
                          file=sys.stderr):
-            img = read_image(path)
+            img = read_image(path, input_bits)
             if img is None:
                 print(f"warning: skipping {path}: not a readable image", file=sys.stderr)
                 skipped.append(path)

@@ -196,3 +196,60 @@ def test_mvtec_style_layout_is_accepted(tmp_path):
     data = load_one_class_data('folder', 'good', root=root, input_shape=(8, 8, 3))
     assert len(data.train_images) == 3
     assert sorted(data.test_labels.tolist()) == [0, 1, 1]
+
+
+def _camera_folders(tmp_path):
+    """The same noisy 8-bit images as 8-bit PNG, as 16-bit copies (PNG, TIFF) and as 12-bit
+    sensor values in 16-bit files; returns (root8, root16, root12)."""
+    from tests.image_files import to_12bit, to_16bit, write_png16, write_tiff
+
+    rng = np.random.default_rng(3)
+    roots = [str(tmp_path / name) for name in ('eight', 'sixteen', 'twelve')]
+    for split, cls, name in [('train', 'good', 'a'), ('train', 'good', 'b'),
+                             ('train', 'other', 'c'), ('test', 'good', 'd'),
+                             ('test', 'other', 'e')]:
+        img = rng.integers(0, 256, (20, 24, 3), dtype=np.uint8)
+        dirs = [os.path.join(r, split, cls) for r in roots]
+        for d in dirs:
+            os.makedirs(d, exist_ok=True)
+        Image.fromarray(img).save(os.path.join(dirs[0], f'{name}.png'))
+        if name in ('a', 'd'):
+            write_png16(os.path.join(dirs[1], f'{name}.png'), to_16bit(img))
+            write_png16(os.path.join(dirs[2], f'{name}.png'), to_12bit(img))
+        else:
+            write_tiff(os.path.join(dirs[1], f'{name}.tif'), to_16bit(img))
+            write_tiff(os.path.join(dirs[2], f'{name}.TIFF'), to_12bit(img))
+    return roots
+
+
+def test_16bit_and_12bit_folders_decode_as_their_8bit_originals(tmp_path):
+    root8, root16, root12 = _camera_folders(tmp_path)
+    want = folder.load_folder(root8, (16, 16, 3))
+    for got in (folder.load_folder(root16, (16, 16, 3)),
+                folder.load_folder(root12, (16, 16, 3), input_bits=12)):
+        assert got.class_names == want.class_names
+        np.testing.assert_array_equal(got.train_labels, want.train_labels)
+        np.testing.assert_array_equal(got.train_images, want.train_images)
+        np.testing.assert_array_equal(got.test_images, want.test_images)
+    # --input_bits is part of the cache key: read at their own depth, 12-bit files are dark
+    assert folder.load_folder(root12, (16, 16, 3)).train_images.max() <= 16
+    data = load_one_class_data('folder', 'good', root=root12, input_shape=(16, 16, 3),
+                               input_bits=12)
+    ref = load_one_class_data('folder', 'good', root=root8, input_shape=(16, 16, 3))
+    np.testing.assert_array_equal(data.train_images, ref.train_images)
+    np.testing.assert_array_equal(data.test_images, ref.test_images)
+    with pytest.raises(ConfigError, match='--input_bits applies to datasets read from image'):
+        load_one_class_data('digitsood', '0', input_bits=12)
+
+
+def test_the_run_loads_its_data_with_input_bits(tmp_path):
+    """engine/experiment.load_data passes --input_bits down to the folder loader."""
+    from engine.experiment import load_data
+    from engine.flags import FLAG_DEFAULTS
+
+    root8, _, root12 = _camera_folders(tmp_path)
+    cfg = dict(FLAG_DEFAULTS, dataset='folder', root=root12, category='good', input_bits=12)
+    got = load_data(cfg, (16, 16, 3))
+    want = load_data(dict(cfg, root=root8, input_bits=0), (16, 16, 3))
+    np.testing.assert_array_equal(got.train_images, want.train_images)
+    np.testing.assert_array_equal(got.test_images, want.test_images)

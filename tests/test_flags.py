@@ -51,6 +51,9 @@ BAD = [
     (["--root=/nonexistent/droc"], "root", None),
     (["--input_shape=32,48,3"], "input_shape", None),
     (["--input_shape=abc"], "input_shape", None),
+    (["--input_bits=7"], "input_bits", None),
+    (["--input_bits=17"], "input_bits", None),
+    (["--input_bits=12"], "input_bits", None),  # digitsood is not read from image files
     (["--head_dims=512y8"], "head_dims", None),
     (["--head_dims=", "--model_type=contrastive"], "head_dims", None),
     (["--aug_list=cnr0.5+spin"], "aug_list", None),

@@ -70,6 +70,76 @@ def test_loader_errors(tmp_path):
 
 # ---------------------------------------------------------------- patch grid and maps
 
+def _rewrite_images(src, dst, write):
+    """A copy of the category ``src`` whose train/test images are written by
+    ``write(path_without_suffix, uint8 image)``; masks are copied as they are."""
+    import shutil
+
+    shutil.copytree(src, dst)
+    for path in sorted(Path(dst).glob("t*/*/*.png")):
+        img = np.asarray(Image.open(path))
+        path.unlink()
+        write(str(path.with_suffix("")), img)
+    return dst
+
+
+def test_16bit_png_tiff_and_12bit_categories_load_as_the_8bit_one(tmp_path):
+    from tests.image_files import to_12bit, to_16bit, write_png16, write_tiff
+
+    root = make_category(str(tmp_path / "c8"), size=40)
+    copies = {
+        "png16": (lambda p, im: write_png16(p + ".png", to_16bit(im)), 0),
+        "tiff16": (lambda p, im: write_tiff(p + ".tif", to_16bit(im)), 0),
+        "png12": (lambda p, im: write_png16(p + ".png", to_12bit(im)), 12),
+    }
+    want = load_one_class_data("mvtec_folder", "0", root=root, input_shape=(32, 32, 3))
+    for name, (write, bits) in copies.items():
+        copy = _rewrite_images(root, str(tmp_path / name), write)
+        got = load_one_class_data("mvtec_folder", "0", root=copy, input_shape=(32, 32, 3),
+                                  input_bits=bits)
+        np.testing.assert_array_equal(got.train_images, want.train_images, err_msg=name)
+        np.testing.assert_array_equal(got.test_images, want.test_images, err_msg=name)
+        np.testing.assert_array_equal(got.test_masks, want.test_masks, err_msg=name)
+        assert got.test_names == want.test_names
+
+
+def test_red_blue_and_16bit_masks_mark_their_defect(tmp_path):
+    from tests.image_files import write_png16
+
+    root = make_category(str(tmp_path / "c"), size=32)
+    want = mvtec.load_category(root, (32, 32, 3)).test_masks
+    for i, path in enumerate(sorted(Path(root, "ground_truth").glob("*/*_mask.png"))):
+        mark = np.asarray(Image.open(path)) > 0
+        if i == 0:  # a red mask: it was empty when masks were read as gray > 127
+            rgb = np.zeros(mark.shape + (3,), np.uint8)
+            rgb[mark] = (255, 0, 0)
+            Image.fromarray(rgb).save(path)
+        elif i == 1:
+            rgb = np.zeros(mark.shape + (3,), np.uint8)
+            rgb[mark] = (0, 0, 255)
+            Image.fromarray(rgb).save(path)
+        else:  # 16-bit, value 1 of 65535
+            write_png16(path, mark.astype(np.uint16))
+    got = mvtec.load_category(root, (32, 32, 3)).test_masks
+    assert all(m.sum() > 0 for m in got[3:])
+    np.testing.assert_array_equal(got, want)
+
+
+def test_empty_mask_of_a_defect_image_warns_naming_it(tmp_path, caplog):
+    import logging
+
+    root = make_category(str(tmp_path / "c"), size=32)
+    empty = os.path.join(root, "ground_truth", "hole", "001_mask.png")
+    Image.new("L", (32, 32)).save(empty)
+    with caplog.at_level(logging.WARNING, logger="data.mvtec"):
+        data = mvtec.load_category(root, (32, 32, 3))
+    warnings = [r.getMessage() for r in caplog.records if "empty" in r.getMessage()]
+    assert len(warnings) == 1
+    assert empty in warnings[0] and os.path.join("test", "hole", "001.png") in warnings[0]
+    assert data.test_masks[data.test_paths.index(
+        os.path.join(root, "test", "hole", "001.png"))].sum() == 0
+
+
 def test_patch_grid_57_and_coordinates():
     assert localization.grid_size(256, 32, 4) == 57
     c = localization.grid_coords(256, 32, 4)

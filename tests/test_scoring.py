@@ -328,6 +328,87 @@ def test_score_cli_errors_exit_2_with_one_line(tiny_run, tmp_path):
         assert not csv_path.exists()
 
 
+def _score_in_process(export_dir, folder, csv_path, *extra):
+    """raw_score per file name of script/score.py run in this process."""
+    from script import score
+
+    assert score.main([f"--export_dir={export_dir}", str(folder), f"--out={csv_path}",
+                       *extra]) == 0
+    return {Path(r["path"]).name: float(r["raw_score"]) for r in csv.DictReader(csv_path.open())}
+
+
+@pytest.mark.slow
+def test_score_cli_16bit_png_tiff_and_12bit_files_score_as_8bit(tiny_run, test_images,
+                                                                 tmp_path):
+    """16-bit PNG and TIFF copies of the test images score as the run scored the 8-bit
+    images; 12-bit sensor values do with --input_bits=12, or with the export's input_bits."""
+    from detect.scores_file import read_scores
+    from tests.image_files import to_12bit, to_16bit, write_png16, write_tiff
+
+    imgs = test_images.test_images[:4]
+    want = read_scores(tiny_run / "stats" / "scores.npz")["test"]["pool.kde"][:4]
+    sixteen, twelve = tmp_path / "sixteen", tmp_path / "twelve"
+    sixteen.mkdir()
+    twelve.mkdir()
+    for i, img in enumerate(imgs):
+        (write_png16 if i % 2 else write_tiff)(sixteen / f"{i}.{'png' if i % 2 else 'tif'}",
+                                               to_16bit(img))
+        (write_png16 if i % 2 else write_tiff)(twelve / f"{i}.{'png' if i % 2 else 'tiff'}",
+                                               to_12bit(img))
+    export = tiny_run / "export"
+    meta = json.loads((export / "assets" / "droc_export.json").read_text())
+    assert meta["input_bits"] == 0  # the run read each file at its own depth
+    names = ["0.tif", "1.png", "2.tif", "3.png"]
+    got = _score_in_process(export, sixteen, tmp_path / "16.csv")
+    np.testing.assert_allclose([got[n] for n in names], want, rtol=1e-4, atol=1e-6)
+    got = _score_in_process(export, twelve, tmp_path / "12.csv", "--input_bits=12")
+    names12 = ["0.tiff", "1.png", "2.tiff", "3.png"]
+    np.testing.assert_allclose([got[n] for n in names12], want, rtol=1e-4, atol=1e-6)
+    # an export of a run trained with --input_bits=12 reads 12-bit files so by default
+    export12 = tmp_path / "export12"
+    shutil.copytree(export, export12)
+    meta["input_bits"] = 12
+    (export12 / "assets" / "droc_export.json").write_text(json.dumps(meta))
+    got = _score_in_process(export12, twelve, tmp_path / "12meta.csv")
+    np.testing.assert_allclose([got[n] for n in names12], want, rtol=1e-4, atol=1e-6)
+    dark = _score_in_process(export12, twelve, tmp_path / "12own.csv", "--input_bits=0")
+    assert not np.allclose([dark[n] for n in names12], want, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_run_with_input_bits_12_exports_it_for_score_py(test_images, tmp_path):
+    """--dataset=folder of 12-bit files with --input_bits=12: the export records it, and
+    score.py reads 12-bit files as their 8-bit originals without being told."""
+    from PIL import Image
+
+    from tests.entry_point import run_in_process
+    from tests.image_files import to_12bit, write_png16
+
+    root, eight = tmp_path / "parts", tmp_path / "eight"
+    eight.mkdir()
+    imgs, labels = test_images.test_images, test_images.test_labels
+    for cls, label in (("three", 0), ("other", 1)):
+        (root / "train" / cls).mkdir(parents=True)
+        for i in np.flatnonzero(labels == label)[:40]:
+            write_png16(root / "train" / cls / f"{i}.png", to_12bit(imgs[i]))
+            if cls == "three" and len(list(eight.iterdir())) < 4:
+                Image.fromarray(imgs[i]).save(eight / f"{i}.png")
+    run_dir = tmp_path / "run"
+    flags = [a for a in TINY if not a.startswith(("--dataset", "--category", "--detectors"))]
+    out = run_in_process([f"--model_dir={run_dir}", "--dataset=folder", f"--root={root}",
+                          "--category=three", "--input_bits=12", "--detectors=kde",
+                          "--input_shape=32,32,3", *flags])
+    assert out.returncode == 0, out.stderr[-3000:]
+    meta = json.loads((run_dir / "export" / "assets" / "droc_export.json").read_text())
+    assert meta["input_bits"] == 12
+    twelve = root / "train" / "three"
+    names = sorted(p.name for p in eight.iterdir())
+    got = _score_in_process(run_dir / "export", twelve, tmp_path / "12.csv")
+    want = _score_in_process(run_dir / "export", eight, tmp_path / "8.csv")
+    np.testing.assert_allclose([got[n] for n in names], [want[n] for n in names], rtol=1e-5,
+                               atol=1e-7)
+
+
 def test_batchnorm_folding_keeps_the_trunk_function():
     """deploy/fold_bn.py (used by the export's serving graph): with non-trivial BatchNorm
     statistics the folded trunk computes the original trunk's output, every conv -> BN
