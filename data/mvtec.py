@@ -14,7 +14,9 @@ as RGB and resized bilinearly to the requested size; masks are resized with
 nearest neighbour and binarised (> 127). Masks are optional: without a
 ``ground_truth/`` folder only image-level metrics are reported; with one,
 every defective test image needs its mask, of the same size as the image.
-Good test images have all-zero masks.
+Good test images have all-zero masks. ``test/`` is optional, and may hold
+only ``test/good``: a line of good parts with no defects yet trains and
+calibrates, and gets no AUC.
 """
 
 from __future__ import annotations
@@ -61,7 +63,11 @@ def _subdirs(path: str) -> list:
 
 
 def scan_category(cat_dir: str):
-    """Validate the layout; return (train files, [(path, defect)], ground-truth dir or None)."""
+    """Validate the layout; return (train files, [(path, defect)], ground-truth dir or None).
+
+    ``test/`` may be missing, empty or hold ``test/good`` only (good parts only, no
+    defects yet): the run then trains and calibrates without an AUC.
+    """
     if not os.path.isdir(cat_dir):
         raise ConfigError(f'{cat_dir} does not exist or is not a folder; {LAYOUT}')
     train = _images_in(os.path.join(cat_dir, 'train', GOOD))
@@ -69,15 +75,13 @@ def scan_category(cat_dir: str):
         raise ConfigError(f'{os.path.join(cat_dir, "train", GOOD)} has no .png/.jpg/.bmp images; '
                           f'{LAYOUT}')
     test_dir = os.path.join(cat_dir, 'test')
-    if not os.path.isdir(test_dir):
-        raise ConfigError(f'{cat_dir} has no test/ folder; {LAYOUT}')
     test = []
-    for defect in _subdirs(test_dir):
+    for defect in _subdirs(test_dir) if os.path.isdir(test_dir) else []:
         test.extend((p, defect) for p in _images_in(os.path.join(test_dir, defect)))
     defects = {d for _, d in test}
-    if GOOD not in defects or len(defects) < 2:
-        raise ConfigError(f'{test_dir} needs test/good/ and at least one test/<defect>/ folder '
-                          f'with images (found: {", ".join(sorted(defects)) or "none"})')
+    if defects and GOOD not in defects:
+        raise ConfigError(f'{test_dir} has defect folders ({", ".join(sorted(defects))}) but no '
+                          f'test/good/ images to tell them from; {LAYOUT}')
     gt_dir = os.path.join(cat_dir, 'ground_truth')
     return train, test, gt_dir if os.path.isdir(gt_dir) else None
 
@@ -140,7 +144,7 @@ def load_category(cat_dir: str, input_shape=(256, 256, 3), category: Optional[st
         for i, (p, d) in enumerate(test):
             if d != GOOD:
                 masks[i] = read_mask(mask_path(gt_dir, d, p), p, height, width)
-    else:
+    elif any(d != GOOD for d in defects):
         logger.warning('%s has no ground_truth/ folder: only image-level metrics', cat_dir)
     labels = np.asarray([0 if d == GOOD else 1 for d in defects], np.int64)
     names = [GOOD] + sorted({d for d in defects if d != GOOD})
