@@ -32,8 +32,9 @@ def choose_detector(name, protocol, results, available):
                               f"{det} to --detectors")
         return det
     candidates = [d for d in EXPORT_DETECTORS.values() if d in available]
-    if protocol == "validation" and candidates:
-        return max(candidates, key=lambda d: results.get(f"{EXPORT_FEATURE_SET}.{d}", -1.0))
+    ranked = [d for d in candidates if f"{EXPORT_FEATURE_SET}.{d}" in results]
+    if protocol == "validation" and ranked:  # no AUCs (good images only): kde, as below
+        return max(ranked, key=lambda d: results[f"{EXPORT_FEATURE_SET}.{d}"])
     if "kde" in available:
         return "kde"
     if not candidates:

@@ -22,7 +22,7 @@ import numpy as np
 
 from data.protocols_extra import apply_protocols, describe_protocols, protocols_active
 from data.registry import load_one_class_data, load_splits
-from detect.evaluation import EvalSettings
+from detect.evaluation import EvalSettings, no_auc_note
 from detect.evaluators import evaluator_class
 from engine.distribute import is_chief, worker_dir
 from engine.resume import check_resume, restore_checkpoint, stored_summary
@@ -144,6 +144,8 @@ def augment_options(cfg):
 def format_table(results):
     keys = sorted(k for k, v in results.items()
                   if isinstance(v, (int, float)) and not isinstance(v, bool))
+    if not keys:  # e.g. good images only: nothing was measured against defects
+        return "(no metrics)"
     head = " ".join(f"{k:>13s}" for k in keys)
     row = " ".join(f"{results[k]:13.2f}" for k in keys)
     return f"{head}\n{row}"
@@ -320,6 +322,8 @@ def train_and_evaluate(cfg, run, checks, t_start, log):
     log(f"{data.describe()}; {len(train_images)} training instances after distribution "
         f"augmentation '{cfg['distaug_type']}'; {steps_per_epoch} steps/epoch; "
         f"{strategy.num_replicas_in_sync} replica(s), strategy {cfg['strategy']}")
+    if no_auc_note(data.test_labels):
+        log(no_auc_note(data.test_labels))
 
     t_train = time.time()
     code, stats_cb = train(cfg, model, epoch_var, manager, train_images, data, run,
