@@ -131,28 +131,42 @@ def _decode(paths: Sequence[str], height: int, width: int, desc: str) -> np.ndar
 def load_category(cat_dir: str, input_shape=(256, 256, 3), category: Optional[str] = None,
                   dataset: str = 'mvtec_folder') -> MVTecData:
     """Decode one category folder at ``input_shape`` into MVTecData (see module docstring)."""
-    height, width = int(input_shape[0]), int(input_shape[1])
     cat_dir = os.path.abspath(os.path.expanduser(str(cat_dir)))
     train, test, gt_dir = scan_category(cat_dir)
+    masks = None
+    if gt_dir is not None:
+        masks = [mask_path(gt_dir, d, p) if d != GOOD else None for p, d in test]
+    elif any(d != GOOD for _, d in test):
+        logger.warning('%s has no ground_truth/ folder: only image-level metrics', cat_dir)
+    return load_files(train, test, masks, input_shape, category or os.path.basename(cat_dir),
+                      dataset)
+
+
+def load_files(train: Sequence[str], test: Sequence, masks: Optional[Sequence],
+               input_shape, category: str, dataset: str) -> MVTecData:
+    """Decode listed files into MVTecData: the decoder of every defect-layout source.
+
+    ``test``: [(path, 'good' or the defect type)]; ``masks``: None (no ground
+    truth) or one mask path per test image, None for the good ones.
+    """
+    height, width = int(input_shape[0]), int(input_shape[1])
     paths = [p for p, _ in test]
     defects = [d for _, d in test]
     train_images = _decode(train, height, width, 'decode train')
     test_images = _decode(paths, height, width, 'decode test')
-    masks = None
-    if gt_dir is not None:
-        masks = np.zeros((len(test), height, width), np.uint8)
-        for i, (p, d) in enumerate(test):
-            if d != GOOD:
-                masks[i] = read_mask(mask_path(gt_dir, d, p), p, height, width)
-    elif any(d != GOOD for d in defects):
-        logger.warning('%s has no ground_truth/ folder: only image-level metrics', cat_dir)
+    test_masks = None
+    if masks is not None:
+        test_masks = np.zeros((len(test), height, width), np.uint8)
+        for i, (p, m) in enumerate(zip(paths, masks)):
+            if m is not None:
+                test_masks[i] = read_mask(m, p, height, width)
     labels = np.asarray([0 if d == GOOD else 1 for d in defects], np.int64)
     names = [GOOD] + sorted({d for d in defects if d != GOOD})
     return MVTecData(
         train_images=train_images, test_images=test_images,
         test_labels=labels, class_names=names,
-        category=category or os.path.basename(cat_dir), category_index=0, dataset=dataset,
-        protocol='test', test_masks=masks, test_defects=defects,
+        category=category, category_index=0, dataset=dataset,
+        protocol='test', test_masks=test_masks, test_defects=defects,
         test_names=[os.path.splitext(os.path.basename(p))[0] for p in paths], test_paths=paths)
 
 
