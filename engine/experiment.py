@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from data.image_dirs import DirLayout, split_dirs
 from data.protocols_extra import apply_protocols, describe_protocols, protocols_active
 from data.registry import load_one_class_data, load_splits
 from detect.evaluation import EvalSettings, no_auc_note
@@ -34,12 +35,24 @@ from util.runlock import run_lock
 from util.versions import library_versions
 
 
+def dir_layout(cfg):
+    """The folders of --dataset=image_dirs (data.image_dirs.DirLayout); None without
+    --normal_dir (validation allows it for that dataset only)."""
+    if not split_dirs(cfg.get("normal_dir")):
+        return None
+    return DirLayout(normal=split_dirs(cfg.get("normal_dir")),
+                     abnormal=split_dirs(cfg.get("abnormal_dir")),
+                     normal_test=split_dirs(cfg.get("normal_test_dir")),
+                     masks=split_dirs(cfg.get("mask_dir")),
+                     normal_test_fraction=float(cfg.get("normal_test_fraction", 0.2)))
+
+
 def load_data(cfg, shape):
     """The run's one-class data at ``shape``, with the paper's extra protocols applied."""
     data = load_one_class_data(cfg["dataset"], cfg["category"], root=cfg["root"],
                                data_dir=cfg["data_dir"], input_shape=shape,
                                is_validation=cfg["is_validation"], seed=cfg["seed"],
-                               attribute=cfg.get("celeba_attribute"))
+                               attribute=cfg.get("celeba_attribute"), dirs=dir_layout(cfg))
     protocols = {k: cfg.get(k) or 0 for k in ("outlier_ratio", "num_inlier_for_detector",
                                                "num_train")}
     if protocols_active(**protocols):

@@ -19,6 +19,7 @@ from typing import NamedTuple
 from data.aug_spec import num_views, parse_aug_list
 from data.base import parse_input_shape
 from data.distaug import distaug_transforms
+from data.image_dirs import split_dirs
 from data.patches import check_patch_flags as check_patch_sizes
 from data.registry import DATASETS, has_defect_layout
 from deploy.export_format import EXPORT_DETECTORS
@@ -110,6 +111,45 @@ def check_data_flags(cfg):
         raise ConfigError(f"--root={cfg['root']} is not a directory")
     if cfg["data_dir"] and Path(cfg["data_dir"]).exists() and not Path(cfg["data_dir"]).is_dir():
         raise ConfigError(f"--data_dir={cfg['data_dir']} is a file, not a directory")
+
+
+DIR_FLAGS = ("normal_dir", "normal_test_dir", "abnormal_dir", "mask_dir")
+
+
+def check_image_dirs_flags(cfg):
+    """--dataset=image_dirs and its folder flags (data/image_dirs.py), which belong to it."""
+    dirs = {key: split_dirs(cfg.get(key)) for key in DIR_FLAGS}
+    if cfg["dataset"] != "image_dirs":
+        given = [key for key in DIR_FLAGS if dirs[key]]
+        if given:
+            raise ConfigError(f"--{given[0]} applies to --dataset=image_dirs only, not "
+                              f"{cfg['dataset']}")
+        return
+    if not dirs["normal_dir"]:
+        raise ConfigError("--dataset=image_dirs needs --normal_dir=DIR (the good images; "
+                          "repeatable, or a comma list)")
+    if cfg["root"]:
+        raise ConfigError("--dataset=image_dirs reads --normal_dir / --abnormal_dir, not "
+                          "--root; drop --root")
+    if cfg["is_validation"]:
+        raise ConfigError("--dataset=image_dirs has its own test split; drop --is_validation")
+    if dirs["mask_dir"] and not dirs["abnormal_dir"]:
+        raise ConfigError("--mask_dir needs --abnormal_dir: masks mark the defects of the "
+                          "abnormal images")
+    seen = {}
+    for key in DIR_FLAGS:
+        for folder in dirs[key]:
+            if not Path(folder).is_dir():
+                raise ConfigError(f"--{key}={folder} is not a directory")
+            real = os.path.realpath(folder)
+            if key != "mask_dir" and real in seen:
+                raise ConfigError(f"--{key}={folder} is also given as --{seen[real]}; a "
+                                  "folder holds one kind of image (normal or abnormal, "
+                                  "training or test)")
+            seen.setdefault(real, key)
+    if not 0.0 <= _number(cfg, "normal_test_fraction") < 1.0:
+        raise ConfigError(f"--normal_test_fraction={cfg['normal_test_fraction']} must be in "
+                          "[0, 1)")
 
 
 def check_input_shape_flag(cfg):
@@ -341,6 +381,7 @@ def validate_config(cfg):
     """Checks every flag of a resolved config; returns its ``RunChecks``."""
     model_spec(cfg["model_type"])
     check_data_flags(cfg)
+    check_image_dirs_flags(cfg)
     shape = check_input_shape_flag(cfg)
     check_augmentation_flags(cfg, shape)
     check_network_flags(cfg)
