@@ -25,6 +25,7 @@ from data.protocols_extra import apply_protocols, describe_protocols, protocols_
 from data.registry import load_one_class_data, load_splits
 from detect.evaluation import EvalSettings, no_auc_note
 from detect.evaluators import evaluator_class
+from detect.synthetic import synthetic_check
 from engine.distribute import is_chief, worker_dir
 from engine.resume import check_resume, restore_checkpoint, stored_summary
 from engine.validate import validate_config
@@ -347,6 +348,10 @@ def train_and_evaluate(cfg, run, checks, t_start, log):
     log("Extracting features and fitting detectors ...")
     final = final_evaluation(cfg, model, data, evaluator, run)
     sections = finish_outputs(run.root, cfg, model, data, final, log) if run.chief else {}
+    if cfg.get("synthetic_validation", "none") != "none":  # every worker: it extracts features
+        sections.update(synthetic_check(evaluator, model, data,
+                                        float(cfg.get("calibration_fraction", 0.1)),
+                                        int(cfg["seed"]), log))
     report(cfg, final.results, data, run, {
         "steps_per_epoch": steps_per_epoch, "optimizer_steps": int(model.optimizer.iterations.numpy()),
         "wall_seconds": round(time.time() - t_start, 2), "train_seconds": round(train_seconds, 2),

@@ -93,6 +93,9 @@ FLAG_SPECS = [
     ("export_detector", "enum:auto|kde|gde|kocsvm|locsvm|nn", "auto", "Detector (on pool "
      "features) in <run>/export: auto = best pool AUC under the validation protocol, else kde."),
     ("export", "bool", True, "Write the SavedModel <run>/export at the end of the run."),
+    ("synthetic_validation", "enum:none|cutpaste", "none", "A check for runs without defective "
+     "images, clearly not one on real defects: score the held-out good images against copies "
+     "with a CutPaste rectangle or scar pasted in; summary.json gets synthetic_image_AUROC."),
     # --- release flags ---
     ("method", "string", None, "The release's name of the proxy task: UnsupEmbed (= "
      "--model_type=rotation) or Contrastive (= contrastive, or contrastive_da when "

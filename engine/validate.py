@@ -28,6 +28,7 @@ from detect.detectors import DETECTORS
 from detect.evaluation import FEATURE_SETS
 from detect.evaluators import choose_evaluator
 from detect.localization import grid_size
+from detect.synthetic import KINDS as SYNTHETIC_KINDS
 from engine.distribute import parse_tf_config
 from engine.flags import FLAG_DEFAULTS, SCHED_FLAGS
 from model.registry import model_spec
@@ -253,6 +254,15 @@ def check_scoring_flags(cfg):
                           f"of auto, {', '.join(EXPORT_DETECTORS)}")
 
 
+def check_synthetic_flags(cfg):
+    """--synthetic_validation damages the held-out good images, so it needs some."""
+    kind = cfg.get("synthetic_validation", "none")
+    _one_of({"synthetic_validation": kind}, "synthetic_validation", ("none", *SYNTHETIC_KINDS))
+    if kind != "none" and float(cfg.get("calibration_fraction", 0.1)) <= 0:
+        raise ConfigError(f"--synthetic_validation={kind} scores held-out good images; "
+                          "--calibration_fraction=0 holds out none (use e.g. 0.1)")
+
+
 def parse_detectors(spec):
     names = [d.strip() for d in str(spec).split(",") if d.strip()]
     unknown = [d for d in names if d not in DETECTORS]
@@ -390,6 +400,7 @@ def validate_config(cfg):
     check_distribution_flags(cfg)
     check_protocol_flags(cfg)
     check_scoring_flags(cfg)
+    check_synthetic_flags(cfg)
     evaluator = choose_evaluator(has_defect_layout(cfg["dataset"]), cfg["mvtec_mode"])
     image_shape = shape
     if evaluator == "patch":
