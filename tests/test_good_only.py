@@ -67,6 +67,24 @@ def test_aucs_need_good_and_defective_test_images():
     assert "AUCs need good test images" in no_auc_note([1, 1])
 
 
+def test_periodic_evaluation_without_defects_measures_nothing():
+    """No AUC during training either: the evaluators return before touching the model."""
+    from detect.evaluation import EvalSettings
+    from detect.image_evaluator import ImageEvaluator
+    from detect.patch_evaluator import PatchEvaluator
+
+    images = np.zeros((4, 32, 32, 3), np.uint8)
+    data = mvtec.MVTecData(train_images=images, test_images=images[:2],
+                           test_labels=np.zeros(2, np.int64), class_names=["good"],
+                           category="c", category_index=0, dataset="mvtec_folder",
+                           protocol="test")
+    settings = EvalSettings(("kde",))
+    assert ImageEvaluator(settings).periodic(None, data) == {}
+    patch = PatchEvaluator(settings, patch_size=16, patch_stride=4, patches_per_image=2,
+                           mvtec_features="pool", patch_features="crop")
+    assert patch.periodic(None, data) == {}
+
+
 def _evaluation(labels, rng):
     n = len(labels)
     scores = {"pool.kde": rng.normal(size=n), "pool.gde": rng.normal(size=n)}
