@@ -8,10 +8,13 @@ image_AUPR, image_F1Max, image_TPR, image_FPR}), ``calibration`` ({key:
 threshold, normalisation, ...}) and ``export`` (what was exported, or null).
 A test set without both good and defective images (detect.evaluation.aucs_defined)
 gets ``metrics: null`` and no ROC plot; its scores, calibration and export are
-written as for any run.
+written as for any run, and a test set of good images only adds ``good_test_FPR``
+({key: the fraction of them above the threshold}).
 """
 
 from pathlib import Path
+
+import numpy as np
 
 from deploy.export_format import EXPORT_FEATURE_SET, choose_detector
 from detect.calibration import calibration, warn_if_small
@@ -57,7 +60,11 @@ def finish_outputs(run_dir, cfg, model, data, ev, log=print):
                 "heat maps are written, the SavedModel is not")
     plots = f" and {run_dir / 'plots'}" if len(ev.labels) else ""
     log(f"Wrote {run_dir / 'stats' / 'scores.npz'}{plots}")
-    return {"metrics": metrics, "calibration": calibs, "export": exported}
+    sections = {"metrics": metrics, "calibration": calibs, "export": exported}
+    if len(ev.labels) and not ev.labels.any():  # good test images only: their false alarms
+        sections["good_test_FPR"] = {key: float(np.mean(np.asarray(s) > calibs[key]["threshold"]))
+                                     for key, s in ev.test_scores.items()}
+    return sections
 
 
 def write_run_heatmaps(out_dir, model_type, data, ev):

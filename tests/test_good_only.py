@@ -117,6 +117,12 @@ def test_outputs_without_defects_record_calibration_and_no_metrics(tmp_path, n_t
     np.testing.assert_array_equal(stored["calib"]["pool.kde"], ev.calib_scores["pool.kde"])
     assert not (tmp_path / "plots" / "roc.png").exists()
     assert (tmp_path / "plots" / "score_hist.png").exists() == (n_test > 0)
+    if n_test:
+        for key, scores in ev.test_scores.items():
+            threshold = sections["calibration"][key]["threshold"]
+            assert sections["good_test_FPR"][key] == np.mean(scores > threshold)
+    else:
+        assert "good_test_FPR" not in sections
 
 
 def test_export_detector_without_aucs_is_kde():
@@ -165,6 +171,7 @@ def test_image_run_on_good_images_trains_calibrates_and_exports(tmp_path, monkey
     # 12 good training images (folder: 11 after the validation hold-out), a quarter held out
     assert calib["n_calibration"] == 3
     assert summary["export"]["score_key"] == "pool.kde"
+    assert set(summary["good_test_FPR"]) == set(summary["calibration"])
     meta = json.loads((run / "export" / "assets" / "droc_export.json").read_text())
     assert meta["calibration"]["threshold"] == calib["threshold"]
     with np.load(run / "stats" / "scores.npz") as z:
@@ -193,3 +200,4 @@ def test_patch_run_on_good_images_calibrates(tmp_path, test_good):
     pngs = sorted(p.name for p in (run / "heatmaps").rglob("*.png")) if test_good else []
     assert pngs == [f"{i:03d}.png" for i in range(n_test)]
     assert (run / "heatmaps").exists() == test_good
+    assert ("good_test_FPR" in summary) == test_good
