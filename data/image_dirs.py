@@ -17,7 +17,7 @@ held out and the test set holds only the ``--normal_test_dir`` images, if any
 
 A mask is matched to its abnormal image by file stem: ``<name>.<ext>`` or
 ``<name>_mask.<ext>`` with any image extension, looked up first in
-``MASK_DIR/<defect type>/`` and then in ``MASK_DIR/`` itself. Once
+``MASK_DIR/<abnormal folder's name>/`` and then in ``MASK_DIR/`` itself. Once
 ``--mask_dir`` is given every abnormal image needs exactly one mask.
 """
 
@@ -115,8 +115,9 @@ def match_masks(test: Sequence, mask_dirs: Sequence[str]) -> list:
             masks.append(None)
             continue
         stem = os.path.splitext(os.path.basename(path))[0]
+        folder = os.path.basename(os.path.dirname(path))  # the abnormal folder's own name
         found = []
-        for where in (lambda m: os.path.join(m, defect), lambda m: m):
+        for where in (lambda m: os.path.join(m, folder), lambda m: m):
             found = sorted({p for m in mask_dirs for p in lookup(where(m), stem)})
             if found:
                 break
@@ -124,7 +125,7 @@ def match_masks(test: Sequence, mask_dirs: Sequence[str]) -> list:
             raise ConfigError(f'no mask for abnormal image {path} in --mask_dir '
                               f'({", ".join(mask_dirs)}): expected {stem}.png or '
                               f'{stem}{MASK_SUFFIX}.png (any image extension), in '
-                              f'<mask_dir>/{defect}/ or <mask_dir>/')
+                              f'<mask_dir>/{folder}/ or <mask_dir>/')
         if len(found) > 1:
             raise ConfigError(f'abnormal image {path} matches {len(found)} masks '
                               f'({", ".join(found)}); keep one')

@@ -144,8 +144,8 @@ FLAG_SPECS = [
     ("normal_test_dir", "multi_string", None, "image_dirs: folder(s) of good test images "
      "(default: with --abnormal_dir, --normal_test_fraction of --normal_dir is held out)."),
     ("mask_dir", "multi_string", None, "image_dirs: folder(s) of masks of the abnormal images, "
-     "matched by file stem: <name>.<ext> or <name>_mask.<ext>, in <mask_dir>/<defect>/ or "
-     "<mask_dir>/."),
+     "matched by file stem: <name>.<ext> or <name>_mask.<ext>, in <mask_dir>/<abnormal "
+     "folder name>/ or <mask_dir>/."),
     ("normal_test_fraction", "float", 0.2, "image_dirs with --abnormal_dir but no "
      "--normal_test_dir: fraction of the good images held out as good test images."),
 ]
