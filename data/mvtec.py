@@ -17,7 +17,9 @@ A mask marks a defect where it is non-zero in any channel (a red, blue or
 image whose mask marks nothing gets a warning. Masks are optional: without a
 ``ground_truth/`` folder only image-level metrics are reported; with one,
 every defective test image needs its mask, of the same size as the image.
-Good test images have all-zero masks.
+Good test images have all-zero masks. ``test/`` is optional, and may hold
+only ``test/good``: a line of good parts with no defects yet trains and
+calibrates, and gets no AUC.
 """
 
 from __future__ import annotations
@@ -65,7 +67,11 @@ def _subdirs(path: str) -> list:
 
 
 def scan_category(cat_dir: str):
-    """Validate the layout; return (train files, [(path, defect)], ground-truth dir or None)."""
+    """Validate the layout; return (train files, [(path, defect)], ground-truth dir or None).
+
+    ``test/`` may be missing, empty or hold ``test/good`` only (good parts only, no
+    defects yet): the run then trains and calibrates without an AUC.
+    """
     if not os.path.isdir(cat_dir):
         raise ConfigError(f'{cat_dir} does not exist or is not a folder; {LAYOUT}')
     train = _images_in(os.path.join(cat_dir, 'train', GOOD))
@@ -73,15 +79,13 @@ def scan_category(cat_dir: str):
         raise ConfigError(f'{os.path.join(cat_dir, "train", GOOD)} has no .png/.jpg/.bmp images; '
                           f'{LAYOUT}')
     test_dir = os.path.join(cat_dir, 'test')
-    if not os.path.isdir(test_dir):
-        raise ConfigError(f'{cat_dir} has no test/ folder; {LAYOUT}')
     test = []
-    for defect in _subdirs(test_dir):
+    for defect in _subdirs(test_dir) if os.path.isdir(test_dir) else []:
         test.extend((p, defect) for p in _images_in(os.path.join(test_dir, defect)))
     defects = {d for _, d in test}
-    if GOOD not in defects or len(defects) < 2:
-        raise ConfigError(f'{test_dir} needs test/good/ and at least one test/<defect>/ folder '
-                          f'with images (found: {", ".join(sorted(defects)) or "none"})')
+    if defects and GOOD not in defects:
+        raise ConfigError(f'{test_dir} has defect folders ({", ".join(sorted(defects))}) but no '
+                          f'test/good/ images to tell them from; {LAYOUT}')
     gt_dir = os.path.join(cat_dir, 'ground_truth')
     return train, test, gt_dir if os.path.isdir(gt_dir) else None
 
@@ -137,28 +141,42 @@ def load_category(cat_dir: str, input_shape=(256, 256, 3), category: Optional[st
                   dataset: str = 'mvtec_folder', input_bits: int = 0) -> MVTecData:
     """Decode one category folder at ``input_shape`` into MVTecData (see module docstring);
     ``input_bits``: the bits per sample of 16-bit images (0 = the file's depth)."""
-    height, width = int(input_shape[0]), int(input_shape[1])
     cat_dir = os.path.abspath(os.path.expanduser(str(cat_dir)))
     train, test, gt_dir = scan_category(cat_dir)
+    masks = None
+    if gt_dir is not None:
+        masks = [mask_path(gt_dir, d, p) if d != GOOD else None for p, d in test]
+    elif any(d != GOOD for _, d in test):
+        logger.warning('%s has no ground_truth/ folder: only image-level metrics', cat_dir)
+    return load_files(train, test, masks, input_shape, category or os.path.basename(cat_dir),
+                      dataset, input_bits)
+
+
+def load_files(train: Sequence[str], test: Sequence, masks: Optional[Sequence],
+               input_shape, category: str, dataset: str, input_bits: int = 0) -> MVTecData:
+    """Decode listed files into MVTecData: the decoder of every defect-layout source.
+
+    ``test``: [(path, 'good' or the defect type)]; ``masks``: None (no ground
+    truth) or one mask path per test image, None for the good ones.
+    """
+    height, width = int(input_shape[0]), int(input_shape[1])
     paths = [p for p, _ in test]
     defects = [d for _, d in test]
     train_images = _decode(train, height, width, 'decode train', input_bits)
     test_images = _decode(paths, height, width, 'decode test', input_bits)
-    masks = None
-    if gt_dir is not None:
-        masks = np.zeros((len(test), height, width), np.uint8)
-        for i, (p, d) in enumerate(test):
-            if d != GOOD:
-                masks[i] = read_mask(mask_path(gt_dir, d, p), p, height, width)
-    else:
-        logger.warning('%s has no ground_truth/ folder: only image-level metrics', cat_dir)
+    test_masks = None
+    if masks is not None:
+        test_masks = np.zeros((len(test), height, width), np.uint8)
+        for i, (p, m) in enumerate(zip(paths, masks)):
+            if m is not None:
+                test_masks[i] = read_mask(m, p, height, width)
     labels = np.asarray([0 if d == GOOD else 1 for d in defects], np.int64)
     names = [GOOD] + sorted({d for d in defects if d != GOOD})
     return MVTecData(
         train_images=train_images, test_images=test_images,
         test_labels=labels, class_names=names,
-        category=category or os.path.basename(cat_dir), category_index=0, dataset=dataset,
-        protocol='test', test_masks=masks, test_defects=defects,
+        category=category, category_index=0, dataset=dataset,
+        protocol='test', test_masks=test_masks, test_defects=defects,
         test_names=[os.path.splitext(os.path.basename(p))[0] for p in paths], test_paths=paths)
 
 

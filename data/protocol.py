@@ -12,6 +12,10 @@ Two protocols (see docs/method.md, "Datasets and protocols"):
   CIFAR-10 JPEG folder in ``../shared``), this protocol is used whatever was
   asked, and a notice is logged.
 
+A dataset of one class only (good images, no defects yet) is allowed: its
+test set (the test split, or the held-out 10% of the validation protocol) is
+then inliers only; it is scored, but gets no AUC (detect/evaluation.py).
+
 The validation split uses a fixed seed of its own (``VALIDATION_SEED``, 1 as
 in the release), not ``--seed``: every seed of a validation run holds out the
 same images.
@@ -88,13 +92,9 @@ def one_class_split(splits: LabeledSplits, inlier: Union[str, int], is_validatio
         raise ConfigError(f'{where} has no training images; pick another category or add images')
 
     if protocol == 'test':
+        # a test split of inliers only is allowed (good images only, no defects yet):
+        # detect.evaluation.aucs_defined decides that it gets no AUC
         test_labels = (np.asarray(splits.test_labels) != index).astype(np.int64)
-        n_out = int(test_labels.sum())
-        if n_out == 0 or n_out == len(test_labels):
-            missing = 'outliers (images of other classes)' if n_out == 0 else 'inliers'
-            raise ConfigError(
-                f'{where}: the test split has no {missing}, so AUC is undefined; '
-                'add test images of the missing kind or use the validation protocol')
         return OneClassData(
             train_images=splits.train_images[inlier_idx],
             test_images=splits.test_images,
@@ -109,20 +109,17 @@ def one_class_split(splits: LabeledSplits, inlier: Union[str, int], is_validatio
             f'{where} has only {len(inlier_idx)} training image(s): the validation protocol '
             'needs at least 2 (one to train on, one held out); add images')
     outlier_pool = np.flatnonzero(train_labels != index)
-    if len(outlier_pool) == 0:
-        raise ConfigError(
-            f'{where}: no other class has training images, so there are no outliers to '
-            'validate against; add at least one more class')
+    # without other classes the held-out set is inliers only (scored, but no AUC)
     rng = np.random.default_rng(VALIDATION_SEED)
     shuffled = rng.permutation(inlier_idx)
     held_in = np.sort(shuffled[:n_hold])
     train_in = np.sort(shuffled[n_hold:])
-    n_out = n_hold
-    if len(outlier_pool) < n_hold:
+    if 0 < len(outlier_pool) < n_hold:
         logger.warning('%s: only %d training outliers available, %d wanted; using all of them',
                        where, len(outlier_pool), n_hold)
-        n_out = len(outlier_pool)
-    held_out = np.sort(rng.choice(outlier_pool, size=n_out, replace=False))
+    n_out = min(n_hold, len(outlier_pool))
+    held_out = (np.sort(rng.choice(outlier_pool, size=n_out, replace=False)) if n_out
+                else outlier_pool)
 
     test_idx = np.concatenate([held_in, held_out])
     test_labels = np.concatenate([np.zeros(len(held_in), np.int64),

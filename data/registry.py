@@ -12,7 +12,7 @@ from typing import Callable, Optional, Sequence, Union
 
 import numpy as np
 
-from data import celeba, cifar_pickle, digits, dogvscat, folder, mvtec, tfds_source
+from data import celeba, cifar_pickle, digits, dogvscat, folder, image_dirs, mvtec, tfds_source
 from data.base import LabeledSplits, OneClassData, conform_images, parse_input_shape
 from data.protocol import one_class_split
 from util.errors import ConfigError
@@ -76,6 +76,7 @@ DATASETS = {
     'celeba': _celeba,
     'mvtec': mvtec.mvtec,
     'mvtec_folder': mvtec.mvtec_folder,
+    'image_dirs': image_dirs.image_dirs,
 }
 # the release's other names of the same datasets
 DATASET_ALIASES = {'fashion_mnistood': 'fmnistood', 'dvcood': 'dogvscatood'}
@@ -135,23 +136,26 @@ def load_one_class_data(dataset: str, category: Union[str, int], *, root: Option
                         data_dir: Optional[str] = None,
                         input_shape: Union[Sequence[int], str] = (32, 32, 3),
                         is_validation: bool = False, seed: int = 0,
-                        attribute: Optional[str] = None, input_bits: int = 0) -> OneClassData:
+                        attribute: Optional[str] = None, input_bits: int = 0,
+                        dirs: Optional[image_dirs.DirLayout] = None) -> OneClassData:
     """Load ``dataset`` and split it for inlier class ``category`` (name or index).
 
     Images come back as uint8 (N, H, W, 3) at ``input_shape``; test labels are
     0 for inliers and 1 for outliers. ``is_validation`` selects the validation
     protocol (forced when the dataset has no test split). ``attribute`` names the
-    anomalous attribute of ``celeba`` (the only source that takes one).
-    ``input_bits`` (0 = each file's own depth) is the bits per sample of 16-bit image
-    files, for the sources that read image files (data/image_io.py).
+    anomalous attribute of ``celeba`` (the only source that takes one); ``dirs``
+    the folders of ``image_dirs`` (data/image_dirs.py). ``input_bits`` (0 = each
+    file's own depth) is the bits per sample of 16-bit image files, for the
+    sources that read image files (data/image_io.py).
     """
     shape = parse_input_shape(input_shape)
     name = canonical_dataset(dataset)
     source = get_source(name)
     bits = input_bits_option(name, input_bits)
     if getattr(source, 'splits_itself', False):  # e.g. mvtec: its own good/defect test split
-        return source(root=root, category=category, input_shape=shape, is_validation=is_validation,
-                      **bits)
+        extra = {'dirs': dirs} if dirs is not None else {}
+        return source(root=root, category=category, input_shape=shape,
+                      is_validation=is_validation, **extra, **bits)
     extra = {'attribute': attribute} if attribute else {}
     if extra and name != 'celeba':
         raise ConfigError(f'--celeba_attribute applies to --dataset=celeba only, not {name}')

@@ -34,8 +34,9 @@ def choose_detector(name, protocol, results, available, feature_set=EXPORT_FEATU
                               f"{det} to --detectors")
         return det
     candidates = [d for d in EXPORT_DETECTORS.values() if d in available]
-    if protocol == "validation" and candidates:
-        return max(candidates, key=lambda d: results.get(f"{feature_set}.{d}", -1.0))
+    ranked = [d for d in candidates if f"{feature_set}.{d}" in results]
+    if protocol == "validation" and ranked:  # no AUCs (good images only): kde, as below
+        return max(ranked, key=lambda d: results[f"{feature_set}.{d}"])
     if "kde" in available:
         return "kde"
     if not candidates:

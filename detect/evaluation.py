@@ -80,6 +80,27 @@ class PatchGrid:
     features: str
 
 
+def aucs_defined(labels):
+    """Whether the test set gets AUCs (and every metric that ranks inliers against
+    outliers): only when it has both. The one place that decides it: a line of good
+    parts with no defects yet (an empty or all-good test set) is scored and
+    calibrated, and its metrics are absent rather than invented."""
+    labels = np.asarray(labels)
+    return bool(np.any(labels == 0) and np.any(labels == 1))
+
+
+def no_auc_note(labels):
+    """The run's one line about a test set without AUCs (None when it has them)."""
+    labels = np.asarray(labels)
+    if aucs_defined(labels):
+        return None
+    n_good, n_bad = int(np.sum(labels == 0)), int(np.sum(labels == 1))
+    need = "good test images as well" if n_bad else "defective images"
+    return (f"note: the test set has {n_good} good and {n_bad} defective images; AUCs need "
+            f"{need}, so summary.json records metrics: null and no AUC; the image threshold "
+            "is set at --target_fpr on held-out good training images")
+
+
 def add_aliases(results, primary):
     """Copies ``<primary><suffix>`` results under anomalib's names (``image_AUROC``, ...)."""
     for alias, suffix in ALIASES.items():

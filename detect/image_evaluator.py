@@ -12,7 +12,8 @@ import numpy as np
 from data.pipeline import eval_dataset, train_dataset
 from detect.detectors import make_detector, subsample_rows
 from detect.evaluation import (FEATURE_SETS, EvalSettings, Evaluation, FitPlan, add_aliases,
-                               detector_training_images, fit_and_calibrate, test_ids)
+                               aucs_defined, detector_training_images, fit_and_calibrate,
+                               test_ids)
 from detect.metrics import f1_max, roc_auc, validate_labels
 from detect.uniformity import uniformity_results
 
@@ -48,8 +49,11 @@ class ImageEvaluator:
 
     # --- stage 2 ---------------------------------------------------------------------
     def periodic(self, model, data):
-        """Metrics during training: detectors fit on all training inliers."""
+        """Metrics during training: detectors fit on all training inliers (none without
+        both good and defective test images)."""
         s = self.settings
+        if not aucs_defined(data.test_labels):
+            return {}
         fit = extract_features(model, subsample_rows(detector_training_images(data),
                                                      s.max_train, s.seed), s.batch_size)
         test = extract_features(model, data.test_images, s.batch_size)
@@ -66,11 +70,15 @@ class ImageEvaluator:
     def final(self, model, data):
         """The release's fit for every reported number, a second fit for the threshold."""
         s = self.settings
-        validate_labels(data.test_labels, len(data.test_images))
+        scorable = aucs_defined(data.test_labels)
+        if scorable:
+            validate_labels(data.test_labels, len(data.test_images))
         images = detector_training_images(data)
         plan = FitPlan(len(images), s)
         feats = extract_features(model, images[plan.needed], s.batch_size)
-        test = extract_features(model, data.test_images, s.batch_size)
+        # an empty test set (good training images only) is scored as no images
+        test = (extract_features(model, data.test_images, s.batch_size)
+                if len(data.test_images) else {k: v[:0] for k, v in feats.items()})
         full, calib_fit, calib = plan.rows("full"), plan.rows("calib_fit"), plan.rows("calib")
         held_out = len(plan.calib) > 0
         results, test_scores, calib_scores, fitted = {}, {}, {}, {}
@@ -82,12 +90,15 @@ class ImageEvaluator:
                 fitted[key], calib_scores[key] = fit_and_calibrate(
                     name, feats[fs][full], feats[fs][calib_fit],
                     feats[fs][calib] if held_out else None)
-                test_scores[key] = fitted[key].score(test[fs])
-                self.add_results(results, key, data.test_labels, test_scores[key])
+                test_scores[key] = (fitted[key].score(test[fs]) if len(test[fs])
+                                    else np.zeros(0))
+                if scorable:
+                    self.add_results(results, key, data.test_labels, test_scores[key])
         for key in self.model_score_keys(test):
             test_scores[key] = np.asarray(test[key], dtype=np.float64)
             calib_scores[key] = np.asarray(feats[key][calib if held_out else full], np.float64)
-        self.add_model_scores(results, test, data.test_labels)
+        if scorable:
+            self.add_model_scores(results, test, data.test_labels)
         return Evaluation(
             results=self.finish_results(results, test, data.test_labels),
             test_scores=test_scores, calib_scores=calib_scores, detectors=fitted,

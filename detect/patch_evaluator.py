@@ -21,7 +21,7 @@ import numpy as np
 from data.patches import patch_train_dataset, steps_per_epoch
 from detect.calibration import pixel_sample, split_calibration
 from detect.detectors import make_detector
-from detect.evaluation import (EvalSettings, Evaluation, PatchGrid, add_aliases,
+from detect.evaluation import (EvalSettings, Evaluation, PatchGrid, add_aliases, aucs_defined,
                                detector_training_images, test_ids)
 from detect.localization import (ConvGridFeatures, dense_patch_features, features_of_patches,
                                  image_scores, patch_feature_fn, sample_grid_patches,
@@ -102,7 +102,10 @@ class PatchEvaluator:
 
     # --- stage 2 ---------------------------------------------------------------------
     def periodic(self, model, data, log=print):
-        """Metrics during training: detectors fit on patches of all good training images."""
+        """Metrics during training: detectors fit on patches of all good training images
+        (none without both good and defective test images)."""
+        if not aucs_defined(data.test_labels):
+            return {}
         training, dense = self._features(model, data)
         t0 = time.perf_counter()
         fit_feats, test_feats = training(detector_training_images(data)), dense(data.test_images)
@@ -121,7 +124,9 @@ class PatchEvaluator:
         fit_idx, calib_idx = split_calibration(len(images), s.calibration_fraction, s.seed)
         training, dense = self._features(model, data)
         t0 = time.perf_counter()
-        fit_feats, test_feats = training(images), dense(data.test_images)
+        has_test = len(data.test_images) > 0  # none: good training images only
+        fit_feats = training(images)
+        test_feats = dense(data.test_images) if has_test else None
         held_out = len(calib_idx) > 0
         # without held-out images, the detectors' own training images stand in
         calib_dense = dense(images[calib_idx] if held_out else images)
@@ -138,18 +143,20 @@ class PatchEvaluator:
             calib_scores[key] = image_scores(calib_maps)
             calib_pixels[key] = pixel_sample(upsample_maps(calib_maps, self.patch, self.stride),
                                              seed=s.seed)
-            maps[key] = self._maps(fitted[key], test_feats[fs], f"{key} scoring")
+            maps[key] = (self._maps(fitted[key], test_feats[fs], f"{key} scoring") if has_test
+                         else np.zeros((0,) + calib_dense[fs].shape[1:3]))
             log(f"{key}: fit on {len(fit_feats[fs])} training patches, scored "
                 f"{maps[key].size} test patches in {time.perf_counter() - t0:.1f}s")
-        results, pixel = self._metrics(maps, data, keep_pixel_maps=True)
+        results, pixel = self._metrics(maps, data, keep_pixel_maps=has_test)
         return Evaluation(
-            results=results, test_scores={k: image_scores(m) for k, m in maps.items()},
+            results=results,
+            test_scores={k: image_scores(m) if has_test else np.zeros(0) for k, m in maps.items()},
             calib_scores=calib_scores, detectors=fitted,
             fit_feats={fs: fit_feats[fs] for fs in self.feature_sets},
             labels=np.asarray(data.test_labels, dtype=np.int64), ids=test_ids(data),
             n_calibration=int(len(calib_idx)), pixel_maps=pixel, patch_maps=maps,
             calib_pixel_scores=calib_pixels,
-            grid=PatchGrid(int(data.test_images.shape[1]), self.patch, self.stride,
+            grid=PatchGrid(int(images.shape[1]), self.patch, self.stride,
                            self.patch_features))
 
     def _keys(self):
@@ -159,17 +166,20 @@ class PatchEvaluator:
     def _metrics(self, maps, data, keep_pixel_maps=False):
         """(results, {key: pixel maps} of the first key when kept) from patch maps."""
         results, primary, pixel_maps = {}, next(iter(maps)), {}
+        scorable = aucs_defined(data.test_labels)
+        masks = data.test_masks if scorable else None
         for key, m in maps.items():
-            scores = image_scores(m)
-            results[key] = roc_auc(data.test_labels, scores)
-            results[f"{key}.image_f1max"] = f1_max(data.test_labels, scores)
+            if scorable:
+                scores = image_scores(m)
+                results[key] = roc_auc(data.test_labels, scores)
+                results[f"{key}.image_f1max"] = f1_max(data.test_labels, scores)
             keep = keep_pixel_maps and key == primary
-            if data.test_masks is None and not keep:
+            if masks is None and not keep:
                 continue
             pixel = upsample_maps(m, self.patch, self.stride)
-            if data.test_masks is not None:
+            if masks is not None:
                 results.update({f"{key}.{k}": v
-                                for k, v in pixel_metrics(data.test_masks, pixel).items()})
+                                for k, v in pixel_metrics(masks, pixel).items()})
             if keep:
                 pixel_maps[key] = pixel
         return add_aliases(results, primary), pixel_maps or None

@@ -20,10 +20,12 @@ from pathlib import Path
 
 import numpy as np
 
+from data.image_dirs import DirLayout, split_dirs
 from data.protocols_extra import apply_protocols, describe_protocols, protocols_active
 from data.registry import load_one_class_data, load_splits
-from detect.evaluation import EvalSettings
+from detect.evaluation import EvalSettings, no_auc_note
 from detect.evaluators import evaluator_class
+from detect.synthetic import synthetic_check
 from engine.distribute import is_chief, worker_dir
 from engine.resume import check_resume, restore_checkpoint, stored_summary
 from engine.validate import validate_config
@@ -34,12 +36,24 @@ from util.runlock import run_lock
 from util.versions import library_versions
 
 
+def dir_layout(cfg):
+    """The folders of --dataset=image_dirs (data.image_dirs.DirLayout); None without
+    --normal_dir (validation allows it for that dataset only)."""
+    if not split_dirs(cfg.get("normal_dir")):
+        return None
+    return DirLayout(normal=split_dirs(cfg.get("normal_dir")),
+                     abnormal=split_dirs(cfg.get("abnormal_dir")),
+                     normal_test=split_dirs(cfg.get("normal_test_dir")),
+                     masks=split_dirs(cfg.get("mask_dir")),
+                     normal_test_fraction=float(cfg.get("normal_test_fraction", 0.2)))
+
+
 def load_data(cfg, shape):
     """The run's one-class data at ``shape``, with the paper's extra protocols applied."""
     data = load_one_class_data(cfg["dataset"], cfg["category"], root=cfg["root"],
                                data_dir=cfg["data_dir"], input_shape=shape,
                                is_validation=cfg["is_validation"], seed=cfg["seed"],
-                               attribute=cfg.get("celeba_attribute"),
+                               attribute=cfg.get("celeba_attribute"), dirs=dir_layout(cfg),
                                input_bits=cfg.get("input_bits") or 0)
     protocols = {k: cfg.get(k) or 0 for k in ("outlier_ratio", "num_inlier_for_detector",
                                                "num_train")}
@@ -146,6 +160,8 @@ def augment_options(cfg):
 def format_table(results):
     keys = sorted(k for k, v in results.items()
                   if isinstance(v, (int, float)) and not isinstance(v, bool))
+    if not keys:  # e.g. good images only: nothing was measured against defects
+        return "(no metrics)"
     head = " ".join(f"{k:>13s}" for k in keys)
     row = " ".join(f"{results[k]:13.2f}" for k in keys)
     return f"{head}\n{row}"
@@ -322,6 +338,8 @@ def train_and_evaluate(cfg, run, checks, t_start, log):
     log(f"{data.describe()}; {len(train_images)} training instances after distribution "
         f"augmentation '{cfg['distaug_type']}'; {steps_per_epoch} steps/epoch; "
         f"{strategy.num_replicas_in_sync} replica(s), strategy {cfg['strategy']}")
+    if no_auc_note(data.test_labels):
+        log(no_auc_note(data.test_labels))
 
     t_train = time.time()
     code, stats_cb = train(cfg, model, epoch_var, manager, train_images, data, run,
@@ -332,6 +350,10 @@ def train_and_evaluate(cfg, run, checks, t_start, log):
     log("Extracting features and fitting detectors ...")
     final = final_evaluation(cfg, model, data, evaluator, run)
     sections = finish_outputs(run.root, cfg, model, data, final, log) if run.chief else {}
+    if cfg.get("synthetic_validation", "none") != "none":  # every worker: it extracts features
+        sections.update(synthetic_check(evaluator, model, data,
+                                        float(cfg.get("calibration_fraction", 0.1)),
+                                        int(cfg["seed"]), log))
     report(cfg, final.results, data, run, {
         "steps_per_epoch": steps_per_epoch, "optimizer_steps": int(model.optimizer.iterations.numpy()),
         "wall_seconds": round(time.time() - t_start, 2), "train_seconds": round(train_seconds, 2),

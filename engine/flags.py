@@ -97,6 +97,9 @@ FLAG_SPECS = [
     ("export_detector", "enum:auto|kde|gde|kocsvm|locsvm|nn", "auto", "Detector (on pool "
      "features) in <run>/export: auto = best pool AUC under the validation protocol, else kde."),
     ("export", "bool", True, "Write the SavedModel <run>/export at the end of the run."),
+    ("synthetic_validation", "enum:none|cutpaste", "none", "A check for runs without defective "
+     "images, clearly not one on real defects: score the held-out good images against copies "
+     "with a CutPaste rectangle or scar pasted in; summary.json gets synthetic_image_AUROC."),
     # --- release flags ---
     ("method", "string", None, "The release's name of the proxy task: UnsupEmbed (= "
      "--model_type=rotation) or Contrastive (= contrastive, or contrastive_da when "
@@ -137,6 +140,18 @@ FLAG_SPECS = [
     ("mvtec_heatmaps", "bool", True, "Patch mode: write <run>/heatmaps/<defect>/<name>.png."),
     ("cutpaste_variant", "enum:cutpaste|scar|3way", "3way", "CutPaste proxy task: normal vs "
      "cut-and-pasted rectangle, vs scar, or 3-way."),
+    # --- image folders anywhere (--dataset=image_dirs, data/image_dirs.py) ---
+    ("normal_dir", "multi_string", None, "image_dirs: folder(s) of good images, the training "
+     "set (repeatable or a comma list)."),
+    ("abnormal_dir", "multi_string", None, "image_dirs: folder(s) of defective test images; "
+     "each folder's name is the defect type (repeatable or a comma list)."),
+    ("normal_test_dir", "multi_string", None, "image_dirs: folder(s) of good test images "
+     "(default: with --abnormal_dir, --normal_test_fraction of --normal_dir is held out)."),
+    ("mask_dir", "multi_string", None, "image_dirs: folder(s) of masks of the abnormal images, "
+     "matched by file stem: <name>.<ext> or <name>_mask.<ext>, in <mask_dir>/<abnormal "
+     "folder name>/ or <mask_dir>/."),
+    ("normal_test_fraction", "float", 0.2, "image_dirs with --abnormal_dir but no "
+     "--normal_test_dir: fraction of the good images held out as good test images."),
 ]
 
 # per schedule, the --sched_* flags it reads (any other one given explicitly is an error)

@@ -6,12 +6,19 @@ evaluation, whatever the evaluator (detect.evaluation.Evaluation); it returns
 the entries it adds to summary.json: ``metrics`` ({key: image_AUROC,
 image_AUPR, image_F1Max, image_TPR, image_FPR}), ``calibration`` ({key:
 threshold, normalisation, ...}) and ``export`` (what was exported, or null).
+A test set without both good and defective images (detect.evaluation.aucs_defined)
+gets ``metrics: null`` and no ROC plot; its scores, calibration and export are
+written as for any run, and a test set of good images only adds ``good_test_FPR``
+({key: the fraction of them above the threshold}).
 """
 
 from pathlib import Path
 
+import numpy as np
+
 from deploy.export_format import EXPORT_FEATURE_SET, choose_detector
 from detect.calibration import calibration, warn_if_small
+from detect.evaluation import aucs_defined
 from detect.metrics import image_metrics
 from detect.scores_file import write_scores
 from util.heatmaps import write_heatmaps
@@ -33,22 +40,30 @@ def calibrate_all(ev, target_fpr, log=print):
 def finish_outputs(run_dir, cfg, model, data, ev, log=print):
     run_dir = Path(run_dir)
     calibs = calibrate_all(ev, cfg.get("target_fpr", 0.01), log)
-    metrics = {key: image_metrics(ev.labels, s, calibs[key]["threshold"])
-               for key, s in ev.test_scores.items()}
+    metrics = None
     write_scores(run_dir / "stats" / "scores.npz", ev.labels, ev.ids, ev.test_scores,
                  ev.calib_scores, maps=ev.patch_maps)
-    aucs = {key: m["image_AUROC"] for key, m in metrics.items()}
-    plot_roc(run_dir / "plots" / "roc.png", ev.labels, ev.test_scores, aucs,
-             title=f"{data.dataset} {data.category!r} ({data.protocol}), AUC x 100")
-    plot_histograms(run_dir / "plots" / "score_hist.png", ev.labels, ev.test_scores,
-                    {k: c["threshold"] for k, c in calibs.items()})
+    if aucs_defined(ev.labels):
+        metrics = {key: image_metrics(ev.labels, s, calibs[key]["threshold"])
+                   for key, s in ev.test_scores.items()}
+        aucs = {key: m["image_AUROC"] for key, m in metrics.items()}
+        plot_roc(run_dir / "plots" / "roc.png", ev.labels, ev.test_scores, aucs,
+                 title=f"{data.dataset} {data.category!r} ({data.protocol}), AUC x 100")
+    if len(ev.labels):
+        plot_histograms(run_dir / "plots" / "score_hist.png", ev.labels, ev.test_scores,
+                        {k: c["threshold"] for k, c in calibs.items()})
     if ev.pixel_maps and cfg.get("mvtec_heatmaps", True):
         write_run_heatmaps(run_dir / "heatmaps", cfg["model_type"], data, ev)
     exported = None
     if cfg.get("export", True):
         exported = export_evaluation(run_dir / "export", cfg, model, data, ev, calibs, log)
-    log(f"Wrote {run_dir / 'stats' / 'scores.npz'} and {run_dir / 'plots'}")
-    return {"metrics": metrics, "calibration": calibs, "export": exported}
+    plots = f" and {run_dir / 'plots'}" if len(ev.labels) else ""
+    log(f"Wrote {run_dir / 'stats' / 'scores.npz'}{plots}")
+    sections = {"metrics": metrics, "calibration": calibs, "export": exported}
+    if len(ev.labels) and not ev.labels.any():  # good test images only: their false alarms
+        sections["good_test_FPR"] = {key: float(np.mean(np.asarray(s) > calibs[key]["threshold"]))
+                                     for key, s in ev.test_scores.items()}
+    return sections
 
 
 def write_run_heatmaps(out_dir, model_type, data, ev):

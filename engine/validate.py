@@ -19,6 +19,7 @@ from typing import NamedTuple
 from data.aug_spec import num_views, parse_aug_list
 from data.base import parse_input_shape
 from data.distaug import distaug_transforms
+from data.image_dirs import split_dirs
 from data.patches import check_patch_flags as check_patch_sizes
 from data.image_io import check_input_bits
 from data.registry import DATASETS, has_defect_layout, input_bits_option
@@ -28,6 +29,7 @@ from detect.detectors import DETECTORS
 from detect.evaluation import FEATURE_SETS
 from detect.evaluators import choose_evaluator
 from detect.localization import grid_size
+from detect.synthetic import KINDS as SYNTHETIC_KINDS
 from engine.distribute import parse_tf_config
 from engine.flags import FLAG_DEFAULTS, SCHED_FLAGS
 from model.registry import model_spec
@@ -118,6 +120,45 @@ def check_input_bits_flag(cfg):
     bits = check_input_bits(cfg.get("input_bits"))
     input_bits_option(cfg["dataset"], bits)
     return bits
+
+
+DIR_FLAGS = ("normal_dir", "normal_test_dir", "abnormal_dir", "mask_dir")
+
+
+def check_image_dirs_flags(cfg):
+    """--dataset=image_dirs and its folder flags (data/image_dirs.py), which belong to it."""
+    dirs = {key: split_dirs(cfg.get(key)) for key in DIR_FLAGS}
+    if cfg["dataset"] != "image_dirs":
+        given = [key for key in DIR_FLAGS if dirs[key]]
+        if given:
+            raise ConfigError(f"--{given[0]} applies to --dataset=image_dirs only, not "
+                              f"{cfg['dataset']}")
+        return
+    if not dirs["normal_dir"]:
+        raise ConfigError("--dataset=image_dirs needs --normal_dir=DIR (the good images; "
+                          "repeatable, or a comma list)")
+    if cfg["root"]:
+        raise ConfigError("--dataset=image_dirs reads --normal_dir / --abnormal_dir, not "
+                          "--root; drop --root")
+    if cfg["is_validation"]:
+        raise ConfigError("--dataset=image_dirs has its own test split; drop --is_validation")
+    if dirs["mask_dir"] and not dirs["abnormal_dir"]:
+        raise ConfigError("--mask_dir needs --abnormal_dir: masks mark the defects of the "
+                          "abnormal images")
+    seen = {}
+    for key in DIR_FLAGS:
+        for folder in dirs[key]:
+            if not Path(folder).is_dir():
+                raise ConfigError(f"--{key}={folder} is not a directory")
+            real = os.path.realpath(folder)
+            if key != "mask_dir" and real in seen:
+                raise ConfigError(f"--{key}={folder} is also given as --{seen[real]}; a "
+                                  "folder holds one kind of image (normal or abnormal, "
+                                  "training or test)")
+            seen.setdefault(real, key)
+    if not 0.0 <= _number(cfg, "normal_test_fraction") < 1.0:
+        raise ConfigError(f"--normal_test_fraction={cfg['normal_test_fraction']} must be in "
+                          "[0, 1)")
 
 
 def check_input_shape_flag(cfg):
@@ -219,6 +260,15 @@ def check_scoring_flags(cfg):
     if get("export_detector") not in ("auto", *EXPORT_DETECTORS):
         raise ConfigError(f"--export_detector={get('export_detector')} is unknown; choose one "
                           f"of auto, {', '.join(EXPORT_DETECTORS)}")
+
+
+def check_synthetic_flags(cfg):
+    """--synthetic_validation damages the held-out good images, so it needs some."""
+    kind = cfg.get("synthetic_validation", "none")
+    _one_of({"synthetic_validation": kind}, "synthetic_validation", ("none", *SYNTHETIC_KINDS))
+    if kind != "none" and float(cfg.get("calibration_fraction", 0.1)) <= 0:
+        raise ConfigError(f"--synthetic_validation={kind} scores held-out good images; "
+                          "--calibration_fraction=0 holds out none (use e.g. 0.1)")
 
 
 def parse_detectors(spec):
@@ -350,6 +400,7 @@ def validate_config(cfg):
     model_spec(cfg["model_type"])
     check_data_flags(cfg)
     check_input_bits_flag(cfg)
+    check_image_dirs_flags(cfg)
     shape = check_input_shape_flag(cfg)
     check_augmentation_flags(cfg, shape)
     check_network_flags(cfg)
@@ -358,6 +409,7 @@ def validate_config(cfg):
     check_distribution_flags(cfg)
     check_protocol_flags(cfg)
     check_scoring_flags(cfg)
+    check_synthetic_flags(cfg)
     evaluator = choose_evaluator(has_defect_layout(cfg["dataset"]), cfg["mvtec_mode"])
     image_shape = shape
     if evaluator == "patch":

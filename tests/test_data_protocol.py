@@ -146,8 +146,13 @@ def test_protocol_errors():
         one_class_split(make_splits(per_class_train=(1, 5, 5, 5)), 0, is_validation=True)
     with pytest.raises(ConfigError, match='no training images'):
         one_class_split(make_splits(per_class_train=(0, 5, 5, 5)), 0, is_validation=False)
+
+
+def test_one_class_only_gives_a_test_set_of_inliers():
+    """Good images only: the held-out (or given) test set has no outliers; it is scored
+    without AUCs (detect.evaluation.aucs_defined), not refused."""
     one_class_only = LabeledSplits(_encode(np.arange(10)), np.zeros(10), None, None, ['a'])
-    with pytest.raises(ConfigError, match='no other class'):
-        one_class_split(one_class_only, 'a', is_validation=True)
-    with pytest.raises(ConfigError, match='no outliers'):
-        one_class_split(make_splits(per_class_test=(10, 0, 0, 0)), 0, is_validation=False)
+    data = one_class_split(one_class_only, 'a', is_validation=True)
+    assert len(data.train_images) == 9 and data.test_labels.tolist() == [0]
+    data = one_class_split(make_splits(per_class_test=(10, 0, 0, 0)), 0, is_validation=False)
+    assert data.test_labels.tolist() == [0] * 10

@@ -64,6 +64,8 @@ def plot_histograms(path, labels, test_scores, thresholds=None, cols=4):
         s = np.asarray(test_scores[key], dtype=np.float64)
         bins = np.histogram_bin_edges(s, bins=40)
         for part, label in ((s[~y], "inliers"), (s[y], "outliers")):
+            if not len(part):  # e.g. good parts only: no outliers to draw
+                continue
             # one filled step polygon per histogram (ax.hist draws a patch per bar: slow)
             ax.stairs(np.histogram(part, bins=bins, density=True)[0], bins, fill=True,
                       alpha=0.6, label=label)
