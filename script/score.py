@@ -6,25 +6,32 @@
 Reads JPEG/PNG/BMP files of any size and mode (gray and RGBA are converted to
 RGB; the export resizes to its input size). Directories are searched
 recursively. The CSV (columns path, raw_score, normalized_score, decision;
-decision 1 = flagged as abnormal) is written atomically. An unreadable file is
-skipped with a warning and counted. Exit status 2 with one ``error:`` line for
-a missing, foreign or incompatible export, or no images to score.
+decision 1 = flagged as abnormal) is written atomically; it may only replace a
+previous score CSV. A file name that is not valid UTF-8 appears in it with
+backslash escapes (``\\xff``). An unreadable file, an image above PIL's decompression-bomb
+limit and a symlink loop are skipped with a warning and counted. Exit status 2
+with one ``error:`` line, before any image is read, for a missing, foreign,
+incompatible or damaged export, an output path that cannot be written, or no
+images to score.
 """
 
-import argparse
 import csv
 import io
 import sys
 import time
+import warnings
 from pathlib import Path
 
+from util.cli import ArgumentParser, quiet_stderr, script_main
 from util.errors import ConfigError
+from util.paths import check_output_path, first_bytes_are, printable_path, walk_files
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+CSV_HEADER = ["path", "raw_score", "normalized_score", "decision"]
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR")
     p.add_argument("--export_dir", required=True)
     p.add_argument("--out", default="scores.csv", help="CSV to write (default scores.csv)")
@@ -36,13 +43,12 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def collect_files(inputs):
+def collect_files(inputs, warn=None):
     files = []
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            found = sorted(p for p in path.rglob("*")
-                           if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            found = walk_files(path, IMAGE_SUFFIXES, warn=warn)
             if not found:
                 raise ConfigError(f"{path} contains no .jpg/.jpeg/.png/.bmp images")
             files.extend(found)
@@ -72,9 +78,9 @@ def write_csv_atomic(path, rows):
 
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["path", "raw_score", "normalized_score", "decision"])
+    writer.writerow(CSV_HEADER)
     for row in rows:
-        writer.writerow([row[0], repr(float(row[1])), repr(float(row[2])), int(row[3])])
+        writer.writerow([printable_path(row[0]), repr(float(row[1])), repr(float(row[2])), int(row[3])])
     write_text_atomic(path, buf.getvalue())
 
 
@@ -90,48 +96,93 @@ def batches_by_size(items, batch_size):
         yield group
 
 
+def check_outputs(args):
+    """Every output path, before the export is loaded or an image read."""
+    check_output_path(args.out, "file", "--out", what="score CSV",
+                      replaces=first_bytes_are(",".join(CSV_HEADER) + "\n"))
+    if args.explain:
+        check_output_path(args.explain_dir, "dir", "--explain_dir")
+
+
+def load_export(export_dir):
+    """The SavedModel; ConfigError naming the export when TensorFlow cannot load it. What
+    TensorFlow logs while it is imported and loads is shown only when the load succeeds,
+    so a damaged export prints the error line alone."""
+    from deploy.export_format import damaged_export
+
+    try:
+        with quiet_stderr():
+            import tensorflow as tf
+
+            return tf.saved_model.load(export_dir)
+    except Exception as err:  # TF raises OSError, IndexError, OpError, ... for damage
+        raise damaged_export(export_dir, f"{type(err).__name__}: {err}") from None
+
+
+def read_or_skip(path, warn):
+    """read_image, with PIL's decompression-bomb warning as a refusal: None and a warning
+    for a file that cannot be used."""
+    from PIL import Image
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            img = read_image(path)
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            warn(f"skipping {printable_path(path)}: more pixels than PIL's decompression-bomb "
+                 f"limit ({Image.MAX_IMAGE_PIXELS})")
+            return None
+    if img is None:
+        warn(f"skipping {printable_path(path)}: not a readable image")
+    return img
+
+
+@script_main
 def main(argv=None):
     args = parse_args(argv)
-    try:
-        if args.batch_size <= 0:
-            raise ConfigError(f"--batch_size={args.batch_size} must be positive")
-        from deploy.export_format import read_export_meta
+    if args.batch_size <= 0:
+        raise ConfigError(f"--batch_size={args.batch_size} must be positive")
+    if args.ig_steps <= 0:
+        raise ConfigError(f"--ig_steps={args.ig_steps} must be positive")
+    from deploy.export_format import check_savedmodel_files, read_export_meta
 
-        meta = read_export_meta(args.export_dir)
-        files = collect_files(args.inputs)
-        if not files:
-            raise ConfigError("no images to score")
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    meta = read_export_meta(args.export_dir)
+    check_savedmodel_files(args.export_dir)
+    check_outputs(args)
+    skipped = []
 
+    def warn(message):
+        print(f"warning: {message}", file=sys.stderr)
+        skipped.append(message)
+
+    files = collect_files(args.inputs, warn)
+    if not files:
+        raise ConfigError("no images to score")
+
+    t0 = time.time()
+    model = load_export(args.export_dir)
     import numpy as np
     import tensorflow as tf
     from tqdm import tqdm
 
-    t0 = time.time()
-    model = tf.saved_model.load(args.export_dir)
     serve = model.signatures["serving_default"]
     load_s = time.time() - t0
-    rows, skipped = [], []
+    rows = []
     explain_dir = Path(args.explain_dir)
 
     def readable():
         for path in tqdm(files, desc="scoring", unit="img", disable=len(files) < 500,
                          file=sys.stderr):
-            img = read_image(path)
-            if img is None:
-                print(f"warning: skipping {path}: not a readable image", file=sys.stderr)
-                skipped.append(path)
-                continue
-            yield path, img
+            img = read_or_skip(path, warn)
+            if img is not None:
+                yield path, img
 
     t1 = time.time()
     for group in batches_by_size(readable(), args.batch_size):
         batch = tf.constant(np.stack([img for _, img in group]))
         out = serve(images=batch)
         raw, norm, dec = (out[k].numpy() for k in ("raw_score", "normalized_score", "decision"))
-        rows.extend((str(p), r, n, d) for (p, _), r, n, d in zip(group, raw, norm, dec))
+        rows.extend((p, r, n, d) for (p, _), r, n, d in zip(group, raw, norm, dec))
         if args.explain:
             if args.explain == "ig":
                 ex = model.signatures["explain_ig"](images=batch,
@@ -144,18 +195,17 @@ def main(argv=None):
                 name = f"{len(rows) - len(group) + i:06d}_{Path(path).stem}.png"
                 save_explanation(explain_dir / name, ex["model_input"][i].numpy(),
                                  ex["heatmap"][i].numpy(), method=args.explain,
-                                 title=f"{Path(path).name}: score {raw[i]:.4g} "
-                                       f"({'flagged' if dec[i] else 'normal'})")
+                                 title=f"{printable_path(Path(path).name)}: score "
+                                       f"{raw[i]:.4g} ({'flagged' if dec[i] else 'normal'})")
     score_s = time.time() - t1
     if not rows:
-        print(f"error: none of the {len(files)} files could be read as an image",
-              file=sys.stderr)
-        return 2
+        raise ConfigError(f"none of the {len(files)} files could be read as an image")
     write_csv_atomic(args.out, rows)
     flagged = int(sum(r[3] for r in rows))
     print(f"scored {len(rows)}, flagged {flagged}, skipped {len(skipped)} "
           f"(detector {meta['score_key']}, threshold {meta['calibration']['threshold']:.6g}; "
-          f"{len(rows) / max(score_s, 1e-9):.0f} images/s, load {load_s:.1f} s) -> {args.out}")
+          f"{len(rows) / max(score_s, 1e-9):.0f} images/s, load {load_s:.1f} s) -> "
+          f"{printable_path(args.out)}")
     return 0
 
 
