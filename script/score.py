@@ -17,6 +17,7 @@ images to score.
 
 import csv
 import io
+import os
 import sys
 import time
 import warnings
@@ -54,8 +55,10 @@ def collect_files(inputs, warn=None):
             files.extend(found)
         elif path.is_file():
             files.append(path)
+        elif os.path.lexists(path):
+            raise ConfigError(f"{printable_path(path)} is a broken or looping symlink")
         else:
-            raise ConfigError(f"{path} does not exist")
+            raise ConfigError(f"{printable_path(path)} does not exist")
     return files
 
 

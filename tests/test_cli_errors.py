@@ -146,6 +146,8 @@ CASES = [
     ("score", [E, "{w}/imgs", "--ig_steps=0"], "--ig_steps=0 must be positive", None),
     ("score", [E, "{w}/nothing"], "does not exist", None),
     ("score", [E, "{w}/empty"], "no .jpg", None),
+    ("score", [E, "{w}/loop.png"], "loop.png is a broken or looping symlink",
+     lambda w: os.symlink("loop.png", w / "loop.png")),
     ("explain", ["{w}/run", "--num_images=0"], "must be positive", None),
     ("explain", ["{w}/run", "--target=rotation"], "needs a rotation model", None),
     ("ensemble", ["{w}/a"], "at least 2 run directories", None),

@@ -42,6 +42,10 @@ def script_main(main):
     def run(argv=None):
         forget_created_dirs()
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # no TF INFO/WARNING lines
+        # a path that is not valid UTF-8 is printed with escapes instead of crashing
+        for stream in (sys.stdout, sys.stderr):
+            if hasattr(stream, "reconfigure"):
+                stream.reconfigure(errors="backslashreplace")
         try:
             code = main(argv)
         except ConfigError as err:
