@@ -8,11 +8,11 @@ RGB; the export resizes to its input size). Directories are searched
 recursively. The CSV (columns path, raw_score, normalized_score, decision;
 decision 1 = flagged as abnormal) is written atomically; it may only replace a
 previous score CSV. A file name that is not valid UTF-8 appears in it with
-backslash escapes (``\\xff``). An unreadable file, an image above PIL's decompression-bomb
-limit and a symlink loop are skipped with a warning and counted. Exit status 2
-with one ``error:`` line, before any image is read, for a missing, foreign,
-incompatible or damaged export, an output path that cannot be written, or no
-images to score.
+backslash escapes (``\\xff``). An unreadable file, an image above PIL's
+decompression-bomb limit and a symlink loop are skipped with a warning and
+counted. Exit status 2 with one ``error:`` line, before any image is read, for
+a missing, foreign, incompatible or damaged export, an output path that cannot
+be written, or no images to score.
 """
 
 import csv
@@ -83,7 +83,8 @@ def write_csv_atomic(path, rows):
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(CSV_HEADER)
     for row in rows:
-        writer.writerow([printable_path(row[0]), repr(float(row[1])), repr(float(row[2])), int(row[3])])
+        writer.writerow([printable_path(row[0]), repr(float(row[1])), repr(float(row[2])),
+                         int(row[3])])
     write_text_atomic(path, buf.getvalue())
 
 
