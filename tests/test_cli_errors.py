@@ -289,3 +289,22 @@ def test_outputs_replace_only_previous_outputs_of_their_kind(world):
     write_csv_atomic(csv_path, [("a.png", 1.0, 0.5, 1)])
     assert check_output_path(csv_path, "file", replaces=first_bytes_are(
         ",".join(CSV_HEADER) + "\n")) == csv_path
+
+
+@pytest.mark.parametrize("script, argv", [
+    ("score", [E, "{w}/imgs", "--out={w}/empty/new/scores.csv"]),
+    ("export", ["{w}/run", "--out={w}/empty/export"]),
+    ("summarize", ["{w}/runs", "--out={w}/empty/summary"]),
+])
+def test_unwritable_output_directory_is_refused(world, monkeypatch, script, argv):
+    """A directory the user may not write to (simulated: these tests run as root, for whom
+    every directory is writable) is refused before any work."""
+    import util.paths
+
+    real_access = os.access
+    monkeypatch.setattr(util.paths.os, "access", lambda path, mode: (
+        False if Path(path) == world / "empty" else real_access(path, mode)))
+    before = snapshot(world)
+    code, _, err = call_main(script, [a.format(w=world) for a in argv])
+    assert_one_error_line(code, err, f"{world / 'empty'} is not writable")
+    assert snapshot(world) == before
