@@ -32,6 +32,7 @@ import numpy as np
 from data.base import LabeledSplits
 from data.image_io import IMAGE_EXTENSIONS, ImageReadError, read_rgb8
 from util.errors import ConfigError
+from util.paths import is_directory, is_regular_file
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ def cache_dir() -> str:
 
 def _subdirs(path: str) -> list:
     with os.scandir(path) as it:
-        return sorted(e.name for e in it if e.is_dir() and not e.name.startswith('.'))
+        return sorted(e.name for e in it if not e.name.startswith('.') and is_directory(e.path))
 
 
 def list_images(class_dir: str) -> list:
@@ -59,7 +60,7 @@ def list_images(class_dir: str) -> list:
         for entry in it:
             if entry.name.startswith('.') or not entry.name.lower().endswith(IMAGE_EXTENSIONS):
                 continue
-            if not entry.is_file():  # follows symlinks
+            if not is_regular_file(entry.path):  # follows symlinks; skips a loop, warning
                 continue
             st = entry.stat()  # follows symlinks
             found.append((entry.path, st.st_size, st.st_mtime_ns))

@@ -35,6 +35,7 @@ from data.base import OneClassData
 from data.folder import IMAGE_EXTENSIONS, decode_image
 from data.image_io import ImageReadError, image_size, read_mask_file
 from util.errors import ConfigError
+from util.paths import is_regular_file
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +59,7 @@ def _images_in(folder: str) -> list:
         return []
     return sorted(os.path.join(folder, f) for f in os.listdir(folder)
                   if not f.startswith('.') and f.lower().endswith(IMAGE_EXTENSIONS)
-                  and os.path.isfile(os.path.join(folder, f)))
+                  and is_regular_file(os.path.join(folder, f)))
 
 
 def _subdirs(path: str) -> list:

@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 from util.errors import ConfigError
+from util.paths import require_dir
 
 EXPORT_FORMAT = "droc-savedmodel"
 EXPORT_VERSION = 1
@@ -44,19 +45,29 @@ def choose_detector(name, protocol, results, available, feature_set=EXPORT_FEATU
     return candidates[0]
 
 
+def is_export(path):
+    """True when ``path`` holds an export of this format (any version): what an export may
+    replace, so that a run directory or a user's folder is never deleted for one."""
+    try:
+        meta = json.loads((Path(path) / "assets" / META_NAME).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(meta, dict) and meta.get("format") == EXPORT_FORMAT
+
+
 def read_export_meta(export_dir):
     """The export's metadata; ConfigError for a missing, foreign or incompatible export."""
-    export_dir = Path(export_dir)
-    if not export_dir.is_dir():
-        raise ConfigError(f"export directory {export_dir} does not exist")
+    export_dir = require_dir(export_dir, "export directory")
     path = export_dir / "assets" / META_NAME
-    if not (export_dir / "saved_model.pb").exists() or not path.exists():
+    if not path.exists():
         raise ConfigError(f"{export_dir} is not a DROC export (no saved_model.pb and "
                           f"assets/{META_NAME}); export a run with script/export.py RUN_DIR")
     try:
         meta = json.loads(path.read_text())
     except (OSError, ValueError) as err:
         raise ConfigError(f"{path} is unreadable: {err}") from None
+    if not isinstance(meta, dict):
+        raise ConfigError(f"{path} does not hold export metadata")
     if meta.get("format") != EXPORT_FORMAT:
         raise ConfigError(f"{export_dir} is not a DROC export (format {meta.get('format')!r})")
     if meta.get("version") != EXPORT_VERSION:
@@ -64,3 +75,24 @@ def read_export_meta(export_dir):
                           f"reads version {EXPORT_VERSION}; re-export the run with "
                           "script/export.py RUN_DIR")
     return meta
+
+
+def check_savedmodel_files(export_dir):
+    """ConfigError naming the export when a file TensorFlow needs to load it is missing or
+    empty: saved_model.pb, variables/variables.index and its data shards (a truncated
+    file is found when loading: see ``damaged_export``)."""
+    export_dir = Path(export_dir)
+    variables = export_dir / "variables"
+    needed = [export_dir / "saved_model.pb", variables / "variables.index"]
+    needed += sorted(variables.glob("variables.data-*")) or [variables / "variables.data-*"]
+    for path in needed:
+        if not path.is_file() or path.stat().st_size == 0:
+            state = "empty" if path.is_file() else "missing"
+            raise damaged_export(export_dir, f"{path.relative_to(export_dir)} is {state}")
+
+
+def damaged_export(export_dir, reason):
+    """The ConfigError of an export that cannot be loaded."""
+    first = str(reason).strip().splitlines()[0] if str(reason).strip() else type(reason).__name__
+    return ConfigError(f"export {export_dir} is damaged ({first}); re-export the run with "
+                       "script/export.py RUN_DIR")

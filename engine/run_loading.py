@@ -7,12 +7,22 @@ from engine.experiment import load_data, make_evaluator, model_from_config
 from engine.flags import FLAG_DEFAULTS
 from engine.validate import validate_config
 from util.errors import ConfigError
+from util.paths import require_dir
+
+
+def _same_kind(value, default):
+    """A recorded flag value of the flag's type (an int where a float is expected is fine)."""
+    if isinstance(default, bool) or isinstance(value, bool):
+        return isinstance(value, bool) and isinstance(default, bool)
+    if isinstance(default, float):
+        return isinstance(value, (int, float))
+    return isinstance(value, type(default))
 
 
 def read_run_config(run_dir):
     """The run's configuration (stats/hparams.json over today's defaults); ConfigError when
     the directory is not a run or the file cannot be read."""
-    run_dir = Path(run_dir)
+    run_dir = require_dir(run_dir, "run directory")
     hp = run_dir / "stats" / "hparams.json"
     if not hp.is_file():
         raise ConfigError(f"{run_dir} is not a run directory (no stats/hparams.json)")
@@ -22,6 +32,11 @@ def read_run_config(run_dir):
         raise ConfigError(f"{hp} cannot be read: {err}") from None
     if not isinstance(recorded, dict):
         raise ConfigError(f"{hp} does not hold a run configuration")
+    for key, value in recorded.items():
+        default = FLAG_DEFAULTS.get(key)
+        if default is not None and value is not None and not _same_kind(value, default):
+            raise ConfigError(f"{hp} is invalid: {key}={value!r} is a {type(value).__name__}, "
+                              f"the flag takes a {type(default).__name__}")
     cfg = dict(FLAG_DEFAULTS)
     cfg.update(recorded)
     return cfg

@@ -16,7 +16,9 @@ import time
 import numpy as np
 import psutil
 
-from detect.detectors import make_detector
+from detect.detectors import DETECTORS, make_detector
+from util.cli import ArgumentParser, script_main
+from util.errors import ConfigError
 
 
 class _RssSampler(threading.Thread):
@@ -74,12 +76,22 @@ def benchmark_detector(name, n_train, n_test, dim, seed=0, **detector_kw):
             "peak_mb": (peak - base) / 2**20}
 
 
+def parse_args(argv=None):
+    p = ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("name", choices=sorted(DETECTORS))
+    for size in ("n_train", "n_test", "dim"):
+        p.add_argument(size, type=int)
+    args = p.parse_args(argv)
+    for size in ("n_train", "n_test", "dim"):
+        if getattr(args, size) <= 0:
+            raise ConfigError(f"{size.upper()}={getattr(args, size)} must be positive")
+    return args
+
+
+@script_main
 def main(argv=None):
-    argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 4:
-        print("usage: python -m script.bench_detectors NAME N_TRAIN N_TEST DIM")
-        return 2
-    name, n_train, n_test, dim = argv[0], *map(int, argv[1:])
+    args = parse_args(argv)
+    name, n_train, n_test, dim = args.name, args.n_train, args.n_test, args.dim
     r = benchmark_detector(name, n_train, n_test, dim)
     print(f"{name} {n_train}x{n_test}x{dim}: fit {r['fit_s']:.2f}s "
           f"score {r['score_s']:.2f}s peak +{r['peak_mb']:.0f} MB")

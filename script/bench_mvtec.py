@@ -15,7 +15,6 @@ instead, so the printed image AUROC / pixel AUROC / PRO compare the quality of
 ``--mvtec_patch_features`` crop and conv (and ``--mvtec_fit_draw``) on one model.
 """
 
-import argparse
 import json
 import os
 import resource
@@ -24,6 +23,11 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from util.atomic import write_text_atomic
+from util.cli import ArgumentParser, script_main
+from util.errors import ConfigError
+from util.paths import check_output_path, require_dir
 
 SHARED_MVTEC = Path(__file__).resolve().parents[2] / "shared" / "data" / "mvtec_ad"
 
@@ -191,27 +195,28 @@ def mvtec_section(args, log=print):
     return results
 
 
+@script_main
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = ArgumentParser(description=__doc__.splitlines()[0])
     add_args(p)
     p.add_argument("--width", type=float, default=0.25)
     p.add_argument("--json", help="write the figures here")
     args = p.parse_args(argv)
-    cat_dir = os.path.join(args.mvtec_root, args.mvtec_category)
-    if not args.mvtec_run and not os.path.isdir(cat_dir):
-        print(f"error: {cat_dir} not found; pass --mvtec_root", file=sys.stderr)
-        return 2
+    if not args.mvtec_run:
+        require_dir(os.path.join(args.mvtec_root, args.mvtec_category),
+                    "MVTec category directory (pass --mvtec_root)")
     modes = [m.strip() for m in args.mvtec_patch_features.split(",") if m.strip()]
     if len(modes) != 1 or modes[0] not in ("crop", "conv"):
-        print(f"error: --mvtec_patch_features={args.mvtec_patch_features}: this script times one "
-              "mode (crop or conv); script/benchmark.py --sections=mvtec times several",
-              file=sys.stderr)
-        return 2
+        raise ConfigError(f"--mvtec_patch_features={args.mvtec_patch_features}: this script "
+                          "times one mode (crop or conv); script/benchmark.py --sections=mvtec "
+                          "times several")
+    if args.json is not None:
+        check_output_path(args.json, "file", "--json")
     out = run(args.mvtec_root, args.mvtec_category, args.width, args.mvtec_detector,
               args.mvtec_train_patches, images=args.mvtec_images, stride=args.mvtec_stride,
               patch_features=modes[0], run_dir=args.mvtec_run, fit_draw=args.mvtec_fit_draw)
     if args.json:
-        Path(args.json).write_text(json.dumps(out, indent=2))
+        write_text_atomic(args.json, json.dumps(out, indent=2))
     return 0
 
 

@@ -32,7 +32,6 @@ Sections (each figure is the median of several timed repetitions after warm-up):
 Writes <out>/benchmark.json and <out>/quality.md, prints tables.
 """
 
-import argparse
 import json
 import os
 import platform
@@ -46,6 +45,9 @@ import numpy as np
 
 from script import bench_mvtec, bench_patch_export
 from util.atomic import write_text_atomic
+from util.cli import ArgumentParser, script_main
+from util.errors import ConfigError
+from util.paths import check_output_path, first_bytes_are
 
 SHARED_CIFAR = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10"
 MODEL_TYPES = ("contrastive_da", "contrastive", "rotation")
@@ -54,29 +56,29 @@ SECTIONS = ("throughput", "flops", "detectors", "scoring", "determinism", "mvtec
             "quality")
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one `error:` line and exit 2, like the training entry point
-        print(f"error: {message}", file=sys.stderr)
-        sys.exit(2)
+QUALITY_HEADER = "| class | representation | "
+# the files written into --out, each recognised by how it starts (what it may replace)
+OUT_FILES = {"benchmark.json": '{\n  "machine": ', "quality.md": QUALITY_HEADER}
 
 
 def _csv(value, kind, flag, allowed=None):
     try:
         items = [kind(v.strip()) for v in value.split(",") if v.strip()]
     except ValueError:
-        raise ValueError(f"--{flag}={value} must be a comma-separated list of {kind.__name__}s")
+        raise ConfigError(f"--{flag}={value} must be a comma-separated list of "
+                          f"{kind.__name__}s") from None
     if not items:
-        raise ValueError(f"--{flag} is empty")
+        raise ConfigError(f"--{flag} is empty")
     if allowed is not None and set(items) - set(allowed):
-        raise ValueError(f"--{flag}={value}: {', '.join(sorted(set(items) - set(allowed)))} "
+        raise ConfigError(f"--{flag}={value}: {', '.join(sorted(set(items) - set(allowed)))} "
                          f"unknown; choose from {', '.join(allowed)}")
     if kind in (int, float) and min(items) <= 0:
-        raise ValueError(f"--{flag}={value} must hold positive numbers")
+        raise ConfigError(f"--{flag}={value} must hold positive numbers")
     return items
 
 
 def validate_args(args):
-    """Every argument checked before an output directory is created (ValueError)."""
+    """Every argument checked before an output directory is created (ConfigError)."""
     from engine.presets import PRESETS
 
     _csv(args.sections, str, "sections", SECTIONS)
@@ -89,17 +91,19 @@ def validate_args(args):
     _csv(args.mvtec_patch_features, str, "mvtec_patch_features", ("crop", "conv"))
     for flag in ("steps", "repeats", "budget_steps", "detector_test"):
         if getattr(args, flag) is not None and getattr(args, flag) <= 0:
-            raise ValueError(f"--{flag}={getattr(args, flag)} must be a positive integer")
+            raise ConfigError(f"--{flag}={getattr(args, flag)} must be a positive integer")
     for flag in ("contrastive_preset", "rotation_preset"):
         if getattr(args, flag) not in PRESETS:
-            raise ValueError(f"--{flag}={getattr(args, flag)} is unknown; choose from "
+            raise ConfigError(f"--{flag}={getattr(args, flag)} is unknown; choose from "
                              f"{', '.join(PRESETS)}")
-    if Path(args.out).exists() and not Path(args.out).is_dir():
-        raise ValueError(f"--out={args.out} is a file, not a directory")
+    check_output_path(args.out, "dir", "--out")
+    for name, start in OUT_FILES.items():
+        check_output_path(Path(args.out) / name, "file", "--out", replaces=first_bytes_are(start),
+                          what=f"benchmark output ({name})")
 
 
 def parse_args(argv=None):
-    p = _Parser(description=__doc__.splitlines()[0])
+    p = ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="tiny 2-minute smoke version")
     p.add_argument("--sections", default="throughput,flops,detectors,quality")
     p.add_argument("--out", default="benchmark_out", help="output directory")
@@ -400,7 +404,7 @@ def quality_section(args, log):
 
 def quality_markdown(rows):
     keys = ["pool.kde", "pool.gde", "pool.kocsvm", "pool.auc", "embed.kde"]
-    lines = ["| class | representation | " + " | ".join(keys) + " |",
+    lines = [QUALITY_HEADER + " | ".join(keys) + " |",
              "|---|---|" + "---|" * len(keys)]
     for r in rows:
         lines.append(f"| {r['category']} | raw pixels | {r['raw_pixels']['kde']:.1f} | "
@@ -421,13 +425,10 @@ def quality_markdown(rows):
 # ---------------------------------------------------------------- main
 
 
+@script_main
 def main(argv=None):
     args = parse_args(argv)
-    try:
-        validate_args(args)
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    validate_args(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     sections = [s.strip() for s in args.sections.split(",") if s.strip()]

@@ -17,7 +17,6 @@ without scores, different test sets, no shared key) end with one ``error:``
 line and exit code 2 before anything is written.
 """
 
-import argparse
 import csv
 import io
 import sys
@@ -27,13 +26,20 @@ import numpy as np
 
 from detect.metrics import roc_auc
 from util.atomic import write_json_atomic, write_text_atomic
+from util.cli import ArgumentParser, script_main
 from util.errors import ConfigError
+from util.paths import check_output_path, first_bytes_are, require_dir
 
 SCORES = Path("stats") / "scores.npz"
+TABLE_TITLE = "Ensemble of "
+CSV_HEADER = "key,ensemble_auc,member_mean,member_best"
+# the files written into --out, each recognised by how it starts (what it may replace)
+OUTPUTS = {"ensemble.md": TABLE_TITLE, "ensemble.csv": CSV_HEADER + ",",
+           "ensemble.json": '{\n  "results": '}
 
 
 def load_scores(run_dir):
-    path = Path(run_dir) / SCORES
+    path = require_dir(run_dir, "run directory") / SCORES
     if not path.is_file():
         raise ConfigError(f"{run_dir} has no {SCORES}: it is not a finished run, or it was made "
                           "by a version that did not save per-image scores (rerun it)")
@@ -94,7 +100,7 @@ def ensemble(runs, keys):
 
 
 def markdown(rows, n_runs):
-    lines = [f"Ensemble of {n_runs} runs (standardised by calibration scores, then averaged)",
+    lines = [f"{TABLE_TITLE}{n_runs} runs (standardised by calibration scores, then averaged)",
              "", "| key | ensemble AUC | mean of members | best member | members |",
              "|---|---|---|---|---|"]
     for r in rows:
@@ -107,7 +113,7 @@ def markdown(rows, n_runs):
 def to_csv(rows, run_dirs):
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow(["key", "ensemble_auc", "member_mean", "member_best"] +
+    w.writerow(CSV_HEADER.split(",") +
                [f"run{i}" for i in range(len(run_dirs))])
     for r in rows:
         w.writerow([r["key"], f"{r['ensemble']:.4f}", f"{r['member_mean']:.4f}",
@@ -115,31 +121,37 @@ def to_csv(rows, run_dirs):
     return buf.getvalue()
 
 
+def check_outputs(out):
+    """--out and the files it will hold, before any score file is read."""
+    check_output_path(out, "dir", "--out")
+    for name, start in OUTPUTS.items():
+        check_output_path(Path(out) / name, "file", "--out", replaces=first_bytes_are(start),
+                          what=f"ensemble output ({name})")
+
+
+@script_main
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", help="run directories (with stats/scores.npz)")
     parser.add_argument("--keys", default="", help="comma-separated score keys (default: all "
                         "keys every run has)")
     parser.add_argument("--out", help="write ensemble.md / .csv / .json into this directory")
     args = parser.parse_args(argv)
-    try:
-        if len(args.runs) < 2:
-            raise ConfigError("an ensemble needs at least 2 run directories")
-        runs = [(d, load_scores(d)) for d in args.runs]
-        check_same_test_set(runs)
-        keys = shared_keys(runs, [k.strip() for k in args.keys.split(",") if k.strip()])
-        labels = np.asarray(runs[0][1]["label"])
-        if len(np.unique(labels)) != 2:
-            raise ConfigError("the test set needs both inliers and outliers for an AUC")
-        rows = ensemble(runs, keys)
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    if len(args.runs) < 2:
+        raise ConfigError("an ensemble needs at least 2 run directories")
+    if args.out is not None:
+        check_outputs(args.out)
+    runs = [(d, load_scores(d)) for d in args.runs]
+    check_same_test_set(runs)
+    keys = shared_keys(runs, [k.strip() for k in args.keys.split(",") if k.strip()])
+    labels = np.asarray(runs[0][1]["label"])
+    if len(np.unique(labels)) != 2:
+        raise ConfigError("the test set needs both inliers and outliers for an AUC")
+    rows = ensemble(runs, keys)
     text = markdown(rows, len(runs))
     print(text)
     if args.out:
         out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
         write_text_atomic(out / "ensemble.md", text + "\n")
         write_text_atomic(out / "ensemble.csv", to_csv(rows, args.runs))
         write_json_atomic(out / "ensemble.json", {"runs": [str(d) for d in args.runs],

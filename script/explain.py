@@ -12,16 +12,19 @@ every test image. ``--target=rotation`` explains the rotation classifier's
 ``logit`` score instead (rotation models only).
 """
 
-import argparse
 import sys
 from pathlib import Path
 
 from engine.run_loading import read_run_config
+from engine.validate import validate_config
+from model.registry import MODEL_TYPES
+from util.cli import ArgumentParser, quiet_stderr, script_main
 from util.errors import ConfigError
+from util.paths import check_output_path
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("run_dir")
     p.add_argument("--method", choices=("ig", "gradcam"), default="gradcam")
     p.add_argument("--target", choices=("kde", "rotation"), default="kde")
@@ -30,6 +33,11 @@ def parse_args(argv=None):
     p.add_argument("--ig_steps", type=int, default=32)
     p.add_argument("--out", default=None)
     return p.parse_args(argv)
+
+
+def model_score_keys(model_type):
+    """The score keys a model type adds (``logit`` for the rotation classifier)."""
+    return MODEL_TYPES.get(model_type, {}).get("score_keys", ())
 
 
 def pick(scores, labels, which, n):
@@ -43,52 +51,50 @@ def pick(scores, labels, which, n):
     return order if which == "all" else order[:n]
 
 
+@script_main
 def main(argv=None):
     args = parse_args(argv)
-    try:
-        if args.num_images <= 0 or args.ig_steps <= 0:
-            raise ConfigError("--num_images and --ig_steps must be positive")
-        cfg = read_run_config(args.run_dir)
-        cfg["detectors"] = "kde"
+    if args.num_images <= 0 or args.ig_steps <= 0:
+        raise ConfigError("--num_images and --ig_steps must be positive")
+    cfg = read_run_config(args.run_dir)
+    out = check_output_path(args.out or Path(args.run_dir) / "explain", "dir", "--out")
+    if args.target == "rotation" and "logit" not in model_score_keys(cfg["model_type"]):
+        raise ConfigError(f"--target=rotation needs a rotation model, this run is "
+                          f"{cfg['model_type']}")
+    cfg["detectors"] = "kde"
+    if validate_config(cfg).evaluator == "patch":
+        raise ConfigError(f"{args.run_dir} is a patch run: its anomaly maps are under "
+                          "heatmaps/, and score.py --maps_dir draws them for new images")
 
-        from tqdm import tqdm
+    from tqdm import tqdm
 
-        from data.augment import to_float_images
-        from deploy.detector_graph import detector_params
-        from deploy.explain import (ScoreFunction, detector_head, heatmap, rotation_head,
-                                    save_explanation)
-        from engine.run_loading import load_run
-        from model.trunk import conv_trunk
+    from data.augment import to_float_images
+    from deploy.detector_graph import detector_params
+    from deploy.explain import (ScoreFunction, detector_head, heatmap, rotation_head,
+                                save_explanation)
+    from engine.run_loading import load_run
+    from model.trunk import conv_trunk
 
+    with quiet_stderr():  # TensorFlow's import lines only if the run loads
         _, model, data, evaluator = load_run(args.run_dir, cfg)
-        if args.target == "rotation" and not hasattr(model, "classifier"):
-            raise ConfigError(f"--target=rotation needs a rotation model, this run is "
-                              f"{cfg['model_type']}")
-        ev = evaluator.final(model, data)
-        if ev.grid is not None:
-            raise ConfigError(f"{args.run_dir} is a patch run: its anomaly maps are under "
-                              "heatmaps/, and score.py --maps_dir draws them for new images")
-        if args.target == "kde":
-            head = detector_head(model, "kde", detector_params(ev.detectors["pool.kde"],
-                                                               ev.fit_feats["pool"]))
-            scores = ev.test_scores["pool.kde"]
-        else:
-            head = rotation_head(model)
-            scores = ev.test_scores["logit"]
-        score_fn = ScoreFunction(conv_trunk(model), head)
-        idx = pick(scores, ev.labels, args.which, args.num_images)
-        out = Path(args.out or Path(args.run_dir) / "explain")
-        for i in tqdm(idx, desc=f"{args.method} maps", unit="img", file=sys.stderr):
-            img = data.test_images[i:i + 1]
-            heat = heatmap(args.method, score_fn, to_float_images(img), args.ig_steps)[0]
-            kind = "outlier" if ev.labels[i] else "inlier"
-            save_explanation(out / f"{args.method}_{int(i):05d}_{kind}.png", img[0],
-                             heat.numpy(), method=f"{args.method} of {args.target} score",
-                             title=f"test #{int(i)} ({kind}), score {scores[i]:.4g}")
-        print(f"wrote {len(idx)} PNGs to {out}")
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    ev = evaluator.final(model, data)
+    if args.target == "kde":
+        head = detector_head(model, "kde", detector_params(ev.detectors["pool.kde"],
+                                                           ev.fit_feats["pool"]))
+        scores = ev.test_scores["pool.kde"]
+    else:
+        head = rotation_head(model)
+        scores = ev.test_scores["logit"]
+    score_fn = ScoreFunction(conv_trunk(model), head)
+    idx = pick(scores, ev.labels, args.which, args.num_images)
+    for i in tqdm(idx, desc=f"{args.method} maps", unit="img", file=sys.stderr):
+        img = data.test_images[i:i + 1]
+        heat = heatmap(args.method, score_fn, to_float_images(img), args.ig_steps)[0]
+        kind = "outlier" if ev.labels[i] else "inlier"
+        save_explanation(out / f"{args.method}_{int(i):05d}_{kind}.png", img[0],
+                         heat.numpy(), method=f"{args.method} of {args.target} score",
+                         title=f"test #{int(i)} ({kind}), score {scores[i]:.4g}")
+    print(f"wrote {len(idx)} PNGs to {out}")
     return 0
 
 

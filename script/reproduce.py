@@ -27,7 +27,6 @@ seed). The paper's facts available to this project do not list Tables 5 and 7,
 so these two are our choice of the paper's ablations.
 """
 
-import argparse
 import os
 import shlex
 import subprocess
@@ -35,6 +34,9 @@ import sys
 from pathlib import Path
 
 from data.distaug import distaug_has_hflip
+from util.cli import ArgumentParser, script_main
+from util.errors import ConfigError
+from util.paths import check_output_path
 
 ROOT = Path(__file__).resolve().parents[1]
 NCLASS = {"cifar10ood": 10, "cifar20ood": 20, "cifar100ood": 100, "fmnistood": 10,
@@ -160,10 +162,8 @@ def plan(args):
     if args.rows:
         unknown = args.rows - {r[0] for r in rows}
         if unknown:
-            print(f"error: --rows {', '.join(sorted(unknown))} not among the planned rows "
-                  f"({', '.join(r[0] for r in rows)}); check --tables / --figures",
-                  file=sys.stderr)
-            sys.exit(2)
+            raise ConfigError(f"--rows {', '.join(sorted(unknown))} not among the planned rows "
+                              f"({', '.join(r[0] for r in rows)}); check --tables / --figures")
         rows = [r for r in rows if r[0] in args.rows]
     seeds = args.seeds[:1] if args.smoke else args.seeds
     base = ["--preset=smoke"] if args.smoke else list(PAPER_FLAGS)
@@ -213,7 +213,7 @@ def parse_args(argv):
         argv, extra = argv[:cut], argv[cut + 1:]
     else:
         extra = []
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--datasets", default="cifar10ood,cifar20ood,fmnistood")
     p.add_argument("--seeds", default="0,1,2,3,4")
     p.add_argument("--categories", default="", help="default: every class of the dataset")
@@ -255,9 +255,12 @@ def parse_args(argv):
     return args
 
 
+@script_main
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
     jobs = plan(args)
+    if not args.dry_run:
+        check_output_path(args.runs_root, "dir", "--runs_root")
     mine = [j for k, j in enumerate(jobs) if k % args.shard_count == args.shard_index]
     print(f"{len(jobs)} jobs in all, {len(mine)} in shard {args.shard}", flush=True)
     failed, skipped = [], 0

@@ -7,13 +7,16 @@
 Reads JPEG/PNG/BMP/TIFF files of any size, mode and bit depth (data/image_io.py:
 gray and RGBA are converted to RGB, 16-bit samples scaled to 8 by their bit
 depth or by ``--input_bits``, by default the training run's; the export resizes
-to its input size). Directories are searched
-recursively. The CSV (columns path, raw_score, normalized_score, decision;
-decision 1 = flagged as abnormal; patch models add defect_area_px, the
-predicted mask's area in the input image's pixels) is written atomically. An
-unreadable file is skipped with a warning and counted. Exit status 2 with one
-``error:`` line for a missing, foreign or incompatible export, or no images to
-score.
+to its input size). Directories are searched recursively. The CSV (columns
+path, raw_score, normalized_score, decision; decision 1 = flagged as abnormal;
+patch models add defect_area_px, the predicted mask's area in the input
+image's pixels) is written atomically; it may only replace a previous score
+CSV. A file name that is not valid UTF-8 appears in it with backslash escapes
+(``\\xff``). An unreadable file, an image above PIL's decompression-bomb limit
+and a symlink loop are skipped with a warning and counted. Exit status 2 with
+one ``error:`` line, before any image is read, for a missing, foreign,
+incompatible or damaged export, an output path that cannot be written, or no
+images to score.
 
 The decision uses the export's calibrated threshold, ``--threshold`` (a raw
 score), or a threshold set anew at ``--target_fpr`` on the calibration scores
@@ -23,21 +26,25 @@ with the predicted mask outlined) and ``<n>_<name>_mask.png`` (the predicted
 mask at the input's size, 255 = defect) per image.
 """
 
-import argparse
 import csv
 import io
+import os
 import sys
 import time
+import warnings
 from pathlib import Path
 
 from data.image_io import IMAGE_EXTENSIONS, ImageReadError, check_input_bits, read_rgb8
+from util.cli import ArgumentParser, quiet_stderr, script_main
 from util.errors import ConfigError
+from util.paths import check_output_path, first_bytes_are, printable_path, walk_files
 
 IMAGE_SUFFIXES = IMAGE_EXTENSIONS
+CSV_HEADER = ["path", "raw_score", "normalized_score", "decision"]
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR")
     p.add_argument("--export_dir", required=True)
     p.add_argument("--out", default="scores.csv", help="CSV to write (default scores.csv)")
@@ -100,27 +107,33 @@ def decision_thresholds(meta, export_dir, threshold=None, pixel_threshold=None,
     return image_thr, pixel_thr, source
 
 
-def check_maps_dir(meta, maps_dir):
-    """ConfigError when ``--maps_dir`` is given for an export without maps."""
-    if maps_dir is not None and meta.get("kind") != "patch":
+def check_kind_flags(meta, args):
+    """ConfigError for a flag the export's kind has no output for: ``--maps_dir`` needs a
+    patch model's maps, ``--explain`` a whole-image model's explanation signatures."""
+    patch = meta.get("kind") == "patch"
+    if args.maps_dir is not None and not patch:
         raise ConfigError("--maps_dir needs a patch-model export (this one scores whole "
                           "images; use --explain for its heat maps)")
+    if args.explain and patch:
+        raise ConfigError("--explain needs a whole-image export; a patch model's anomaly "
+                          "maps are its explanation: use --maps_dir")
 
 
-def collect_files(inputs):
+def collect_files(inputs, warn=None):
     files = []
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            found = sorted(p for p in path.rglob("*")
-                           if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            found = walk_files(path, IMAGE_SUFFIXES, warn=warn)
             if not found:
                 raise ConfigError(f"{path} contains no .jpg/.jpeg/.png/.bmp images")
             files.extend(found)
         elif path.is_file():
             files.append(path)
+        elif os.path.lexists(path):
+            raise ConfigError(f"{printable_path(path)} is a broken or looping symlink")
         else:
-            raise ConfigError(f"{path} does not exist")
+            raise ConfigError(f"{printable_path(path)} does not exist")
     return files
 
 
@@ -138,11 +151,10 @@ def write_csv_atomic(path, rows, area=False):
 
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["path", "raw_score", "normalized_score", "decision"]
-                    + (["defect_area_px"] if area else []))
+    writer.writerow(CSV_HEADER + (["defect_area_px"] if area else []))
     for row in rows:
-        writer.writerow([row[0], repr(float(row[1])), repr(float(row[2])), int(row[3])]
-                        + ([int(row[4])] if area else []))
+        writer.writerow([printable_path(row[0]), repr(float(row[1])), repr(float(row[2])),
+                         int(row[3])] + ([int(row[4])] if area else []))
     write_text_atomic(path, buf.getvalue())
 
 
@@ -206,36 +218,86 @@ def batches_by_size(items, batch_size):
         yield group
 
 
+def check_outputs(args):
+    """Every output path, before the export is loaded or an image read."""
+    check_output_path(args.out, "file", "--out", what="score CSV",
+                      replaces=first_bytes_are(",".join(CSV_HEADER)))
+    if args.explain:
+        check_output_path(args.explain_dir, "dir", "--explain_dir")
+    if args.maps_dir is not None:
+        check_output_path(args.maps_dir, "dir", "--maps_dir")
+
+
+def load_export(export_dir):
+    """The SavedModel; ConfigError naming the export when TensorFlow cannot load it. What
+    TensorFlow logs while it is imported and loads is shown only when the load succeeds,
+    so a damaged export prints the error line alone."""
+    from deploy.export_format import damaged_export
+
+    try:
+        with quiet_stderr():
+            import tensorflow as tf
+
+            return tf.saved_model.load(export_dir)
+    except Exception as err:  # TF raises OSError, IndexError, OpError, ... for damage
+        raise damaged_export(export_dir, f"{type(err).__name__}: {err}") from None
+
+
+def read_or_skip(path, warn, input_bits=0):
+    """read_image, with PIL's decompression-bomb warning as a refusal: None and a warning
+    for a file that cannot be used."""
+    from PIL import Image
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            img = read_image(path, input_bits)
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            warn(f"skipping {printable_path(path)}: more pixels than PIL's decompression-bomb "
+                 f"limit ({Image.MAX_IMAGE_PIXELS})")
+            return None
+    if img is None:
+        warn(f"skipping {printable_path(path)}: not a readable image")
+    return img
+
+
+@script_main
 def main(argv=None):
     args = parse_args(argv)
-    try:
-        if args.batch_size <= 0:
-            raise ConfigError(f"--batch_size={args.batch_size} must be positive")
-        from deploy.export_format import read_export_meta
+    if args.batch_size <= 0:
+        raise ConfigError(f"--batch_size={args.batch_size} must be positive")
+    if args.ig_steps <= 0:
+        raise ConfigError(f"--ig_steps={args.ig_steps} must be positive")
+    from deploy.export_format import check_savedmodel_files, read_export_meta
 
-        meta = read_export_meta(args.export_dir)
-        image_thr, pixel_thr, thr_source = decision_thresholds(
-            meta, args.export_dir, args.threshold, args.pixel_threshold, args.target_fpr)
-        check_maps_dir(meta, args.maps_dir)
-        input_bits = check_input_bits(meta.get("input_bits", 0) if args.input_bits is None
-                                      else args.input_bits)
-        files = collect_files(args.inputs)
-        if not files:
-            raise ConfigError("no images to score")
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    meta = read_export_meta(args.export_dir)
+    check_savedmodel_files(args.export_dir)
+    image_thr, pixel_thr, thr_source = decision_thresholds(
+        meta, args.export_dir, args.threshold, args.pixel_threshold, args.target_fpr)
+    check_kind_flags(meta, args)
+    input_bits = check_input_bits(meta.get("input_bits", 0) if args.input_bits is None
+                                  else args.input_bits)
+    check_outputs(args)
+    skipped = []
 
+    def warn(message):
+        print(f"warning: {message}", file=sys.stderr)
+        skipped.append(message)
+
+    files = collect_files(args.inputs, warn)
+    if not files:
+        raise ConfigError("no images to score")
+
+    t0 = time.time()
+    model = load_export(args.export_dir)
     import numpy as np
     import tensorflow as tf
     from tqdm import tqdm
 
     patch = meta.get("kind") == "patch"
-    t0 = time.time()
-    model = tf.saved_model.load(args.export_dir)
     serve = model.signatures["serving_default"]
     load_s = time.time() - t0
-    rows, skipped = [], []
+    rows = []
     explain_dir = Path(args.explain_dir)
     figure = None
     if args.maps_dir is not None:
@@ -247,12 +309,9 @@ def main(argv=None):
     def readable():
         for path in tqdm(files, desc="scoring", unit="img", disable=len(files) < 500,
                          file=sys.stderr):
-            img = read_image(path, input_bits)
-            if img is None:
-                print(f"warning: skipping {path}: not a readable image", file=sys.stderr)
-                skipped.append(path)
-                continue
-            yield path, img
+            img = read_or_skip(path, warn, input_bits)
+            if img is not None:
+                yield path, img
 
     t1 = time.time()
     for group in batches_by_size(readable(), args.batch_size):
@@ -266,16 +325,16 @@ def main(argv=None):
             first = len(rows)
             for i, (path, img) in enumerate(group):
                 full = mask_at_input_size(masks[i], img.shape[0], img.shape[1])
-                rows.append((str(path), raw[i], norm[i], dec[i], int((full > 0).sum())))
+                rows.append((path, raw[i], norm[i], dec[i], int((full > 0).sum())))
                 if figure is not None:
                     stem = f"{first + i:06d}_{Path(path).stem}"
                     write_png_atomic(Path(args.maps_dir) / f"{stem}_mask.png", full)
                     small = at_working_size(img, pixel.shape[1:])
                     figure.write(Path(args.maps_dir) / f"{stem}.png", small, pixel[i], masks[i],
-                                 f"{Path(path).name}: score {raw[i]:.4g} "
+                                 f"{printable_path(Path(path).name)}: score {raw[i]:.4g} "
                                  f"({'flagged' if dec[i] else 'normal'})")
         else:
-            rows.extend((str(p), r, n, d) for (p, _), r, n, d in zip(group, raw, norm, dec))
+            rows.extend((p, r, n, d) for (p, _), r, n, d in zip(group, raw, norm, dec))
         if args.explain:
             if args.explain == "ig":
                 ex = model.signatures["explain_ig"](images=batch,
@@ -288,13 +347,11 @@ def main(argv=None):
                 name = f"{len(rows) - len(group) + i:06d}_{Path(path).stem}.png"
                 save_explanation(explain_dir / name, ex["model_input"][i].numpy(),
                                  ex["heatmap"][i].numpy(), method=args.explain,
-                                 title=f"{Path(path).name}: score {raw[i]:.4g} "
-                                       f"({'flagged' if dec[i] else 'normal'})")
+                                 title=f"{printable_path(Path(path).name)}: score "
+                                       f"{raw[i]:.4g} ({'flagged' if dec[i] else 'normal'})")
     score_s = time.time() - t1
     if not rows:
-        print(f"error: none of the {len(files)} files could be read as an image",
-              file=sys.stderr)
-        return 2
+        raise ConfigError(f"none of the {len(files)} files could be read as an image")
     if figure is not None:
         figure.close()
     write_csv_atomic(args.out, rows, area=patch)
@@ -302,7 +359,8 @@ def main(argv=None):
     pixel_note = f", pixel threshold {pixel_thr:.6g}" if patch else ""
     print(f"scored {len(rows)}, flagged {flagged}, skipped {len(skipped)} "
           f"(detector {meta['score_key']}, threshold {image_thr:.6g} {thr_source}{pixel_note}; "
-          f"{len(rows) / max(score_s, 1e-9):.2f} images/s, load {load_s:.1f} s) -> {args.out}")
+          f"{len(rows) / max(score_s, 1e-9):.2f} images/s, load {load_s:.1f} s) -> "
+          f"{printable_path(args.out)}")
     return 0
 
 

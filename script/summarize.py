@@ -22,7 +22,6 @@ and prints Tables 2, 5, 7 and the orderings. Bad arguments end with one
 ``error:`` line and exit code 2 before anything is written.
 """
 
-import argparse
 import csv
 import io
 import json
@@ -34,7 +33,9 @@ from pathlib import Path
 import numpy as np
 
 from util.atomic import write_bytes_atomic, write_text_atomic
+from util.cli import ArgumentParser, script_main
 from util.errors import ConfigError
+from util.paths import check_output_path, first_bytes_are, require_dir
 
 DATASET_ORDER = ["cifar10ood", "cifar20ood", "fmnistood", "dogvscatood", "celeba"]
 
@@ -399,8 +400,25 @@ def csv_text(header, rows):
 
 # ------------------------------------------------------------------------------- main
 
+SUMMARY_TITLE = "# Summary of "
+TABLE2_TITLE = "Table 2: representations and detectors (mean AUC over classes)"
+TABLES_COLUMNS = ["table", "label", "row", "key", "dataset", "mean", "std", "seeds",
+                  "categories", "paper", "diff", "match"]
+RUNS_COLUMNS = ["run", "row", "dataset", "category", "seed", "protocol", "key", "value"]
+FIGURES_COLUMNS = ["figure", "dataset", "series", "x", "key", "mean", "std", "seeds"]
+
+
+def _csv_start(columns):
+    return ",".join(columns) + "\r\n"
+
+
+# the files written into --out, each recognised by how it starts (what it may replace)
+OUT_FILES = {"summary.md": SUMMARY_TITLE, "tables.csv": _csv_start(TABLES_COLUMNS),
+             "runs.csv": _csv_start(RUNS_COLUMNS), "figures.csv": _csv_start(FIGURES_COLUMNS)}
+
+
 def parse_args(argv):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("root", help="folder holding run directories (RUNS_ROOT)")
     p.add_argument("--out", help="output folder (default RUNS_ROOT/summary)")
     p.add_argument("--compare_as", default="", help="compare a dataset with the paper's numbers "
@@ -412,11 +430,24 @@ def parse_args(argv):
     return p.parse_args(argv)
 
 
+def check_outputs(args):
+    """Every output path (--out and its files, --csv, --markdown), before anything is read."""
+    out = args.out if args.out is not None else Path(args.root) / "summary"
+    check_output_path(out, "dir", "--out")
+    for name, start in OUT_FILES.items():
+        check_output_path(Path(out) / name, "file", "--out", replaces=first_bytes_are(start),
+                          what=f"summary output ({name})")
+    if args.csv is not None:
+        check_output_path(args.csv, "file", "--csv", what="runs.csv",
+                          replaces=first_bytes_are(OUT_FILES["runs.csv"]))
+    if args.markdown is not None:
+        check_output_path(args.markdown, "file", "--markdown", what="summary",
+                          replaces=first_bytes_are(f"## {TABLE2_TITLE}"))
+
+
 def validate(args):
     """Everything checked before any output exists; returns (runs, compare_as)."""
-    root = Path(args.root)
-    if not root.is_dir():
-        raise ConfigError(f"{args.root} is not a directory")
+    root = require_dir(args.root, "RUNS_ROOT")
     if not (args.tol >= 0 and math.isfinite(args.tol)):
         raise ConfigError(f"--tol={args.tol} must be a finite number >= 0")
     compare_as = {}
@@ -426,24 +457,17 @@ def validate(args):
             raise ConfigError(f"--compare_as={args.compare_as}: expected ours=paper pairs with "
                               f"paper one of {', '.join(DATASET_ORDER)}, e.g. folder=cifar10ood")
         compare_as[ours] = theirs
-    for name in ("out", "csv", "markdown"):
-        target = getattr(args, name)
-        if target and Path(target).exists() and (Path(target).is_dir()) != (name == "out"):
-            raise ConfigError(f"--{name}={target} exists and is a "
-                              f"{'file' if name == 'out' else 'directory'}")
+    check_outputs(args)
     runs = load_runs(root)
     if not runs:
         raise ConfigError(f"no stats/summary.json under {args.root}")
     return runs, compare_as
 
 
+@script_main
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    try:
-        runs, compare_as = validate(args)
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    runs, compare_as = validate(args)
     out = Path(args.out) if args.out else Path(args.root) / "summary"
     cells = aggregate(runs)
     found = datasets_of(cells)
@@ -454,8 +478,7 @@ def main(argv=None):
     tm = table_cells(TABLE_MVTEC, cells, mvtec, compare_as, args.tol)
     ens = load_ensembles(args.root)
     order_text, _ = orderings(cells, datasets)
-    head = [table_markdown("Table 2: representations and detectors (mean AUC over classes)",
-                           t2, datasets, compare_as),
+    head = [table_markdown(TABLE2_TITLE, t2, datasets, compare_as),
             table_markdown("Table 5: distribution augmentation types (contrastive, mean AUC)",
                            t5, datasets, compare_as),
             ensembles_markdown(ens, datasets), order_text]
@@ -470,23 +493,18 @@ def main(argv=None):
         # is the summary worth reading
         print(long_markdown(long))
 
-    out.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out / "summary.md", f"# Summary of {len(runs)} runs under {args.root}\n\n"
+    write_text_atomic(out / "summary.md", f"{SUMMARY_TITLE}{len(runs)} runs under {args.root}\n\n"
                       + text)
-    cols = ["table", "label", "row", "key", "dataset", "mean", "std", "seeds", "categories",
-            "paper", "diff", "match"]
     table_rows = ([dict(r, table="2") for r in t2] + [dict(r, table="5") for r in t5] +
                   [dict(r, table="mvtec") for r in tm] + [dict(r, table="all") for r in long])
-    write_text_atomic(out / "tables.csv", csv_text(cols, table_rows))
+    write_text_atomic(out / "tables.csv", csv_text(TABLES_COLUMNS, table_rows))
     run_rows = [dict(run=str(d), row=row, dataset=m.get("dataset"), category=m.get("category"),
                      seed=m.get("seed"), protocol=m.get("protocol"), key=k, value=v)
                 for d, row, m, metrics in runs for k, v in sorted(metrics.items())]
-    runs_csv = csv_text(["run", "row", "dataset", "category", "seed", "protocol", "key", "value"],
-                        run_rows)
+    runs_csv = csv_text(RUNS_COLUMNS, run_rows)
     write_text_atomic(out / "runs.csv", runs_csv)
     points = figure_points(cells)
-    write_text_atomic(out / "figures.csv", csv_text(
-        ["figure", "dataset", "series", "x", "key", "mean", "std", "seeds"], points))
+    write_text_atomic(out / "figures.csv", csv_text(FIGURES_COLUMNS, points))
     plots = [] if args.no_plots else plot_figures(points, out)
     if args.csv:
         write_text_atomic(Path(args.csv), runs_csv)

@@ -87,7 +87,7 @@ def test_compare_as_and_tolerance(tree, tmp_path):
 
 
 @pytest.mark.parametrize("args, msg", [
-    (["{missing}"], "is not a directory"),
+    (["{missing}"], "does not exist"),
     (["{empty}"], "no stats/summary.json under"),
     (["{tree}", "--tol=-1"], "--tol=-1.0 must be"),
     (["{tree}", "--compare_as=folder"], "expected ours=paper pairs"),

@@ -10,8 +10,21 @@ a line; a torn last line left by a crash of an older version is skipped by
 import contextlib
 import json
 import os
-import tempfile
+import secrets
 from pathlib import Path
+
+
+def _create_temporary(path):
+    """A new empty file beside ``path``, created with mode 0666 minus the process umask
+    (as ``open`` would make it; ``tempfile.mkstemp`` forces 0600, so a colleague could
+    not read a shared run's results)."""
+    while True:
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp{path.suffix}"
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            return tmp
+        except FileExistsError:
+            continue
 
 
 @contextlib.contextmanager
@@ -23,9 +36,7 @@ def atomic_path(path):
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix,
-                               dir=str(path.parent))
-    os.close(fd)
+    tmp = _create_temporary(path)
     try:
         yield Path(tmp)
         with open(tmp, "rb+") as f:
@@ -55,7 +66,7 @@ def write_json_atomic(path, obj, **kwargs):
 def append_jsonl(path, record):
     """Appends one JSON object as a single whole line (one write call, then fsync)."""
     line = (json.dumps(record, sort_keys=True) + "\n").encode("utf-8")
-    fd = os.open(str(path), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    fd = os.open(str(path), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
     try:
         os.write(fd, line)
         os.fsync(fd)
