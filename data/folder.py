@@ -101,8 +101,8 @@ def scan_folder(root: str):
         classes = classes + [c for c in _subdirs(test_dir) if c not in classes]
     train_files, train_labels = _scan_split(train_dir, classes)
     if not train_files:
-        raise ConfigError(f'{train_dir} has no .jpg/.jpeg/.png/.bmp images in any class '
-                          f'folder; {_LAYOUT_HINT}')
+        raise ConfigError(f'{train_dir} has no {"/".join(IMAGE_EXTENSIONS)} images in any '
+                          f'class folder; {_LAYOUT_HINT}')
 
     test_files = test_labels = None
     if os.path.isdir(test_dir):

@@ -77,8 +77,8 @@ def scan_category(cat_dir: str):
         raise ConfigError(f'{cat_dir} does not exist or is not a folder; {LAYOUT}')
     train = _images_in(os.path.join(cat_dir, 'train', GOOD))
     if not train:
-        raise ConfigError(f'{os.path.join(cat_dir, "train", GOOD)} has no .png/.jpg/.bmp images; '
-                          f'{LAYOUT}')
+        raise ConfigError(f'{os.path.join(cat_dir, "train", GOOD)} has no images '
+                          f'({"/".join(IMAGE_EXTENSIONS)}); {LAYOUT}')
     test_dir = os.path.join(cat_dir, 'test')
     test = []
     for defect in _subdirs(test_dir) if os.path.isdir(test_dir) else []:

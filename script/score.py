@@ -126,7 +126,7 @@ def collect_files(inputs, warn=None):
         if path.is_dir():
             found = walk_files(path, IMAGE_SUFFIXES, warn=warn)
             if not found:
-                raise ConfigError(f"{path} contains no .jpg/.jpeg/.png/.bmp images")
+                raise ConfigError(f"{path} contains no {'/'.join(IMAGE_SUFFIXES)} images")
             files.extend(found)
         elif path.is_file():
             files.append(path)
