@@ -10,6 +10,7 @@ a line; a torn last line left by a crash of an older version is skipped by
 import contextlib
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -35,6 +36,25 @@ def atomic_path(path):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+@contextlib.contextmanager
+def atomic_dir(path):
+    """Yields an empty temporary directory beside ``path``; on success it replaces ``path``
+    (a directory written by several files is then complete or absent, never half old)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent)))
+    os.chmod(tmp, 0o755)  # mkdtemp's 0700 would hide the result from other users
+    old = path.parent / f".{path.name}.old-{os.getpid()}"
+    try:
+        yield tmp
+        if path.exists():
+            os.replace(path, old)
+        os.replace(tmp, path)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def write_bytes_atomic(path, data):
