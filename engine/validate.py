@@ -21,6 +21,7 @@ from data.base import parse_input_shape
 from data.distaug import distaug_transforms
 from data.patches import check_patch_flags as check_patch_sizes
 from data.registry import DATASETS, has_defect_layout
+from deploy.convert import FORMATS, require_converter
 from deploy.export_format import EXPORT_DETECTORS
 from detect.calibration import check_calibration_flags
 from detect.detectors import DETECTORS
@@ -211,6 +212,13 @@ def check_scoring_flags(cfg):
     if get("export_detector") not in ("auto", *EXPORT_DETECTORS):
         raise ConfigError(f"--export_detector={get('export_detector')} is unknown; choose one "
                           f"of auto, {', '.join(EXPORT_DETECTORS)}")
+
+
+def check_export_format(fmt):
+    """script/export.py --format: a known format whose converter packages are installed."""
+    if fmt not in FORMATS:
+        raise ConfigError(f"--format={fmt} is unknown; choose one of {', '.join(FORMATS)}")
+    require_converter(fmt)
 
 
 def parse_detectors(spec):

@@ -1,20 +1,23 @@
 """Export a finished run again (another detector, another threshold) without retraining.
 
     python script/export.py RUN_DIR [--export_detector=gde] [--target_fpr=0.05] [--out=DIR]
+                            [--format=saved_model|onnx|openvino]
 
 The model is rebuilt from RUN_DIR/stats/hparams.json and its last checkpoint; the
 detector is refit on the same training inliers (same calibration split and seed)
 as the run, so its scores equal the run's stats/scores.npz. Default output:
-RUN_DIR/export (replaced atomically).
+RUN_DIR/export (replaced atomically). --format=onnx or openvino also converts that
+SavedModel (deploy/convert.py) and writes DIR.onnx or DIR_openvino/ beside it.
 """
 
 import argparse
 import sys
 from pathlib import Path
 
+from deploy.convert import convert_export
 from deploy.export_format import EXPORT_DETECTORS, EXPORT_FEATURE_SET
 from engine.run_loading import read_run_config
-from engine.validate import check_scoring_flags
+from engine.validate import check_export_format, check_scoring_flags
 from util.errors import ConfigError
 
 
@@ -26,12 +29,15 @@ def parse_args(argv=None):
     p.add_argument("--target_fpr", type=float, default=None)
     p.add_argument("--calibration_fraction", type=float, default=None)
     p.add_argument("--out", default=None, help="export directory (default RUN_DIR/export)")
+    p.add_argument("--format", default="saved_model",
+                   help="saved_model, onnx (also writes OUT.onnx) or openvino (OUT_openvino/)")
     return p.parse_args(argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
     try:
+        check_export_format(args.format)
         run_dir = Path(args.run_dir)
         cfg = read_run_config(run_dir)
         for key in ("export_detector", "target_fpr", "calibration_fraction"):
@@ -53,7 +59,10 @@ def main(argv=None):
         ev.detectors = {k: v for k, v in ev.detectors.items()
                         if k.startswith(EXPORT_FEATURE_SET + ".")}
         calibs = calibrate_all(ev, cfg["target_fpr"])
-        export_evaluation(Path(args.out or run_dir / "export"), cfg, model, data, ev, calibs)
+        export_dir = Path(args.out or run_dir / "export")
+        export_evaluation(export_dir, cfg, model, data, ev, calibs)
+        if args.format != "saved_model":
+            convert_export(export_dir, args.format)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
