@@ -38,7 +38,8 @@ def tiny_run(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def images(tiny_run):
-    """The run's test images (32 x 32) and the first 16 at two other sizes."""
+    """The run's test images (32 x 32), the first 16 at two other sizes, and seeded noise
+    at a third: digits have black borders, noise shows how the resize treats them."""
     from PIL import Image
 
     from data.registry import load_one_class_data
@@ -46,7 +47,8 @@ def images(tiny_run):
     test = load_one_class_data("digitsood", "3", input_shape=(32, 32, 3), seed=0).test_images
     resized = lambda size: np.stack([np.asarray(Image.fromarray(im).resize(size))  # noqa: E731
                                      for im in test[:16]])
-    return {"same": test, "big": resized((50, 40)), "small": resized((20, 24))}
+    noise = np.random.default_rng(1).integers(0, 256, (8, 45, 37, 3), dtype=np.uint8)
+    return {"same": test, "big": resized((50, 40)), "small": resized((20, 24)), "noise": noise}
 
 
 def _saved_model_outputs(export_dir, batches):
