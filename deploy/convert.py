@@ -8,16 +8,17 @@ gradients and are not converted.
 
 * ONNX (tf2onnx, opset 18): the same any-size uint8 input. TensorFlow's
   antialiased resize (``ScaleAndTranslate``, which tf2onnx does not know) is
-  mapped to ONNX ``Resize`` with ``antialias=1``, the same triangle filter.
-* OpenVINO IR (``openvino.convert_model`` on the SavedModel): the spatial size is
-  fixed at the export's input size (batch stays free). OpenVINO has no
+  mapped to ONNX ``Resize`` with ``antialias=1`` and ``exclude_outside=1``: the same
+  triangle filter with the same treatment of the image borders.
+* OpenVINO IR (``openvino.convert_model`` on the serving function): the spatial
+  size is fixed at the export's input size (batch stays free). OpenVINO has no
   ``ScaleAndTranslate`` either, and with a fixed size the size check folds
   away, so the resize is not in the graph: callers resize first.
 
 Each conversion writes its metadata beside the model (the export's own JSON
 plus the format, the input it takes, the converter versions and the parity
-measured against the SavedModel on a few images during the conversion); the
-converter packages are imported only here (requirements-deploy.txt).
+measured against the SavedModel on a few images during the conversion). The
+converter packages (requirements-deploy.txt) are imported only when converting.
 """
 
 import importlib.util
@@ -76,7 +77,7 @@ def convert_export(export_dir, fmt, out=None, log=print):
     if fmt == "onnx":
         info = _to_onnx(serve, out, height, width)
     else:
-        info = _to_openvino(export_dir, serve, out, height, width)
+        info = _to_openvino(serve, out, height, width)
     converted = dict(meta, format=CONVERTED_FORMATS[fmt], version=CONVERTED_VERSION,
                      converted_from={"format": meta["format"], "version": meta["version"],
                                      "path": str(Path(export_dir).resolve())}, **info)
@@ -86,8 +87,21 @@ def convert_export(export_dir, fmt, out=None, log=print):
     return converted
 
 
-def _input_names(serve):
-    return sorted(serve.structured_input_signature[1])
+def _serving_function(serve, fixed_size=None):
+    """A tf.function over the signature's inputs (positional, as converters want them),
+    with their spatial size fixed at ``fixed_size`` when given."""
+    import tensorflow as tf
+
+    inputs = serve.structured_input_signature[1]
+    names = sorted(inputs)
+    specs = [tf.TensorSpec([None, *fixed_size, inputs[n].shape[-1]] if fixed_size
+                           else inputs[n].shape, inputs[n].dtype, name=n) for n in names]
+
+    @tf.function(input_signature=specs)
+    def serving(*args):
+        return serve(**dict(zip(names, args)))
+
+    return serving, specs
 
 
 def _signature_text(serve, image_input):
@@ -121,18 +135,10 @@ def _to_onnx(serve, path, height, width):
 
     import onnx
     import onnxruntime
-    import tensorflow as tf
     import tf2onnx
 
     logging.getLogger("tf2onnx").setLevel(logging.ERROR)
-    names = _input_names(serve)
-    specs = [tf.TensorSpec(serve.structured_input_signature[1][n].shape,
-                           serve.structured_input_signature[1][n].dtype, name=n) for n in names]
-
-    @tf.function(input_signature=specs)
-    def serving(*args):
-        return serve(**dict(zip(names, args)))
-
+    serving, specs = _serving_function(serve)
     proto, _ = tf2onnx.convert.from_function(
         serving, input_signature=specs, opset=ONNX_OPSET,
         custom_op_handlers={"ScaleAndTranslate": (_scale_and_translate_as_resize, [])})
@@ -150,11 +156,13 @@ def _to_onnx(serve, path, height, width):
 
 # ------------------------------------------------------------------------- OpenVINO
 
-def _to_openvino(export_dir, serve, out_dir, height, width):
+def _to_openvino(serve, out_dir, height, width):
     import openvino as ov
 
-    shapes = [(n, [-1, height, width, 3]) for n in _input_names(serve)]
-    model = ov.convert_model(str(export_dir), input=shapes)
+    # The serving function, not the SavedModel directory: on a ResNet-18 export
+    # convert_model(directory) failed with "Cannot find requested variable" (VarHandleOp).
+    serving, _ = _serving_function(serve, fixed_size=(height, width))
+    model = ov.convert_model(serving.get_concrete_function())
     with atomic_dir(out_dir) as tmp:
         # fp16 weight compression (openvino's default) would change the scores
         ov.save_model(model, str(tmp / OPENVINO_XML), compress_to_fp16=False)
