@@ -1,7 +1,7 @@
 """script/export.py --format=onnx|openvino (deploy/convert.py): the converted models give
 the SavedModel's raw scores, normalised scores and decisions on the run's test images.
 
-One tiny run (1 epoch x 2 steps on digitsood) is shared by the module. The converter
+One tiny run (tests.entry_point.TINY_RUN) is shared by the module. The converter
 tests skip only when their packages (requirements-deploy.txt) are not installed.
 """
 
@@ -21,19 +21,11 @@ def _needs(*packages):
                               "(pip install -r requirements-deploy.txt)")
 
 
-TINY = ["--dataset=digitsood", "--category=3", "--net_type=ResNet10", "--net_width=0.125",
-        "--head_dims=32,16", "--num_batch=2", "--batch_size=16", "--eval_batch_size=128",
-        "--num_epoch=1", "--detectors=kde,gde"]
-
-
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-    from tests.entry_point import run_in_process
+    from tests.entry_point import finished_tiny_run
 
-    run_dir = tmp_path_factory.mktemp("formats") / "run"
-    out = run_in_process([f"--model_dir={run_dir}", *TINY])
-    assert out.returncode == 0, out.stderr[-3000:]
-    return run_dir
+    return finished_tiny_run(tmp_path_factory.mktemp("formats") / "run", "--detectors=kde,gde")
 
 
 @pytest.fixture(scope="module")
