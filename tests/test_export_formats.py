@@ -101,6 +101,40 @@ def test_unknown_or_uninstalled_format_is_one_error_line(tmp_path, capsys, monke
     assert list(tmp_path.iterdir()) == []
 
 
+def test_conversion_fails_when_scores_drift_and_leaves_no_partial_output(tmp_path):
+    """The parity check run during every conversion rejects a converted model whose raw
+    scores differ by more than PARITY_RTOL of their scale (OpenVINO's default bfloat16
+    differed by about 1 %); a failed OpenVINO conversion leaves the old directory as it was."""
+    from deploy import convert
+    from util.atomic import atomic_dir
+
+    class Tensor:
+        def __init__(self, value):
+            self.value = value
+
+        def numpy(self):
+            return self.value
+
+    def serve(images):
+        return {"raw_score": Tensor(images.reshape(len(images), -1).mean(1) + 10.0)}
+
+    def converted(drift):
+        return lambda images: {"raw_score": serve(images)["raw_score"].numpy() * (1 + drift)}
+
+    ok = convert._parity(serve, converted(1e-5), 8, 8, any_size=True)
+    assert ok["images"] == 8 and 0 < ok["max_rel_diff"] <= 1e-5 * (1 + 1e-9)
+    with pytest.raises(RuntimeError, match="differ from the SavedModel"):
+        convert._parity(serve, converted(1e-2), 8, 8, any_size=False)
+    target = tmp_path / "export_openvino"
+    target.mkdir()
+    (target / "model.xml").write_text("old")
+    with pytest.raises(RuntimeError), atomic_dir(target) as tmp:
+        (tmp / "model.xml").write_text("new")
+        convert._parity(serve, converted(1e-2), 8, 8, any_size=False)
+    assert [p.name for p in tmp_path.iterdir()] == ["export_openvino"]
+    assert (target / "model.xml").read_text() == "old"
+
+
 # ---------------------------------------------------------------- the converters
 
 @pytest.mark.slow
