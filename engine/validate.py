@@ -23,6 +23,7 @@ from data.image_dirs import split_dirs
 from data.patches import check_patch_flags as check_patch_sizes
 from data.image_io import check_input_bits
 from data.registry import DATASETS, has_defect_layout, input_bits_option
+from deploy.convert import FORMATS, require_converter
 from deploy.export_format import EXPORT_DETECTORS
 from detect.calibration import check_calibration_flags
 from detect.detectors import DETECTORS
@@ -269,6 +270,13 @@ def check_synthetic_flags(cfg):
     if kind != "none" and float(cfg.get("calibration_fraction", 0.1)) <= 0:
         raise ConfigError(f"--synthetic_validation={kind} scores held-out good images; "
                           "--calibration_fraction=0 holds out none (use e.g. 0.1)")
+
+
+def check_export_format(fmt):
+    """script/export.py --format: a known format whose converter packages are installed."""
+    if fmt not in FORMATS:
+        raise ConfigError(f"--format={fmt} is unknown; choose one of {', '.join(FORMATS)}")
+    require_converter(fmt)
 
 
 def parse_detectors(spec):

@@ -23,45 +23,22 @@ import numpy as np
 def scoring_section(args, log, n_train=5000, width=0.25, batch_sizes=(256, 1024)):
     import tensorflow as tf
 
-    from model.registry import build_model
-    from detect.calibration import calibration
-    from engine.flags import FLAG_DEFAULTS
-    from detect.detectors import KDE
-    from deploy.export import export_saved_model
-
     from script.bench_flops import conv_dense_macs, matmul_gflops
 
-    quick = getattr(args, "quick", False)
-    repeats = 3 if quick else max(3, int(getattr(args, "repeats", 5)))
-    if quick:
-        n_train, batch_sizes = 500, (256,)
-    model = build_model("contrastive_da", net_type="ResNet18", net_width=width,
-                        input_shape=(32, 32, 3), head_dims="512x2,128")
+    repeats, n_train, batch_sizes = scoring_budget(args, n_train, batch_sizes)
     rng = np.random.default_rng(0)
-    dim = int(model.backbone.output_shape[-1])
-    fit = rng.normal(size=(n_train, dim)).astype(np.float32)
-    det = KDE().fit(fit)
-    calib = calibration(det.score(rng.normal(size=(500, dim)).astype(np.float32)), 0.01)
-    cfg = dict(FLAG_DEFAULTS, net_width=width)
-    gflop_per_image = 2 * conv_dense_macs(model.backbone) / 1e9
     peak = matmul_gflops()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         export_dir = f"{tmp}/export"
-        export_saved_model(export_dir, model, (32, 32, 3), det, fit, calib, cfg,
-                           log=lambda m: None)
+        model = benchmark_export(export_dir, width, n_train)
+        gflop_per_image = 2 * conv_dense_macs(model.backbone) / 1e9
         t0 = time.perf_counter()
         serve = tf.saved_model.load(export_dir).signatures["serving_default"]
         load_s = time.perf_counter() - t0
         for bs in batch_sizes:
             batch = tf.constant(rng.integers(0, 256, (bs, 32, 32, 3), dtype=np.uint8))
-            serve(images=batch)  # warm-up
-            times = []
-            for _ in range(repeats):
-                t = time.perf_counter()
-                serve(images=batch)["raw_score"].numpy()
-                times.append(time.perf_counter() - t)
-            ips = bs / float(np.median(times))
+            ips = median_rate(lambda b: serve(images=b)["raw_score"].numpy(), batch, repeats)
             bare = _bare_network_rate(model, batch, repeats)
             frac = ips * gflop_per_image / peak
             rows.append({"batch_size": bs, "images_per_sec": round(ips, 1),
@@ -77,6 +54,45 @@ def scoring_section(args, log, n_train=5000, width=0.25, batch_sizes=(256, 1024)
     return {"n_train_features": n_train, "net_width": width, "load_seconds": round(load_s, 3),
             "gflop_per_image": round(gflop_per_image, 4), "matmul_gflops": round(peak, 1),
             "throughput": rows}
+
+
+def scoring_budget(args, n_train, batch_sizes):
+    """(repeats, n_train, batch sizes) of a scoring benchmark; --quick shrinks them."""
+    if getattr(args, "quick", False):
+        return 3, 500, (256,)
+    return max(3, int(getattr(args, "repeats", 5))), n_train, batch_sizes
+
+
+def median_rate(fn, batch, repeats):
+    """images/s of ``fn(batch)``: one warm-up call, then the median of ``repeats`` calls."""
+    fn(batch)
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn(batch)
+        times.append(time.perf_counter() - t)
+    return len(batch) / float(np.median(times))
+
+
+def benchmark_export(export_dir, width, n_train):
+    """Exports the benchmark's model (random init, 32x32) with a KDE over ``n_train``
+    random features to ``export_dir`` as a run does; returns the Keras model."""
+    from deploy.export import export_saved_model
+    from detect.calibration import calibration
+    from detect.detectors import KDE
+    from engine.flags import FLAG_DEFAULTS
+    from model.registry import build_model
+
+    model = build_model("contrastive_da", net_type="ResNet18", net_width=width,
+                        input_shape=(32, 32, 3), head_dims="512x2,128")
+    rng = np.random.default_rng(0)
+    dim = int(model.backbone.output_shape[-1])
+    fit = rng.normal(size=(n_train, dim)).astype(np.float32)
+    det = KDE().fit(fit)
+    calib = calibration(det.score(rng.normal(size=(500, dim)).astype(np.float32)), 0.01)
+    export_saved_model(export_dir, model, (32, 32, 3), det, fit, calib,
+                       dict(FLAG_DEFAULTS, net_width=width), log=lambda m: None)
+    return model
 
 
 def _bare_network_rate(model, uint8_batch, repeats):

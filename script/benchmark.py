@@ -13,6 +13,9 @@ Sections (each figure is the median of several timed repetitions after warm-up):
   detectors   fit / score seconds and peak memory of every detector.
   scoring     images/s through the exported SavedModel (KDE over 5,000 features)
               and its load time (script/bench_scoring.py).
+  formats     (not in the default list) the same export through TensorFlow, ONNX
+              Runtime and OpenVINO, images/s on the same batches
+              (script/bench_formats.py; needs requirements-deploy.txt).
   flops       FLOPs per view of the training step and the achieved GFLOP/s of the
               throughput figures as a fraction of a large fp32 matmul measured in
               the same run (script/bench_flops.py).
@@ -52,8 +55,8 @@ from util.paths import check_output_path, first_bytes_are
 SHARED_CIFAR = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10"
 MODEL_TYPES = ("contrastive_da", "contrastive", "rotation")
 QUALITY_MODELS = ("contrastive_da", "rotation")  # trained in the quality section
-SECTIONS = ("throughput", "flops", "detectors", "scoring", "determinism", "mvtec", "patch_export",
-            "quality")
+SECTIONS = ("throughput", "flops", "detectors", "scoring", "formats", "determinism", "mvtec",
+            "patch_export", "quality")
 
 
 QUALITY_HEADER = "| class | representation | "
@@ -453,6 +456,9 @@ def main(argv=None):
     if "scoring" in sections:  # script/bench_scoring.py
         from script.bench_scoring import scoring_section
         result["scoring"] = scoring_section(args, log)
+    if "formats" in sections:  # script/bench_formats.py
+        from script.bench_formats import formats_section
+        result["formats"] = formats_section(args, log)
     if "determinism" in sections:  # script/bench_determinism.py
         from script.bench_determinism import determinism_section
         result["determinism"] = determinism_section(args, log)

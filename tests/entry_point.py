@@ -30,6 +30,20 @@ def run_in_process(args):
     return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
 
 
+#: a run small enough for the tests of a finished run's outputs: digitsood digit 3,
+#: ResNet10 at width 0.125, 1 epoch x 2 steps of 16
+TINY_RUN = ["--dataset=digitsood", "--category=3", "--net_type=ResNet10", "--net_width=0.125",
+            "--head_dims=32,16", "--num_batch=2", "--batch_size=16", "--eval_batch_size=128",
+            "--num_epoch=1"]
+
+
+def finished_tiny_run(run_dir, *flags):
+    """``run_dir`` after a TINY_RUN training with ``flags`` added (asserting it succeeded)."""
+    out = run_in_process([f"--model_dir={run_dir}", *TINY_RUN, *flags])
+    assert out.returncode == 0, out.stderr[-3000:]
+    return run_dir
+
+
 def run_cli(args, timeout=900, env=None):
     """The entry point in this process; in a new interpreter with ``env`` when it is given."""
     if env is None:

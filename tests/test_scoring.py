@@ -16,9 +16,6 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ["--dataset=digitsood", "--category=3", "--net_type=ResNet10", "--net_width=0.125",
-        "--head_dims=32,16", "--num_batch=2", "--batch_size=16", "--eval_batch_size=128",
-        "--num_epoch=1", "--detectors=kocsvm,locsvm,kde,gde,auc"]
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONUNBUFFERED="1")
 
 
@@ -29,12 +26,10 @@ def run_py(args, cwd=ROOT, timeout=900):
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-    from tests.entry_point import run_in_process
+    from tests.entry_point import finished_tiny_run
 
-    run_dir = tmp_path_factory.mktemp("scoring") / "run"
-    out = run_in_process([f"--model_dir={run_dir}", *TINY])
-    assert out.returncode == 0, out.stderr[-3000:]
-    return run_dir
+    return finished_tiny_run(tmp_path_factory.mktemp("scoring") / "run",
+                             "--detectors=kocsvm,locsvm,kde,gde,auc")
 
 
 @pytest.fixture(scope="module")
@@ -394,7 +389,9 @@ def test_run_with_input_bits_12_exports_it_for_score_py(test_images, tmp_path):
             if cls == "three" and len(list(eight.iterdir())) < 4:
                 Image.fromarray(imgs[i]).save(eight / f"{i}.png")
     run_dir = tmp_path / "run"
-    flags = [a for a in TINY if not a.startswith(("--dataset", "--category", "--detectors"))]
+    from tests.entry_point import TINY_RUN
+
+    flags = [a for a in TINY_RUN if not a.startswith(("--dataset", "--category", "--detectors"))]
     out = run_in_process([f"--model_dir={run_dir}", "--dataset=folder", f"--root={root}",
                           "--category=three", "--input_bits=12", "--detectors=kde",
                           "--input_shape=32,32,3", *flags])

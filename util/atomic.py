@@ -11,6 +11,8 @@ import contextlib
 import json
 import os
 import secrets
+import shutil
+import tempfile
 from pathlib import Path
 
 
@@ -25,6 +27,13 @@ def _create_temporary(path):
             return tmp
         except FileExistsError:
             continue
+
+
+def _process_umask():
+    """The process umask (reading it means setting it: set back at once)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 @contextlib.contextmanager
@@ -46,6 +55,25 @@ def atomic_path(path):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+@contextlib.contextmanager
+def atomic_dir(path):
+    """Yields an empty temporary directory beside ``path``; on success it replaces ``path``
+    (a directory written by several files is then complete or absent, never half old)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent)))
+    os.chmod(tmp, 0o777 & ~_process_umask())  # mkdtemp's 0700 would hide it from the group
+    old = path.parent / f".{path.name}.old-{os.getpid()}"
+    try:
+        yield tmp
+        if path.exists():
+            os.replace(path, old)
+        os.replace(tmp, path)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def write_bytes_atomic(path, data):
