@@ -86,10 +86,18 @@ def convert_export(export_dir, fmt, out=None, log=print):
     loaded = tf.saved_model.load(str(export_dir))
     serve = loaded.signatures["serving_default"]
     height, width = (int(d) for d in meta["input_shape"][:2])
-    if fmt == "onnx":
-        info = _to_onnx(serve, out, height, width)
-    else:
-        info = _to_openvino(serve, out, height, width)
+    try:
+        if fmt == "onnx":
+            info = _to_onnx(serve, out, height, width)
+        else:
+            info = _to_openvino(serve, out, height, width)
+    except ConfigError:
+        raise
+    except Exception as err:  # the converters raise their own types for graphs they cannot map
+        detail = (str(err).strip().splitlines() or [""])[0][:300]
+        raise ConfigError(f"{export_dir} could not be converted to {fmt} "
+                          f"({type(err).__name__}: {detail}); the SavedModel export itself is "
+                          "complete") from None
     converted = dict(meta, format=CONVERTED_FORMATS[fmt], version=CONVERTED_VERSION,
                      converted_from={"format": meta["format"], "version": meta["version"],
                                      "path": str(Path(export_dir).resolve())}, **info)
@@ -149,7 +157,7 @@ def _to_onnx(serve, path, height, width):
     import onnxruntime
     import tf2onnx
 
-    logging.getLogger("tf2onnx").setLevel(logging.ERROR)
+    logging.getLogger("tf2onnx").setLevel(logging.CRITICAL)  # failures become one error line
     serving, specs = _serving_function(serve)
     proto, _ = tf2onnx.convert.from_function(
         serving, input_signature=specs, opset=ONNX_OPSET,

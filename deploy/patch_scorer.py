@@ -15,8 +15,9 @@ pipeline:
    ``detect.localization.upsample_maps``, and the predicted mask where it is
    above the calibrated pixel threshold.
 
-Images go through step 1 one at a time (``tf.map_fn``), and patches and
-detector rows go in fixed-size chunks, so memory stays bounded at any batch size.
+Conv features are computed one image at a time (``tf.map_fn``), crop
+features and detector scores in fixed-size chunks of windows and rows, so
+memory grows only with the batch's images themselves.
 """
 
 import numpy as np
@@ -36,19 +37,20 @@ ROW_CHUNK = 4096
 def chunked(fn, x, chunk, out_dtype, out_tail=()):
     """fn over x [N, ...] in fixed chunks of ``chunk`` rows (the last one padded)."""
     total = tf.shape(x)[0]
-    pad = (-total) % chunk
+    pad = (chunk - total % chunk) % chunk  # non-negative operands: converters' Mod differ
     padded = tf.pad(x, [[0, pad]] + [[0, 0]] * (len(x.shape) - 1))
-    parts = tf.reshape(padded, tf.concat([[-1, chunk], tf.shape(x)[1:]], axis=0))
+    parts = tf.reshape(padded, [-1, chunk, *x.shape[1:]])  # static: converters need ranks
     out = tf.map_fn(fn, parts, parallel_iterations=1,
                     fn_output_signature=tf.TensorSpec([chunk, *out_tail], out_dtype))
-    return tf.reshape(out, tf.concat([[-1], tf.constant(out_tail, tf.int32)], axis=0))[:total]
+    flat = tf.reshape(out, tf.concat([[-1], tf.constant(out_tail, tf.int32)], axis=0))
+    return tf.gather(flat, tf.range(total))  # the real rows (a gather converts everywhere)
 
 
 def overlap_normaliser(n, patch, stride, kernel):
     """[H, H] Gaussian-weighted overlap of the patches covering each pixel."""
     size = (n - 1) * stride + patch
     ones = tf.ones([1, n, n, 1])
-    return tf.nn.conv2d_transpose(ones, kernel, [1, size, size, 1], strides=stride,
+    return tf.nn.conv2d_transpose(ones, tf.constant(kernel), [1, size, size, 1], strides=stride,
                                   padding="VALID")[0, :, :, 0].numpy()
 
 
@@ -75,9 +77,10 @@ class PatchScorer(tf.Module):
         self.threshold, self.norm_min, self.norm_max = calibration_variables(calib)
         self.pixel_threshold = tf.Variable(float(pixel_calib["threshold"]), dtype=tf.float32,
                                            trainable=False)
-        self.kernel = tf.constant(gaussian_kernel(self.patch)[:, :, None, None])
-        self.overlap = tf.constant(overlap_normaliser(self.n, self.patch, self.stride,
-                                                      self.kernel))
+        # numpy, not tensors: traced as constants of the graph, not as captured inputs
+        # (which converters such as tf2onnx would leave as missing model inputs)
+        self.kernel = gaussian_kernel(self.patch)[:, :, None, None]
+        self.overlap = overlap_normaliser(self.n, self.patch, self.stride, self.kernel)
         self.metadata = tf.Variable(meta_json, trainable=False, dtype=tf.string)
         self.asset_files = [tf.saved_model.Asset(str(a)) for a in assets]
 
@@ -85,14 +88,26 @@ class PatchScorer(tf.Module):
     def _pooled(self, patches):
         return tf.reduce_mean(tf.cast(self.trunk(patches, training=False), tf.float32), [1, 2])
 
-    def crop_features(self, image):
-        p, s = self.patch, self.stride
-        windows = tf.image.extract_patches(image[None], [1, p, p, 1], [1, s, s, 1], [1, 1, 1, 1],
-                                           "VALID")
-        patches = tf.reshape(windows, [-1, p, p, 3])
+    def crop_features(self, x):
+        """float images [B, size, size, 3] -> [B, n, n, D]: every grid window of the batch,
+        cut by one gather per chunk of ``PATCH_CHUNK`` windows and run through the trunk
+        (one loop level: converters such as tf2onnx cannot follow a conv in nested loops)."""
+        p, s, n = self.patch, self.stride, self.n
+        batch = tf.shape(x)[0]
         dim = self.trunk.outputs[0].shape[-1]
-        feats = chunked(self._pooled, patches, PATCH_CHUNK, tf.float32, (dim,))
-        return tf.reshape(feats, [self.n, self.n, dim])
+        offsets = tf.range(p)
+
+        def windows(index):  # global window indices [chunk] -> their trunk features
+            image, cell = index // (n * n), index % (n * n)
+            rows = (cell // n * s)[:, None] + offsets  # [chunk, p]
+            cols = (cell % n * s)[:, None] + offsets
+            at = tf.stack([tf.broadcast_to(image[:, None, None], [PATCH_CHUNK, p, p]),
+                           tf.broadcast_to(rows[:, :, None], [PATCH_CHUNK, p, p]),
+                           tf.broadcast_to(cols[:, None, :], [PATCH_CHUNK, p, p])], axis=-1)
+            return self._pooled(tf.gather_nd(x, at))
+
+        feats = chunked(windows, tf.range(batch * n * n), PATCH_CHUNK, tf.float32, (dim,))
+        return tf.reshape(feats, [batch, n, n, dim])
 
     def conv_features(self, image):
         """Every shift (r, c) of the grid's starts modulo the network stride: one trunk pass
@@ -114,27 +129,34 @@ class PatchScorer(tf.Module):
         return tf.gather(tf.concat(row_blocks, axis=0), np.argsort(row_order), axis=0)
 
     # --- step 2: the detector over the grid -----------------------------------------
-    def _row_scores(self, feats):
-        return tf.cast(tf_detector_score(self.det_name, self.params, feats), tf.float64)
 
     def patch_maps(self, x):
-        """float images [B, size, size, 3] -> patch maps [B, n, n]: features image by image,
-        the detector over every patch of the batch in ``ROW_CHUNK`` rows."""
-        features = self.conv_features if self.mode == "conv" else self.crop_features
-        feats = tf.map_fn(features, x, parallel_iterations=1, fn_output_signature=tf.float32)
+        """float images [B, size, size, 3] -> patch maps [B, n, n]: features (conv: image by
+        image; crop: in chunks of windows), the detector over every patch of the batch in
+        ``ROW_CHUNK`` rows."""
+        if self.mode == "conv":
+            feats = tf.map_fn(self.conv_features, x, parallel_iterations=1,
+                              fn_output_signature=tf.float32)
+        else:
+            feats = self.crop_features(x)
         flat = tf.reshape(feats, [-1, feats.shape[-1]])
         if self.feature_set == "embed":
             flat = tf.cast(self.head(flat, training=False), tf.float32)
-        scores = chunked(self._row_scores, flat, ROW_CHUNK, tf.float64)
+        # the parameters are read once, outside the loop: its body then captures tensors,
+        # not variables, which converters (tf2onnx) can follow
+        params = {k: tf.convert_to_tensor(v) for k, v in self.params.items()}
+        scores = chunked(lambda rows: tf.cast(tf_detector_score(self.det_name, params, rows),
+                                              tf.float64), flat, ROW_CHUNK, tf.float64)
         return tf.reshape(scores, [-1, self.n, self.n])
 
     # --- step 3: maps, mask, calibrated outputs -------------------------------------
     def pixel_map(self, maps):
         b = tf.shape(maps)[0]
-        up = tf.nn.conv2d_transpose(tf.cast(maps, tf.float32)[..., None], self.kernel,
+        up = tf.nn.conv2d_transpose(tf.cast(maps, tf.float32)[..., None],
+                                    tf.constant(self.kernel),
                                     tf.stack([b, self.size, self.size, 1]),
                                     strides=self.stride, padding="VALID")
-        return up[..., 0] / self.overlap
+        return up[..., 0] / tf.constant(self.overlap)
 
     @tf.function(input_signature=[IMAGE_SPEC])
     def serve(self, images):

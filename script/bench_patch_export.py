@@ -94,10 +94,10 @@ def run(args, log=print):
             if "network" not in servers:  # the bare trunk passes of the same graph
                 scorer = PatchScorer(model, grid, name, detector_params(det, train), calib,
                                      calib, "pool", "{}", [])
-                feats = scorer.conv_features if mode == "conv" else scorer.crop_features
                 spec = tf.TensorSpec([None, size, size, 3], tf.float32)
-                servers["network"] = tf.function(lambda x: tf.map_fn(
-                    feats, x, fn_output_signature=tf.float32), input_signature=[spec])
+                servers["network"] = tf.function(
+                    (lambda x: tf.map_fn(scorer.conv_features, x, fn_output_signature=tf.float32))
+                    if mode == "conv" else scorer.crop_features, input_signature=[spec])
         inputs = {"network": tf.constant(images.astype(np.float32) / 255.0)}
         calls = {k: (lambda x, f=f: f(x)) if k == "network" else (lambda x, f=f: f(images=x))
                  for k, f in servers.items()}

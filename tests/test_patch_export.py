@@ -219,3 +219,40 @@ def test_patch_export_benchmark_section_prints_its_figures(tmp_path):
         assert fig[f"{det}_over_network_time"] == pytest.approx(
             fig["network_images_per_s"] / fig[f"{det}_images_per_s"], rel=0.02)
     assert "export gde" in out.stdout and "the network's time" in out.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("which", ["crop_run", "conv_run"])
+def test_patch_export_converts_to_onnx_and_openvino_with_its_maps(which, request, category,
+                                                                 tmp_path):
+    """script/export.py --format=onnx|openvino on a patch run: the converted models return
+    the SavedModel's image scores, patch maps, anomaly maps and masks."""
+    pytest.importorskip("tf2onnx", reason="requirements-deploy.txt is not installed")
+    pytest.importorskip("openvino", reason="requirements-deploy.txt is not installed")
+    import onnxruntime
+    import openvino as ov
+    import tensorflow as tf
+
+    from script import export
+
+    run = request.getfixturevalue(which)
+    out = tmp_path / "export"
+    for fmt in ("onnx", "openvino"):
+        assert export.main([str(run), f"--out={out}", f"--format={fmt}"]) == 0
+    images = _test_images(category, 32).test_images
+    want = {k: v.numpy() for k, v in tf.saved_model.load(str(out)).signatures[
+        "serving_default"](images=tf.constant(images)).items()}
+    session = onnxruntime.InferenceSession(str(tmp_path / "export.onnx"),
+                                           providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    got_onnx = dict(zip(names, session.run(None, {"images": images})))
+    compiled = ov.Core().compile_model(str(tmp_path / "export_openvino" / "model.xml"), "CPU",
+                                       {"INFERENCE_PRECISION_HINT": "f32"})
+    result = compiled(images)
+    got_ov = {o.get_any_name(): result[o] for o in compiled.outputs}
+    scale = np.abs(want["patch_map"]).max()
+    for got in (got_onnx, got_ov):
+        for key in ("raw_score", "patch_map", "anomaly_map"):
+            np.testing.assert_allclose(got[key], want[key], rtol=1e-4, atol=1e-5 * scale,
+                                       err_msg=key)
+        assert np.mean(got["mask"] != want["mask"]) < 0.01
