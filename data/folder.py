@@ -114,6 +114,16 @@ def scan_folder(root: str):
     return root, classes, train_files, train_labels, test_files, test_labels
 
 
+def list_folder(root: str) -> LabeledSplits:
+    """The folder's classes and labels as listed, before anything is decoded: the images
+    are (N, 0, 0, 3) placeholders, so the one-class split's rules can run on the labels."""
+    _, classes, train_files, train_labels, test_files, test_labels = scan_folder(root)
+    placeholder = lambda files: np.zeros((len(files), 0, 0, 3), np.uint8)  # noqa: E731
+    return LabeledSplits(placeholder(train_files), train_labels,
+                         None if test_files is None else placeholder(test_files), test_labels,
+                         classes)
+
+
 def _cache_key(root: str, classes, train_files, test_files, input_shape) -> str:
     def rel(files):
         return [[os.path.relpath(p, root), size, mtime] for p, size, mtime in files or []]
