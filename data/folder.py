@@ -215,7 +215,8 @@ def _decode_all(files, height: int, width: int, desc: str, num_workers: int) -> 
         return len(indices)
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=num_workers) as pool, \
-            tqdm(total=len(files), desc=desc, unit='img', mininterval=1) as bar:
+            tqdm(total=len(files), desc=desc, unit='img', mininterval=1, disable=None,
+                 leave=False) as bar:
         futures = [pool.submit(work, c) for c in chunks]
         try:
             for future in concurrent.futures.as_completed(futures):

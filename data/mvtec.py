@@ -119,7 +119,8 @@ def _decode(paths: Sequence[str], height: int, width: int, desc: str) -> np.ndar
     from tqdm import tqdm
 
     out = np.empty((len(paths), height, width, 3), np.uint8)
-    for i, p in enumerate(tqdm(paths, desc=desc, unit='img', mininterval=1)):
+    bar = tqdm(paths, desc=desc, unit='img', mininterval=1, disable=None, leave=False)
+    for i, p in enumerate(bar):
         out[i] = decode_image(p, height, width)
     return out
 
