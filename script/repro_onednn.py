@@ -11,8 +11,8 @@ happens, so each candidate runs alone, and in combination, in a process of its o
     python script/repro_onednn.py --candidates=bn8,conv_bn --onednn=on --steps=50
 
 It prints one row per (candidate, oneDNN setting): the exit status, the signal that
-killed the process (SIGABRT / SIGSEGV mean the abort reproduced), the seconds, and the
-last line of stderr; ``--json=FILE`` also writes the rows. The exit status is 0 when
+killed the process (SIGABRT / SIGSEGV mean the abort reproduced), the seconds, and
+malloc's message or the fault handler's first line (else the last line of stderr); ``--json=FILE`` also writes the rows. The exit status is 0 when
 every candidate ran, 1 when one died (so the harness can bisect in CI), 2 for bad
 arguments. The candidates use the shapes of the failing run: 8 channels at 64x64
 (width 0.125 of the 64-filter stages), batch 32 x 2 views.
@@ -129,20 +129,58 @@ def run_augment(steps):
         fn(images)
 
 
-def run_train_step(steps):
-    """The project's contrastive_da model at width 0.125, 64 px: model.fit on random
-    images (no input pipeline)."""
+def _train_step(steps, width=0.125, size=SIZE):
     tf = _tf()
     import keras
 
     from model.registry import build_model
 
-    model = build_model("contrastive_da", net_type="ResNet18", net_width=0.125,
-                        input_shape=(SIZE, SIZE, 3), head_dims="512x8,128")
+    model = build_model("contrastive_da", net_type="ResNet18", net_width=width,
+                        input_shape=(size, size, 3), head_dims="512x8,128")
     model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9))
-    views = tf.random.uniform([2, BATCH // 2, SIZE, SIZE, 3])
+    views = tf.random.uniform([2, BATCH // 2, size, size, 3])
     data = tf.data.Dataset.from_tensors(tuple(views[i] for i in range(2))).repeat()
     model.fit(data, epochs=1, steps_per_epoch=steps, verbose=0)
+
+
+def run_train_step(steps):
+    """The project's contrastive_da model at width 0.125, 64 px: model.fit on random
+    images (no input pipeline)."""
+    _train_step(steps)
+
+
+def run_train_step_32px(steps):
+    """Control: the same train step at 32 px (ran fine on the Xeon)."""
+    _train_step(steps, size=32)
+
+
+def run_train_step_w025(steps):
+    """Control: the same train step at width 0.25, 64 px (ran fine on the Xeon)."""
+    _train_step(steps, width=0.25)
+
+
+def run_backbone_step(steps):
+    """The ResNet-18 trunk alone at width 0.125, 64 px, sum-of-squares loss, gradients in
+    a tf.function: is the head or the contrastive loss needed?"""
+    tf = _tf()
+    import keras
+
+    from model.resnet import build_resnet
+
+    net = build_resnet("ResNet18", width=0.125, input_shape=(SIZE, SIZE, 3))
+    opt = keras.optimizers.SGD(0.01, momentum=0.9)
+    x = tf.random.uniform([BATCH, SIZE, SIZE, 3])
+
+    @tf.function
+    def step():
+        with tf.GradientTape() as tape:
+            out = net(x, training=True)
+            loss = tf.add_n([tf.reduce_sum(t ** 2) for t in tf.nest.flatten(out)])
+        opt.apply_gradients(zip(tape.gradient(loss, net.trainable_variables),
+                                net.trainable_variables))
+
+    for _ in range(steps):
+        step()
 
 
 def run_entry_point(steps):
@@ -168,7 +206,10 @@ CANDIDATES = {
     "conv_backprop_graph": run_conv_backprop_graph,
     "conv_bn": run_conv_bn,
     "augment": run_augment,
+    "backbone_step": run_backbone_step,
     "train_step": run_train_step,
+    "train_step_32px": run_train_step_32px,
+    "train_step_w025": run_train_step_w025,
     "entry_point": run_entry_point,
 }
 
@@ -216,7 +257,10 @@ def run_child(name, steps, onednn, timeout):
         code, err = proc.returncode, proc.stderr
     except subprocess.TimeoutExpired:
         code, err = None, "timed out"
-    tail = ([line for line in (err or "").splitlines() if line.strip()] or [""])[-1][:160]
+    lines = [line for line in (err or "").splitlines() if line.strip()] or [""]
+    # what killed it (malloc's message, the fault handler's first line), else the last line
+    fatal = [line for line in lines if "malloc" in line or line.startswith("Fatal Python")]
+    tail = (fatal or lines)[-1][:160]
     return {"candidate": name, "onednn": onednn, "exit": code,
             "signal": signal.Signals(-code).name if code is not None and code < 0 else None,
             "seconds": round(time.time() - start, 1), "last_stderr": tail}

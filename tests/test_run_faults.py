@@ -287,3 +287,18 @@ def test_onednn_is_turned_off_for_narrow_networks_only(monkeypatch):
     monkeypatch.setenv(ONEDNN_ENV, "1")  # the environment's choice wins
     assert not avoid_onednn_abort({"net_width": 0.125}, lines.append)
     assert os.environ[ONEDNN_ENV] == "1"
+
+
+@pytest.mark.parametrize("args, word", [(["--candidates=bn8,nosuch"], "nosuch"),
+                                        (["--steps=0"], "--steps"),
+                                        (["--onednn=maybe"], "--onednn"),
+                                        (["--json=/nonexistent/dir/rows.json"], "--json")])
+def test_repro_harness_refuses_bad_arguments_in_one_line(capsys, args, word):
+    from script.repro_onednn import CANDIDATES, parse_args
+
+    assert {"bn8", "crop_and_resize", "conv_backprop", "train_step"} <= set(CANDIDATES)
+    with pytest.raises(SystemExit) as stop:
+        parse_args(args)
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert stop.value.code == 2 and len(lines) == 1
+    assert lines[0].startswith("error: ") and word in lines[0]
