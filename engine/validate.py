@@ -333,6 +333,10 @@ def _reads(location):
     return lambda cfg: not _known_dataset(cfg) or location in dataset_locations(cfg["dataset"])
 
 
+def _datasets_reading(location):
+    return "--dataset=" + "|".join(d for d in DATASETS if location in dataset_locations(d))
+
+
 def _uses_schedule_flag(name):
     return lambda cfg: name in SCHED_FLAGS.get(cfg["sched_type"], ())
 
@@ -347,9 +351,8 @@ PATCH_MODE_FLAGS = ("mvtec_image_size", "patch_size", "patch_stride", "patches_p
 # flag -> (does it apply to this configuration?, where it applies). A flag given on the
 # command line where it does not apply would be silently ignored, so it is an error.
 FLAG_APPLIES = {
-    "root": (_reads("root"), "datasets read from a folder (cifar*ood pickles, folder, "
-             "dogvscatood, mvtec, mvtec_folder)"),
-    "data_dir": (_reads("data_dir"), "datasets read through TFDS"),
+    "root": (_reads("root"), _datasets_reading("root")),
+    "data_dir": (_reads("data_dir"), _datasets_reading("data_dir")),
     "celeba_attribute": (lambda cfg: cfg["dataset"] == "celeba", "--dataset=celeba"),
     "mvtec_mode": (_defect_layout, "MVTec-layout data (--dataset=mvtec or mvtec_folder)"),
     **{name: (_patch_mode, "--mvtec_mode=patch on MVTec-layout data (--dataset=mvtec or "

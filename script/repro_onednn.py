@@ -12,10 +12,11 @@ happens, so each candidate runs alone, and in combination, in a process of its o
 
 It prints one row per (candidate, oneDNN setting): the exit status, the signal that
 killed the process (SIGABRT / SIGSEGV mean the abort reproduced), the seconds, and
-malloc's message or the fault handler's first line (else the last line of stderr); ``--json=FILE`` also writes the rows. The exit status is 0 when
-every candidate ran, 1 when one died (so the harness can bisect in CI), 2 for bad
-arguments. The candidates use the shapes of the failing run: 8 channels at 64x64
-(width 0.125 of the 64-filter stages), batch 32 x 2 views.
+malloc's message or the fault handler's first line (else the last line of stderr);
+``--json=FILE`` also writes the rows. The exit status is 0 when every candidate ran, 1
+when one died (so the harness can bisect in CI), 2 for bad arguments. The candidates
+use the shapes of the failing run: 8 channels at 64x64 (width 0.125 of the 64-filter
+stages), batch 32 x 2 views.
 """
 
 import argparse
