@@ -117,6 +117,35 @@ def run_conv_bn(steps):
         step()
 
 
+def run_stem_stage1(steps):
+    """The trunk's first layers at 64 px: the 3x3 stem (64 filters), BatchNorm, ReLU, then
+    the first residual block going from 64 to 8 channels (its 1x1 projection and 3x3
+    convs), gradients in a tf.function."""
+    tf = _tf()
+    import keras
+
+    layers = keras.layers
+    inputs = keras.Input((SIZE, SIZE, 3))
+    x = layers.ReLU()(layers.BatchNormalization()(
+        layers.Conv2D(64, 3, padding="same", use_bias=False)(inputs)))
+    y = layers.Conv2D(CHANNELS, 3, padding="same", use_bias=False)(x)
+    y = layers.ReLU()(layers.BatchNormalization()(y))
+    y = layers.BatchNormalization()(layers.Conv2D(CHANNELS, 3, padding="same", use_bias=False)(y))
+    short = layers.BatchNormalization()(layers.Conv2D(CHANNELS, 1, use_bias=False)(x))
+    net = keras.Model(inputs, layers.ReLU()(layers.Add()([y, short])))
+    x = tf.random.uniform([BATCH, SIZE, SIZE, 3])
+    net(x)
+
+    @tf.function
+    def step():
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(net(x, training=True) ** 2)
+        return tape.gradient(loss, net.trainable_variables)
+
+    for _ in range(steps):
+        step()
+
+
 def run_augment(steps):
     """The project's training augmentation at 64 px (crop_and_resize, jitter, blur)."""
     tf = _tf()
@@ -160,28 +189,49 @@ def run_train_step_w025(steps):
     _train_step(steps, width=0.25)
 
 
-def run_backbone_step(steps):
-    """The ResNet-18 trunk alone at width 0.125, 64 px, sum-of-squares loss, gradients in
-    a tf.function: is the head or the contrastive loss needed?"""
+def _trunk_step(steps, last_stage=4):
+    """The project's ResNet-18 trunk at width 0.125, 64 px, cut after ``last_stage``
+    (1..4), sum-of-squares loss, SGD, in a tf.function."""
     tf = _tf()
     import keras
 
     from model.resnet import build_resnet
 
     net = build_resnet("ResNet18", width=0.125, input_shape=(SIZE, SIZE, 3))
+    if last_stage < 4:
+        net = keras.Model(net.input, net.get_layer(f"stage{last_stage}_block2_out").output)
     opt = keras.optimizers.SGD(0.01, momentum=0.9)
     x = tf.random.uniform([BATCH, SIZE, SIZE, 3])
 
     @tf.function
     def step():
         with tf.GradientTape() as tape:
-            out = net(x, training=True)
-            loss = tf.add_n([tf.reduce_sum(t ** 2) for t in tf.nest.flatten(out)])
+            loss = tf.reduce_sum(net(x, training=True) ** 2)
         opt.apply_gradients(zip(tape.gradient(loss, net.trainable_variables),
                                 net.trainable_variables))
 
     for _ in range(steps):
         step()
+
+
+def run_backbone_step(steps):
+    """The whole trunk (pooled features): is the head or the contrastive loss needed?"""
+    _trunk_step(steps)
+
+
+def run_trunk_to_stage1(steps):
+    """The trunk up to stage 1 (8 channels at 64x64)."""
+    _trunk_step(steps, 1)
+
+
+def run_trunk_to_stage2(steps):
+    """The trunk up to stage 2 (16 channels at 32x32)."""
+    _trunk_step(steps, 2)
+
+
+def run_trunk_to_stage3(steps):
+    """The trunk up to stage 3 (32 channels at 16x16)."""
+    _trunk_step(steps, 3)
 
 
 def run_entry_point(steps):
@@ -206,7 +256,11 @@ CANDIDATES = {
     "conv_backprop": run_conv_backprop,
     "conv_backprop_graph": run_conv_backprop_graph,
     "conv_bn": run_conv_bn,
+    "stem_stage1": run_stem_stage1,
     "augment": run_augment,
+    "trunk_to_stage1": run_trunk_to_stage1,
+    "trunk_to_stage2": run_trunk_to_stage2,
+    "trunk_to_stage3": run_trunk_to_stage3,
     "backbone_step": run_backbone_step,
     "train_step": run_train_step,
     "train_step_32px": run_train_step_32px,
