@@ -339,27 +339,7 @@ def remove_created(run_dir, existed):
         parent = parent.parent
 
 
-ONEDNN_ENV = "TF_ENABLE_ONEDNN_OPTS"
-ONEDNN_MIN_WIDTH = 0.25  # narrower networks (stages of 8 filters) abort under oneDNN
-
-
-def avoid_onednn_abort(cfg, log):
-    """Turns oneDNN off for networks narrower than ``ONEDNN_MIN_WIDTH`` when TensorFlow
-    is not imported yet and the environment does not choose: TF 2.21's oneDNN kernels
-    corrupt the heap while training such networks at 64 px (docs/robustness.md, section 9;
-    script/repro_onednn.py). Returns True when it turned oneDNN off."""
-    if float(cfg["net_width"]) >= ONEDNN_MIN_WIDTH or ONEDNN_ENV in os.environ \
-            or "tensorflow" in sys.modules:
-        return False
-    os.environ[ONEDNN_ENV] = "0"
-    log(f"--net_width={cfg['net_width']} < {ONEDNN_MIN_WIDTH}: oneDNN is off for this run "
-        f"({ONEDNN_ENV}=0; with it on, TensorFlow 2.21 corrupts the heap training such "
-        f"narrow networks; set {ONEDNN_ENV}=1 to keep it)")
-    return True
-
-
 def train_and_evaluate(cfg, run, checks, t_start, log):
-    avoid_onednn_abort(cfg, log)  # before anything imports TensorFlow
     data = load_data(cfg, checks.image_shape)
 
     from data.distaug import apply_distribution_augmentation

@@ -63,9 +63,9 @@ def run_crop_and_resize(steps):
         tf.image.crop_and_resize(images, boxes, tf.range(BATCH // 2), [SIZE, SIZE])
 
 
-def _conv_grads(tf, steps, strides, in_ch, out_ch, compiled):
+def _conv_grads(tf, steps, strides, in_ch, out_ch, compiled, kernel=3):
     x = tf.random.normal([BATCH, SIZE, SIZE, in_ch])
-    w = tf.Variable(tf.random.normal([3, 3, in_ch, out_ch], stddev=0.1))
+    w = tf.Variable(tf.random.normal([kernel, kernel, in_ch, out_ch], stddev=0.1))
 
     def step():
         with tf.GradientTape() as tape:
@@ -91,6 +91,76 @@ def run_conv_backprop_graph(steps):
     tf = _tf()
     _conv_grads(tf, steps, 1, CHANNELS, CHANNELS, compiled=True)
     _conv_grads(tf, steps, 2, CHANNELS, 2 * CHANNELS, compiled=True)
+
+
+def run_proj_1x1_s2(steps):
+    """The 1x1 stride-2 projection of stage 2's first block (8 -> 16 channels, 64x64 ->
+    32x32): input and filter gradients, eager and in a tf.function."""
+    tf = _tf()
+    _conv_grads(tf, steps, 2, CHANNELS, 2 * CHANNELS, compiled=False, kernel=1)
+    _conv_grads(tf, steps, 2, CHANNELS, 2 * CHANNELS, compiled=True, kernel=1)
+
+
+def _proj_shapes(tf):
+    x = tf.random.normal([BATCH, SIZE, SIZE, CHANNELS])
+    w = tf.random.normal([1, 1, CHANNELS, 2 * CHANNELS], stddev=0.1)
+    dy = tf.random.normal([BATCH, SIZE // 2, SIZE // 2, 2 * CHANNELS])
+    return x, w, dy
+
+
+def run_proj_forward(steps):
+    """The 1x1 stride-2 convolution (8 -> 16 channels at 64x64), forward only, eager."""
+    tf = _tf()
+    x, w, _ = _proj_shapes(tf)
+    for _ in range(steps):
+        tf.nn.conv2d(x, w, 2, "VALID")
+
+
+def run_proj_backprop_input(steps):
+    """Conv2DBackpropInput of that convolution alone (raw op, eager)."""
+    tf = _tf()
+    x, w, dy = _proj_shapes(tf)
+    for _ in range(steps):
+        tf.raw_ops.Conv2DBackpropInput(input_sizes=tf.shape(x), filter=w, out_backprop=dy,
+                                       strides=[1, 2, 2, 1], padding="VALID")
+
+
+def run_proj_backprop_filter(steps):
+    """Conv2DBackpropFilter of that convolution alone (raw op, eager)."""
+    tf = _tf()
+    x, w, dy = _proj_shapes(tf)
+    for _ in range(steps):
+        tf.raw_ops.Conv2DBackpropFilter(input=x, filter_sizes=tf.shape(w), out_backprop=dy,
+                                        strides=[1, 2, 2, 1], padding="VALID")
+
+
+def run_stage2_block(steps):
+    """Stage 2's first residual block alone on 8-channel 64x64 input: 3x3 stride-2 conv,
+    BatchNorm, ReLU, 3x3 conv, BatchNorm, plus the 1x1 stride-2 projection and its
+    BatchNorm, gradients in a tf.function."""
+    tf = _tf()
+    import keras
+
+    layers = keras.layers
+    inputs = keras.Input((SIZE, SIZE, CHANNELS))
+    y = layers.Conv2D(2 * CHANNELS, 3, strides=2, padding="same", use_bias=False)(inputs)
+    y = layers.ReLU()(layers.BatchNormalization()(y))
+    y = layers.BatchNormalization()(
+        layers.Conv2D(2 * CHANNELS, 3, padding="same", use_bias=False)(y))
+    short = layers.BatchNormalization()(
+        layers.Conv2D(2 * CHANNELS, 1, strides=2, use_bias=False)(inputs))
+    net = keras.Model(inputs, layers.ReLU()(layers.Add()([y, short])))
+    x = tf.random.normal([BATCH, SIZE, SIZE, CHANNELS])
+    net(x)
+
+    @tf.function
+    def step():
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(net(x, training=True) ** 2)
+        return tape.gradient(loss, net.trainable_variables)
+
+    for _ in range(steps):
+        step()
 
 
 def run_conv_bn(steps):
@@ -255,6 +325,11 @@ CANDIDATES = {
     "crop_and_resize": run_crop_and_resize,
     "conv_backprop": run_conv_backprop,
     "conv_backprop_graph": run_conv_backprop_graph,
+    "proj_1x1_s2": run_proj_1x1_s2,
+    "proj_forward": run_proj_forward,
+    "proj_backprop_input": run_proj_backprop_input,
+    "proj_backprop_filter": run_proj_backprop_filter,
+    "stage2_block": run_stage2_block,
     "conv_bn": run_conv_bn,
     "stem_stage1": run_stem_stage1,
     "augment": run_augment,
