@@ -79,6 +79,20 @@ def _conv_grads(tf, steps, strides, in_ch, out_ch, compiled, kernel=3):
         step()
 
 
+def _graph_gradients(tf, net, x, steps):
+    """Gradients of sum(net(x)^2) w.r.t. the weights, in a tf.function, ``steps`` times."""
+    net(x)
+
+    @tf.function
+    def step():
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(net(x, training=True) ** 2)
+        return tape.gradient(loss, net.trainable_variables)
+
+    for _ in range(steps):
+        step()
+
+
 def run_conv_backprop(steps):
     """3x3 conv input and filter gradients at 8 channels (stride 1 and 2), eager."""
     tf = _tf()
@@ -151,16 +165,7 @@ def run_stage2_block(steps):
         layers.Conv2D(2 * CHANNELS, 1, strides=2, use_bias=False)(inputs))
     net = keras.Model(inputs, layers.ReLU()(layers.Add()([y, short])))
     x = tf.random.normal([BATCH, SIZE, SIZE, CHANNELS])
-    net(x)
-
-    @tf.function
-    def step():
-        with tf.GradientTape() as tape:
-            loss = tf.reduce_sum(net(x, training=True) ** 2)
-        return tape.gradient(loss, net.trainable_variables)
-
-    for _ in range(steps):
-        step()
+    _graph_gradients(tf, net, x, steps)
 
 
 def run_conv_bn(steps):
@@ -175,16 +180,7 @@ def run_conv_bn(steps):
         keras.layers.Conv2D(CHANNELS, 3, padding="same", use_bias=False),
         keras.layers.BatchNormalization()])
     x = tf.random.normal([BATCH, SIZE, SIZE, CHANNELS])
-    block(x)
-
-    @tf.function
-    def step():
-        with tf.GradientTape() as tape:
-            loss = tf.reduce_sum(block(x, training=True) ** 2)
-        return tape.gradient(loss, block.trainable_variables)
-
-    for _ in range(steps):
-        step()
+    _graph_gradients(tf, block, x, steps)
 
 
 def run_stem_stage1(steps):
@@ -204,16 +200,7 @@ def run_stem_stage1(steps):
     short = layers.BatchNormalization()(layers.Conv2D(CHANNELS, 1, use_bias=False)(x))
     net = keras.Model(inputs, layers.ReLU()(layers.Add()([y, short])))
     x = tf.random.uniform([BATCH, SIZE, SIZE, 3])
-    net(x)
-
-    @tf.function
-    def step():
-        with tf.GradientTape() as tape:
-            loss = tf.reduce_sum(net(x, training=True) ** 2)
-        return tape.gradient(loss, net.trainable_variables)
-
-    for _ in range(steps):
-        step()
+    _graph_gradients(tf, net, x, steps)
 
 
 def run_augment(steps):
