@@ -37,7 +37,8 @@ def parse_flags(argv):
     try:
         return FLAGS(argv)
     except flags.Error as err:
-        sys.exit(fail(str(err).splitlines()[0] if str(err) else repr(err)))
+        first = str(err).splitlines()[0] if str(err) else repr(err)
+        sys.exit(fail(first.removeprefix("ERROR:: ")))  # absl's prefix for --flagfile errors
 
 
 def checked_config(argv):

@@ -117,6 +117,16 @@ def scan_folder(root: str):
     return root, classes, train_files, train_labels, test_files, test_labels
 
 
+def list_folder(root: str) -> LabeledSplits:
+    """The folder's classes and labels as listed, before anything is decoded: the images
+    are (N, 0, 0, 3) placeholders, so the one-class split's rules can run on the labels."""
+    _, classes, train_files, train_labels, test_files, test_labels = scan_folder(root)
+    placeholder = lambda files: np.zeros((len(files), 0, 0, 3), np.uint8)  # noqa: E731
+    return LabeledSplits(placeholder(train_files), train_labels,
+                         None if test_files is None else placeholder(test_files), test_labels,
+                         classes)
+
+
 def _cache_key(root: str, classes, train_files, test_files, input_shape,
                input_bits: int = 0) -> str:
     def rel(files):
@@ -210,7 +220,8 @@ def _decode_all(files, height: int, width: int, desc: str, num_workers: int,
         return len(indices)
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=num_workers) as pool, \
-            tqdm(total=len(files), desc=desc, unit='img', mininterval=1) as bar:
+            tqdm(total=len(files), desc=desc, unit='img', mininterval=1, disable=None,
+                 leave=False) as bar:
         futures = [pool.submit(work, c) for c in chunks]
         try:
             for future in concurrent.futures.as_completed(futures):

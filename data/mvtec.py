@@ -133,7 +133,8 @@ def _decode(paths: Sequence[str], height: int, width: int, desc: str,
     from tqdm import tqdm
 
     out = np.empty((len(paths), height, width, 3), np.uint8)
-    for i, p in enumerate(tqdm(paths, desc=desc, unit='img', mininterval=1)):
+    bar = tqdm(paths, desc=desc, unit='img', mininterval=1, disable=None, leave=False)
+    for i, p in enumerate(bar):
         out[i] = decode_image(p, height, width, input_bits)
     return out
 
@@ -186,30 +187,51 @@ def _check_no_validation(is_validation):
         raise ConfigError('MVTec-layout datasets have their own test split; drop --is_validation')
 
 
-def mvtec(*, root=None, category=None, input_shape=(256, 256, 3), is_validation=False,
-          input_bits=0, **_):
-    """--dataset=mvtec: ``root`` holds one folder per category."""
-    _check_no_validation(is_validation)
+def _mvtec_dir(root, category) -> str:
+    """--dataset=mvtec: ``root/category``; ConfigError naming the categories found."""
     if not root:
         raise ConfigError('dataset "mvtec" needs --root=<MVTec AD dir> holding <category>/ '
                           f'folders, and --category=<name>; {LAYOUT}')
     root = os.path.abspath(os.path.expanduser(str(root)))
     cat = str(category)
-    if not os.path.isdir(os.path.join(root, cat)):
+    if not cat.strip() or not os.path.isdir(os.path.join(root, cat)):
         found = _subdirs(root) if os.path.isdir(root) else []
         raise ConfigError(f'--category={cat} is not a folder of {root} (found: '
                           f'{", ".join(found) or "nothing"}); use --dataset=mvtec_folder to '
                           'pass one category folder directly')
-    return load_category(os.path.join(root, cat), input_shape, cat, 'mvtec', input_bits)
+    return os.path.join(root, cat)
+
+
+def _mvtec_folder_dir(root, category=None) -> str:
+    """--dataset=mvtec_folder: ``root`` is the category folder."""
+    if not root:
+        raise ConfigError(f'dataset "mvtec_folder" needs --root=<category folder>; {LAYOUT}')
+    return root
+
+
+def mvtec(*, root=None, category=None, input_shape=(256, 256, 3), is_validation=False,
+          input_bits=0, **_):
+    """--dataset=mvtec: ``root`` holds one folder per category."""
+    _check_no_validation(is_validation)
+    return load_category(_mvtec_dir(root, category), input_shape, str(category), 'mvtec',
+                         input_bits)
 
 
 def mvtec_folder(*, root=None, category=None, input_shape=(256, 256, 3), is_validation=False,
                  input_bits=0, **_):
     """--dataset=mvtec_folder: ``root`` is one category folder (a user's own parts)."""
     _check_no_validation(is_validation)
-    if not root:
-        raise ConfigError(f'dataset "mvtec_folder" needs --root=<category folder>; {LAYOUT}')
-    return load_category(root, input_shape, None, 'mvtec_folder', input_bits)
+    return load_category(_mvtec_folder_dir(root), input_shape, None, 'mvtec_folder',
+                         input_bits)
+
+
+def _lister(category_dir):
+    def lister(*, root=None, category=None, is_validation=False) -> int:
+        """The category's training image count from its file listing, before decoding."""
+        _check_no_validation(is_validation)
+        cat_dir = os.path.abspath(os.path.expanduser(str(category_dir(root, category))))
+        return len(scan_category(cat_dir)[0])
+    return lister
 
 
 # data/registry.py calls sources with this flag with the category and split themselves
@@ -218,3 +240,4 @@ mvtec_folder.splits_itself = True
 # sources that read image files take --input_bits
 mvtec.reads_image_files = True
 mvtec_folder.reads_image_files = True
+mvtec.lister, mvtec_folder.lister = _lister(_mvtec_dir), _lister(_mvtec_folder_dir)

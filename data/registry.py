@@ -78,6 +78,23 @@ DATASETS = {
     'mvtec_folder': mvtec.mvtec_folder,
     'image_dirs': image_dirs.image_dirs,
 }
+# where a source reads its data from (--root, --data_dir); sources without the attribute read both
+_fmnist.locations = ('data_dir',)
+_folder.locations = ('root',)
+_digits.locations = ()
+_celeba.locations = ('data_dir',)
+mvtec.mvtec.locations = mvtec.mvtec_folder.locations = ('root',)
+image_dirs.image_dirs.locations = ()  # reads --normal_dir / --abnormal_dir
+
+
+def _list_folder(*, root=None, category=None, is_validation=False):
+    splits = folder.list_folder(root)
+    return len(one_class_split(splits, category, is_validation, dataset='folder').train_images)
+
+
+# sources that can list their files without decoding them: lister(root, category,
+# is_validation) -> training image count, or ConfigError (see list_one_class_data)
+_folder.lister = _list_folder
 # the release's other names of the same datasets
 DATASET_ALIASES = {'fashion_mnistood': 'fmnistood', 'dvcood': 'dogvscatood'}
 
@@ -121,6 +138,22 @@ def input_bits_option(dataset: str, input_bits: int) -> dict:
                           f'({", ".join(n for n in DATASETS if reads_image_files(n))}), '
                           f'not {dataset}')
     return {'input_bits': int(input_bits)}
+
+
+def dataset_locations(dataset: str) -> tuple:
+    """The location flags (``root``, ``data_dir``) the dataset reads; others do not apply."""
+    return tuple(getattr(get_source(dataset), 'locations', ('root', 'data_dir')))
+
+
+def list_one_class_data(dataset: str, category: Union[str, int], *, root: Optional[str] = None,
+                        is_validation: bool = False) -> Optional[int]:
+    """Training images of ``category`` counted from the file listing, before any image is
+    decoded or cached (None when the source cannot list itself, e.g. TFDS): an unknown
+    category or one with too few images is a ConfigError here, by the split's own rules."""
+    lister = getattr(get_source(dataset), 'lister', None)
+    if lister is None:
+        return None
+    return lister(root=root, category=category, is_validation=is_validation)
 
 
 def load_splits(dataset: str, *, root: Optional[str] = None, data_dir: Optional[str] = None,

@@ -13,6 +13,7 @@ training (engine/collapse.py). Every result file is written atomically
 """
 
 import contextlib
+import os
 import shutil
 import sys
 import time
@@ -22,13 +23,14 @@ import numpy as np
 
 from data.image_dirs import DirLayout, split_dirs
 from data.protocols_extra import apply_protocols, describe_protocols, protocols_active
-from data.registry import load_one_class_data, load_splits
+from data.registry import list_one_class_data, load_one_class_data, load_splits
 from detect.evaluation import EvalSettings, no_auc_note
 from detect.evaluators import evaluator_class
 from detect.synthetic import synthetic_check
 from engine.distribute import is_chief, worker_dir
+from engine.checkpoints import inspect_checkpoints
 from engine.resume import check_resume, restore_checkpoint, stored_summary
-from engine.validate import validate_config
+from engine.validate import nearest_existing, validate_config
 from model.registry import model_spec
 from util.atomic import write_json_atomic
 from util.errors import ConfigError
@@ -48,6 +50,12 @@ def dir_layout(cfg):
                      normal_test_fraction=float(cfg.get("normal_test_fraction", 0.2)))
 
 
+def protocol_values(cfg):
+    """The paper's extra protocols' flags (0 = off)."""
+    return {k: cfg.get(k) or 0 for k in ("outlier_ratio", "num_inlier_for_detector",
+                                         "num_train")}
+
+
 def load_data(cfg, shape):
     """The run's one-class data at ``shape``, with the paper's extra protocols applied."""
     data = load_one_class_data(cfg["dataset"], cfg["category"], root=cfg["root"],
@@ -55,19 +63,32 @@ def load_data(cfg, shape):
                                is_validation=cfg["is_validation"], seed=cfg["seed"],
                                attribute=cfg.get("celeba_attribute"), dirs=dir_layout(cfg),
                                input_bits=cfg.get("input_bits") or 0)
-    protocols = {k: cfg.get(k) or 0 for k in ("outlier_ratio", "num_inlier_for_detector",
-                                               "num_train")}
+    protocols = protocol_values(cfg)
     if protocols_active(**protocols):
         apply_protocols(data, **protocols, seed=cfg["seed"], splits=lambda: load_splits(
             cfg["dataset"], root=cfg["root"], data_dir=cfg["data_dir"], input_shape=shape,
             input_bits=cfg.get("input_bits") or 0))
-    n = len(data.train_images)
+    check_train_count(cfg, len(data.train_images))
+    return data
+
+
+def check_train_count(cfg, n):
+    """Enough training images (``n``) for the category and the batch."""
     if n == 0:
         raise ConfigError(f"no training images for category {cfg['category']!r}")
     if cfg["is_validation"] and n < cfg["batch_size"]:
         raise ConfigError(f"--batch_size={cfg['batch_size']} is larger than the {n} training "
                           "images left after the validation split; use --batch_size<=" f"{n}")
-    return data
+
+
+def list_data(cfg):
+    """The data listed without decoding it (sources that can: folders, MVTec), before the
+    run directory, a cache file or TensorFlow: an unknown category or a category with too
+    few images ends the run here."""
+    n = list_one_class_data(cfg["dataset"], cfg["category"], root=cfg["root"],
+                            is_validation=cfg["is_validation"])
+    if n is not None and not protocols_active(**protocol_values(cfg)):
+        check_train_count(cfg, n)
 
 
 def make_evaluator(cfg, checks):
@@ -190,18 +211,24 @@ def prepare_run_dir(cfg, run):
     return stored_summary(run.stats)
 
 
+def check_existing_run(cfg, run):
+    """A reused run directory read before the lock and anything else is written: a
+    different configuration, an unreadable result or a damaged ``ckpt/`` ends the run here
+    (prepare_run_dir decides again under the lock)."""
+    if cfg["force_init"]:
+        return
+    check_resume(cfg, run.stats)
+    if cfg["reevaluate"] or stored_summary(run.stats) is None:
+        inspect_checkpoints(run.ckpt)
+
+
 def restore(model, epoch_var, run, log):
     """Checkpoint objects; restores the latest checkpoint of the run, if any."""
     import tensorflow as tf
 
     checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer, epoch=epoch_var)
-    try:
-        manager = tf.train.CheckpointManager(checkpoint, str(run.save_ckpt), max_to_keep=2)
-        reader = tf.train.CheckpointManager(checkpoint, str(run.ckpt), max_to_keep=2)
-    except Exception as err:  # noqa: BLE001  (an unreadable 'checkpoint' state file)
-        raise ConfigError(f"the checkpoint index in {run.ckpt} cannot be read ({err}); "
-                          "it was left in place: delete it or pass --force_init") from None
-    path = restore_checkpoint(checkpoint, reader)
+    path = restore_checkpoint(checkpoint, inspect_checkpoints(run.ckpt))
+    manager = tf.train.CheckpointManager(checkpoint, str(run.save_ckpt), max_to_keep=2)
     if path:
         log(f"Resumed from {path} (epoch {int(epoch_var.numpy())})")
     return manager
@@ -300,7 +327,9 @@ def run_experiment(cfg, log=print):
     t_start = time.time()
     checks = validate_config(cfg)
     run = RunPaths(cfg["model_dir"], chief=is_chief(cfg["strategy"]))
-    created = not run.root.exists()
+    list_data(cfg)
+    check_existing_run(cfg, run)
+    created = nearest_existing(run.root)  # a failed run removes what it created below this
     try:
         with run_lock(run.root) if run.chief else contextlib.nullcontext():
             stored = prepare_run_dir(cfg, run)
@@ -311,13 +340,25 @@ def run_experiment(cfg, log=print):
                 return 0
             return train_and_evaluate(cfg, run, checks, t_start, log)
     except BaseException:
-        if created and not (run.stats / "hparams.json").exists():
-            shutil.rmtree(run.root, ignore_errors=True)  # nothing of value was written
+        if created != Path(os.path.abspath(run.root)) and not (run.stats / "hparams.json").exists():
+            remove_created(run.root, created)  # nothing of value was written
         raise
 
 
+def remove_created(run_dir, existed):
+    """Removes ``run_dir`` and the empty parents this run created below ``existed``."""
+    shutil.rmtree(run_dir, ignore_errors=True)
+    parent = Path(os.path.abspath(run_dir)).parent
+    while parent != existed and existed in parent.parents:
+        try:
+            parent.rmdir()
+        except OSError:  # not empty: someone else writes there
+            break
+        parent = parent.parent
+
+
 def train_and_evaluate(cfg, run, checks, t_start, log):
-    data = load_data(cfg, checks.image_shape)  # before TensorFlow is imported: data errors come fast
+    data = load_data(cfg, checks.image_shape)
 
     from data.distaug import apply_distribution_augmentation
     from engine.distribute import make_strategy

@@ -6,12 +6,17 @@
   values, before anything is overwritten.
 * ``stats/summary.json`` exists only once a run has really finished; rerunning
   then prints it and exits 0 (``--reevaluate`` evaluates again).
-* A checkpoint that cannot be read is reported with its path and left in place.
+* Damage of any kind to ``ckpt/`` is found before any data is loaded
+  (engine/checkpoints.py) and reported with the damaged file and what is kept; a
+  checkpoint TensorFlow still cannot restore is reported the same way. Nothing is
+  deleted, skipped or trained over.
 """
 
 import json
+import logging
 from pathlib import Path
 
+from engine.checkpoints import checkpoint_error
 from util.errors import ConfigError
 
 SHAPING_FLAGS = (
@@ -66,16 +71,19 @@ def stored_summary(stats_dir):
     return read_json_or_none(Path(stats_dir) / "summary.json")
 
 
-def restore_checkpoint(checkpoint, manager, log=print):
-    """Restores the latest checkpoint (or nothing); a bad one raises ConfigError."""
-    path = manager.latest_checkpoint
+def restore_checkpoint(checkpoint, path):
+    """Restores the checkpoint at ``path`` (from ``inspect_checkpoints``; None: nothing to
+    restore) into ``checkpoint``; one that TensorFlow cannot read raises ConfigError."""
     if not path:
         return None
     try:
         checkpoint.restore(path).expect_partial()
     except Exception as err:  # noqa: BLE001  (TF raises many types for a bad file)
         first = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
-        raise ConfigError(f"checkpoint {path} cannot be restored ({type(err).__name__}: "
-                          f"{first}); it was left in place: delete {Path(path).parent} or "
-                          "pass --force_init to start over") from None
+        # the run ends here; TensorFlow would warn about the unrestored objects after the
+        # error line
+        logging.getLogger("tensorflow").setLevel(logging.ERROR)
+        raise checkpoint_error(Path(path).parent, f"{path} cannot be restored "
+                               f"({type(err).__name__}: {first})",
+                               damaged=(Path(path).name,)) from None
     return path

@@ -3,8 +3,10 @@
 import json
 from pathlib import Path
 
+from engine.checkpoints import inspect_checkpoints
 from engine.experiment import load_data, make_evaluator, model_from_config
 from engine.flags import FLAG_DEFAULTS
+from engine.resume import restore_checkpoint
 from engine.validate import validate_config
 from util.errors import ConfigError
 from util.paths import require_dir
@@ -49,12 +51,11 @@ def load_run(run_dir, cfg=None):
 
     run_dir = Path(run_dir)
     cfg = read_run_config(run_dir) if cfg is None else cfg
-    ckpt = tf.train.latest_checkpoint(str(run_dir / "ckpt"))
+    ckpt = inspect_checkpoints(run_dir / "ckpt")
     if ckpt is None and int(cfg.get("num_epoch", 0)) > 0:
         raise ConfigError(f"{run_dir} has no checkpoint under ckpt/")
     checks = validate_config(cfg)
     data = load_data(cfg, checks.image_shape)
     model = model_from_config(cfg, checks.input_shape)
-    if ckpt is not None:
-        tf.train.Checkpoint(model=model).restore(ckpt).expect_partial()
+    restore_checkpoint(tf.train.Checkpoint(model=model), ckpt)
     return cfg, model, data, make_evaluator(cfg, checks)

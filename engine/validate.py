@@ -22,7 +22,7 @@ from data.distaug import distaug_transforms
 from data.image_dirs import split_dirs
 from data.patches import check_patch_flags as check_patch_sizes
 from data.image_io import check_input_bits
-from data.registry import DATASETS, has_defect_layout, input_bits_option
+from data.registry import DATASETS, dataset_locations, has_defect_layout, input_bits_option
 from deploy.convert import FORMATS, require_converter
 from deploy.export_format import EXPORT_DETECTORS
 from detect.calibration import check_calibration_flags
@@ -324,21 +324,50 @@ def check_conv_patch_features(model_type, patch_size):
                           f"of the network's stride {net_stride} (use crop)")
 
 
+RUN_SUBDIRS = ("ckpt", "stats", "logs")
+
+
+def nearest_existing(path):
+    """``path`` or its closest ancestor that exists (what creating ``path`` starts from)."""
+    probe = Path(os.path.abspath(path))
+    while not os.path.lexists(probe) and probe.parent != probe:
+        probe = probe.parent
+    return probe
+
+
+def _can_create_in(directory):
+    """True when a directory can really be made inside ``directory``: permissions alone say
+    nothing for root, nor for /proc, /sys or a read-only mount. The probe is removed at once."""
+    import tempfile
+
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".droc-probe-", dir=directory))
+    except OSError:
+        return False
+    return True
+
+
 def check_model_dir(model_dir):
-    """The run directory must be a directory we can create or write to."""
+    """The run directory must be a directory we can create or write to, its ckpt/, stats/
+    and logs/ directories where they exist."""
+    if not str(model_dir or "").strip():
+        raise ConfigError("--model_dir is empty; give the run directory")
     path = Path(model_dir)
     if path.exists() and not path.is_dir():
         raise ConfigError(f"--model_dir={model_dir} is a file, not a directory; "
                           "give a directory path")
-    probe = path
-    while not probe.exists():
-        if probe.parent == probe:
-            break
-        probe = probe.parent
-    if probe.exists() and not probe.is_dir():
-        raise ConfigError(f"--model_dir={model_dir} cannot be created: {probe} is a file")
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise ConfigError(f"--model_dir={model_dir} is not writable ({probe} denies writing)")
+    probe = nearest_existing(path)
+    if not probe.is_dir():
+        raise ConfigError(f"--model_dir={model_dir} cannot be created: {probe} is "
+                          f"{'a broken link' if not probe.exists() else 'not a directory'}")
+    if not os.access(probe, os.W_OK | os.X_OK) or not _can_create_in(probe):
+        what = "is not writable" if probe == Path(os.path.abspath(path)) else "cannot be created"
+        raise ConfigError(f"--model_dir={model_dir} {what} ({probe} denies writing)")
+    for name in RUN_SUBDIRS:
+        sub = path / name
+        if os.path.lexists(sub) and not sub.is_dir():
+            raise ConfigError(f"--model_dir={model_dir}: {sub} is not a directory; a run "
+                              f"keeps its {name}/ there (move the file away)")
 
 
 def check_run_flags(cfg):
@@ -346,29 +375,87 @@ def check_run_flags(cfg):
         raise ConfigError("--force_init and --reevaluate contradict each other: --force_init "
                           "trains again from scratch, --reevaluate only re-scores a finished run")
     check_model_dir(cfg["model_dir"])
+    summary = Path(cfg["model_dir"]) / "stats" / "summary.json"
+    if cfg["reevaluate"] and not summary.is_file():
+        raise ConfigError(f"--reevaluate: --model_dir={cfg['model_dir']} holds no finished run "
+                          f"(no {summary}); drop --reevaluate to train it")
 
 
 # ------------------------------------------------------------------ checks during resolution
+
+def _known_dataset(cfg):
+    return str(cfg["dataset"]).strip().lower() in DATASETS
+
+
+def _defect_layout(cfg):
+    return _known_dataset(cfg) and has_defect_layout(cfg["dataset"])
+
+
+def _patch_mode(cfg):
+    return _defect_layout(cfg) and cfg["mvtec_mode"] == "patch"
+
+
+def _reads(location):
+    return lambda cfg: not _known_dataset(cfg) or location in dataset_locations(cfg["dataset"])
+
+
+def _datasets_reading(location):
+    return "--dataset=" + "|".join(d for d in DATASETS if location in dataset_locations(d))
+
+
+def _uses_schedule_flag(name):
+    return lambda cfg: name in SCHED_FLAGS.get(cfg["sched_type"], ())
+
+
+def _schedules_using(name):
+    return "--sched_type=" + "|".join(k for k, v in SCHED_FLAGS.items() if name in v)
+
+
+PATCH_MODE_FLAGS = ("mvtec_image_size", "patch_size", "patch_stride", "patches_per_image",
+                    "mvtec_features", "patch_features", "mvtec_heatmaps")
+
+# flag -> (does it apply to this configuration?, where it applies). A flag given on the
+# command line where it does not apply would be silently ignored, so it is an error.
+FLAG_APPLIES = {
+    "root": (_reads("root"), _datasets_reading("root")),
+    "data_dir": (_reads("data_dir"), _datasets_reading("data_dir")),
+    "celeba_attribute": (lambda cfg: cfg["dataset"] == "celeba", "--dataset=celeba"),
+    "mvtec_mode": (_defect_layout, "MVTec-layout data (--dataset=mvtec or mvtec_folder)"),
+    **{name: (_patch_mode, "--mvtec_mode=patch on MVTec-layout data (--dataset=mvtec or "
+              "mvtec_folder)") for name in PATCH_MODE_FLAGS},
+    "cutpaste_variant": (lambda cfg: cfg["model_type"] == "cutpaste", "--model_type=cutpaste"),
+    "noise_std": (lambda cfg: cfg["model_type"] == "denoising", "--model_type=denoising"),
+    "nesterov": (lambda cfg: cfg.get("optim_type") == "sgd", "--optim_type=sgd (Adam uses its "
+                 "own moment estimates)"),
+    "momentum": (lambda cfg: cfg.get("optim_type") == "sgd", "--optim_type=sgd (Adam uses its "
+                 "own moment estimates)"),
+    **{name: (_uses_schedule_flag(name), _schedules_using(name))
+       for name in ("sched_min_rate", "sched_level", "sched_gamma", "sched_step_size")},
+}
+
+
+def check_flags_apply(cfg, explicit=()):
+    """Every flag given on the command line must apply to the run (FLAG_APPLIES); a library
+    caller's None means "not set"."""
+    for name in sorted(set(explicit) & set(FLAG_APPLIES)):
+        applies, where = FLAG_APPLIES[name]
+        if cfg.get(name) is not None and not applies(cfg):
+            raise ConfigError(f"--{name}={cfg[name]} is not used by this run: it applies to "
+                              f"{where} only; drop it")
+
 
 def check_explicit_flags(cfg, explicit=(), fixed=None):
     """Flags given on the command line that would be ignored or overridden are errors."""
     for key, value in (fixed or {}).items():  # frozen baselines: num_epoch=0
         if key in explicit and cfg[key] != value:
             raise ConfigError(f"--model_type={cfg['model_type']} needs --{key}={value}")
+    if "model_dir" in explicit and not str(cfg["model_dir"] or "").strip():
+        raise ConfigError("--model_dir is empty; give the run directory (leave the flag out for "
+                          "runs/<dataset>_<category>_<model_type>_s<seed>)")
+    check_flags_apply(cfg, explicit)
     if cfg.get("celeba_attribute") and cfg["dataset"] != "celeba":
         raise ConfigError(f"--celeba_attribute applies to --dataset=celeba only, not "
                           f"{cfg['dataset']}")
-    if cfg.get("optim_type") == "adam":
-        for name in ("nesterov", "momentum"):
-            if name in explicit and cfg[name] != FLAG_DEFAULTS[name]:
-                raise ConfigError(f"--{name} applies to --optim_type=sgd only (Adam uses its "
-                                  "own moment estimates)")
-    used = SCHED_FLAGS.get(cfg["sched_type"], ())
-    for name in ("sched_min_rate", "sched_level", "sched_gamma", "sched_step_size"):
-        if name in explicit and name not in used and cfg[name] != FLAG_DEFAULTS[name]:
-            users = ", ".join(k for k, v in SCHED_FLAGS.items() if name in v)
-            raise ConfigError(f"--{name} has no effect with --sched_type={cfg['sched_type']}; "
-                              f"it applies to {users}")
     check_schedule_ranges(cfg)
 
 

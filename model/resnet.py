@@ -28,9 +28,25 @@ def conv_init():
     return keras.initializers.VarianceScaling(scale=2.0, mode="fan_out")
 
 
+@keras.saving.register_keras_serializable(package="droc")
+class StridedPointwiseConv2D(layers.Conv2D):
+    """A strided 1x1 convolution computed as a stride-1 1x1 convolution of every
+    stride-th pixel: the same function and gradients, but TF 2.21's oneDNN kernel for the
+    filter gradient of a strided 1x1 convolution (Conv2DBackpropFilter) corrupts the heap
+    at some shapes (8 -> 16 channels at 64x64; docs/robustness.md, section 9)."""
+
+    def convolution_op(self, inputs, kernel):
+        sy, sx = self.strides
+        every = (inputs[:, ::sy, ::sx, :] if self.data_format == "channels_last"
+                 else inputs[:, :, ::sy, ::sx])
+        return keras.ops.conv(every, kernel, strides=1, padding="valid",
+                              dilation_rate=self.dilation_rate, data_format=self.data_format)
+
+
 def _conv(filters, kernel, stride, name):
     """Conv layer (as a callable on a tensor) with the release's symmetric k//2 padding."""
-    conv = layers.Conv2D(filters, kernel, strides=stride,
+    conv_class = StridedPointwiseConv2D if kernel == 1 and stride > 1 else layers.Conv2D
+    conv = conv_class(filters, kernel, strides=stride,
                          padding="same" if stride == 1 else "valid", use_bias=False,
                          kernel_initializer=conv_init(), name=name)
     if stride == 1 or kernel // 2 == 0:
