@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 
 from tests.test_cli_errors import assert_one_error_line, snapshot
-from tests.test_scoring import TINY
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="0", PYTHONUNBUFFERED="1")
@@ -26,12 +25,9 @@ def script(name, *args, cwd):
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-    from tests.entry_point import run_in_process
+    from tests.entry_point import finished_tiny_run
 
-    run_dir = tmp_path_factory.mktemp("faults") / "run"
-    out = run_in_process([f"--model_dir={run_dir}", *TINY[:-1], "--detectors=kde"])
-    assert out.returncode == 0, out.stderr[-3000:]
-    return run_dir
+    return finished_tiny_run(tmp_path_factory.mktemp("faults") / "run", "--detectors=kde")
 
 
 @pytest.mark.slow
