@@ -40,6 +40,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
 
+from engine.precision import PRECISIONS
 from script import bench_mvtec
 from util.atomic import write_text_atomic
 
@@ -115,7 +116,7 @@ def parse_args(argv=None):
     p.add_argument("--detector_sizes", default="5000,20000", help="N_train values")
     p.add_argument("--detector_dims", default="128,512")
     p.add_argument("--detector_test", type=int, default=10000)
-    p.add_argument("--mixed_precision", default="none", choices=["none", "bf16", "fp16"])
+    p.add_argument("--mixed_precision", default="none", choices=list(PRECISIONS))
     bench_mvtec.add_args(p)  # section mvtec: dense patch scoring of one MVTec category
     args = p.parse_args(argv)
     if args.quick:
