@@ -16,6 +16,9 @@ Sections (each figure is the median of several timed repetitions after warm-up):
   flops       FLOPs per view of the training step and the achieved GFLOP/s of the
               throughput figures as a fraction of a large fp32 matmul measured in
               the same run (script/bench_flops.py).
+  profile     (not in the default list) per-op times of the model-only step under the
+              TF profiler, grouped (conv/matmul, BatchNorm, optimizer, L2 penalty,
+              ...), with the top ops (script/bench_profile.py).
   determinism (not in the default list) training images/s with and without
               --deterministic, alternating runs (script/bench_determinism.py).
   quality     on real CIFAR-10 (validation protocol), every detector's AUC after
@@ -47,7 +50,8 @@ from util.atomic import write_text_atomic
 SHARED_CIFAR = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10"
 MODEL_TYPES = ("contrastive_da", "contrastive", "rotation")
 QUALITY_MODELS = ("contrastive_da", "rotation")  # trained in the quality section
-SECTIONS = ("throughput", "flops", "detectors", "scoring", "determinism", "mvtec", "quality")
+SECTIONS = ("throughput", "flops", "profile", "detectors", "scoring", "determinism", "mvtec",
+            "quality")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -452,6 +456,9 @@ def main(argv=None):
         from script.bench_flops import flops_section
 
         result["flops"] = flops_section(args, log, result.get("throughput"))
+    if "profile" in sections:  # script/bench_profile.py
+        from script.bench_profile import profile_section
+        result["profile"] = profile_section(args, log, training_images(args, n=512)[0])
     if "detectors" in sections:
         log("detectors:")
         result["detectors"] = detectors_section(args, log)
