@@ -12,6 +12,8 @@ from typing import NamedTuple
 PRECISIONS = ("none", "bf16", "fp16", "auto")
 #: the Keras mixed-precision policy of each concrete precision
 POLICIES = {"none": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
+#: how benchmarks name each concrete precision
+LABELS = {"none": "fp32", "bf16": "bf16", "fp16": "fp16"}
 #: Ampere and later have bf16 tensor cores
 MIN_BF16_GPU_CAPABILITY = (8, 0)
 

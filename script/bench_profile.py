@@ -96,6 +96,7 @@ def profile_section(args, log, images):
     from engine.config import resolve_config
     from engine.distribute import make_strategy
     from engine.experiment import augment_options, build_training, resolve_precision
+    from engine.precision import LABELS
     from model.registry import model_class
     strategy = make_strategy("mirrored")
     steps = max(2, min(args.steps, 5))
@@ -113,7 +114,7 @@ def profile_section(args, log, images):
                                       options=augment_options(cfg))
                 result = profile_step(model, next(iter(ds)), steps)
                 row = dict(model_type=model_type, net_width=width,
-                           precision={"none": "fp32"}.get(precision, precision),
+                           precision=LABELS[precision],
                            steps=steps, **result)
                 rows.append(row)
                 log(f"profile: {model_type} width {width:g} {row['precision']}: "

@@ -43,7 +43,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
 
-from engine.precision import PRECISIONS
+from engine.precision import LABELS, PRECISIONS
 from script import bench_mvtec
 from util.atomic import write_text_atomic
 
@@ -268,7 +268,7 @@ def throughput_section(args, log):
             model.predict(ev, verbose=0)
             ex_rates.append(n_eval / (time.perf_counter() - t0))
         row = dict(model_type=model_type, net_width=width,
-                   precision={"none": "fp32"}.get(precision, precision),
+                   precision=LABELS[precision],
                    batch_size=batch, steps=steps,
                    views_per_image=views, train_images_per_sec=real,
                    ceiling_images_per_sec=ceiling, pipeline_images_per_sec=pipeline,
