@@ -29,6 +29,7 @@ from detect.evaluators import evaluator_class
 from detect.synthetic import synthetic_check
 from engine.distribute import is_chief, worker_dir
 from engine.checkpoints import inspect_checkpoints
+from engine.precision import POLICIES, choose_precision, read_cpuinfo
 from engine.resume import check_resume, restore_checkpoint, stored_summary
 from engine.validate import nearest_existing, validate_config
 from model.registry import model_spec
@@ -102,11 +103,27 @@ def make_evaluator(cfg, checks):
     return cls(settings, **{k: cfg[k] for k in cls.options})
 
 
+def resolve_precision(requested):
+    """engine.precision.PrecisionChoice for this machine: ``auto`` looks at the visible
+    GPUs' compute capabilities and the CPU's flags; the other modes are taken as asked."""
+    if requested != "auto":
+        return choose_precision(requested, "", [])
+    import tensorflow as tf
+
+    capabilities = []
+    for gpu in tf.config.list_physical_devices("GPU"):
+        details = tf.config.experimental.get_device_details(gpu)
+        capabilities.append(tuple(details.get("compute_capability") or (0, 0)))
+    return choose_precision(requested, read_cpuinfo(), capabilities)
+
+
 def set_precision(mode):
+    """Sets the Keras policy of ``mode`` (``auto`` resolved here); returns the choice."""
     import keras
 
-    policy = {"none": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}[mode]
-    keras.mixed_precision.set_global_policy(policy)
+    choice = resolve_precision(mode)
+    keras.mixed_precision.set_global_policy(POLICIES[choice.precision])
+    return choice
 
 
 def make_optimizer(cfg, steps_per_epoch):
@@ -372,13 +389,17 @@ def train_and_evaluate(cfg, run, checks, t_start, log):
     if cfg["batch_size"] % strategy.num_replicas_in_sync:
         raise ConfigError(f"--batch_size={cfg['batch_size']} must be divisible by the "
                           f"{strategy.num_replicas_in_sync} replicas")
-    model, epoch_var = build_training(cfg, checks.input_shape, strategy, steps_per_epoch)
+    # resolved once: the policy that builds the model is the one summary.json names
+    precision = resolve_precision(cfg["mixed_precision"])
+    model, epoch_var = build_training(dict(cfg, mixed_precision=precision.precision),
+                                      checks.input_shape, strategy, steps_per_epoch)
     manager = restore(model, epoch_var, run, log)
     if run.chief:
         write_json_atomic(run.stats / "hparams.json", cfg)
     log(f"{data.describe()}; {len(train_images)} training instances after distribution "
         f"augmentation '{cfg['distaug_type']}'; {steps_per_epoch} steps/epoch; "
-        f"{strategy.num_replicas_in_sync} replica(s), strategy {cfg['strategy']}")
+        f"{strategy.num_replicas_in_sync} replica(s), strategy {cfg['strategy']}; precision "
+        f"{precision.precision} ({precision.reason})")
     if no_auc_note(data.test_labels):
         log(no_auc_note(data.test_labels))
 
@@ -402,6 +423,7 @@ def train_and_evaluate(cfg, run, checks, t_start, log):
                                  if stats_cb.history else None),
         "replicas": strategy.num_replicas_in_sync, "strategy": cfg["strategy"],
         "deterministic": bool(cfg.get("deterministic")),
+        "precision": precision._asdict(),
         "protocols": describe_protocols(data),
     }, log, sections)
     return 0

@@ -53,8 +53,9 @@ FLAG_SPECS = [
     ("force_init", "bool", False, "Start over, ignoring existing checkpoints."),
     ("model_dir", "string", None, "Run directory (default runs/<dataset>_<category>_"
      "<model_type>_s<seed>)."),
-    ("mixed_precision", "enum:none|bf16|fp16", "none", "Compute dtype; variables stay float32, "
-     "fp16 adds loss scaling."),
+    ("mixed_precision", "enum:none|bf16|fp16|auto", "none", "Compute dtype; variables stay "
+     "float32, fp16 adds loss scaling; auto = bf16 on AMX CPUs and GPUs of compute "
+     "capability >= 8.0, else none."),
     ("sync_bn", "bool", True, "Synchronise BatchNorm statistics across replicas."),
     ("eval_batch_size", "integer", 256, "Batch size of feature extraction."),
     # --- robustness and scale ---

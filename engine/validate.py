@@ -33,13 +33,13 @@ from detect.localization import grid_size
 from detect.synthetic import KINDS as SYNTHETIC_KINDS
 from engine.distribute import parse_tf_config
 from engine.flags import FLAG_DEFAULTS, SCHED_FLAGS
+from engine.precision import PRECISIONS
 from model.registry import model_spec
 from model.spec import RESNET_SPECS, SMALL_STEM_MAX_SIZE, check_input_shape, parse_head_dims
 from util.errors import ConfigError
 
 STRATEGIES = ("mirrored", "multi_worker", "one_device")
 OPTIMIZERS = ("sgd", "adam")
-PRECISIONS = ("none", "bf16", "fp16")
 MAX_SEED = 2 ** 31 - 1
 MAX_OUTLIER_RATIO = 0.5
 

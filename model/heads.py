@@ -10,6 +10,7 @@ embedding (``512x8,128``).
 import keras
 from keras import layers
 
+from model.batchnorm import FusedBatchNorm
 from model.resnet import BN_EPSILON, BN_MOMENTUM
 from model.spec import parse_head_dims  # noqa: F401  (re-exported)
 
@@ -25,7 +26,7 @@ def build_mlp_head(dims, input_dim, sync_bn=False, last_bias=False, name="head")
         last = i == len(dims) - 1
         x = layers.Dense(d, use_bias=last and last_bias, name=f"{name}_dense{i + 1}")(x)
         if not last:
-            x = layers.BatchNormalization(momentum=BN_MOMENTUM, epsilon=BN_EPSILON,
-                                          synchronized=sync_bn, name=f"{name}_bn{i + 1}")(x)
+            x = FusedBatchNorm(momentum=BN_MOMENTUM, epsilon=BN_EPSILON,
+                               synchronized=sync_bn, name=f"{name}_bn{i + 1}")(x)
             x = layers.ReLU(name=f"{name}_relu{i + 1}")(x)
     return keras.Model(inputs, x, name=name)

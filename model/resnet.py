@@ -4,7 +4,8 @@ Shape follows the paper's public release: stage widths 64/128/256/512 scaled by
 ``width``; the stem keeps 64 filters at every width unless ``stem_width`` is
 given (so width-0.25 numbers compare like for like with the release); 3x3
 stride-1 stem without max-pool for inputs up to 64 px, 7x7 stride-2 stem with
-a 3x3 max-pool above that. BatchNorm momentum 0.9, eps 1e-5; convs have no
+a 3x3 max-pool above that. BatchNorm momentum 0.9, eps 1e-5, trained through
+one fused op (model/batchnorm.py); convs have no
 bias and use variance scaling (scale 2, fan_out). Like the release, strided
 convolutions (and the max-pool) pad explicitly by k//2 on every side and run
 VALID: TF's padding="same" pads 0 before and 1 after at stride 2, which would
@@ -16,6 +17,7 @@ the globally average-pooled feature f(x).
 import keras
 from keras import layers
 
+from model.batchnorm import FusedBatchNorm
 from model.spec import (RESNET_SPECS, SMALL_STEM_MAX_SIZE, STAGE_WIDTHS,  # noqa: F401
                         check_input_shape)
 from util.errors import ConfigError
@@ -56,8 +58,8 @@ def _conv(filters, kernel, stride, name):
 
 
 def _bn(name, sync):
-    return layers.BatchNormalization(momentum=BN_MOMENTUM, epsilon=BN_EPSILON,
-                                     synchronized=sync, name=name)
+    return FusedBatchNorm(momentum=BN_MOMENTUM, epsilon=BN_EPSILON, synchronized=sync,
+                          name=name)
 
 
 def _merge(x, y, filters, stride, name, sync):

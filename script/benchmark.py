@@ -19,6 +19,9 @@ Sections (each figure is the median of several timed repetitions after warm-up):
   flops       FLOPs per view of the training step and the achieved GFLOP/s of the
               throughput figures as a fraction of a large fp32 matmul measured in
               the same run (script/bench_flops.py).
+  profile     (not in the default list) per-op times of the model-only step under the
+              TF profiler, grouped (conv/matmul, BatchNorm, optimizer, L2 penalty,
+              ...), with the top ops (script/bench_profile.py).
   determinism (not in the default list) training images/s with and without
               --deterministic, alternating runs (script/bench_determinism.py).
   quality     on real CIFAR-10 (validation protocol), every detector's AUC after
@@ -46,6 +49,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
 
+from engine.precision import LABELS, PRECISIONS
 from script import bench_mvtec, bench_patch_export
 from util.atomic import write_text_atomic
 from util.cli import ArgumentParser, script_main
@@ -55,8 +59,8 @@ from util.paths import check_output_path, first_bytes_are
 SHARED_CIFAR = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10"
 MODEL_TYPES = ("contrastive_da", "contrastive", "rotation")
 QUALITY_MODELS = ("contrastive_da", "rotation")  # trained in the quality section
-SECTIONS = ("throughput", "flops", "detectors", "scoring", "formats", "determinism", "mvtec",
-            "patch_export", "quality")
+SECTIONS = ("throughput", "flops", "profile", "detectors", "scoring", "formats", "determinism",
+            "mvtec", "patch_export", "quality")
 
 
 QUALITY_HEADER = "| class | representation | "
@@ -92,6 +96,8 @@ def validate_args(args):
     _csv(args.detector_sizes, int, "detector_sizes")
     _csv(args.detector_dims, int, "detector_dims")
     _csv(args.mvtec_patch_features, str, "mvtec_patch_features", ("crop", "conv"))
+    if args.step_precisions is not None:
+        _csv(args.step_precisions, str, "step_precisions", PRECISIONS)
     for flag in ("steps", "repeats", "budget_steps", "detector_test"):
         if getattr(args, flag) is not None and getattr(args, flag) <= 0:
             raise ConfigError(f"--{flag}={getattr(args, flag)} must be a positive integer")
@@ -127,7 +133,10 @@ def parse_args(argv=None):
     p.add_argument("--detector_sizes", default="5000,20000", help="N_train values")
     p.add_argument("--detector_dims", default="128,512")
     p.add_argument("--detector_test", type=int, default=10000)
-    p.add_argument("--mixed_precision", default="none", choices=["none", "bf16", "fp16"])
+    p.add_argument("--mixed_precision", default="none", choices=list(PRECISIONS))
+    p.add_argument("--step_precisions", default=None,
+                   help="precisions the throughput section times each step in, e.g. "
+                        "none,bf16 (default: --mixed_precision)")
     bench_mvtec.add_args(p)  # section mvtec: dense patch scoring of one MVTec category
     bench_patch_export.add_args(p)  # section patch_export: the same through a patch export
     args = p.parse_args(argv)
@@ -223,63 +232,69 @@ def throughput_section(args, log):
     from model.registry import model_class
     from engine.config import resolve_config
     from engine.distribute import make_strategy
-    from engine.experiment import augment_options, build_training
+    from engine.experiment import augment_options, build_training, resolve_precision
 
     images, source = training_images(args)
     log(f"throughput: images from {source}, {len(images)} x 32x32x3")
     strategy = make_strategy("mirrored")  # what a run's default --strategy builds here
+    precisions = (args.step_precisions or args.mixed_precision).split(",")
     results = []
-    for width in [float(w) for w in args.widths.split(",")]:
-        for model_type in args.model_types.split(","):
-            cfg = resolve_config(dict(model_type=model_type, net_width=width,
-                                      mixed_precision=args.mixed_precision, num_epoch=10**6))
-            views = model_class(model_type).views_per_image
-            batch = cfg["batch_size"]
-            model, _ = build_training(cfg, (32, 32, 3), strategy, steps_per_epoch=1000)
-            train_images = apply_distribution_augmentation(images, cfg["distaug_type"])
-            ds, _ = train_dataset(train_images, batch, cfg["aug_list"], num_views=views,
-                                  options=augment_options(cfg))
-            # about the same seconds per repetition at every width (width 1 is ~10x slower)
-            steps = args.steps if width <= 0.5 else max(3, args.steps // 6)
-            real, real_all = _fit_rate(model, ds, steps, args.repeats, batch * views)
+    for width, model_type, requested in [(float(w), m, p) for w in args.widths.split(",")
+                                         for m in args.model_types.split(",")
+                                         for p in precisions]:
+        precision = resolve_precision(requested).precision
+        cfg = resolve_config(dict(model_type=model_type, net_width=width,
+                                  mixed_precision=precision, num_epoch=10**6))
+        views = model_class(model_type).views_per_image
+        batch = cfg["batch_size"]
+        model, _ = build_training(cfg, (32, 32, 3), strategy, steps_per_epoch=1000)
+        train_images = apply_distribution_augmentation(images, cfg["distaug_type"])
+        ds, _ = train_dataset(train_images, batch, cfg["aug_list"], num_views=views,
+                              options=augment_options(cfg))
+        # about the same seconds per repetition at every width (width 1 is ~10x slower)
+        steps = args.steps if width <= 0.5 else max(3, args.steps // 6)
+        real, real_all = _fit_rate(model, ds, steps, args.repeats, batch * views)
 
-            fixed = next(iter(ds))  # one augmented batch kept in memory: no pipeline at all
-            mem = tf.data.Dataset.from_tensors(fixed).repeat()
-            ceiling, ceiling_all = _fit_rate(model, mem, steps, args.repeats, batch * views)
+        fixed = next(iter(ds))  # one augmented batch kept in memory: no pipeline at all
+        mem = tf.data.Dataset.from_tensors(fixed).repeat()
+        ceiling, ceiling_all = _fit_rate(model, mem, steps, args.repeats, batch * views)
 
-            pipe_rates = []
-            it = iter(ds)
-            pipe_steps = 5 * args.steps  # long enough that the prefetch buffer does not count
-            for _ in range(2):
+        pipe_rates = []
+        it = iter(ds)
+        pipe_steps = 5 * args.steps  # long enough that the prefetch buffer does not count
+        for _ in range(2):
+            next(it)
+        for _ in range(args.repeats):
+            t0 = time.perf_counter()
+            for _ in range(pipe_steps):
                 next(it)
-            for _ in range(args.repeats):
-                t0 = time.perf_counter()
-                for _ in range(pipe_steps):
-                    next(it)
-                pipe_rates.append(pipe_steps * batch * views / (time.perf_counter() - t0))
-            pipeline = float(np.median(pipe_rates))
+            pipe_rates.append(pipe_steps * batch * views / (time.perf_counter() - t0))
+        pipeline = float(np.median(pipe_rates))
 
-            n_eval = min(len(images), 2000 if not args.quick else 256)
-            ev = eval_dataset(images[:n_eval], 256)
-            model.predict(ev.take(1), verbose=0)
-            ex_rates = []
-            for _ in range(max(2, args.repeats // 2)):
-                t0 = time.perf_counter()
-                model.predict(ev, verbose=0)
-                ex_rates.append(n_eval / (time.perf_counter() - t0))
-            row = dict(model_type=model_type, net_width=width, batch_size=batch, steps=steps,
-                       views_per_image=views, train_images_per_sec=real,
-                       ceiling_images_per_sec=ceiling, pipeline_images_per_sec=pipeline,
-                       # not clamped: a small negative share is timing noise
-                       pipeline_share=(ceiling - real) / ceiling,
-                       extract_images_per_sec=float(np.median(ex_rates)),
-                       repetitions=dict(train=real_all, ceiling=ceiling_all, pipeline=pipe_rates))
-            results.append(row)
-            log(f"  {model_type:15s} w={width:<5g} batch {batch:3d}x{views}: real {real:7.0f} "
-                f"img/s, ceiling {ceiling:7.0f}, pipeline alone {pipeline:7.0f}, share "
-                f"{100 * row['pipeline_share']:5.1f}%, extract {row['extract_images_per_sec']:6.0f}")
-            del model
-            keras.backend.clear_session()
+        n_eval = min(len(images), 2000 if not args.quick else 256)
+        ev = eval_dataset(images[:n_eval], 256)
+        model.predict(ev.take(1), verbose=0)
+        ex_rates = []
+        for _ in range(max(2, args.repeats // 2)):
+            t0 = time.perf_counter()
+            model.predict(ev, verbose=0)
+            ex_rates.append(n_eval / (time.perf_counter() - t0))
+        row = dict(model_type=model_type, net_width=width,
+                   precision=LABELS[precision],
+                   batch_size=batch, steps=steps,
+                   views_per_image=views, train_images_per_sec=real,
+                   ceiling_images_per_sec=ceiling, pipeline_images_per_sec=pipeline,
+                   # not clamped: a small negative share is timing noise
+                   pipeline_share=(ceiling - real) / ceiling,
+                   extract_images_per_sec=float(np.median(ex_rates)),
+                   repetitions=dict(train=real_all, ceiling=ceiling_all, pipeline=pipe_rates))
+        results.append(row)
+        log(f"  {model_type:15s} w={width:<5g} {row['precision']} batch {batch:3d}x{views}: "
+            f"real {real:7.0f} img/s, ceiling {ceiling:7.0f}, pipeline alone {pipeline:7.0f}, share "
+            f"{100 * row['pipeline_share']:5.1f}%, extract {row['extract_images_per_sec']:6.0f}")
+        del model
+        keras.backend.clear_session()
+    keras.mixed_precision.set_global_policy("float32")  # later sections build fp32 models
     return results
 
 
@@ -450,6 +465,9 @@ def main(argv=None):
         from script.bench_flops import flops_section
 
         result["flops"] = flops_section(args, log, result.get("throughput"))
+    if "profile" in sections:  # script/bench_profile.py
+        from script.bench_profile import profile_section
+        result["profile"] = profile_section(args, log, training_images(args, n=512)[0])
     if "detectors" in sections:
         log("detectors:")
         result["detectors"] = detectors_section(args, log)

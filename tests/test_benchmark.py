@@ -36,7 +36,12 @@ def test_quick_benchmark_writes_every_field(tmp_path):
     flops = result["flops"]  # script/bench_flops.py: one row per throughput row
     assert [(f["model_type"], f["net_width"]) for f in flops["rows"]] == \
         [(r["model_type"], r["net_width"]) for r in rows]
+    for prec in ("fp32", "bf16"):  # both references measured in the same run
+        assert flops["references"][prec]["matmul_gflops"] > 0
+        assert flops["references"][prec]["conv_gflops"] > 0
     for f, r in zip(flops["rows"], rows):
+        assert f["precision"] == r["precision"] == "fp32"  # --mixed_precision's default
+        assert "fit_fraction_of_bf16_matmul" not in f
         assert f["gflop_per_view"] == pytest.approx(0.279, abs=0.002)  # width 0.25
         assert f["fit_gflops"] == pytest.approx(f["gflop_per_view"] * r["train_images_per_sec"])
         assert f["fit_fraction_of_matmul"] == pytest.approx(f["fit_gflops"] / flops["matmul_gflops"])
@@ -84,7 +89,7 @@ def test_quality_markdown_skips_models_not_trained():
     (["--sections=speed"], "sections"), (["--widths=0.25,-1"], "widths"),
     (["--steps=0"], "steps"), (["--steps=abc"], "steps"), (["--model_types=simclr"], "model_types"),
     (["--contrastive_preset=nope"], "contrastive_preset"), (["--detector_sizes=x"], "detector_sizes"),
-    (["--budget_steps=0"], "budget_steps"),
+    (["--budget_steps=0"], "budget_steps"), (["--step_precisions=none,fp8"], "step_precisions"),
 ])
 def test_bad_arguments_exit_2_before_any_output(tmp_path, args, flag):
     out_dir = tmp_path / "out"

@@ -1,0 +1,61 @@
+"""Which compute precision a run uses: ``--mixed_precision=auto`` picks bf16 only on
+hardware with bf16 matrix units, where it pays off; elsewhere bf16 is emulated or
+computed on the fp32 units and is slower or no faster than fp32.
+
+TF-free: the caller passes the CPU's /proc/cpuinfo text and the GPUs' compute
+capabilities, so the rule is testable with faked hardware.
+"""
+
+from pathlib import Path
+from typing import NamedTuple
+
+PRECISIONS = ("none", "bf16", "fp16", "auto")
+#: the Keras mixed-precision policy of each concrete precision
+POLICIES = {"none": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
+#: how benchmarks name each concrete precision
+LABELS = {"none": "fp32", "bf16": "bf16", "fp16": "fp16"}
+#: Ampere and later have bf16 tensor cores
+MIN_BF16_GPU_CAPABILITY = (8, 0)
+
+
+class PrecisionChoice(NamedTuple):
+    """What was asked, what runs (none, bf16 or fp16) and why (recorded in summary.json)."""
+
+    requested: str
+    precision: str
+    reason: str
+
+
+def cpu_flags(cpuinfo_text):
+    """The feature flags of the first CPU in a /proc/cpuinfo text (empty if none listed)."""
+    for line in cpuinfo_text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            return set(value.split())
+    return set()
+
+
+def read_cpuinfo(path="/proc/cpuinfo"):
+    try:
+        return Path(path).read_text()
+    except OSError:  # not Linux: no flags known, so no AMX assumed
+        return ""
+
+
+def choose_precision(requested, cpuinfo_text, gpu_capabilities):
+    """The run's precision. ``gpu_capabilities``: (major, minor) per visible GPU; with
+    GPUs the run trains on them, so their bf16 units decide, else the CPU's AMX."""
+    if requested != "auto":
+        return PrecisionChoice(requested, requested, "requested")
+    if gpu_capabilities:
+        oldest = min(tuple(c) for c in gpu_capabilities)
+        cc = ".".join(map(str, oldest))
+        if oldest >= MIN_BF16_GPU_CAPABILITY:
+            return PrecisionChoice("auto", "bf16", f"every GPU has compute capability >= 8.0 "
+                                                   f"(lowest {cc}): bf16 tensor cores")
+        return PrecisionChoice("auto", "none", f"a GPU has compute capability {cc} < 8.0: "
+                                               "no bf16 tensor cores")
+    if "amx_bf16" in cpu_flags(cpuinfo_text):
+        return PrecisionChoice("auto", "bf16", "CPU has AMX (amx_bf16): bf16 matrix units")
+    return PrecisionChoice("auto", "none", "no GPU, and the CPU has no AMX (amx_bf16 not in "
+                                           "its flags): no bf16 matrix units")
