@@ -148,6 +148,10 @@ def read_samples(path) -> Tuple[np.ndarray, int]:
     except ImageReadError:
         raise
     except Exception as exc:  # every decoder has its own exceptions
+        from PIL import Image
+
+        if isinstance(exc, (Image.DecompressionBombError, Image.DecompressionBombWarning)):
+            raise  # the caller decides: score.py skips such files and counts them
         raise ImageReadError(_one_line(exc)) from exc
 
 

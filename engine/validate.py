@@ -138,9 +138,6 @@ def check_image_dirs_flags(cfg):
     if not dirs["normal_dir"]:
         raise ConfigError("--dataset=image_dirs needs --normal_dir=DIR (the good images; "
                           "repeatable, or a comma list)")
-    if cfg["root"]:
-        raise ConfigError("--dataset=image_dirs reads --normal_dir / --abnormal_dir, not "
-                          "--root; drop --root")
     if cfg["is_validation"]:
         raise ConfigError("--dataset=image_dirs has its own test split; drop --is_validation")
     if dirs["mask_dir"] and not dirs["abnormal_dir"]:
@@ -436,10 +433,11 @@ FLAG_APPLIES = {
 
 def check_flags_apply(cfg, explicit=()):
     """Every flag given on the command line must apply to the run (FLAG_APPLIES); a library
-    caller's None means "not set"."""
+    caller's None, and an empty value (the release scripts pass ``--root=``), mean "not
+    set"."""
     for name in sorted(set(explicit) & set(FLAG_APPLIES)):
         applies, where = FLAG_APPLIES[name]
-        if cfg.get(name) is not None and not applies(cfg):
+        if cfg.get(name) not in (None, "") and not applies(cfg):  # --root= is "no root"
             raise ConfigError(f"--{name}={cfg[name]} is not used by this run: it applies to "
                               f"{where} only; drop it")
 

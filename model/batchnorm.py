@@ -24,6 +24,7 @@ class FusedBatchNorm(keras.layers.BatchNormalization):
         return (training and self.trainable and mask is None and not self.synchronized
                 and not self.renorm and self.scale and self.center
                 and len(inputs.shape) in (2, 4) and self.axis in (-1, len(inputs.shape) - 1)
+                and self.variable_dtype == "float32"  # the fused op keeps float32 statistics
                 and keras.backend.backend() == "tensorflow")
 
     def call(self, inputs, training=None, mask=None):

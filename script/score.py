@@ -83,7 +83,8 @@ def decision_thresholds(meta, export_dir, threshold=None, pixel_threshold=None,
         raise ConfigError("--pixel_threshold applies to patch-model exports only")
     image_thr = float(meta["calibration"]["threshold"])
     pixel_thr = float(meta["pixel_calibration"]["threshold"]) if patch else None
-    source = f"calibrated at FPR {meta['calibration']['target_fpr']}"
+    fpr = meta["calibration"].get("target_fpr")
+    source = "calibrated" + (f" at FPR {fpr}" if fpr is not None else "")
     if target_fpr is not None:
         if threshold is not None or pixel_threshold is not None:
             raise ConfigError("give --target_fpr or explicit thresholds, not both")

@@ -96,7 +96,7 @@ def test_layout_errors(tmp_path):
         folder.load_folder(str(tmp_path / 'no_classes'))
     root = str(tmp_path / 'all_empty')
     os.makedirs(os.path.join(root, 'train', 'zebras'))
-    with pytest.raises(ConfigError, match='no .jpg/.jpeg/.png/.bmp images in any class'):
+    with pytest.raises(ConfigError, match='no .jpg/.jpeg/.png/.bmp/.tif/.tiff images in any class'):
         folder.load_folder(root)
     with pytest.raises(ConfigError, match='needs --root'):
         load_one_class_data('folder', 'cats')

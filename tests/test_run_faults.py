@@ -148,7 +148,7 @@ def _cases(tmp, real):
         ([fresh, "--dataset=mvtec", f"--root={mvtec}", "--category=cable"],
          ["--category=cable", "bottle"]),
         ([fresh, "--dataset=mvtec", f"--root={mvtec}", "--category=empty"],
-         ["train/good", "no .png"]),
+         ["train/good", "has no images"]),
         ([fresh, "--dataset=mvtec_folder", f"--root={mvtec / 'empty'}"], ["train/good"]),
         # a failed run removes the parent directories it created
         ([f"--model_dir={tmp / 'deep' / 'er' / 'run'}", "--dataset=folder", f"--root={broken}",
