@@ -24,7 +24,6 @@ another threshold.
 """
 
 import json
-import os
 import shutil
 import time
 from pathlib import Path
@@ -39,6 +38,7 @@ from deploy.serving import IMAGE_SPEC, calibration_variables, normalized, prepro
 from model.trunk import conv_trunk
 from deploy.export_format import CALIB_SCORES_NAME, EXPORT_DETECTORS, EXPORT_FEATURE_SET, \
     EXPORT_FORMAT, EXPORT_VERSION, META_NAME
+from util.atomic import atomic_dir
 from util.versions import library_versions
 
 # ----------------------------------------------------------------------------
@@ -184,19 +184,15 @@ def _metadata(detector, feature_set, calib, results, run_config, input_bits):
 
 
 def _write_export(export_dir, meta, build, calib_arrays, log):
-    """Saves ``build(meta_json, asset paths)``'s module and signatures as ``export_dir``:
-    written into a temporary directory beside it, then renamed into place."""
+    """Saves ``build(meta_json, asset paths)``'s module and signatures as ``export_dir``
+    through util.atomic.atomic_dir: a complete export or the previous one, never half."""
     export_dir = Path(export_dir)
     calib_arrays = {k: np.asarray(v) for k, v in calib_arrays.items() if v is not None}
     if calib_arrays:
         meta["calibration_scores"] = f"assets/{CALIB_SCORES_NAME}"
     meta_json = json.dumps(meta, indent=2, sort_keys=True, default=str)
-    export_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = export_dir.parent / f".{export_dir.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
-        src = tmp / ".assets_src"
+    with atomic_dir(export_dir) as tmp:
+        src = tmp / ".assets_src"  # what the SavedModel copies into its assets/
         src.mkdir()
         assets = [src / META_NAME]
         assets[0].write_text(meta_json)
@@ -205,15 +201,8 @@ def _write_export(export_dir, meta, build, calib_arrays, log):
             with open(assets[1], "wb") as f:
                 np.savez(f, **calib_arrays)
         module, signatures = build(meta_json, assets)
-        save_dir = tmp / "saved_model"
-        tf.saved_model.save(module, str(save_dir), signatures=signatures)
-        old = export_dir.parent / f".{export_dir.name}.old-{os.getpid()}"
-        if export_dir.exists():
-            os.replace(export_dir, old)
-        os.replace(save_dir, export_dir)
-        shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        tf.saved_model.save(module, str(tmp), signatures=signatures)
+        shutil.rmtree(src)
     log(f"Exported {meta['score_key']} ({meta['kind']} model) to {export_dir} (threshold "
         f"{meta['calibration']['threshold']:.6g} at target FPR {meta['calibration']['target_fpr']})")
     return meta

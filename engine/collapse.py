@@ -10,6 +10,11 @@ embeddings spread over the sphere and 0 when all points coincide; below
 (``epoch_embed_spread``), a warning to the console, and the verdict to
 ``summary.json`` (``meta.collapse``) through ``stats/collapse.json`` (rewritten
 every epoch, so the verdict survives a resume).
+
+The verdict is about the representation the detectors get, the last epoch's: a
+freshly initialised network can start below the threshold (the quick start's
+first epoch does) and spread out as it trains. ``first_epoch`` keeps when it was
+first seen collapsed, ``recovered_epoch`` when it spread again.
 """
 
 import math
@@ -42,9 +47,30 @@ def probe_images(images, seed=0, size=PROBE_SIZE):
 
 
 def load_verdict(path):
+    verdict = (read_json_or_none(path) if path else None) or {}
+    return {"detected": False, "first_epoch": None, "recovered_epoch": None, **verdict}
 
-    return (read_json_or_none(path) if path else None) or {"detected": False,
-                                                           "first_epoch": None}
+
+def update_verdict(verdict, epoch, spread, threshold=THRESHOLD):
+    """Records the spread measured after ``epoch`` (1-based); returns the console message
+    for a change of state (collapsed / spread again), or None."""
+    collapsed = not spread >= threshold  # NaN counts as collapsed
+    was = verdict["detected"]
+    verdict["last_spread"] = spread
+    verdict["detected"] = collapsed
+    if collapsed and not was:
+        if verdict["first_epoch"] is None:
+            verdict["first_epoch"] = epoch
+        verdict["recovered_epoch"] = None
+        return (f"warning: representation collapse at epoch {epoch}: the probe images' embeddings have "
+                f"spread {spread:.3g} (threshold {threshold}); if it stays collapsed every "
+                "detector will score near chance. Try another --seed or a lower "
+                "--learning_rate.")
+    if was and not collapsed:
+        verdict["recovered_epoch"] = epoch
+        return (f"the embeddings spread out again at epoch {epoch} (spread {spread:.3g}, "
+                f"threshold {threshold}): no collapse now")
+    return None
 
 
 def make_monitor(probe, verdict_path, threshold=THRESHOLD, log=None):
@@ -68,13 +94,9 @@ def make_monitor(probe, verdict_path, threshold=THRESHOLD, log=None):
             spread = self.measure()
             if logs is not None:
                 logs["embed_spread"] = spread
-            self.verdict["last_spread"] = spread
-            if not spread >= threshold and not self.verdict["detected"]:  # NaN counts too
-                self.verdict.update(detected=True, first_epoch=epoch + 1)
-                log(f"warning: representation collapse at epoch {epoch + 1}: the embeddings "
-                    f"of {len(probe)} training images have spread {spread:.3g} (threshold "
-                    f"{threshold}); every detector will score near chance. Try another "
-                    "--seed or a lower --learning_rate.")
+            message = update_verdict(self.verdict, epoch + 1, spread, threshold)
+            if message:
+                log(message)
             if verdict_path:
                 write_json_atomic(verdict_path, self.verdict)
 

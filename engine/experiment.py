@@ -104,10 +104,9 @@ def make_evaluator(cfg, checks):
 
 
 def resolve_precision(requested):
-    """engine.precision.PrecisionChoice for this machine: ``auto`` looks at the visible
-    GPUs' compute capabilities and the CPU's flags; the other modes are taken as asked."""
-    if requested != "auto":
-        return choose_precision(requested, "", [])
+    """engine.precision.PrecisionChoice for this machine, from the visible GPUs' compute
+    capabilities and the CPU's flags (``auto`` chooses by them; every mode is warned about
+    when the hardware would emulate it)."""
     import tensorflow as tf
 
     capabilities = []
@@ -170,6 +169,43 @@ def model_from_config(cfg, shape, sync_bn=False):
         **{k: cfg[k] for k in model_spec(cfg["model_type"]).get("options", ())})
 
 
+def uses_sync_bn(cfg, strategy):
+    return bool(cfg["sync_bn"]) and strategy.num_replicas_in_sync > 1
+
+
+def float32_network(cfg, model, shape, strategy):
+    """The network stage 2 and the export run: a float32 copy of a model trained in
+    bf16 or fp16, with its weights; any other ``model`` itself.
+
+    A bf16 export would run emulated, several times slower, on the CPUs without bf16
+    units that inspectors are often deployed on; ``load_run`` rebuilds a run in float32,
+    so a re-export (script/export.py) scores exactly what the run's own export and
+    scores.npz do. Features extracted in float32 and in bf16 from the same weights gave
+    AUCs within 0.1 of each other (docs/performance.md)."""
+    import keras
+
+    if keras.backend.standardize_dtype(model.compute_dtype) not in ("bfloat16", "float16"):
+        return model
+    with keras_policy("float32"), strategy.scope():
+        copy = model_from_config(cfg, shape, sync_bn=uses_sync_bn(cfg, strategy))
+    copy.set_weights(model.get_weights())  # every variable exists once the model is built
+    return copy
+
+
+@contextlib.contextmanager
+def keras_policy(name):
+    """Keras's global dtype policy set to ``name`` inside the block: the layers stage 2
+    and the export build (patch trunks, folded BatchNorm) take it, not the training one."""
+    import keras
+
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(name)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+
+
 def build_training(cfg, shape, strategy, steps_per_epoch):
     """Model + compiled optimizer (with all variables created) inside the strategy."""
     import tensorflow as tf
@@ -177,8 +213,7 @@ def build_training(cfg, shape, strategy, steps_per_epoch):
     set_precision(cfg["mixed_precision"])
     set_determinism(cfg)
     with strategy.scope():
-        model = model_from_config(cfg, shape,
-                                  sync_bn=cfg["sync_bn"] and strategy.num_replicas_in_sync > 1)
+        model = model_from_config(cfg, shape, sync_bn=uses_sync_bn(cfg, strategy))
         model.compile(optimizer=make_optimizer(cfg, steps_per_epoch))
         model.optimizer.build(model.trainable_variables)
         epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
@@ -330,8 +365,9 @@ def report(cfg, results, data, run, meta, log, sections=None):
         "collapse": load_verdict(run.collapse), "versions": library_versions(), **meta,
     }
     if summary["meta"]["collapse"]["detected"]:
-        log(f"warning: the representation collapsed during training (epoch "
-            f"{summary['meta']['collapse']['first_epoch']}); these AUCs are near chance")
+        log(f"warning: the representation collapsed during training (first at epoch "
+            f"{summary['meta']['collapse']['first_epoch']}) and was still collapsed at the "
+            "end; these AUCs are near chance")
     if run.chief:
         write_json_atomic(run.stats / "summary.json", summary)
         log(format_table(results))
@@ -400,6 +436,8 @@ def train_and_evaluate(cfg, run, checks, t_start, log):
         f"augmentation '{cfg['distaug_type']}'; {steps_per_epoch} steps/epoch; "
         f"{strategy.num_replicas_in_sync} replica(s), strategy {cfg['strategy']}; precision "
         f"{precision.precision} ({precision.reason})")
+    if precision.warning:
+        log(f"warning: {precision.warning}")
     if no_auc_note(data.test_labels):
         log(no_auc_note(data.test_labels))
 
@@ -410,12 +448,14 @@ def train_and_evaluate(cfg, run, checks, t_start, log):
         return code
     train_seconds = time.time() - t_train
     log("Extracting features and fitting detectors ...")
-    final = final_evaluation(cfg, model, data, evaluator, run)
-    sections = finish_outputs(run.root, cfg, model, data, final, log) if run.chief else {}
-    if cfg.get("synthetic_validation", "none") != "none":  # every worker: it extracts features
-        sections.update(synthetic_check(evaluator, model, data,
-                                        float(cfg.get("calibration_fraction", 0.1)),
-                                        int(cfg["seed"]), log))
+    with keras_policy("float32"):
+        network = float32_network(cfg, model, checks.input_shape, strategy)
+        final = final_evaluation(cfg, network, data, evaluator, run)
+        sections = finish_outputs(run.root, cfg, network, data, final, log) if run.chief else {}
+        if cfg.get("synthetic_validation", "none") != "none":  # every worker extracts
+            sections.update(synthetic_check(evaluator, network, data,
+                                            float(cfg.get("calibration_fraction", 0.1)),
+                                            int(cfg["seed"]), log))
     report(cfg, final.results, data, run, {
         "steps_per_epoch": steps_per_epoch, "optimizer_steps": int(model.optimizer.iterations.numpy()),
         "wall_seconds": round(time.time() - t_start, 2), "train_seconds": round(train_seconds, 2),

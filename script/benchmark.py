@@ -8,8 +8,13 @@ Sections (each figure is the median of several timed repetitions after warm-up):
   throughput  training images/s (every view counted) through the real model.fit
               path with the real input pipeline; the same step fed from one
               in-memory batch (model-only ceiling); the input pipeline alone;
-              the pipeline's share of a step = (ceiling - real) / ceiling;
-              forward-only feature extraction images/s.
+              the pipeline's share of a step = (ceiling - real) / ceiling, and
+              the share it would take alone = ceiling / pipeline rate (robust to
+              other load on the cores); forward-only feature extraction images/s.
+              Every trainable proxy task by default. --jit_compile times XLA steps,
+              --tfdata_threads a private tf.data pool; op thread pools are set by
+              TF_NUM_INTRAOP_THREADS / TF_NUM_INTEROP_THREADS in the environment
+              (recorded under machine.threads).
   detectors   fit / score seconds and peak memory of every detector.
   scoring     images/s through the exported SavedModel (KDE over 5,000 features)
               and its load time (script/bench_scoring.py).
@@ -49,7 +54,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
 
-from engine.precision import LABELS, PRECISIONS
+from engine.precision import LABELS, PRECISIONS, cpu_flags, read_cpuinfo
 from script import bench_mvtec, bench_patch_export
 from util.atomic import write_text_atomic
 from util.cli import ArgumentParser, script_main
@@ -57,8 +62,10 @@ from util.errors import ConfigError
 from util.paths import check_output_path, first_bytes_are
 
 SHARED_CIFAR = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10"
-MODEL_TYPES = ("contrastive_da", "contrastive", "rotation")
+# every trainable proxy task (raw_pixels and imagenet_resnet50 are frozen baselines)
+MODEL_TYPES = ("contrastive_da", "contrastive", "rotation", "denoising", "cutpaste")
 QUALITY_MODELS = ("contrastive_da", "rotation")  # trained in the quality section
+THREAD_ENV = {"intra_op": "TF_NUM_INTRAOP_THREADS", "inter_op": "TF_NUM_INTEROP_THREADS"}
 SECTIONS = ("throughput", "flops", "profile", "detectors", "scoring", "formats", "determinism",
             "mvtec", "patch_export", "quality")
 
@@ -101,6 +108,9 @@ def validate_args(args):
     for flag in ("steps", "repeats", "budget_steps", "detector_test"):
         if getattr(args, flag) is not None and getattr(args, flag) <= 0:
             raise ConfigError(f"--{flag}={getattr(args, flag)} must be a positive integer")
+    if args.tfdata_threads < 0:
+        raise ConfigError(f"--tfdata_threads={args.tfdata_threads} must be 0 (TensorFlow's "
+                          "pool) or a positive integer")
     for flag in ("contrastive_preset", "rotation_preset"):
         if getattr(args, flag) not in PRESETS:
             raise ConfigError(f"--{flag}={getattr(args, flag)} is unknown; choose from "
@@ -134,6 +144,12 @@ def parse_args(argv=None):
     p.add_argument("--detector_dims", default="128,512")
     p.add_argument("--detector_test", type=int, default=10000)
     p.add_argument("--mixed_precision", default="none", choices=list(PRECISIONS))
+    p.add_argument("--jit_compile", action="store_true",
+                   help="throughput: compile each step with XLA (Keras jit_compile)")
+    p.add_argument("--tfdata_threads", type=int, default=0,
+                   help="throughput: size of the input pipeline's private tf.data thread pool "
+                        "(0: TensorFlow's shared pool). Op thread pools are set before "
+                        "TensorFlow starts, by TF_NUM_INTRAOP_THREADS / TF_NUM_INTEROP_THREADS")
     p.add_argument("--step_precisions", default=None,
                    help="precisions the throughput section times each step in, e.g. "
                         "none,bf16 (default: --mixed_precision)")
@@ -171,9 +187,16 @@ def machine_info():
             names.append(tf.config.experimental.get_device_details(g).get("device_name", g.name))
         except Exception:  # details are best effort
             names.append(g.name)
+    flags = cpu_flags(read_cpuinfo())
     return {"cpu": cpu, "cores": os.cpu_count(), "tensorflow": tf.__version__,
             "keras": keras.__version__, "gpu_used": bool(gpus), "gpus": names,
-            "python": platform.python_version()}
+            "python": platform.python_version(),
+            # what decides bf16 speed: AMX tiles, AVX-512 bf16 dot products, or neither
+            "cpu_matrix_flags": sorted(flags & {"amx_bf16", "amx_tile", "avx512_bf16",
+                                                "avx512f", "avx2", "fma"}),
+            # as set through the environment before TensorFlow started (null: its default,
+            # one thread per core)
+            "threads": {name: os.environ.get(var) for name, var in THREAD_ENV.items()}}
 
 
 # ---------------------------------------------------------------- data
@@ -246,11 +269,19 @@ def throughput_section(args, log):
         cfg = resolve_config(dict(model_type=model_type, net_width=width,
                                   mixed_precision=precision, num_epoch=10**6))
         views = model_class(model_type).views_per_image
+        # augmented batches the pipeline makes per step (CutPaste makes its copies in the step)
+        input_views = model_class(model_type).input_views or views
         batch = cfg["batch_size"]
         model, _ = build_training(cfg, (32, 32, 3), strategy, steps_per_epoch=1000)
+        if args.jit_compile:  # before the first fit builds the step; else Keras's "auto"
+            model.jit_compile = True
         train_images = apply_distribution_augmentation(images, cfg["distaug_type"])
-        ds, _ = train_dataset(train_images, batch, cfg["aug_list"], num_views=views,
+        ds, _ = train_dataset(train_images, batch, cfg["aug_list"], num_views=input_views,
                               options=augment_options(cfg))
+        if args.tfdata_threads:
+            threads = tf.data.Options()
+            threads.threading.private_threadpool_size = args.tfdata_threads
+            ds = ds.with_options(threads)
         # about the same seconds per repetition at every width (width 1 is ~10x slower)
         steps = args.steps if width <= 0.5 else max(3, args.steps // 6)
         real, real_all = _fit_rate(model, ds, steps, args.repeats, batch * views)
@@ -280,18 +311,22 @@ def throughput_section(args, log):
             model.predict(ev, verbose=0)
             ex_rates.append(n_eval / (time.perf_counter() - t0))
         row = dict(model_type=model_type, net_width=width,
-                   precision=LABELS[precision],
+                   precision=LABELS[precision], jit_compile=bool(model.jit_compile),
                    batch_size=batch, steps=steps,
                    views_per_image=views, train_images_per_sec=real,
                    ceiling_images_per_sec=ceiling, pipeline_images_per_sec=pipeline,
                    # not clamped: a small negative share is timing noise
                    pipeline_share=(ceiling - real) / ceiling,
+                   # the share of a step the augmentation alone would take without overlap:
+                   # robust to other load on the cores, unlike pipeline_share
+                   pipeline_step_fraction=ceiling / pipeline,
                    extract_images_per_sec=float(np.median(ex_rates)),
                    repetitions=dict(train=real_all, ceiling=ceiling_all, pipeline=pipe_rates))
         results.append(row)
         log(f"  {model_type:15s} w={width:<5g} {row['precision']} batch {batch:3d}x{views}: "
             f"real {real:7.0f} img/s, ceiling {ceiling:7.0f}, pipeline alone {pipeline:7.0f}, share "
-            f"{100 * row['pipeline_share']:5.1f}%, extract {row['extract_images_per_sec']:6.0f}")
+            f"{100 * row['pipeline_share']:5.1f}% (alone {100 * row['pipeline_step_fraction']:4.1f}% "
+            f"of a step), extract {row['extract_images_per_sec']:6.0f}")
         del model
         keras.backend.clear_session()
     keras.mixed_precision.set_global_policy("float32")  # later sections build fp32 models

@@ -13,6 +13,28 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.slow
+def test_throughput_times_every_trainable_proxy_task(tmp_path):
+    """CutPaste makes its defect copies inside the step: its pipeline hands one batch,
+    and every network input (3 per image) is counted; denoising one view; the op
+    thread settings are read from the environment TensorFlow started with."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", TF_NUM_INTEROP_THREADS="1")
+    out = subprocess.run([sys.executable, str(ROOT / "script" / "benchmark.py"),
+                          "--sections=throughput", "--widths=0.125", "--steps=1",
+                          "--repeats=1", "--model_types=cutpaste,denoising",
+                          "--tfdata_threads=1", f"--out={tmp_path}"],
+                         capture_output=True, text=True, env=env, cwd=ROOT, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads((tmp_path / "benchmark.json").read_text())
+    assert result["machine"]["threads"] == {"intra_op": None, "inter_op": "1"}
+    rows = {r["model_type"]: r for r in result["throughput"]}
+    assert (rows["cutpaste"]["views_per_image"], rows["denoising"]["views_per_image"]) == (3, 1)
+    for r in rows.values():
+        assert r["train_images_per_sec"] > 0 and r["jit_compile"] is False
+        assert r["pipeline_step_fraction"] == pytest.approx(
+            r["ceiling_images_per_sec"] / r["pipeline_images_per_sec"])
+
+
+@pytest.mark.slow
 def test_quick_benchmark_writes_every_field(tmp_path):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", DROC_CACHE_DIR=os.environ.get(
         "DROC_CACHE_DIR", str(Path.home() / ".cache" / "droc")))
@@ -22,6 +44,12 @@ def test_quick_benchmark_writes_every_field(tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads((tmp_path / "benchmark.json").read_text())
     assert {"cpu", "cores", "tensorflow", "keras", "gpu_used"} <= set(result["machine"])
+    from engine.precision import cpu_flags, read_cpuinfo
+
+    # the flags that decide bf16 speed, as this machine has them; thread settings from env
+    assert set(result["machine"]["cpu_matrix_flags"]) == cpu_flags(read_cpuinfo()) & {
+        "amx_bf16", "amx_tile", "avx512_bf16", "avx512f", "avx2", "fma"}
+    assert result["machine"]["threads"] == {"intra_op": None, "inter_op": None}
     rows = result["throughput"]
     assert {r["model_type"] for r in rows} == {"contrastive_da", "rotation"}  # --quick's two
     for r in rows:
@@ -32,6 +60,8 @@ def test_quick_benchmark_writes_every_field(tmp_path):
         assert r["pipeline_share"] == pytest.approx(
             (r["ceiling_images_per_sec"] - r["train_images_per_sec"]) / r["ceiling_images_per_sec"])
         assert r["train_images_per_sec"] == pytest.approx(np.median(r["repetitions"]["train"]))
+        assert r["pipeline_step_fraction"] == pytest.approx(
+            r["ceiling_images_per_sec"] / r["pipeline_images_per_sec"])
         assert r["views_per_image"] == (4 if r["model_type"] == "rotation" else 2)
     flops = result["flops"]  # script/bench_flops.py: one row per throughput row
     assert [(f["model_type"], f["net_width"]) for f in flops["rows"]] == \
@@ -90,6 +120,7 @@ def test_quality_markdown_skips_models_not_trained():
     (["--steps=0"], "steps"), (["--steps=abc"], "steps"), (["--model_types=simclr"], "model_types"),
     (["--contrastive_preset=nope"], "contrastive_preset"), (["--detector_sizes=x"], "detector_sizes"),
     (["--budget_steps=0"], "budget_steps"), (["--step_precisions=none,fp8"], "step_precisions"),
+    (["--tfdata_threads=-1"], "tfdata_threads"),
 ])
 def test_bad_arguments_exit_2_before_any_output(tmp_path, args, flag):
     out_dir = tmp_path / "out"

@@ -45,3 +45,35 @@ def test_mixed_precision_loss_close_to_fp32(mode, tol):
     assert mixed[0] == pytest.approx(fp32[0], rel=tol)
     np.testing.assert_allclose(mixed, fp32, rtol=0.2)
     assert fp32[-1] < fp32[0] and mixed[-1] < mixed[0]  # the steps really train
+
+
+@pytest.mark.slow
+def test_a_bf16_run_extracts_scores_and_exports_in_float32(tmp_path):
+    """Stage 2 of a bf16 run uses a float32 copy of the trained network: scores.npz holds
+    what a float32 rebuild of the run (engine.run_loading, as script/export.py uses)
+    scores, and the export has no bf16 op (it runs at full speed without bf16 units)."""
+    from detect.detectors import make_detector
+    from detect.image_evaluator import extract_features
+    from detect.scores_file import read_scores
+    from engine.run_loading import load_run
+    from tests.entry_point import finished_tiny_run
+
+    try:
+        run = finished_tiny_run(tmp_path / "run", "--mixed_precision=bf16", "--detectors=kde")
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    _, model, data, _ = load_run(run)
+    assert model.compute_dtype == "float32"
+    train = extract_features(model, data.train_images, 128)["pool"]
+    test = extract_features(model, data.test_images, 128)["pool"]
+    scores = read_scores(run / "stats" / "scores.npz")["test"]["pool.kde"]
+    # features rounded to bf16 move these scores by about 1e-3 (relative)
+    np.testing.assert_allclose(scores, make_detector("kde").fit(train).score(test), rtol=2e-5)
+
+    serve = tf.saved_model.load(str(run / "export")).signatures["serving_default"]
+    graphs = [serve.graph.as_graph_def()]
+    graphs += [f for f in graphs[0].library.function]
+    dtypes = {a.type for g in graphs for node in (g.node if hasattr(g, "node") else g.node_def)
+              for a in node.attr.values()}
+    assert tf.bfloat16.as_datatype_enum not in dtypes
+    assert tf.float32.as_datatype_enum in dtypes

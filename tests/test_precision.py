@@ -15,6 +15,33 @@ EPYC_BF16 = ("processor\t: 0\nmodel name\t: AMD EPYC 9B14\n"
              "flags\t\t: fpu sse2 avx2 avx512f avx512_bf16 avx512_vnni\n")
 
 
+AVX2_CPU = ("processor\t: 0\nmodel name\t: AMD EPYC 7B13\n"
+            "flags\t\t: fpu sse2 avx avx2 fma\n")
+
+
+@pytest.mark.parametrize("mode, cpuinfo, gpus, warned", [
+    ("bf16", AVX2_CPU, [], True),  # no bf16 instructions: oneDNN emulates it
+    ("bf16", "", [], True),  # flags unknown: no bf16 unit can be assumed
+    ("bf16", EPYC_BF16, [], False),
+    ("bf16", AMX_CPU, [], False),
+    ("bf16", AVX2_CPU, [(8, 0)], False),  # the GPU trains, with bf16 tensor cores
+    ("bf16", AMX_CPU, [(7, 5)], True),  # the GPU trains, without them
+    ("fp16", AMX_CPU, [], True),
+    ("fp16", AVX2_CPU, [(7, 0)], False),
+    ("none", AVX2_CPU, [], False),
+])
+def test_a_precision_the_hardware_would_emulate_is_warned_about(mode, cpuinfo, gpus, warned):
+    choice = choose_precision(mode, cpuinfo, gpus)
+    assert choice.precision == mode
+    assert bool(choice.warning) == warned
+
+
+def test_auto_never_picks_an_emulated_precision():
+    for cpuinfo in (AMX_CPU, EPYC_BF16, AVX2_CPU, ""):
+        for gpus in ([], [(7, 5)], [(8, 6)]):
+            assert choose_precision("auto", cpuinfo, gpus).warning is None
+
+
 def test_cpu_flags_are_read_from_the_flags_line():
     assert {"amx_bf16", "avx512_bf16"} <= cpu_flags(AMX_CPU)
     assert cpu_flags("model name : amx_bf16 in a name\n") == set()  # only the flags line
