@@ -63,7 +63,7 @@ def test_quick_benchmark_writes_every_field(tmp_path):
         assert r["pipeline_step_fraction"] == pytest.approx(
             r["ceiling_images_per_sec"] / r["pipeline_images_per_sec"])
         assert r["views_per_image"] == (4 if r["model_type"] == "rotation" else 2)
-    flops = result["flops"]  # script/bench_flops.py: one row per throughput row
+    flops = result["flops"]  # bench/flops.py: one row per throughput row
     assert [(f["model_type"], f["net_width"]) for f in flops["rows"]] == \
         [(r["model_type"], r["net_width"]) for r in rows]
     for prec in ("fp32", "bf16"):  # both references measured in the same run
@@ -104,7 +104,7 @@ def test_quality_models_rejects_unknown_model(tmp_path):
 
 
 def test_quality_markdown_skips_models_not_trained():
-    from script.benchmark import quality_markdown
+    from bench.runner import quality_markdown
 
     final = {"pool.kde": 70.0, "pool.gde": 69.0}
     row = dict(category="cat", raw_pixels={"kde": 45.0, "gde": 55.0, "auc": 47.0},
@@ -136,7 +136,7 @@ def test_bad_arguments_exit_2_before_any_output(tmp_path, args, flag):
 def test_quality_runs_train_for_their_presets_budget_unless_one_is_given(tmp_path):
     """Each proxy task's quality run uses its own preset's step budget (contrastive 4,500,
     rotation 6,750 steps); --budget_steps overrides both exactly; random init trains 0 epochs."""
-    from script.benchmark import parse_args, quality_config
+    from bench.runner import parse_args, quality_config
 
     def steps(argv, model_type, preset, epochs=None):
         cfg = quality_config(parse_args(argv), model_type, preset, "digitsood", None, "0",
