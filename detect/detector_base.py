@@ -23,8 +23,9 @@ DEFAULT_TRAIN_CHUNK_SIZE = 8192
 # Helpers
 # ----------------------------------------------------------------------------
 
-def check_features(x, what="features"):
-    """Return `x` as a finite, C-contiguous float32 (n, d) array.
+def check_features(x, what="features", positional=False):
+    """Return `x` as a finite, C-contiguous float32 (n, d) array, or (n, positions, d)
+    for a ``positional`` detector (one feature per map position of each image).
 
     Raises ConfigError with a message naming `what` for a wrong shape, an
     empty array or non-finite entries (NaN/inf features would otherwise
@@ -34,14 +35,17 @@ def check_features(x, what="features"):
         arr = np.asarray(x, dtype=np.float32)
     except (TypeError, ValueError) as e:
         raise ConfigError(f"{what} must be a numeric array: {e}") from None
-    if arr.ndim != 2:
+    if positional and arr.ndim != 3:
+        raise ConfigError(f"{what} must be a 3-D (n_images, positions, dim) array, got shape "
+                          f"{arr.shape}")
+    if not positional and arr.ndim != 2:
         raise ConfigError(
             f"{what} must be a 2-D (n_samples, dim) array, got shape {arr.shape}")
-    if arr.shape[0] == 0 or arr.shape[1] == 0:
+    if 0 in arr.shape:
         raise ConfigError(f"{what} is empty (shape {arr.shape})")
     finite = np.isfinite(arr)
     if not finite.all():
-        bad_rows = int((~finite.all(axis=1)).sum())
+        bad_rows = int((~finite.reshape(len(arr), -1).all(axis=1)).sum())
         raise ConfigError(
             f"{what} contain non-finite values (NaN or inf) in {bad_rows} of "
             f"{arr.shape[0]} rows; check the feature extractor / checkpoint "
@@ -109,15 +113,20 @@ class Detector:
 
     name = None
     normalize = True
+    #: a positional detector models each map position on its own: it fits on and scores
+    #: [images, positions, dim] features and returns [images, positions] scores
+    positional = False
 
     def _prepare(self, feats, what):
-        x = check_features(feats, what)
+        x = check_features(feats, what, self.positional)
         return l2_normalize(x) if self.normalize else x
 
     def fit(self, train_feats):
         x = self._prepare(train_feats, f"{self.name} training features")
-        self.dim_ = x.shape[1]
+        self.dim_ = x.shape[-1]
         self.n_train_ = x.shape[0]
+        if self.positional:
+            self.positions_ = x.shape[1]
         self._fit(x)
         return self
 
@@ -125,10 +134,15 @@ class Detector:
         if not hasattr(self, "dim_"):
             raise RuntimeError(f"{type(self).__name__}.score called before fit")
         x = self._prepare(test_feats, f"{self.name} test features")
-        if x.shape[1] != self.dim_:
+        if x.shape[-1] != self.dim_:
             raise ConfigError(
-                f"{self.name}: test features have dim {x.shape[1]} but the "
+                f"{self.name}: test features have dim {x.shape[-1]} but the "
                 f"detector was fit on dim {self.dim_}")
+        if self.positional:
+            if x.shape[1] != self.positions_:
+                raise ConfigError(f"{self.name}: test maps have {x.shape[1]} positions but the "
+                                  f"detector was fit on {self.positions_}")
+            return np.asarray(self._score(x), dtype=np.float64).reshape(x.shape[:2])
         return np.asarray(self._score(x), dtype=np.float64).reshape(-1)
 
     def _fit(self, x):  # pragma: no cover - abstract

@@ -11,8 +11,12 @@ Detectors (registry names follow the reference release):
 * ``gde``    - single full-covariance Gaussian (sklearn GaussianMixture).
 * ``auc``    - 1-nearest-neighbour, score = 1 - max cosine similarity.
   (The name ``auc`` is what the reference release calls its 1-NN detector.)
+* ``membank`` - Euclidean distance to the nearest row of a greedy-coreset memory
+  bank of the training features (dense maps: every position of every image).
+* ``posgde`` - a Gaussian per map position, Mahalanobis distance (dense maps only:
+  it fits and scores [images, positions, dim]).
 
-All but ``locsvm`` L2-normalise their inputs first (``normalize = True``), as
+All but ``locsvm``, ``membank`` and ``posgde`` L2-normalise their inputs first (``normalize = True``), as
 the paper fits detectors on normalised features; gamma is computed on those
 normalised training features. Pure numpy / scipy / scikit-learn, no TensorFlow.
 """
@@ -24,13 +28,16 @@ import numpy as np
 from detect.detector_base import check_features
 from detect.gde import GDE
 from detect.kde import KDE
+from detect.memory_bank import MemoryBank
 from detect.metrics import roc_auc, validate_labels
 from detect.nearest_neighbour import OneNN
 from detect.ocsvm import OCSVM_RBF, OCSVM_Linear
+from detect.position_gde import PositionGDE
 from util.errors import ConfigError
 
 # a new detector: one module with a detect.detector_base.Detector subclass, one entry here
-DETECTORS = {cls.name: cls for cls in (OCSVM_RBF, OCSVM_Linear, KDE, GDE, OneNN)}
+DETECTORS = {cls.name: cls for cls in (OCSVM_RBF, OCSVM_Linear, KDE, GDE, OneNN, MemoryBank,
+                                         PositionGDE)}
 
 
 def make_detector(name, **kw):
@@ -42,9 +49,10 @@ def make_detector(name, **kw):
 
 
 def _resolve_names(names):
-    """None -> all (registry order); also accepts 'kde,gde' strings."""
+    """None -> every detector of single features (registry order; the positional ones need
+    maps); also accepts 'kde,gde' strings."""
     if names is None:
-        return list(DETECTORS)
+        return [n for n, cls in DETECTORS.items() if not cls.positional]
     if isinstance(names, str):
         names = [n.strip() for n in names.split(",") if n.strip()]
     names = list(names)

@@ -66,7 +66,20 @@ class Evaluation:
     pixel_maps: Optional[dict] = None
     patch_maps: Optional[dict] = None
     calib_pixel_scores: Optional[dict] = None
-    grid: Optional["PatchGrid"] = None
+    grid: Optional["PatchGrid"] = None  # or a MapGrid
+
+
+@dataclasses.dataclass(frozen=True)
+class MapGrid:
+    """The geometry of a feature-map run: images of ``image_size`` px, the local feature
+    map of ResNet ``stages`` averaged over ``neighbourhood`` cells, ``cells`` x ``cells``
+    per image (model/feature_maps.py)."""
+
+    image_size: int
+    stages: tuple
+    neighbourhood: int
+    cells: int
+    features: str = "map"
 
 
 @dataclasses.dataclass(frozen=True)

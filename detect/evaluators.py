@@ -14,15 +14,17 @@ EVALUATORS = {
     "image": "detect.image_evaluator:ImageEvaluator",
     "defect_image": "detect.image_evaluator:DefectImageEvaluator",
     "patch": "detect.patch_evaluator:PatchEvaluator",
+    "map": "detect.map_evaluator:MapEvaluator",
 }
 
 
 def choose_evaluator(defect_layout, mvtec_mode):
     """The evaluator's name: MVTec-layout data (good/defect test folders) is scored by
-    patches or, with ``--mvtec_mode=image``, as whole images; everything else as images."""
+    patches, by the cells of whole-image feature maps (``--mvtec_mode=map``) or, with
+    ``--mvtec_mode=image``, as whole images; everything else as images."""
     if not defect_layout:
         return "image"
-    return "patch" if mvtec_mode == "patch" else "defect_image"
+    return {"patch": "patch", "map": "map"}.get(mvtec_mode, "defect_image")
 
 
 def evaluator_class(name):

@@ -361,3 +361,56 @@ def upsample_maps(maps, patch_size, stride, sigma=None, batch=16):
                                     padding="VALID")
         out[s:s + batch] = (up / overlap).numpy()[..., 0]
     return out
+
+
+# ----------------------------------------------------------------------------
+# Feature-map grids (--mvtec_mode=map): cells of the trunk's map, one pass per image
+# ----------------------------------------------------------------------------
+
+#: sigma of the Gaussian that smooths an upsampled cell map, in pixels per 256 px of image
+MAP_SIGMA_PER_256 = 4.0
+
+
+def map_sigma(image_size):
+    """The smoothing sigma (px) of anomaly maps at ``image_size`` px: 4 px at 256 px."""
+    return MAP_SIGMA_PER_256 * float(image_size) / 256.0
+
+
+def gaussian_taps(sigma):
+    """float32 [2r + 1] taps of a normalised 1-D Gaussian, r = ceil(4 sigma)."""
+    radius = max(1, int(np.ceil(4.0 * sigma)))
+    ax = np.arange(-radius, radius + 1, dtype=np.float64)
+    taps = np.exp(-0.5 * (ax / sigma) ** 2)
+    return (taps / taps.sum()).astype(np.float32)
+
+
+def smooth_upsample(maps, image_size, sigma=None):
+    """Cell maps [B, h, w] -> anomaly maps [B, size, size] (TensorFlow, graph-safe).
+
+    Bilinear upsampling to the image, then a separable Gaussian blur divided by the
+    same blur of an all-ones image: near the border the average is taken over the
+    pixels inside the image only, so a constant map stays constant everywhere (scores
+    are distances and may be large; zero padding would pull the border down).
+    """
+    import tensorflow as tf
+
+    size = int(image_size)
+    taps = gaussian_taps(map_sigma(size) if sigma is None else float(sigma))
+    rows, cols = taps.reshape(-1, 1, 1, 1), taps.reshape(1, -1, 1, 1)
+
+    def blur(x):
+        x = tf.nn.conv2d(x, rows, 1, "SAME")
+        return tf.nn.conv2d(x, cols, 1, "SAME")
+
+    up = tf.image.resize(tf.cast(maps, tf.float32)[..., None], [size, size], method="bilinear")
+    weight = blur(tf.ones([1, size, size, 1]))
+    return (blur(up) / weight)[..., 0]
+
+
+def map_pixels(maps, image_size, batch=16):
+    """numpy cell maps [N, h, w] -> float32 anomaly maps [N, size, size] (``smooth_upsample``)."""
+    maps = np.asarray(maps, np.float32)
+    out = np.empty((len(maps), int(image_size), int(image_size)), np.float32)
+    for s in range(0, len(maps), batch):
+        out[s:s + batch] = smooth_upsample(maps[s:s + batch], image_size).numpy()
+    return out

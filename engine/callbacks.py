@@ -53,6 +53,14 @@ class StopOnNaN(keras.callbacks.Callback):
         return self.bad_epoch is not None
 
 
+def is_last_epoch(done, total_epochs):
+    """Whether epoch ``done`` (1-based) is the last: ``total_epochs`` is a number or an
+    engine.budget.EpochPlan, whose epochs a --train_minutes run plans while training."""
+    if hasattr(total_epochs, "is_last"):
+        return total_epochs.is_last(done)
+    return done == total_epochs
+
+
 class EpochCheckpoint(keras.callbacks.Callback):
     """Saves model + optimizer + epoch every ``every`` epochs and at the last one."""
 
@@ -68,7 +76,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
         if self.nan_guard is not None and self.nan_guard.triggered:
             return
         done = epoch + 1
-        if done % self.every == 0 or done == self.total_epochs:
+        if done % self.every == 0 or is_last_epoch(done, self.total_epochs):
             self.epoch_var.assign(done)
             self.manager.save(checkpoint_number=done)
 
@@ -115,7 +123,7 @@ class PeriodicEvaluation(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         done = epoch + 1
-        if self.every <= 0 or done % self.every or done == self.total_epochs:
+        if self.every <= 0 or done % self.every or is_last_epoch(done, self.total_epochs):
             return
         if self.model.stop_training:
             return

@@ -33,6 +33,8 @@ def resolve_config(values, explicit=()):
     for key, value in preset_values(cfg.get("preset")).items():
         if key not in explicit:
             cfg[key] = value
+    if "num_epoch" in explicit and "train_minutes" not in explicit:
+        cfg["train_minutes"] = 0.0  # a preset's budget gives way to the epochs asked for
     apply_release_flags(cfg, explicit)
     spec = model_spec(cfg["model_type"])
     given_aug = cfg["aug_list"] is not None

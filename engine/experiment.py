@@ -125,13 +125,15 @@ def set_precision(mode):
     return choice
 
 
-def make_optimizer(cfg, steps_per_epoch):
+def make_optimizer(cfg, steps_per_epoch, schedule_epochs=None):
+    """The run's optimizer; ``schedule_epochs`` (a tf.Variable) is the schedule's length
+    when a --train_minutes run plans it during training."""
     import keras
 
     from engine.optim import make_base_optimizer
     from engine.schedules import make_schedule
 
-    opt = make_base_optimizer(cfg, make_schedule(cfg, steps_per_epoch))
+    opt = make_base_optimizer(cfg, make_schedule(cfg, steps_per_epoch, schedule_epochs))
     if cfg["mixed_precision"] == "fp16":
         # dynamic loss scaling; a modest start skips fewer overflowing first steps
         opt = keras.mixed_precision.LossScaleOptimizer(opt, initial_scale=2.0 ** 8)
@@ -206,7 +208,7 @@ def keras_policy(name):
         keras.mixed_precision.set_global_policy(previous)
 
 
-def build_training(cfg, shape, strategy, steps_per_epoch):
+def build_training(cfg, shape, strategy, steps_per_epoch, schedule_epochs=None):
     """Model + compiled optimizer (with all variables created) inside the strategy."""
     import tensorflow as tf
 
@@ -214,7 +216,7 @@ def build_training(cfg, shape, strategy, steps_per_epoch):
     set_determinism(cfg)
     with strategy.scope():
         model = model_from_config(cfg, shape, sync_bn=uses_sync_bn(cfg, strategy))
-        model.compile(optimizer=make_optimizer(cfg, steps_per_epoch))
+        model.compile(optimizer=make_optimizer(cfg, steps_per_epoch, schedule_epochs))
         model.optimizer.build(model.trainable_variables)
         epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
     return model, epoch_var
@@ -251,6 +253,7 @@ class RunPaths:
         self.save_ckpt = Path(worker_dir(self.root, chief)) / "ckpt"
         self.stats, self.logs = self.root / "stats", self.root / "logs"
         self.history = self.stats / "eval_history.jsonl" if chief else None
+        self.budget = self.stats / "budget.json"  # a --train_minutes run's plan
         self.collapse = self.stats / "collapse.json" if chief else None
 
 
@@ -286,12 +289,31 @@ def restore(model, epoch_var, run, log):
     return manager
 
 
+def epoch_plan(cfg, run, steps_per_epoch, schedule_epochs, initial_epoch, log):
+    """(EpochPlan, the budget callback or None): --num_epoch, or for a --train_minutes run
+    the plan of an earlier attempt (stats/budget.json) or one made while training."""
+    from engine.budget import MAX_EPOCHS, EpochPlan, TrainingBudget, stored_plan
+
+    if schedule_epochs is None:
+        return EpochPlan(cfg["num_epoch"]), None
+    stored = stored_plan(run.budget)
+    if stored is not None:
+        schedule_epochs.assign(int(stored["planned_epochs"]))
+        return EpochPlan(stored["planned_epochs"]), None
+    plan = EpochPlan(MAX_EPOCHS)
+    return plan, TrainingBudget(cfg["train_minutes"], steps_per_epoch, schedule_epochs, plan,
+                                run.budget if run.chief else None, initial_epoch, log)
+
+
 def train(cfg, model, epoch_var, manager, train_images, data, run, steps_per_epoch, evaluator,
-          log):
-    """model.fit from the restored epoch to --num_epoch; returns (exit code, stats callback)."""
+          log, schedule_epochs=None):
+    """model.fit from the restored epoch to --num_epoch, or for the epochs that fit
+    --train_minutes (``schedule_epochs`` is then the schedule's length); returns (exit
+    code, stats callback, the epoch plan)."""
     import keras
     import tensorflow as tf
 
+    from engine.budget import BudgetProgbar
     from engine.callbacks import (EpochCheckpoint, EpochStats, PeriodicEvaluation, StopOnNaN,
                                   nan_message)
     from engine.collapse import make_monitor, probe_images
@@ -300,8 +322,9 @@ def train(cfg, model, epoch_var, manager, train_images, data, run, steps_per_epo
     input_views = model.input_views or views  # augmented batches the pipeline hands train_step
     stats_cb = EpochStats(steps_per_epoch, cfg["batch_size"], views)
     initial_epoch = int(epoch_var.numpy())
-    if initial_epoch >= cfg["num_epoch"]:
-        return 0, stats_cb
+    plan, budget = epoch_plan(cfg, run, steps_per_epoch, schedule_epochs, initial_epoch, log)
+    if initial_epoch >= plan.epochs:
+        return 0, stats_cb, plan
     ds = evaluator.train_dataset(train_images, cfg["batch_size"], cfg["aug_list"], input_views,
                                  cfg["seed"], cfg["clip_pixels"], augment_options(cfg))
     if cfg.get("deterministic"):
@@ -317,22 +340,25 @@ def train(cfg, model, epoch_var, manager, train_images, data, run, steps_per_epo
         # evaluation before the checkpoint: a kill between the two re-runs (and replaces)
         # that evaluation instead of losing it
         PeriodicEvaluation(lambda m: evaluator.periodic(m, data), cfg["eval_epoch"],
-                           cfg["num_epoch"], run.logs / "eval" if run.chief else None,
-                           run.history),
-        EpochCheckpoint(manager, epoch_var, cfg["ckpt_epoch"], cfg["num_epoch"], nan_guard),
+                           plan, run.logs / "eval" if run.chief else None, run.history),
+        EpochCheckpoint(manager, epoch_var, cfg["ckpt_epoch"], plan, nan_guard),
     ]
+    if budget is not None:
+        callbacks.insert(0, budget)  # plans before the checkpoint looks for the last epoch
+    if schedule_epochs is not None:
+        callbacks.append(BudgetProgbar(plan))  # "Epoch 3/?" until the plan is made
     if run.chief:
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run.logs), write_graph=False,
                                                      update_freq="epoch", profile_batch=0))
-    model.fit(ds, epochs=cfg["num_epoch"], initial_epoch=initial_epoch,
+    model.fit(ds, epochs=plan.epochs, initial_epoch=initial_epoch,
               steps_per_epoch=steps_per_epoch, callbacks=callbacks,
               shuffle=False,  # the tf.data pipeline shuffles; silences Keras's warning
               verbose=1 if sys.stdout.isatty() else 2)
     if nan_guard.triggered:
         print("error: " + nan_message(model, cfg, nan_guard.bad_epoch, manager.latest_checkpoint),
               file=sys.stderr)
-        return 3, stats_cb
-    return 0, stats_cb
+        return 3, stats_cb, plan
+    return 0, stats_cb, plan
 
 
 def final_evaluation(cfg, model, data, evaluator, run):
@@ -427,8 +453,10 @@ def train_and_evaluate(cfg, run, checks, t_start, log):
                           f"{strategy.num_replicas_in_sync} replicas")
     # resolved once: the policy that builds the model is the one summary.json names
     precision = resolve_precision(cfg["mixed_precision"])
+    schedule_epochs = budget_variable(cfg, strategy)
     model, epoch_var = build_training(dict(cfg, mixed_precision=precision.precision),
-                                      checks.input_shape, strategy, steps_per_epoch)
+                                      checks.input_shape, strategy, steps_per_epoch,
+                                      schedule_epochs)
     manager = restore(model, epoch_var, run, log)
     if run.chief:
         write_json_atomic(run.stats / "hparams.json", cfg)
@@ -442,10 +470,12 @@ def train_and_evaluate(cfg, run, checks, t_start, log):
         log(no_auc_note(data.test_labels))
 
     t_train = time.time()
-    code, stats_cb = train(cfg, model, epoch_var, manager, train_images, data, run,
-                           steps_per_epoch, evaluator, log)
+    code, stats_cb, plan = train(cfg, model, epoch_var, manager, train_images, data, run,
+                                 steps_per_epoch, evaluator, log, schedule_epochs)
     if code:
         return code
+    if schedule_epochs is not None:  # the epochs the budget allowed are the run's epochs
+        cfg = dict(cfg, num_epoch=plan.epochs)
     train_seconds = time.time() - t_train
     log("Extracting features and fitting detectors ...")
     with keras_policy("float32"):
@@ -465,5 +495,25 @@ def train_and_evaluate(cfg, run, checks, t_start, log):
         "deterministic": bool(cfg.get("deterministic")),
         "precision": precision._asdict(),
         "protocols": describe_protocols(data),
+        "budget": budget_record(run, plan) if schedule_epochs is not None else None,
     }, log, sections)
     return 0
+
+
+def budget_variable(cfg, strategy):
+    """The schedule's length as a variable for a --train_minutes run (None otherwise)."""
+    import tensorflow as tf
+
+    from engine.budget import MAX_EPOCHS
+
+    if not cfg.get("train_minutes"):
+        return None
+    with strategy.scope():
+        return tf.Variable(MAX_EPOCHS, dtype=tf.int64, trainable=False, name="schedule_epochs")
+
+
+def budget_record(run, plan):
+    """summary.json's ``meta.budget``: the plan (stats/budget.json) and the epochs run."""
+    from engine.budget import stored_plan
+
+    return dict(stored_plan(run.budget) or {}, epochs=int(plan.epochs))

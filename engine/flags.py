@@ -44,6 +44,9 @@ FLAG_SPECS = [
     ("weight_decay", "float", 3e-4, "L2 penalty wd * sum(w^2) / 2 over trainable weights."),
     ("num_epoch", "integer", 2048, "Training epochs (0 = random-init baseline)."),
     ("num_batch", "integer", 0, "Steps per epoch (0 = one pass over the training set)."),
+    ("train_minutes", "float", 0.0, "Wall-clock budget of training in minutes (0 = off): the "
+     "step time is measured while warming up, and the number of epochs is set so that the "
+     "learning-rate schedule ends when the budget does (overrides --num_epoch)."),
     ("batch_size", "integer", None, "Global batch (default 32 contrastive, 64 rotation)."),
     ("ckpt_epoch", "integer", 32, "Save a checkpoint every N epochs."),
     ("eval_epoch", "integer", 256, "Evaluate the detectors every N epochs (0 = only at the end)."),
@@ -125,10 +128,19 @@ FLAG_SPECS = [
     ("celeba_attribute", "string", None, "celeba: images WITH this attribute are the "
      "outliers (default Eyeglasses)."),
     # --- MVTec / CutPaste ---
-    ("mvtec_mode", "enum:patch|image", "patch", "mvtec/mvtec_folder datasets: 'patch' learns on "
-     "random patches and scores every patch densely (heat maps, pixel metrics); 'image' scores "
-     "the whole image resized to --input_shape."),
-    ("mvtec_image_size", "integer", 256, "Patch mode: images are resized to this side."),
+    ("mvtec_mode", "enum:patch|image|map", "patch", "MVTec-layout data: 'patch' learns on "
+     "random patches and scores every patch densely (the paper; heat maps, pixel metrics); "
+     "'map' learns on whole images and scores every cell of their local feature map, one "
+     "pass per image (the inspector); 'image' scores the whole image resized to "
+     "--input_shape."),
+    ("mvtec_image_size", "integer", 256, "Patch and map modes: images are resized to this "
+     "side."),
+    ("map_stages", "string", "2,3", "Map mode: the ResNet stages whose last block outputs "
+     "make the local feature map, brought to the finest stage's grid."),
+    ("map_neighbourhood", "integer", 3, "Map mode: each stage's map is averaged over this "
+     "many cells per side around every cell (odd; 1 = off)."),
+    ("bank_size", "integer", 4096, "Map mode, detector membank: training features kept in the "
+     "memory bank (a greedy coreset of every cell of the good training images)."),
     ("patch_size", "integer", 32, "Patch mode: side of the patches (the network input)."),
     ("patch_stride", "integer", 4, "Patch mode: stride of the dense test-time patch grid."),
     ("patches_per_image", "integer", 4, "Patch mode: random training patches cut from each "

@@ -41,12 +41,16 @@ class ReleaseSchedule(keras.optimizers.schedules.LearningRateSchedule):
         self.base_lr = float(base_lr)
         self.sched_type = sched_type
         self.steps_per_epoch = max(1, int(steps_per_epoch))
-        self.epochs = int(epochs)
+        self.epochs = epochs if isinstance(epochs, tf.Variable) else int(epochs)
         self.freq = freq
         self.min_rate = float(min_rate)
         self.level = int(level)
         self.gamma = float(gamma)
         self.step_size = int(step_size)
+
+    def epoch_count(self):
+        """The number of epochs the schedule runs over now."""
+        return int(self.epochs.numpy()) if isinstance(self.epochs, tf.Variable) else self.epochs
 
     @property
     def unit(self):
@@ -56,7 +60,8 @@ class ReleaseSchedule(keras.optimizers.schedules.LearningRateSchedule):
     def rate(self, step):
         unit = self.unit
         t = tf.cast(tf.math.floordiv(tf.cast(step, tf.int64), unit) * unit, tf.float32)
-        total = float(max(self.epochs * self.steps_per_epoch, 1))
+        # epochs may be a variable: a --train_minutes run sets it once the step time is known
+        total = tf.maximum(tf.cast(self.epochs, tf.float32) * float(self.steps_per_epoch), 1.0)
         frac = tf.clip_by_value(t / total, 0.0, 1.0)
         m = self.min_rate
         if self.sched_type == "cos":
@@ -77,7 +82,8 @@ class ReleaseSchedule(keras.optimizers.schedules.LearningRateSchedule):
 
     def get_config(self):
         return dict(base_lr=self.base_lr, sched_type=self.sched_type,
-                    steps_per_epoch=self.steps_per_epoch, epochs=self.epochs, freq=self.freq,
+                    steps_per_epoch=self.steps_per_epoch, epochs=self.epoch_count(),
+                    freq=self.freq,
                     min_rate=self.min_rate, level=self.level, gamma=self.gamma,
                     step_size=self.step_size)
 
@@ -93,10 +99,12 @@ class EpochCosineDecay(ReleaseSchedule):
                     epochs=self.epochs)
 
 
-def make_schedule(cfg, steps_per_epoch):
-    """The schedule named by cfg's --sched_* flags for a run of cfg['num_epoch'] epochs."""
+def make_schedule(cfg, steps_per_epoch, epochs=None):
+    """The schedule named by cfg's --sched_* flags for a run of cfg['num_epoch'] epochs, or
+    of ``epochs`` (a tf.Variable that a --train_minutes run sets after its warm-up)."""
     return ReleaseSchedule(
-        cfg["learning_rate"], cfg["sched_type"], steps_per_epoch, cfg["num_epoch"],
+        cfg["learning_rate"], cfg["sched_type"], steps_per_epoch,
+        cfg["num_epoch"] if epochs is None else epochs,
         freq=cfg.get("sched_freq", "epoch"), min_rate=cfg.get("sched_min_rate", 0.0),
         level=cfg.get("sched_level", 7), gamma=cfg.get("sched_gamma", 0.995),
         step_size=cfg.get("sched_step_size", 1))

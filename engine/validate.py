@@ -35,7 +35,8 @@ from engine.distribute import parse_tf_config
 from engine.flags import FLAG_DEFAULTS, SCHED_FLAGS
 from engine.precision import PRECISIONS
 from model.registry import model_spec
-from model.spec import RESNET_SPECS, SMALL_STEM_MAX_SIZE, check_input_shape, parse_head_dims
+from model.spec import (RESNET_SPECS, SMALL_STEM_MAX_SIZE, check_input_shape, parse_head_dims,
+                        parse_stages)
 from util.errors import ConfigError
 
 STRATEGIES = ("mirrored", "multi_worker", "one_device")
@@ -233,6 +234,17 @@ def check_training_flags(cfg):
     if _at_least(cfg, "seed", 0) > MAX_SEED:
         raise ConfigError(f"--seed={cfg['seed']} must be at most {MAX_SEED}")
     _one_of(cfg, "mixed_precision", PRECISIONS)
+    check_budget_flags(cfg)
+
+
+def check_budget_flags(cfg):
+    """--train_minutes: a non-negative number of minutes, for a model that trains."""
+    minutes = _number(dict(train_minutes=cfg.get("train_minutes") or 0.0), "train_minutes")
+    if minutes < 0:
+        raise ConfigError(f"--train_minutes={minutes} must be >= 0 (0 = off)")
+    if minutes > 0 and model_spec(cfg["model_type"]).get("fixed", {}).get("num_epoch") == 0:
+        raise ConfigError(f"--train_minutes={minutes}: --model_type={cfg['model_type']} is not "
+                          "trained; drop --train_minutes")
 
 
 def check_distribution_flags(cfg):
@@ -308,6 +320,36 @@ def check_patch_flags(cfg):
     if cfg.get("patch_features", "crop") == "conv":
         check_conv_patch_features(cfg["model_type"], p)
     return check_input_shape((p, p, 3)), (size, size, 3)
+
+
+def check_map_flags(cfg):
+    """The map evaluator's flags; returns (network input shape, image shape to load): the
+    network sees whole images at --mvtec_image_size."""
+    size = int(cfg["mvtec_image_size"])
+    stages = parse_stages(cfg["map_stages"])
+    coarsest = 2 ** (max(stages) + 1)  # the stride of the coarsest stage (7x7 stem)
+    if size <= SMALL_STEM_MAX_SIZE or size % coarsest:
+        raise ConfigError(f"--mvtec_mode=map: --mvtec_image_size={size} must be larger than "
+                          f"{SMALL_STEM_MAX_SIZE} and a multiple of {coarsest} (the stride of "
+                          f"stage {max(stages)}), e.g. 256")
+    window = _at_least(cfg, "map_neighbourhood", 1, what="a positive odd integer")
+    if window % 2 == 0:
+        raise ConfigError(f"--map_neighbourhood={window} must be odd (a window centred on the "
+                          "cell), e.g. 3")
+    _at_least(cfg, "bank_size", 1, what="a positive integer")
+    spec = model_spec(cfg["model_type"])
+    if spec.get("build") and cfg["model_type"] != "raw_pixels":
+        raise ConfigError(f"--mvtec_mode=map needs a ResNet proxy-task model or raw_pixels; "
+                          f"--model_type={cfg['model_type']} has no ResNet stages")
+    return check_input_shape((size, size, 3)), (size, size, 3)
+
+
+def check_map_detectors(names, evaluator):
+    """membank and posgde score the cells of feature maps: --mvtec_mode=map only."""
+    dense = [n for n in names if n in MAP_DETECTORS]
+    if dense and evaluator != "map":
+        raise ConfigError(f"--detectors={','.join(names)}: {', '.join(dense)} score feature "
+                          "maps; use them with --mvtec_mode=map on MVTec-layout data")
 
 
 def check_conv_patch_features(model_type, patch_size):
@@ -392,6 +434,14 @@ def _patch_mode(cfg):
     return _defect_layout(cfg) and cfg["mvtec_mode"] == "patch"
 
 
+def _map_mode(cfg):
+    return _defect_layout(cfg) and cfg["mvtec_mode"] == "map"
+
+
+def _patch_or_map_mode(cfg):
+    return _patch_mode(cfg) or _map_mode(cfg)
+
+
 def _reads(location):
     return lambda cfg: not _known_dataset(cfg) or location in dataset_locations(cfg["dataset"])
 
@@ -408,8 +458,11 @@ def _schedules_using(name):
     return "--sched_type=" + "|".join(k for k, v in SCHED_FLAGS.items() if name in v)
 
 
-PATCH_MODE_FLAGS = ("mvtec_image_size", "patch_size", "patch_stride", "patches_per_image",
-                    "mvtec_features", "patch_features", "mvtec_heatmaps")
+PATCH_MODE_FLAGS = ("patch_size", "patch_stride", "patches_per_image", "mvtec_features",
+                    "patch_features")
+MAP_MODE_FLAGS = ("map_stages", "map_neighbourhood", "bank_size")
+#: detectors of the cells of feature maps (--mvtec_mode=map)
+MAP_DETECTORS = ("membank", "posgde")
 
 # flag -> (does it apply to this configuration?, where it applies). A flag given on the
 # command line where it does not apply would be silently ignored, so it is an error.
@@ -420,7 +473,11 @@ FLAG_APPLIES = {
     "mvtec_mode": (_defect_layout, "MVTec-layout data (--dataset=mvtec or mvtec_folder)"),
     **{name: (_patch_mode, "--mvtec_mode=patch on MVTec-layout data (--dataset=mvtec or "
               "mvtec_folder)") for name in PATCH_MODE_FLAGS},
-    "cutpaste_variant": (lambda cfg: cfg["model_type"] == "cutpaste", "--model_type=cutpaste"),
+    **{name: (_map_mode, "--mvtec_mode=map on MVTec-layout data") for name in MAP_MODE_FLAGS},
+    **{name: (_patch_or_map_mode, "--mvtec_mode=patch or map on MVTec-layout data")
+       for name in ("mvtec_image_size", "mvtec_heatmaps")},
+    "cutpaste_variant": (lambda cfg: cfg["model_type"] in ("cutpaste", "cutpaste_map"),
+                         "--model_type=cutpaste or cutpaste_map"),
     "noise_std": (lambda cfg: cfg["model_type"] == "denoising", "--model_type=denoising"),
     "nesterov": (lambda cfg: cfg.get("optim_type") == "sgd", "--optim_type=sgd (Adam uses its "
                  "own moment estimates)"),
@@ -447,6 +504,9 @@ def check_explicit_flags(cfg, explicit=(), fixed=None):
     for key, value in (fixed or {}).items():  # frozen baselines: num_epoch=0
         if key in explicit and cfg[key] != value:
             raise ConfigError(f"--model_type={cfg['model_type']} needs --{key}={value}")
+    if {"num_epoch", "train_minutes"} <= set(explicit) and cfg.get("train_minutes"):
+        raise ConfigError(f"--num_epoch={cfg['num_epoch']} and --train_minutes="
+                          f"{cfg['train_minutes']} both set the length of training; give one")
     if "model_dir" in explicit and not str(cfg["model_dir"] or "").strip():
         raise ConfigError("--model_dir is empty; give the run directory (leave the flag out for "
                           "runs/<dataset>_<category>_<model_type>_s<seed>)")
@@ -507,5 +567,12 @@ def validate_config(cfg):
     image_shape = shape
     if evaluator == "patch":
         shape, image_shape = check_patch_flags(cfg)
+    if evaluator == "map":
+        shape, image_shape = check_map_flags(cfg)
+    detectors = parse_detectors(cfg["detectors"])
+    check_map_detectors(detectors, evaluator)
+    if model_spec(cfg["model_type"]).get("map_only") and evaluator != "map":
+        raise ConfigError(f"--model_type={cfg['model_type']} learns on feature maps of whole "
+                          "images: use it with --mvtec_mode=map on MVTec-layout data")
     check_run_flags(cfg)
-    return RunChecks(shape, image_shape, parse_detectors(cfg["detectors"]), evaluator)
+    return RunChecks(shape, image_shape, detectors, evaluator)

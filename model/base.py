@@ -10,6 +10,8 @@ is divided by the number of replicas because gradients are summed across them.
 import keras
 import tensorflow as tf
 
+from model.feature_maps import FeatureMapper
+
 
 def replica_count():
     return tf.distribute.get_strategy().num_replicas_in_sync
@@ -109,6 +111,10 @@ class OneClassModel(keras.Model):
             # needs a batch axis: give each scalar one (the mean over it is the scalar)
             logs = {k: tf.reshape(v, [1]) for k, v in logs.items()}
         return logs
+
+    def feature_mapper(self, stages, neighbourhood):
+        """The local feature maps of the backbone's ``stages`` (model/feature_maps.py)."""
+        return FeatureMapper(self.backbone, stages, neighbourhood)
 
     def extract(self, images):
         """Features for the detectors: pool = f(x), embed = g(f(x)) (float32)."""

@@ -20,6 +20,7 @@ import keras
 from keras import layers, ops
 
 from model.base import OneClassModel
+from model.feature_maps import PixelCellMapper, stage_stride
 from model.heads import build_mlp_head, parse_head_dims
 from util.errors import ConfigError
 
@@ -35,6 +36,12 @@ class FrozenFeatureModel(OneClassModel):
 
     def train_step(self, data):
         raise RuntimeError(f"{self.name} is a frozen baseline; run it with --num_epoch=0")
+
+    def feature_mapper(self, stages, neighbourhood):
+        """Raw pixels: each cell of the finest stage's grid is its own pixels."""
+        if self.backbone.name == "raw_pixels":
+            return PixelCellMapper(stage_stride(min(stages)), neighbourhood)
+        return super().feature_mapper(stages, neighbourhood)
 
     def extract(self, images):
         feats = super().extract(images)

@@ -44,6 +44,11 @@ MODEL_TYPES = {
                      distaug_type="none", aug_list=DEFAULT_AUG, aug_list_for_test="x",
                      score_keys=(), contrastive=False, classifier=False,
                      options=("cutpaste_variant",)),
+    # CutPaste labelled cell by cell on the local feature map (--mvtec_mode=map only)
+    "cutpaste_map": dict(cls="model.cutpaste_map:CutPasteMapModel", batch_size=16, head_dims="",
+                         distaug_type="none", aug_list="x", aug_list_for_test="x",
+                         score_keys=(), contrastive=False, classifier=False, map_only=True,
+                         options=("cutpaste_variant", "map_stages", "map_neighbourhood")),
 }
 
 

@@ -56,3 +56,22 @@ def parse_head_dims(spec):
     if any(d <= 0 for d in dims):
         raise ConfigError(f"--head_dims={spec!r}: every size must be a positive integer")
     return dims
+
+
+# --- local feature maps (model/feature_maps.py) ---------------------------------------
+#: the ResNet stages of a feature map and the local window, unless a run says otherwise
+DEFAULT_STAGES = (2, 3)
+DEFAULT_NEIGHBOURHOOD = 3
+
+
+def parse_stages(spec):
+    """'2,3' -> (2, 3): sorted, distinct ResNet stages 1..4 (ConfigError otherwise)."""
+    try:
+        stages = tuple(int(s) for s in str(spec).split(",") if s.strip())
+    except ValueError:
+        raise ConfigError(f"--map_stages={spec} must be a comma list of ResNet stages 1..4, "
+                          "e.g. 2,3") from None
+    if not stages or any(s not in (1, 2, 3, 4) for s in stages) or len(set(stages)) != len(stages):
+        raise ConfigError(f"--map_stages={spec} must be a comma list of distinct ResNet stages "
+                          "1..4, e.g. 2,3")
+    return tuple(sorted(stages))

@@ -1,0 +1,135 @@
+"""A wall-clock budget for training (``--train_minutes``): as many epochs as fit, with a
+learning-rate schedule that ends when the budget does.
+
+A user with a CPU and a deadline knows minutes, not epochs; a step takes 3x
+longer on one machine than on another. The run therefore starts training
+with an open number of epochs, times the steps after the first few (which
+trace and compile the graph), and then plans: the steps that fit into the
+rest of the budget at that pace, rounded down to whole epochs (at least one
+more than done). The plan is set at once in the schedule (engine/schedules.py
+reads its length from a variable, so the cosine reaches its end at the last
+planned step), in the checkpoint and evaluation callbacks (they save and
+skip the last epoch) and in the progress bar; training stops after the
+planned epoch. The plan is written to ``stats/budget.json`` as soon as it is
+made, so a resumed run keeps its schedule instead of planning again, and
+``summary.json`` records it under ``meta.budget``.
+
+Time spent outside steps (checkpoints, periodic evaluations) is not
+foreseen; the planned run ends within the budget plus about one epoch.
+"""
+
+import json
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from util.atomic import write_json_atomic
+
+#: steps left out of the timing: the first ones trace and compile the step function
+SKIPPED_STEPS = 3
+#: steps timed before the plan is made
+TIMED_STEPS = 10
+#: the most epochs a budget run can plan (the fit loop's bound before the plan exists)
+MAX_EPOCHS = 1_000_000
+
+
+class EpochPlan:
+    """The number of epochs a run trains for: known at the start, or planned during
+    training by ``TrainingBudget``; the callbacks that act at the last epoch read it."""
+
+    def __init__(self, epochs):
+        self.epochs = int(epochs)
+
+    def is_last(self, done):
+        return int(done) >= self.epochs
+
+
+def stored_plan(path):
+    """The plan of an earlier attempt of this run (``stats/budget.json``), or None."""
+    try:
+        record = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) and "planned_epochs" in record else None
+
+
+class BudgetProgbar(keras.callbacks.ProgbarLogger):
+    """Keras's progress bar, whose epoch count follows the plan ("Epoch 3/?" before it)."""
+
+    def __init__(self, plan):
+        super().__init__()
+        self.plan = plan
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._reset_progbar()
+        self._maybe_init_progbar()
+        if self.verbose:
+            total = "?" if self.plan.epochs >= MAX_EPOCHS else self.plan.epochs
+            keras.utils.io_utils.print_msg(f"Epoch {epoch + 1}/{total}")
+
+
+class TrainingBudget(keras.callbacks.Callback):
+    """Times the first steps, plans the epochs that fit ``minutes``, stops after them.
+
+    ``epochs_var`` is the schedule's length (a tf.Variable), ``plan`` the EpochPlan the
+    other callbacks read, ``record_path`` where the plan is written (None: not written),
+    ``initial_epoch`` where this fit starts.
+    """
+
+    def __init__(self, minutes, steps_per_epoch, epochs_var, plan, record_path=None,
+                 initial_epoch=0, log=print, clock=time.perf_counter):
+        super().__init__()
+        self.seconds = float(minutes) * 60.0
+        self.steps_per_epoch = int(steps_per_epoch)
+        self.epochs_var, self.plan = epochs_var, plan
+        self.record_path = record_path
+        self.initial_epoch = int(initial_epoch)
+        self.log, self.clock = log, clock
+        self.stamps = []
+        self.record = None
+
+    def on_train_begin(self, logs=None):
+        self.start = self.clock()
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.record is not None:
+            return
+        self.stamps.append(self.clock())
+        if len(self.stamps) >= SKIPPED_STEPS + TIMED_STEPS:
+            self.make_plan()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.record is None and len(self.stamps) > SKIPPED_STEPS + 1:
+            self.make_plan()  # a short epoch: plan on the steps timed so far
+        if self.record is not None and self.plan.is_last(epoch + 1):
+            self.model.stop_training = True
+
+    def make_plan(self):
+        """Sets the planned epochs from the median step time of the timed steps."""
+        timed = np.diff(self.stamps[SKIPPED_STEPS - 1:]) if len(self.stamps) > SKIPPED_STEPS \
+            else np.diff(self.stamps)
+        step_seconds = float(np.median(timed))
+        now = self.clock()
+        elapsed = now - self.start
+        steps_done = self.initial_epoch * self.steps_per_epoch + len(self.stamps)
+        steps_left = max(0.0, (self.seconds - elapsed) / max(step_seconds, 1e-9))
+        epochs_done = steps_done // self.steps_per_epoch
+        planned = max(epochs_done + 1,
+                      int((steps_done + steps_left) // self.steps_per_epoch))
+        self.apply(planned)
+        self.record = {"train_minutes": self.seconds / 60.0, "planned_epochs": planned,
+                       "planned_steps": planned * self.steps_per_epoch,
+                       "steps_per_epoch": self.steps_per_epoch,
+                       "step_seconds": round(step_seconds, 4),
+                       "warmup_seconds": round(elapsed, 2), "timed_steps": len(timed)}
+        if self.record_path is not None:
+            write_json_atomic(self.record_path, self.record)
+        self.log(f"budget: {self.seconds / 60:g} min at {step_seconds:.3f} s/step -> "
+                 f"{planned} epochs of {self.steps_per_epoch} steps "
+                 f"({planned * self.steps_per_epoch} steps)")
+
+    def apply(self, epochs):
+        self.plan.epochs = int(epochs)
+        self.epochs_var.assign(int(epochs))
