@@ -5,10 +5,12 @@ An export directory is a SavedModel plus ``assets/droc_export.json``;
 wrong path is answered at once.
 """
 
+import hashlib
 import json
 from pathlib import Path
 
 from util.errors import ConfigError
+from util.ownership import OutputKind
 from util.paths import require_dir
 
 EXPORT_FORMAT = "droc-savedmodel"
@@ -53,6 +55,32 @@ def is_export(path):
     except (OSError, ValueError):
         return False
     return isinstance(meta, dict) and meta.get("format") == EXPORT_FORMAT
+
+
+#: what a SavedModel export directory holds; anything else in it is a user's
+SAVEDMODEL_ENTRIES = ("saved_model.pb", "fingerprint.pb", "variables/", "assets/")
+
+
+def _export_owns(root, rel):
+    return any(rel == entry or (entry.endswith("/") and rel.startswith(entry))
+               for entry in SAVEDMODEL_ENTRIES)
+
+
+EXPORT_KIND = OutputKind("export", is_export, _export_owns)
+
+
+def export_fingerprint(export_dir):
+    """sha256 of the files that make the export what it is (graph, weights' index,
+    metadata): what a conversion records it was made from."""
+    digest = hashlib.sha256()
+    export_dir = Path(export_dir)
+    for rel in ("saved_model.pb", "variables/variables.index", f"assets/{META_NAME}"):
+        digest.update(rel.encode() + b"\0")
+        try:
+            digest.update((export_dir / rel).read_bytes())
+        except OSError:
+            digest.update(b"missing")
+    return digest.hexdigest()
 
 
 def read_export_meta(export_dir):
