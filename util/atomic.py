@@ -4,7 +4,9 @@ Whole files are written to a temporary name in the same directory, flushed to
 disk and renamed over the target (rename is atomic on POSIX). Appends to a
 JSON-lines log are one ``write`` of a whole line, so a reader never sees half
 a line; a torn last line left by a crash of an older version is skipped by
-``read_jsonl``.
+``read_jsonl``. A directory is written into ``.NAME.HOST-PID.XXXX.tmp`` beside it
+and renamed into place; what a killed writer left there is swept by the next
+write of the same directory (``sweep_stale_dirs``).
 """
 
 import contextlib
