@@ -22,8 +22,9 @@ export's fingerprint it was made from and the sha256 of each model file).
 The record is written before the ONNX file (inside the OpenVINO directory
 before it appears), so a conversion cut short is still recognised as ours and
 never passes for current: ``check_conversion`` compares both hashes.
-Replacing an export removes the conversions beside it first
-(``remove_conversions``, called by deploy/export.py). The converter packages
+Replacing an export by one that computes something else removes the
+conversions beside it first (``remove_stale_conversions``, called by
+deploy/export.py). The converter packages
 (requirements-deploy.txt) are imported only when converting.
 """
 
@@ -110,12 +111,16 @@ def claim_conversion(export_dir, fmt, flag="--format"):
     return path
 
 
-def remove_conversions(export_dir):
-    """Removes the conversions of ``export_dir`` made by this module (recognised by their
-    records): called before the export is replaced, so none outlives what it was made from."""
+def remove_stale_conversions(export_dir, fingerprint):
+    """Removes the conversions beside ``export_dir`` made by this module (recognised by their
+    records) from an export other than one of ``fingerprint``: called before the export is
+    replaced, so none outlives what it was made from."""
     for fmt in CONVERTED_FORMATS:
         path = converted_path(export_dir, fmt)
         if not is_converted(path, fmt):
+            continue
+        source = _read_record(path, fmt).get("converted_from") or {}
+        if fingerprint is not None and source.get("fingerprint") == fingerprint:
             continue
         if fmt == "onnx":
             path.unlink(missing_ok=True)
@@ -145,7 +150,8 @@ def check_conversion(path, fmt):
             raise ConfigError(f"{where / name} is not the file its record {meta_path(path, fmt)} "
                               "names (missing or changed): convert the export again")
     source = record.get("converted_from") or {}
-    if export_fingerprint(source.get("path", "")) != source.get("fingerprint"):
+    current = export_fingerprint(source.get("path", ""))
+    if current is None or current != source.get("fingerprint"):
         raise ConfigError(f"{path} was converted from an export that has changed since "
                           f"({source.get('path')}): convert it again with script/export.py")
     return record

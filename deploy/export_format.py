@@ -70,16 +70,23 @@ EXPORT_KIND = OutputKind("export", is_export, _export_owns)
 
 
 def export_fingerprint(export_dir):
-    """sha256 of the files that make the export what it is (graph, weights' index,
-    metadata): what a conversion records it was made from."""
-    digest = hashlib.sha256()
+    """sha256 of what the export computes: its metadata (detector, thresholds, the run's
+    configuration, versions; not its creation time) and the scores it gives the held-out
+    calibration images, which any change of the weights or the detector changes. Two
+    exports of one run with the same settings share it; a conversion records it."""
+    import numpy as np
+
     export_dir = Path(export_dir)
-    for rel in ("saved_model.pb", "variables/variables.index", f"assets/{META_NAME}"):
-        digest.update(rel.encode() + b"\0")
-        try:
-            digest.update((export_dir / rel).read_bytes())
-        except OSError:
-            digest.update(b"missing")
+    digest = hashlib.sha256()
+    try:
+        meta = json.loads((export_dir / "assets" / META_NAME).read_text())
+        meta.pop("created", None)
+        digest.update(json.dumps(meta, sort_keys=True, default=str).encode())
+        with np.load(export_dir / "assets" / CALIB_SCORES_NAME, allow_pickle=False) as z:
+            for key in sorted(z.files):
+                digest.update(key.encode() + b"\0" + np.ascontiguousarray(z[key]).tobytes())
+    except (OSError, ValueError, AttributeError):  # missing or garbled: matches no record
+        return None
     return digest.hexdigest()
 
 

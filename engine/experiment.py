@@ -539,8 +539,8 @@ def train_and_evaluate(cfg, run, checks, t_start, log, step):
             return 0
         step.now = "writing the plots, heat maps and export (the results are in summary.json)"
         failed = write_extras(run.root, cfg, network, data, final, sections, log)
-    if sections["export"] is not None:
-        report(cfg, final.results, data, run, meta, log, sections)
+    if sections["export"] is not None:  # the same summary, now naming the export
+        report(cfg, final.results, data, run, meta, lambda message: None, sections)
     log(format_table(final.results))
     log(f"Wrote {run.stats / 'summary.json'}")
     if failed:

@@ -12,7 +12,8 @@ directory: anything else, such as the run directory itself or a folder inside
 an export, is refused before any work (util/ownership.py). --format=onnx or
 openvino also converts that SavedModel (deploy/convert.py) and writes DIR.onnx
 (with its record DIR.onnx.json) or DIR_openvino/ beside it, under the same
-rule. Replacing an export removes the conversions made from the previous one.
+rule. Replacing an export by one that computes something else (another detector or
+threshold) removes the conversions made from the previous one.
 """
 
 import sys

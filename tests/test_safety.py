@@ -530,42 +530,53 @@ def test_manifest_folders_replace_only_what_they_list(tmp_path):
 
 def test_replacing_an_export_removes_its_conversions(tmp_path):
     """A conversion's record names the export's fingerprint and its files' hashes: a changed
-    export or file no longer passes for current, and writing a new export removes the
-    conversions of the old one (a user's file beside them stays)."""
+    export or file no longer passes for current; writing an export that computes the same
+    keeps the conversions beside it, one that computes something else removes them (a
+    user's file beside them stays)."""
     import tensorflow as tf
 
     from deploy.convert import check_conversion
     from deploy.export import _write_export
-    from deploy.export_format import export_fingerprint
+    from deploy.export_format import META_NAME, export_fingerprint
     from util.errors import ConfigError
 
-    export = _fake_export(tmp_path / "export")
-    onnx = tmp_path / "export.onnx"
-    onnx.write_bytes(b"onnx model")
-    record = {"format": "droc-onnx", "files": {"export.onnx": hashlib.sha256(b"onnx model")
-                                               .hexdigest()},
-              "converted_from": {"path": str(export), "fingerprint": export_fingerprint(export)}}
-    (tmp_path / "export.onnx.json").write_text(json.dumps(record))
-    (tmp_path / "export_openvino").mkdir()
-    (tmp_path / "export_openvino" / "droc_export.json").write_text('{"format": "droc-openvino"}')
+    def build(meta_json, assets):
+        module = tf.Module()
+        module.v = tf.Variable(1.0)
+        module.files = [tf.saved_model.Asset(str(a)) for a in assets]
+        return module, {}
+
+    def write(threshold):
+        _write_export(export, {"score_key": "pool.kde", "kind": "image", "calibration": {
+            "threshold": threshold, "target_fpr": 0.01}}, build,
+            {"image": np.arange(5.0)}, log=lambda m: None)
+
+    def convert():
+        onnx.write_bytes(b"onnx model")
+        (tmp_path / "export.onnx.json").write_text(json.dumps({
+            "format": "droc-onnx",
+            "files": {"export.onnx": hashlib.sha256(b"onnx model").hexdigest()},
+            "converted_from": {"path": str(export), "fingerprint": export_fingerprint(export)}}))
+
+    export, onnx = tmp_path / "export", tmp_path / "export.onnx"
+    write(0.5)
+    convert()
     (tmp_path / "export.onnx.txt").write_text("mine\n")
     assert check_conversion(onnx, "onnx")["format"] == "droc-onnx"
     onnx.write_bytes(b"another model")
     with pytest.raises(ConfigError, match="is not the file its record"):
         check_conversion(onnx, "onnx")
     onnx.write_bytes(b"onnx model")
-    (export / "saved_model.pb").write_bytes(b"\x08\x02")
+    write(0.5)  # the same export again: its conversion is still current
+    assert check_conversion(onnx, "onnx")["format"] == "droc-onnx"
+    meta = json.loads((export / "assets" / META_NAME).read_text())
+    (export / "assets" / META_NAME).write_text(json.dumps(dict(meta, detector="gde")))
     with pytest.raises(ConfigError, match="has changed since"):
         check_conversion(onnx, "onnx")
-
-    def build(meta_json, assets):
-        module = tf.Module()
-        module.v = tf.Variable(1.0)
-        return module, {}
-
-    _write_export(export, {"score_key": "pool.kde", "kind": "image",
-                           "calibration": {"threshold": 0.0, "target_fpr": 0.01}},
-                  build, {}, log=lambda m: None)
+    write(0.5)
+    (tmp_path / "export_openvino").mkdir()
+    (tmp_path / "export_openvino" / "droc_export.json").write_text('{"format": "droc-openvino"}')
+    write(0.7)  # another threshold: the conversions of the old export go
     assert sorted(p.name for p in tmp_path.iterdir()) == ["export", "export.onnx.txt"]
 
 
