@@ -8,7 +8,8 @@ augmentation) apply when a flag is not given; a ``--preset`` fills the flags
 you did not set. See README.md.
 
 Every flag is parsed and checked (engine/validate.py) before TensorFlow is
-imported: a bad command line exits with status 2 and one ``error:`` line.
+imported: a bad command line exits with status 2 and one ``error:`` line. Ctrl-C
+ends with one line saying what was interrupted and what was kept, and status 130.
 """
 
 import sys
@@ -63,6 +64,10 @@ def main(argv):
         return run_experiment(cfg)
     except ConfigError as err:
         return fail(err)
+    except KeyboardInterrupt:  # before the run started (the run reports its own)
+        print("error: interrupted (Ctrl-C) before the run started; nothing was written",
+              file=sys.stderr)
+        return 130
 
 
 def cli(argv, train=False):

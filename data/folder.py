@@ -30,7 +30,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from data.base import LabeledSplits
-from data.image_io import IMAGE_EXTENSIONS, ImageReadError, read_rgb8
+from data.image_io import IMAGE_EXTENSIONS, ImageReadError, ImageTooLargeError, read_rgb8
 from util.errors import ConfigError
 from util.paths import is_directory, is_regular_file
 
@@ -199,7 +199,9 @@ def decode_image(path: str, height: int, width: int, input_bits: int = 0) -> np.
     try:
         arr = read_rgb8(path, input_bits)
     except ImageReadError as exc:
-        raise ConfigError(f'cannot read image {path} ({exc}); fix or delete the file') from exc
+        fix = ('raise --max_image_pixels to read it, or move it away'
+               if isinstance(exc, ImageTooLargeError) else 'fix or delete the file')
+        raise ConfigError(f'cannot read image {path} ({exc}); {fix}') from None
     if arr.shape[:2] != (height, width):
         img = Image.fromarray(arr).resize((width, height), Image.BILINEAR)
         arr = np.asarray(img, dtype=np.uint8)

@@ -18,12 +18,16 @@ held out and the test set holds only the ``--normal_test_dir`` images, if any
 A mask is matched to its abnormal image by file stem: ``<name>.<ext>`` or
 ``<name>_mask.<ext>`` with any image extension, looked up first in
 ``MASK_DIR/<abnormal folder's name>/`` and then in ``MASK_DIR/`` itself. Once
-``--mask_dir`` is given every abnormal image needs exactly one mask.
+``--mask_dir`` is given every abnormal image needs exactly one mask. Files named
+``*_mask.<ext>`` in an image folder are masks, never images: they are kept out of
+the image lists. Two abnormal folders of one name share ``MASK_DIR/<name>/``: a
+warning says so.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 from typing import Optional, Sequence, Tuple
 
@@ -32,6 +36,8 @@ import numpy as np
 from data.folder import IMAGE_EXTENSIONS, list_images
 from data.mvtec import GOOD, MVTecData, load_files
 from util.errors import ConfigError
+
+logger = logging.getLogger(__name__)
 
 HOLDOUT_SEED = 1  # the held-out good test images do not depend on --seed
 MASK_SUFFIX = '_mask'
@@ -57,10 +63,15 @@ class DirLayout:
     normal_test_fraction: float = 0.2
 
 
+def is_mask_file(path: str) -> bool:
+    """True for ``<name>_mask.<ext>``: a mask kept beside its image, not an image."""
+    return os.path.splitext(os.path.basename(path))[0].endswith(MASK_SUFFIX)
+
+
 def _images(dirs: Sequence[str], flag: str) -> list:
     found = []
     for d in dirs:
-        files = [p for p, _, _ in list_images(d)]
+        files = [p for p, _, _ in list_images(d) if not is_mask_file(p)]
         if not files:
             raise ConfigError(f'--{flag}={d} has no {"/".join(IMAGE_EXTENSIONS)} images')
         found.extend(files)
@@ -144,8 +155,24 @@ def list_layout(layout: DirLayout):
         normal = [normal[i] for i in kept]
     for folder, defect in zip(layout.abnormal, _defect_types(layout.abnormal)):
         test.extend((p, defect) for p in _images([folder], 'abnormal_dir'))
-    masks = match_masks(test, layout.masks) if layout.masks else None
+    masks = None
+    if layout.masks:
+        warn_shared_mask_folders(layout.abnormal, layout.masks)
+        masks = match_masks(test, layout.masks)
     return normal, test, masks
+
+
+def warn_shared_mask_folders(abnormal: Sequence[str], mask_dirs: Sequence[str]) -> None:
+    """One warning when abnormal folders of one name look up their masks in one folder."""
+    by_name = {}
+    for folder in abnormal:
+        by_name.setdefault(os.path.basename(os.path.normpath(folder)), []).append(folder)
+    shared = {name: folders for name, folders in by_name.items() if len(folders) > 1}
+    if shared:
+        name, folders = next(iter(shared.items()))
+        logger.warning('the abnormal folders %s share the name %r, so their masks are looked up '
+                       'in the same <mask_dir>/%s/: a mask there can match an image of either; '
+                       'rename one folder if their masks differ', ', '.join(folders), name, name)
 
 
 def image_dirs(*, dirs: Optional[DirLayout] = None, input_shape=(256, 256, 3),

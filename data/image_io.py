@@ -9,6 +9,13 @@
   multi-page file). A compression tifffile cannot decode without the optional
   ``imagecodecs`` package (LZW, JPEG, ...) falls back to Pillow, except for
   colour TIFFs of more than 8 bits, which Pillow would cut to 8.
+* One size policy for every decoder: before anything is decoded, the image's
+  width and height are read from its header (a PNG's IHDR, the first TIFF page's
+  tags, Pillow's lazy open of anything else) and a file of more than
+  ``max_image_pixels()`` pixels is refused (``ImageTooLargeError``): Pillow's
+  default limit, about 89.5 megapixels, unless a command raises it
+  (``--max_image_pixels``). Pillow's own decompression-bomb check is switched
+  off, so Pillow, TensorFlow's PNG decoder and tifffile agree.
 * Samples of more than 8 bits are scaled to 8 by their bit depth b:
   v -> round(v * 255 / (2**b - 1)), clipped to 255. b is the file's bit depth
   (16-bit: round(v / 257), so a 16-bit copy v * 257 of an 8-bit image reads
@@ -34,10 +41,82 @@ _PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
 _TIFF_SIGNATURES = (b'II*\x00', b'MM\x00*', b'II+\x00', b'MM\x00+')  # classic and BigTIFF
 _PILLOW_16BIT = ('I;16', 'I;16L', 'I;16B', 'I;16N')
 _clip_warned = threading.Event()  # values above --input_bits: reported for the first file only
+#: the most pixels a file may have unless a command raises it: Pillow's own default
+DEFAULT_MAX_IMAGE_PIXELS = 89_478_485
+_limit = {"pixels": DEFAULT_MAX_IMAGE_PIXELS}
 
 
 class ImageReadError(ValueError):
     """A file that cannot be read as an image; the message says why, in one line."""
+
+
+class ImageTooLargeError(ImageReadError):
+    """A file with more pixels than ``max_image_pixels()``, refused before decoding."""
+
+
+def check_max_image_pixels(value, flag='--max_image_pixels') -> int:
+    """``--max_image_pixels`` as a positive int; ConfigError otherwise."""
+    try:
+        pixels = int(value)
+        valid = pixels == float(value) and pixels >= 1
+    except (TypeError, ValueError, OverflowError):
+        valid = False
+    if not valid:
+        raise ConfigError(f'{flag}={value} must be a positive whole number of pixels (width x '
+                          f'height; default {DEFAULT_MAX_IMAGE_PIXELS})')
+    return pixels
+
+
+def set_max_image_pixels(value) -> None:
+    """Sets the process's size limit (a command does so from its --max_image_pixels)."""
+    _limit['pixels'] = check_max_image_pixels(value)
+
+
+def max_image_pixels() -> int:
+    return _limit['pixels']
+
+
+def _pillow():
+    """PIL.Image, with its own decompression-bomb check off: the limit above, checked from
+    the header before any decoder runs, is the one policy."""
+    from PIL import Image
+
+    Image.MAX_IMAGE_PIXELS = None
+    return Image
+
+
+def _header_size(path: str, head: bytes) -> Optional[Tuple[int, int]]:
+    """(width, height) from the file's header without decoding it; None when no header
+    can be read (the decoder then says what is wrong)."""
+    if head[:8] == _PNG_SIGNATURE and head[12:16] == b'IHDR':
+        return int.from_bytes(head[16:20], 'big'), int.from_bytes(head[20:24], 'big')
+    try:
+        if head[:4] in _TIFF_SIGNATURES:
+            import tifffile
+
+            with tifffile.TiffFile(path) as tif:
+                page = tif.pages[0]
+                return int(page.imagewidth), int(page.imagelength)
+        with _pillow().open(path) as img:
+            return img.size
+    except Exception:  # noqa: BLE001  (every reader has its own errors for a bad header)
+        return None
+
+
+def check_image_size(path, head: Optional[bytes] = None) -> Optional[Tuple[int, int]]:
+    """The file's (width, height) from its header (None when unreadable);
+    ImageTooLargeError when it has more pixels than the limit."""
+    path = str(path)
+    if head is None:
+        with open(path, 'rb') as f:
+            head = f.read(26)
+    size = _header_size(path, head)
+    limit = max_image_pixels()
+    if size is not None and size[0] * size[1] > limit:
+        raise ImageTooLargeError(f'{size[0]}x{size[1]} = {size[0] * size[1] / 1e6:.1f} '
+                                 f'megapixels, above the limit of {limit} pixels '
+                                 '(--max_image_pixels)')
+    return size
 
 
 def check_input_bits(value) -> int:
@@ -107,9 +186,7 @@ def _tifffile_samples(path: str) -> Optional[Tuple[np.ndarray, int]]:
 
 
 def _pillow_samples(path: str) -> Tuple[np.ndarray, int]:
-    from PIL import Image
-
-    with Image.open(path) as img:
+    with _pillow().open(path) as img:
         if img.mode in _PILLOW_16BIT:
             return np.asarray(img).astype(np.uint16)[..., None], 16
         if img.mode in ('I', 'F'):
@@ -138,6 +215,7 @@ def read_samples(path) -> Tuple[np.ndarray, int]:
     try:
         with open(path, 'rb') as f:
             head = f.read(26)
+            check_image_size(path, head)  # before any decoder runs
             if len(head) == 26 and head[:8] == _PNG_SIGNATURE and head[24] == 16:
                 return _png16(head + f.read()), 16
         if head[:4] in _TIFF_SIGNATURES:
@@ -148,10 +226,6 @@ def read_samples(path) -> Tuple[np.ndarray, int]:
     except ImageReadError:
         raise
     except Exception as exc:  # every decoder has its own exceptions
-        from PIL import Image
-
-        if isinstance(exc, (Image.DecompressionBombError, Image.DecompressionBombWarning)):
-            raise  # the caller decides: score.py skips such files and counts them
         raise ImageReadError(_one_line(exc)) from exc
 
 
@@ -186,12 +260,9 @@ def read_mask_file(path) -> np.ndarray:
 
 
 def image_size(path) -> Tuple[int, int]:
-    """(width, height) of an image file, from its header where Pillow can read it."""
-    from PIL import Image
-
-    try:
-        with Image.open(str(path)) as img:
-            return img.size
-    except Exception:  # e.g. a TIFF of more than four samples, which Pillow does not open
+    """(width, height) of an image file, from its header (checked against the limit)."""
+    size = check_image_size(path)
+    if size is None:
         samples, _ = read_samples(path)
         return samples.shape[1], samples.shape[0]
+    return size

@@ -109,7 +109,7 @@ def read_mask(path: str, image_path: str, height: int, width: int) -> np.ndarray
         mask = read_mask_file(path)
         image_width, image_height = image_size(image_path)
     except ImageReadError as exc:
-        raise ConfigError(f'cannot read mask {path} ({exc}); fix or delete the file') from exc
+        raise ConfigError(f'cannot read mask {path} ({exc}); fix or delete the file') from None
     if mask.shape != (image_height, image_width):
         raise ConfigError(
             f'mask {path} is {mask.shape[1]}x{mask.shape[0]} but its image {image_path} is '

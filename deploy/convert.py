@@ -15,20 +15,32 @@ gradients and are not converted.
   ``ScaleAndTranslate`` either, and with a fixed size the size check folds
   away, so the resize is not in the graph: callers resize first.
 
-Each conversion writes its metadata beside the model (the export's own JSON
-plus the format, the input it takes, the converter versions and the parity
-measured against the SavedModel on a few images during the conversion). The
-converter packages (requirements-deploy.txt) are imported only when converting.
+Each conversion writes its record beside the model (the export's own JSON
+plus the format, the input it takes, the converter versions, the parity
+measured against the SavedModel on a few images during the conversion, the
+export's fingerprint it was made from and the sha256 of each model file).
+The record is written before the ONNX file (inside the OpenVINO directory
+before it appears), so a conversion cut short is still recognised as ours and
+never passes for current: ``check_conversion`` compares both hashes.
+Replacing an export by one that computes something else removes the
+conversions beside it first (``remove_stale_conversions``, called by
+deploy/export.py). The converter packages
+(requirements-deploy.txt) are imported only when converting.
 """
 
+import hashlib
 import importlib.util
+import json
+import os
+import shutil
 from pathlib import Path
 
 import numpy as np
 
-from deploy.export_format import read_export_meta
+from deploy.export_format import EXPORT_KIND, export_fingerprint, read_export_meta
 from util.atomic import atomic_dir, write_bytes_atomic, write_json_atomic
 from util.errors import ConfigError
+from util.ownership import OutputKind, claim_output
 
 FORMATS = ("saved_model", "onnx", "openvino")
 #: packages each converted format needs (imported only when converting or serving)
@@ -64,16 +76,85 @@ def meta_path(path, fmt):
     return path.parent / f"{path.name}.json" if fmt == "onnx" else path / "droc_export.json"
 
 
-def is_converted(path, fmt):
-    """True when ``path`` holds a model converted to ``fmt`` by this module (its metadata
-    says so): what a conversion may replace, so no other file is ever overwritten."""
-    import json
-
+def _read_record(path, fmt):
     try:
-        meta = json.loads(meta_path(path, fmt).read_text())
+        record = json.loads(meta_path(path, fmt).read_text())
     except (OSError, ValueError):
-        return False
-    return isinstance(meta, dict) and meta.get("format") == CONVERTED_FORMATS[fmt]
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def is_converted(path, fmt):
+    """True when ``path`` holds a model converted to ``fmt`` by this module (its record
+    says so): what a conversion may replace, so no other file is ever overwritten."""
+    record = _read_record(path, fmt)
+    return record is not None and record.get("format") == CONVERTED_FORMATS[fmt]
+
+
+OPENVINO_FILES = (OPENVINO_XML, "model.bin", "droc_export.json")
+CONVERSION_KINDS = {
+    "onnx": OutputKind("onnx export", lambda p: is_converted(p, "onnx")),
+    "openvino": OutputKind("openvino export", lambda p: is_converted(p, "openvino"),
+                           lambda root, rel: rel in OPENVINO_FILES),
+}
+ONNX_RECORD_KIND = OutputKind("onnx export record", lambda p: is_converted(
+    Path(str(p)[:-len(".json")]), "onnx"))
+
+
+def claim_conversion(export_dir, fmt, flag="--format"):
+    """The converted model's path beside ``export_dir``, claimed under util/ownership.py
+    (the ONNX model and its record alike); ConfigError before any work otherwise."""
+    path = converted_path(export_dir, fmt)
+    claim_output(path, CONVERSION_KINDS[fmt], flag, file=fmt == "onnx", not_inside=(EXPORT_KIND,))
+    if fmt == "onnx":
+        claim_output(meta_path(path, fmt), ONNX_RECORD_KIND, flag, file=True)
+    return path
+
+
+def remove_stale_conversions(export_dir, fingerprint):
+    """Removes the conversions beside ``export_dir`` made by this module (recognised by their
+    records) from an export other than one of ``fingerprint``: called before the export is
+    replaced, so none outlives what it was made from."""
+    for fmt in CONVERTED_FORMATS:
+        path = converted_path(export_dir, fmt)
+        if not is_converted(path, fmt):
+            continue
+        source = _read_record(path, fmt).get("converted_from") or {}
+        if fingerprint is not None and source.get("fingerprint") == fingerprint:
+            continue
+        if fmt == "onnx":
+            path.unlink(missing_ok=True)
+            meta_path(path, fmt).unlink(missing_ok=True)
+        else:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def check_conversion(path, fmt):
+    """The record of the conversion at ``path`` when it is current: its model files are
+    the ones it recorded and the export it names is unchanged; ConfigError saying why not."""
+    record = _read_record(path, fmt) if is_converted(path, fmt) else None
+    if record is None:
+        raise ConfigError(f"{path} is not a {fmt} conversion of a DROC export (no record "
+                          f"{meta_path(path, fmt)})")
+    where = Path(path).parent if fmt == "onnx" else Path(path)
+    for name, digest in (record.get("files") or {}).items():
+        if not (where / name).is_file() or _sha256(where / name) != digest:
+            raise ConfigError(f"{where / name} is not the file its record {meta_path(path, fmt)} "
+                              "names (missing or changed): convert the export again")
+    source = record.get("converted_from") or {}
+    current = export_fingerprint(source.get("path", ""))
+    if current is None or current != source.get("fingerprint"):
+        raise ConfigError(f"{path} was converted from an export that has changed since "
+                          f"({source.get('path')}): convert it again with script/export.py")
+    return record
 
 
 def convert_export(export_dir, fmt, out=None, log=print):
@@ -86,11 +167,19 @@ def convert_export(export_dir, fmt, out=None, log=print):
     loaded = tf.saved_model.load(str(export_dir))
     serve = loaded.signatures["serving_default"]
     height, width = (int(d) for d in meta["input_shape"][:2])
+    source = {"format": meta["format"], "version": meta["version"],
+              "path": str(Path(export_dir).resolve()),
+              "fingerprint": export_fingerprint(export_dir)}
+
+    def record(info):
+        return dict(meta, format=CONVERTED_FORMATS[fmt], version=CONVERTED_VERSION,
+                    converted_from=source, **info)
+
     try:
         if fmt == "onnx":
-            info = _to_onnx(serve, out, height, width)
+            converted = _to_onnx(serve, out, height, width, record)
         else:
-            info = _to_openvino(serve, out, height, width)
+            converted = _to_openvino(serve, out, height, width, record)
     except ConfigError:
         raise
     except Exception as err:  # the converters raise their own types for graphs they cannot map
@@ -98,12 +187,8 @@ def convert_export(export_dir, fmt, out=None, log=print):
         raise ConfigError(f"{export_dir} could not be converted to {fmt} "
                           f"({type(err).__name__}: {detail}); the SavedModel export itself is "
                           "complete") from None
-    converted = dict(meta, format=CONVERTED_FORMATS[fmt], version=CONVERTED_VERSION,
-                     converted_from={"format": meta["format"], "version": meta["version"],
-                                     "path": str(Path(export_dir).resolve())}, **info)
-    write_json_atomic(meta_path(out, fmt), converted, default=str)
     log(f"Converted {export_dir} to {fmt}: {out} (max relative raw-score difference "
-        f"{info['parity']['max_rel_diff']:.2g} on {info['parity']['images']} images)")
+        f"{converted['parity']['max_rel_diff']:.2g} on {converted['parity']['images']} images)")
     return converted
 
 
@@ -150,7 +235,7 @@ def _scale_and_translate_as_resize(ctx, node, name, args):
                         "coordinate_transformation_mode": "half_pixel", "exclude_outside": 1})
 
 
-def _to_onnx(serve, path, height, width):
+def _to_onnx(serve, path, height, width, record):
     import logging
 
     import onnx
@@ -167,16 +252,23 @@ def _to_onnx(serve, path, height, width):
     out_names = [o.name for o in session.get_outputs()]
     parity = _parity(serve, lambda images: dict(zip(out_names, session.run(
         None, {"images": images}))), height, width, any_size=True)
+    path = Path(path)
+    converted = record({
+        "file": path.name, "onnx_opset": ONNX_OPSET, "parity": parity,
+        "files": {path.name: hashlib.sha256(data).hexdigest()},
+        "signature": _signature_text(serve, "uint8 [B,H,W,3], any H, W"),
+        "converter_versions": {"tf2onnx": tf2onnx.__version__, "onnx": onnx.__version__,
+                               "onnxruntime": onnxruntime.__version__}})
+    if os.path.lexists(path):  # the previous conversion (claimed as ours): never half-replaced
+        path.unlink()
+    write_json_atomic(meta_path(path, "onnx"), converted, default=str)
     write_bytes_atomic(path, data)
-    return {"file": Path(path).name, "onnx_opset": ONNX_OPSET, "parity": parity,
-            "signature": _signature_text(serve, "uint8 [B,H,W,3], any H, W"),
-            "converter_versions": {"tf2onnx": tf2onnx.__version__, "onnx": onnx.__version__,
-                                   "onnxruntime": onnxruntime.__version__}}
+    return converted
 
 
 # ------------------------------------------------------------------------- OpenVINO
 
-def _to_openvino(serve, out_dir, height, width):
+def _to_openvino(serve, out_dir, height, width, record):
     import openvino as ov
 
     # The serving function, not the SavedModel directory: on a ResNet-18 export
@@ -191,11 +283,15 @@ def _to_openvino(serve, out_dir, height, width):
         names = [o.get_any_name() for o in compiled.outputs]
         parity = _parity(serve, lambda images: dict(zip(names, compiled(images).values())),
                          height, width, any_size=False)
-    return {"file": OPENVINO_XML, "openvino_precision_hint": OPENVINO_PRECISION,
+        converted = record({
+            "file": OPENVINO_XML, "openvino_precision_hint": OPENVINO_PRECISION,
             "parity": parity,
+            "files": {name: _sha256(tmp / name) for name in OPENVINO_FILES[:2]},
             "signature": _signature_text(
                 serve, f"uint8 [B,{height},{width},3] (resize to the export's input first)"),
-            "converter_versions": {"openvino": ov.__version__}}
+            "converter_versions": {"openvino": ov.__version__}})
+        write_json_atomic(meta_path(tmp, "openvino"), converted, default=str)
+    return converted
 
 
 # --------------------------------------------------------------------------- parity

@@ -31,13 +31,14 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from deploy.convert import remove_stale_conversions
 from deploy.detector_graph import detector_params, tf_detector_score
 from deploy.explain import ScoreFunction, detector_head, gradcam, integrated_gradients
 from deploy.fold_bn import fold_batchnorm
 from deploy.serving import IMAGE_SPEC, calibration_variables, normalized, preprocess
 from model.trunk import conv_trunk
 from deploy.export_format import CALIB_SCORES_NAME, EXPORT_DETECTORS, EXPORT_FEATURE_SET, \
-    EXPORT_FORMAT, EXPORT_VERSION, META_NAME
+    EXPORT_FORMAT, EXPORT_VERSION, META_NAME, export_fingerprint
 from util.atomic import atomic_dir
 from util.versions import library_versions
 
@@ -185,7 +186,10 @@ def _metadata(detector, feature_set, calib, results, run_config, input_bits):
 
 def _write_export(export_dir, meta, build, calib_arrays, log):
     """Saves ``build(meta_json, asset paths)``'s module and signatures as ``export_dir``
-    through util.atomic.atomic_dir: a complete export or the previous one, never half."""
+    through util.atomic.atomic_dir: a complete export or the previous one, never half.
+    The conversions of the previous export (ONNX, OpenVINO) are removed just before it is
+    replaced unless the new export computes the same (deploy/export_format.export_fingerprint),
+    so no converted model outlives what it was made from."""
     export_dir = Path(export_dir)
     calib_arrays = {k: np.asarray(v) for k, v in calib_arrays.items() if v is not None}
     if calib_arrays:
@@ -203,6 +207,7 @@ def _write_export(export_dir, meta, build, calib_arrays, log):
         module, signatures = build(meta_json, assets)
         tf.saved_model.save(module, str(tmp), signatures=signatures)
         shutil.rmtree(src)
+        remove_stale_conversions(export_dir, export_fingerprint(tmp))
     log(f"Exported {meta['score_key']} ({meta['kind']} model) to {export_dir} (threshold "
         f"{meta['calibration']['threshold']:.6g} at target FPR {meta['calibration']['target_fpr']})")
     return meta

@@ -5,10 +5,12 @@ An export directory is a SavedModel plus ``assets/droc_export.json``;
 wrong path is answered at once.
 """
 
+import hashlib
 import json
 from pathlib import Path
 
 from util.errors import ConfigError
+from util.ownership import OutputKind
 from util.paths import require_dir
 
 EXPORT_FORMAT = "droc-savedmodel"
@@ -53,6 +55,39 @@ def is_export(path):
     except (OSError, ValueError):
         return False
     return isinstance(meta, dict) and meta.get("format") == EXPORT_FORMAT
+
+
+#: what a SavedModel export directory holds; anything else in it is a user's
+SAVEDMODEL_ENTRIES = ("saved_model.pb", "fingerprint.pb", "variables/", "assets/")
+
+
+def _export_owns(root, rel):
+    return any(rel == entry or (entry.endswith("/") and rel.startswith(entry))
+               for entry in SAVEDMODEL_ENTRIES)
+
+
+EXPORT_KIND = OutputKind("export", is_export, _export_owns)
+
+
+def export_fingerprint(export_dir):
+    """sha256 of what the export computes: its metadata (detector, thresholds, the run's
+    configuration, versions; not its creation time) and the scores it gives the held-out
+    calibration images, which any change of the weights or the detector changes. Two
+    exports of one run with the same settings share it; a conversion records it."""
+    import numpy as np
+
+    export_dir = Path(export_dir)
+    digest = hashlib.sha256()
+    try:
+        meta = json.loads((export_dir / "assets" / META_NAME).read_text())
+        meta.pop("created", None)
+        digest.update(json.dumps(meta, sort_keys=True, default=str).encode())
+        with np.load(export_dir / "assets" / CALIB_SCORES_NAME, allow_pickle=False) as z:
+            for key in sorted(z.files):
+                digest.update(key.encode() + b"\0" + np.ascontiguousarray(z[key]).tobytes())
+    except (OSError, ValueError, AttributeError):  # missing or garbled: matches no record
+        return None
+    return digest.hexdigest()
 
 
 def read_export_meta(export_dir):

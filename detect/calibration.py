@@ -21,15 +21,50 @@ def check_calibration_flags(fraction, target_fpr):
         raise ConfigError(f"--target_fpr={target_fpr} must be in (0, 1)")
 
 
+def calibration_count(n, fraction):
+    """How many of ``n`` training inliers ``fraction`` holds out (at least one stays)."""
+    n_cal = int(round(n * float(fraction)))
+    return min(n_cal, n - 1) if n > 1 else 0
+
+
 def split_calibration(n, fraction, seed=0):
     """(fit_idx, calib_idx): a random ``fraction`` of range(n) held out, both sorted.
 
     At least one image stays in the fit; with fraction 0 the calibration set is empty.
     """
-    n_cal = int(round(n * float(fraction)))
-    n_cal = min(n_cal, n - 1) if n > 1 else 0
+    n_cal = calibration_count(n, fraction)
     perm = np.random.default_rng(seed + 7919).permutation(n)
     return np.sort(perm[n_cal:]), np.sort(perm[:n_cal])
+
+
+#: fewest training rows a detector can be fit on (one Gaussian's covariance needs two);
+#: the others fit on a single row
+MIN_FIT_ROWS = {"gde": 2, "posgde": 2}
+#: detectors whose rows are whole images (one Gaussian per map position)
+PER_IMAGE_ROWS = ("posgde",)
+
+
+def check_fit_size(detectors, n, fraction, max_train, rows_per_image=1):
+    """ConfigError, before anything is trained, when a detector would get fewer training
+    rows than it needs: ``n`` training inliers, ``fraction`` of them held out for the
+    calibration fit, at most ``max_train`` rows (``rows_per_image`` each: 1, or the patch
+    grid of a patch run)."""
+    n_cal = calibration_count(n, fraction)
+    for name in detectors:
+        need = MIN_FIT_ROWS.get(name, 1)
+        for images, why in ((n - n_cal, f"--calibration_fraction={fraction} holds out {n_cal} "
+                                        f"of the {n} training images, leaving {n - n_cal}"),
+                            (n, f"there are {n} training images")):
+            rows = (images if name in PER_IMAGE_ROWS
+                    else min(int(max_train), images * int(rows_per_image)))
+            if rows >= need:
+                continue
+            if rows == int(max_train) < images * int(rows_per_image):
+                raise ConfigError(f"--max_detector_train={max_train} leaves {rows} training "
+                                  f"row(s) to fit {name}, which needs at least {need}")
+            fix = "lower --calibration_fraction" if images < n else "add training images"
+            raise ConfigError(f"{why} to fit {name}, which needs at least {need} training "
+                              f"rows; {fix} or drop {name} from --detectors")
 
 
 #: pixel-map values kept for the pixel threshold (and stored in patch exports)

@@ -16,7 +16,7 @@ from data.registry import canonical_dataset
 from engine.flags import FLAG_DEFAULTS, METHODS, NO_DISTAUG
 from engine.presets import preset_values
 from engine.validate import check_explicit_flags, check_view_counts
-from model.registry import model_spec
+from model.registry import has_conv_trunk, model_spec
 from util.errors import ConfigError
 
 
@@ -42,6 +42,8 @@ def resolve_config(values, explicit=()):
         if cfg[key] is None:
             cfg[key] = spec[key]
     resolve_aug_lists(cfg, given_aug)
+    if "export" not in explicit and not has_conv_trunk(cfg["model_type"]):
+        cfg["export"] = False  # nothing to export unless asked for (validation refuses that)
     check_explicit_flags(cfg, explicit, fixed=spec.get("fixed", {}))
     cfg.update(spec.get("fixed", {}))  # frozen baselines: num_epoch=0
     check_view_counts(cfg)

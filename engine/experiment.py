@@ -1,6 +1,7 @@
 """One run of the two-stage method, as a story of named steps:
 
-validate -> lock -> load -> build -> train -> evaluate -> report
+validate -> list data -> check the run directory -> lock -> load -> build -> train
+         -> evaluate -> report -> plots, heat maps, export
 
 Every flag is checked (engine/validate.py) before anything is loaded or written;
 the run's evaluator (detect/evaluators.py) is chosen there, once, and decides
@@ -8,8 +9,12 @@ what the network sees and how it is scored; a run directory is held by one
 process at a time (util/runlock.py); reruns resume from the last checkpoint,
 refuse a different configuration and report a finished run without evaluating
 it again (engine/resume.py); collapse of the representation is watched during
-training (engine/collapse.py). Every result file is written atomically
-(util/atomic.py). docs/robustness.md tells the rules.
+training (engine/collapse.py). A run writes only into its own directory
+(engine/run_files.py). TensorFlow's start-up lines are held back until the data, the
+model and its checkpoint have loaded, so a refusal found there is the error line alone.
+The results (scores.npz, summary.json) are written as soon as they exist; a later step
+that fails (plots, heat maps, export) is named in one line and the results stay. Every
+result file is written atomically (util/atomic.py). docs/robustness.md tells the rules.
 """
 
 import contextlib
@@ -22,18 +27,24 @@ from pathlib import Path
 import numpy as np
 
 from data.image_dirs import DirLayout, split_dirs
+from data.image_io import DEFAULT_MAX_IMAGE_PIXELS, set_max_image_pixels
 from data.protocols_extra import apply_protocols, describe_protocols, protocols_active
-from data.registry import list_one_class_data, load_one_class_data, load_splits
-from detect.evaluation import EvalSettings, no_auc_note
-from detect.evaluators import evaluator_class
+from data.registry import has_defect_layout, list_one_class_data, load_one_class_data, load_splits
+from detect.calibration import check_fit_size
+from detect.evaluation import EvalSettings, detector_training_images, no_auc_note
+from detect.evaluators import choose_evaluator, evaluator_class
+from detect.localization import grid_size
 from detect.synthetic import synthetic_check
 from engine.distribute import is_chief, worker_dir
 from engine.checkpoints import inspect_checkpoints
 from engine.precision import POLICIES, choose_precision, read_cpuinfo
 from engine.resume import check_resume, restore_checkpoint, stored_summary
-from engine.validate import nearest_existing, validate_config
+from engine.run_files import claim_run_dir, remove_own_files
+from engine.validate import nearest_existing, parse_detectors, validate_config
 from model.registry import model_spec
+from model.spec import parse_stages, stage_stride
 from util.atomic import write_json_atomic
+from util.cli import error_line, quiet_stderr
 from util.errors import ConfigError
 from util.runlock import run_lock
 from util.versions import library_versions
@@ -58,7 +69,9 @@ def protocol_values(cfg):
 
 
 def load_data(cfg, shape):
-    """The run's one-class data at ``shape``, with the paper's extra protocols applied."""
+    """The run's one-class data at ``shape``, with the paper's extra protocols applied;
+    image files above --max_image_pixels are refused before they are decoded."""
+    set_max_image_pixels(cfg.get("max_image_pixels", DEFAULT_MAX_IMAGE_PIXELS))
     data = load_one_class_data(cfg["dataset"], cfg["category"], root=cfg["root"],
                                data_dir=cfg["data_dir"], input_shape=shape,
                                is_validation=cfg["is_validation"], seed=cfg["seed"],
@@ -69,17 +82,34 @@ def load_data(cfg, shape):
         apply_protocols(data, **protocols, seed=cfg["seed"], splits=lambda: load_splits(
             cfg["dataset"], root=cfg["root"], data_dir=cfg["data_dir"], input_shape=shape,
             input_bits=cfg.get("input_bits") or 0))
-    check_train_count(cfg, len(data.train_images))
+    check_train_count(cfg, len(data.train_images), len(detector_training_images(data)))
     return data
 
 
-def check_train_count(cfg, n):
-    """Enough training images (``n``) for the category and the batch."""
+def detector_rows_per_image(cfg):
+    """Training rows each image gives the detectors: 1, its patch grid in patch mode, the
+    cells of its feature map in map mode."""
+    evaluator = choose_evaluator(has_defect_layout(cfg["dataset"]), cfg["mvtec_mode"])
+    if evaluator == "map":
+        cell = stage_stride(min(parse_stages(cfg["map_stages"])))
+        return (int(cfg["mvtec_image_size"]) // cell) ** 2
+    if evaluator != "patch":
+        return 1
+    return grid_size(cfg["mvtec_image_size"], cfg["patch_size"], cfg["patch_stride"]) ** 2
+
+
+def check_train_count(cfg, n, n_detector=None):
+    """Enough training images (``n``) for the category and the batch, and enough of the
+    detectors' (``n_detector``, default ``n``) left for each detector after the
+    calibration hold-out."""
     if n == 0:
         raise ConfigError(f"no training images for category {cfg['category']!r}")
     if cfg["is_validation"] and n < cfg["batch_size"]:
         raise ConfigError(f"--batch_size={cfg['batch_size']} is larger than the {n} training "
                           "images left after the validation split; use --batch_size<=" f"{n}")
+    check_fit_size(parse_detectors(cfg["detectors"]), n if n_detector is None else n_detector,
+                   float(cfg.get("calibration_fraction", 0.1)), int(cfg["max_detector_train"]),
+                   detector_rows_per_image(cfg))
 
 
 def list_data(cfg):
@@ -258,23 +288,25 @@ class RunPaths:
 
 
 def prepare_run_dir(cfg, run):
-    """Wipes (--force_init) or checks a reused run directory; returns a stored summary."""
+    """Starts over (--force_init: the run's own files go) or checks a reused run
+    directory; returns a stored summary."""
     if cfg["force_init"] and run.chief:
-        for d in (run.ckpt, run.logs, run.stats):
-            shutil.rmtree(d, ignore_errors=True)
+        remove_own_files(run.root)
     check_resume(cfg, run.stats)
     return stored_summary(run.stats)
 
 
 def check_existing_run(cfg, run):
     """A reused run directory read before the lock and anything else is written: a
-    different configuration, an unreadable result or a damaged ``ckpt/`` ends the run here
-    (prepare_run_dir decides again under the lock)."""
-    if cfg["force_init"]:
-        return
-    check_resume(cfg, run.stats)
-    if cfg["reevaluate"] or stored_summary(run.stats) is None:
+    different configuration, an unreadable result, a damaged ``ckpt/`` or a location
+    that is not the run's own (engine/run_files.py) ends the run here (prepare_run_dir
+    decides again under the lock)."""
+    if not cfg["force_init"]:
+        check_resume(cfg, run.stats)
+        if not cfg["reevaluate"] and stored_summary(run.stats) is not None:
+            return  # finished: its stored result is printed, nothing is written
         inspect_checkpoints(run.ckpt)
+    claim_run_dir(cfg, run.root, run.chief)
 
 
 def restore(model, epoch_var, run, log):
@@ -375,7 +407,8 @@ def final_evaluation(cfg, model, data, evaluator, run):
 
 
 def report(cfg, results, data, run, meta, log, sections=None):
-    """Writes stats/summary.json (atomically, last: it marks the run as finished).
+    """Writes stats/summary.json (atomically, once the results exist: it marks the run as
+    finished); returns the summary.
 
     ``sections``: extra top-level entries (metrics, calibration, export)."""
     from engine.collapse import load_verdict
@@ -396,8 +429,6 @@ def report(cfg, results, data, run, meta, log, sections=None):
             "end; these AUCs are near chance")
     if run.chief:
         write_json_atomic(run.stats / "summary.json", summary)
-        log(format_table(results))
-        log(f"Wrote {run.stats / 'summary.json'}")
     return summary
 
 
@@ -409,6 +440,7 @@ def run_experiment(cfg, log=print):
     list_data(cfg)
     check_existing_run(cfg, run)
     created = nearest_existing(run.root)  # a failed run removes what it created below this
+    step = RunStep()
     try:
         with run_lock(run.root) if run.chief else contextlib.nullcontext():
             stored = prepare_run_dir(cfg, run)
@@ -417,11 +449,37 @@ def run_experiment(cfg, log=print):
                     f"({run.stats / 'summary.json'}):")
                 log(format_table({k: v for k, v in stored.items() if k != "meta"}))
                 return 0
-            return train_and_evaluate(cfg, run, checks, t_start, log)
-    except BaseException:
+            return train_and_evaluate(cfg, run, checks, t_start, log, step)
+    except BaseException as err:
         if created != Path(os.path.abspath(run.root)) and not (run.stats / "hparams.json").exists():
             remove_created(run.root, created)  # nothing of value was written
+        if isinstance(err, KeyboardInterrupt):
+            print(error_line(f"interrupted (Ctrl-C) while {step.now}; "
+                             f"{kept_after_interrupt(run)}"), file=sys.stderr)
+            return 130
         raise
+
+
+class RunStep:
+    """What the run is doing now: the line an interrupt prints names it."""
+
+    def __init__(self):
+        self.now = "preparing the run"
+
+
+def kept_after_interrupt(run):
+    """What an interrupted run left, read from its directory."""
+    if (run.stats / "summary.json").exists():
+        return f"kept: the results in {run.stats / 'summary.json'}"
+    try:
+        latest = inspect_checkpoints(run.ckpt)
+    except ConfigError:
+        latest = None
+    if latest:
+        return f"kept: the checkpoint {latest}; rerun the same command to resume from it"
+    if (run.stats / "hparams.json").exists():
+        return "kept: the run's configuration, no checkpoint yet; rerun the same command"
+    return f"nothing was kept ({run.root} is as it was)"
 
 
 def remove_created(run_dir, existed):
@@ -436,28 +494,40 @@ def remove_created(run_dir, existed):
         parent = parent.parent
 
 
-def train_and_evaluate(cfg, run, checks, t_start, log):
-    data = load_data(cfg, checks.image_shape)
-
+def load_and_build(cfg, run, checks, log):
+    """The data, the evaluator, the strategy, the model restored from its last checkpoint
+    (training loop objects included). TensorFlow's import and load lines are held back
+    until all of it succeeded, so a refusal found here is the one error line."""
     from data.distaug import apply_distribution_augmentation
     from engine.distribute import make_strategy
-    from engine.outputs import finish_outputs
 
-    evaluator = make_evaluator(cfg, checks)
-    train_images = apply_distribution_augmentation(data.train_images, cfg["distaug_type"])
-    steps_per_epoch = cfg["num_batch"] or evaluator.steps_per_epoch(len(train_images),
-                                                                    cfg["batch_size"])
-    strategy = make_strategy(cfg["strategy"])
-    if cfg["batch_size"] % strategy.num_replicas_in_sync:
-        raise ConfigError(f"--batch_size={cfg['batch_size']} must be divisible by the "
-                          f"{strategy.num_replicas_in_sync} replicas")
-    # resolved once: the policy that builds the model is the one summary.json names
-    precision = resolve_precision(cfg["mixed_precision"])
-    schedule_epochs = budget_variable(cfg, strategy)
-    model, epoch_var = build_training(dict(cfg, mixed_precision=precision.precision),
-                                      checks.input_shape, strategy, steps_per_epoch,
-                                      schedule_epochs)
-    manager = restore(model, epoch_var, run, log)
+    with quiet_stderr():
+        data = load_data(cfg, checks.image_shape)
+        evaluator = make_evaluator(cfg, checks)
+        train_images = apply_distribution_augmentation(data.train_images, cfg["distaug_type"])
+        steps_per_epoch = cfg["num_batch"] or evaluator.steps_per_epoch(len(train_images),
+                                                                        cfg["batch_size"])
+        strategy = make_strategy(cfg["strategy"])
+        if cfg["batch_size"] % strategy.num_replicas_in_sync:
+            raise ConfigError(f"--batch_size={cfg['batch_size']} must be divisible by the "
+                              f"{strategy.num_replicas_in_sync} replicas")
+        # resolved once: the policy that builds the model is the one summary.json names
+        precision = resolve_precision(cfg["mixed_precision"])
+        schedule_epochs = budget_variable(cfg, strategy)
+        model, epoch_var = build_training(dict(cfg, mixed_precision=precision.precision),
+                                          checks.input_shape, strategy, steps_per_epoch,
+                                          schedule_epochs)
+        manager = restore(model, epoch_var, run, log)
+    return data, evaluator, train_images, steps_per_epoch, strategy, precision, model, \
+        epoch_var, manager, schedule_epochs
+
+
+def train_and_evaluate(cfg, run, checks, t_start, log, step):
+    step.now = "loading the data and the model"
+    (data, evaluator, train_images, steps_per_epoch, strategy, precision, model, epoch_var,
+     manager, schedule_epochs) = load_and_build(cfg, run, checks, log)
+    from engine.outputs import record_results, write_extras
+
     if run.chief:
         write_json_atomic(run.stats / "hparams.json", cfg)
     log(f"{data.describe()}; {len(train_images)} training instances after distribution "
@@ -469,6 +539,7 @@ def train_and_evaluate(cfg, run, checks, t_start, log):
     if no_auc_note(data.test_labels):
         log(no_auc_note(data.test_labels))
 
+    step.now = "training"
     t_train = time.time()
     code, stats_cb, plan = train(cfg, model, epoch_var, manager, train_images, data, run,
                                  steps_per_epoch, evaluator, log, schedule_epochs)
@@ -477,26 +548,46 @@ def train_and_evaluate(cfg, run, checks, t_start, log):
     if schedule_epochs is not None:  # the epochs the budget allowed are the run's epochs
         cfg = dict(cfg, num_epoch=plan.epochs)
     train_seconds = time.time() - t_train
+    step.now = "extracting features and fitting the detectors"
     log("Extracting features and fitting detectors ...")
     with keras_policy("float32"):
         network = float32_network(cfg, model, checks.input_shape, strategy)
         final = final_evaluation(cfg, network, data, evaluator, run)
-        sections = finish_outputs(run.root, cfg, network, data, final, log) if run.chief else {}
+        sections = record_results(run.root, cfg, final, log) if run.chief else {}
         if cfg.get("synthetic_validation", "none") != "none":  # every worker extracts
             sections.update(synthetic_check(evaluator, network, data,
                                             float(cfg.get("calibration_fraction", 0.1)),
                                             int(cfg["seed"]), log))
-    report(cfg, final.results, data, run, {
-        "steps_per_epoch": steps_per_epoch, "optimizer_steps": int(model.optimizer.iterations.numpy()),
-        "wall_seconds": round(time.time() - t_start, 2), "train_seconds": round(train_seconds, 2),
-        "train_images_per_sec": (round(float(np.median(stats_cb.history)), 1)
-                                 if stats_cb.history else None),
-        "replicas": strategy.num_replicas_in_sync, "strategy": cfg["strategy"],
-        "deterministic": bool(cfg.get("deterministic")),
-        "precision": precision._asdict(),
-        "protocols": describe_protocols(data),
-        "budget": budget_record(run, plan) if schedule_epochs is not None else None,
-    }, log, sections)
+        meta = {
+            "steps_per_epoch": steps_per_epoch,
+            "optimizer_steps": int(model.optimizer.iterations.numpy()),
+            "wall_seconds": round(time.time() - t_start, 2),
+            "train_seconds": round(train_seconds, 2),
+            "train_images_per_sec": (round(float(np.median(stats_cb.history)), 1)
+                                     if stats_cb.history else None),
+            "replicas": strategy.num_replicas_in_sync, "strategy": cfg["strategy"],
+            "deterministic": bool(cfg.get("deterministic")),
+            "precision": precision._asdict(),
+            "protocols": describe_protocols(data),
+            "budget": budget_record(run, plan) if schedule_epochs is not None else None,
+        }
+        report(cfg, final.results, data, run, meta, log, sections)  # the results exist now
+        if not run.chief:
+            return 0
+        step.now = "writing the plots, heat maps and export (the results are in summary.json)"
+        failed = write_extras(run.root, cfg, network, data, final, sections, log)
+    if sections["export"] is not None:  # the same summary, now naming the export
+        report(cfg, final.results, data, run, meta, lambda message: None, sections)
+    log(format_table(final.results))
+    log(f"Wrote {run.stats / 'summary.json'}")
+    if failed:
+        print(error_line(f"the run's results are in {run.stats / 'summary.json'} and "
+                         f"{run.stats / 'scores.npz'}, but not written: "
+                         + "; ".join(f"{what} ({why})" for what, why in failed)
+                         + (f"; script/export.py {run.root} writes the export again"
+                            if any(w == "the export" for w, _ in failed) else "")),
+              file=sys.stderr)
+        return 1
     return 0
 
 

@@ -7,6 +7,7 @@ are filled per model type (model/registry.py) or by a ``--preset``
 """
 
 from data.aug_spec import DEFAULT_AUG
+from data.image_io import DEFAULT_MAX_IMAGE_PIXELS
 from engine.presets import PRESETS
 
 # (name, kind, default, help); kind is an absl DEFINE_* suffix or "enum:<a>|<b>"
@@ -24,6 +25,9 @@ FLAG_SPECS = [
      "sample that files of more than 8 bits really use, 8..16, e.g. 12 for a 12-bit sensor "
      "that stores its values in 16-bit files: v becomes round(v * 255 / 4095), clipped. 0 = "
      "each file's own depth (16-bit: round(v / 257)). 8-bit files are read as they are."),
+    ("max_image_pixels", "integer", DEFAULT_MAX_IMAGE_PIXELS, "Image files: the most pixels "
+     "(width x height) a file may have; larger ones are refused from their header before "
+     "decoding (data/image_io.py). Raise it for genuinely large camera images."),
     ("aug_list", "string", None, "Training augmentation, one view per comma-separated entry "
      f"(grammar: data/aug_spec.py; default per model type, e.g. {DEFAULT_AUG}; 'x' = none)."),
     ("distaug_type", "string", None, "Distribution augmentation: none, rot, hflip, vflip, 1..8 "
@@ -100,7 +104,8 @@ FLAG_SPECS = [
      "decision threshold is set."),
     ("export_detector", "enum:auto|kde|gde|kocsvm|locsvm|nn", "auto", "Detector (on pool "
      "features) in <run>/export: auto = best pool AUC under the validation protocol, else kde."),
-    ("export", "bool", True, "Write the SavedModel <run>/export at the end of the run."),
+    ("export", "bool", True, "Write the SavedModel <run>/export at the end of the run "
+     "(default off for raw_pixels and imagenet_resnet50, which have no conv trunk to export)."),
     ("synthetic_validation", "enum:none|cutpaste", "none", "A check for runs without defective "
      "images, clearly not one on real defects: score the held-out good images against copies "
      "with a CutPaste rectangle or scar pasted in; summary.json gets synthetic_image_AUROC."),

@@ -1,11 +1,16 @@
 """What a finished run leaves besides summary.json's metrics: per-image scores,
 calibrated thresholds and the metrics at them, plots, heat maps and the export.
 
-``finish_outputs`` is the one call engine/experiment.py makes after the final
-evaluation, whatever the evaluator (detect.evaluation.Evaluation); it returns
-the entries it adds to summary.json: ``metrics`` ({key: image_AUROC,
-image_AUPR, image_F1Max, image_TPR, image_FPR}), ``calibration`` ({key:
-threshold, normalisation, ...}) and ``export`` (what was exported, or null).
+engine/experiment.py makes two calls after the final evaluation, whatever the
+evaluator (detect.evaluation.Evaluation). ``record_results`` writes
+``stats/scores.npz`` and returns the entries it adds to summary.json:
+``metrics`` ({key: image_AUROC, image_AUPR, image_F1Max, image_TPR,
+image_FPR}) and ``calibration`` ({key: threshold, normalisation, ...}); the
+run writes summary.json from them at once, so the results exist before any
+later step runs. ``write_extras`` then writes the plots, the heat maps and the
+export (``export``: what was exported, or null), each step on its own: a step
+that fails is named in the list it returns, and the others and the results
+are kept.
 A test set without both good and defective images (detect.evaluation.aucs_defined)
 gets ``metrics: null`` and no ROC plot; its scores, calibration and export are
 written as for any run, and a test set of good images only adds ``good_test_FPR``
@@ -37,7 +42,8 @@ def calibrate_all(ev, target_fpr, log=print):
     return calibs
 
 
-def finish_outputs(run_dir, cfg, model, data, ev, log=print):
+def record_results(run_dir, cfg, ev, log=print):
+    """Writes ``stats/scores.npz``; returns the summary.json entries of the evaluation."""
     run_dir = Path(run_dir)
     calibs = calibrate_all(ev, cfg.get("target_fpr", 0.01), log)
     metrics = None
@@ -46,24 +52,50 @@ def finish_outputs(run_dir, cfg, model, data, ev, log=print):
     if aucs_defined(ev.labels):
         metrics = {key: image_metrics(ev.labels, s, calibs[key]["threshold"])
                    for key, s in ev.test_scores.items()}
-        aucs = {key: m["image_AUROC"] for key, m in metrics.items()}
-        plot_roc(run_dir / "plots" / "roc.png", ev.labels, ev.test_scores, aucs,
-                 title=f"{data.dataset} {data.category!r} ({data.protocol}), AUC x 100")
-    if len(ev.labels):
-        plot_histograms(run_dir / "plots" / "score_hist.png", ev.labels, ev.test_scores,
-                        {k: c["threshold"] for k, c in calibs.items()})
-    if ev.pixel_maps and cfg.get("mvtec_heatmaps", True):
-        write_run_heatmaps(run_dir / "heatmaps", cfg["model_type"], data, ev)
-    exported = None
-    if cfg.get("export", True):
-        exported = export_evaluation(run_dir / "export", cfg, model, data, ev, calibs, log)
-    plots = f" and {run_dir / 'plots'}" if len(ev.labels) else ""
-    log(f"Wrote {run_dir / 'stats' / 'scores.npz'}{plots}")
-    sections = {"metrics": metrics, "calibration": calibs, "export": exported}
+    sections = {"metrics": metrics, "calibration": calibs, "export": None}
     if len(ev.labels) and not ev.labels.any():  # good test images only: their false alarms
         sections["good_test_FPR"] = {key: float(np.mean(np.asarray(s) > calibs[key]["threshold"]))
                                      for key, s in ev.test_scores.items()}
+    log(f"Wrote {run_dir / 'stats' / 'scores.npz'}")
     return sections
+
+
+def _one_line(err):
+    text = (str(err).strip().splitlines() or [""])[0][:300]
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__
+
+
+def write_extras(run_dir, cfg, model, data, ev, sections, log=print):
+    """Plots, heat maps and the export of a run whose results are recorded; each step
+    runs on its own. Sets ``sections["export"]``; returns ``[(what, why)]`` of the steps
+    that failed (empty when everything was written)."""
+    run_dir = Path(run_dir)
+    calibs, metrics = sections["calibration"], sections["metrics"]
+    steps = []
+    if metrics is not None:
+        aucs = {key: m["image_AUROC"] for key, m in metrics.items()}
+        steps.append(("the ROC plot", lambda: plot_roc(
+            run_dir / "plots" / "roc.png", ev.labels, ev.test_scores, aucs,
+            title=f"{data.dataset} {data.category!r} ({data.protocol}), AUC x 100")))
+    if len(ev.labels):
+        steps.append(("the score histograms", lambda: plot_histograms(
+            run_dir / "plots" / "score_hist.png", ev.labels, ev.test_scores,
+            {k: c["threshold"] for k, c in calibs.items()})))
+    if ev.pixel_maps and cfg.get("mvtec_heatmaps", True):
+        steps.append(("the heat maps", lambda: write_run_heatmaps(
+            run_dir / "heatmaps", cfg["model_type"], data, ev)))
+    if cfg.get("export", True):
+        steps.append(("the export", lambda: sections.update(export=export_evaluation(
+            run_dir / "export", cfg, model, data, ev, calibs, log))))
+    failed = []
+    for what, step in steps:
+        try:
+            step()
+        except Exception as err:  # noqa: BLE001  (any failure of one step; Ctrl-C passes)
+            failed.append((what, _one_line(err)))
+    if len(ev.labels) and not any("plot" in what or "histogram" in what for what, _ in failed):
+        log(f"Wrote {run_dir / 'plots'}")
+    return failed
 
 
 def write_run_heatmaps(out_dir, model_type, data, ev):

@@ -21,8 +21,9 @@ from data.base import parse_input_shape
 from data.distaug import distaug_transforms
 from data.image_dirs import split_dirs
 from data.patches import check_patch_flags as check_patch_sizes
-from data.image_io import check_input_bits
-from data.registry import DATASETS, dataset_locations, has_defect_layout, input_bits_option
+from data.image_io import check_input_bits, check_max_image_pixels
+from data.registry import (DATASETS, dataset_locations, has_defect_layout, input_bits_option,
+                           reads_image_files)
 from deploy.convert import FORMATS, require_converter
 from deploy.export_format import EXPORT_DETECTORS
 from detect.calibration import check_calibration_flags
@@ -32,11 +33,11 @@ from detect.evaluators import choose_evaluator
 from detect.localization import grid_size
 from detect.synthetic import KINDS as SYNTHETIC_KINDS
 from engine.distribute import parse_tf_config
-from engine.flags import FLAG_DEFAULTS, SCHED_FLAGS
+from engine.flags import FLAG_DEFAULTS, FLAG_SPECS, SCHED_FLAGS
 from engine.precision import PRECISIONS
-from model.registry import model_spec
+from model.registry import has_conv_trunk, model_spec
 from model.spec import (RESNET_SPECS, SMALL_STEM_MAX_SIZE, check_input_shape, parse_head_dims,
-                        parse_stages)
+                        parse_stages, stage_stride)
 from util.errors import ConfigError
 
 STRATEGIES = ("mirrored", "multi_worker", "one_device")
@@ -103,6 +104,14 @@ def _parsed(cfg, key, parse):
 
 # ------------------------------------------------------------------ one function per concern
 
+def check_finite_flags(cfg):
+    """Every float flag holds a finite number: NaN compares false with every bound, so a
+    range check alone would let it through (and a NaN threshold flags nothing)."""
+    for name, kind, _, _ in FLAG_SPECS:
+        if kind == "float" and cfg.get(name) is not None:
+            _number(cfg, name)
+
+
 def check_data_flags(cfg):
     if str(cfg["dataset"]).strip().lower() not in DATASETS:
         raise ConfigError(f"--dataset={cfg['dataset']} is unknown; choose one of "
@@ -118,9 +127,11 @@ def check_data_flags(cfg):
 
 
 def check_input_bits_flag(cfg):
-    """--input_bits: 0 (each file's own depth) or 8..16, for datasets read from image files."""
+    """--input_bits: 0 (each file's own depth) or 8..16, for datasets read from image files;
+    --max_image_pixels a positive pixel count."""
     bits = check_input_bits(cfg.get("input_bits"))
     input_bits_option(cfg["dataset"], bits)
+    check_max_image_pixels(cfg.get("max_image_pixels", FLAG_DEFAULTS["max_image_pixels"]))
     return bits
 
 
@@ -155,9 +166,27 @@ def check_image_dirs_flags(cfg):
                                   "folder holds one kind of image (normal or abnormal, "
                                   "training or test)")
             seen.setdefault(real, key)
+    check_mask_dirs(dirs, seen)
     if not 0.0 <= _number(cfg, "normal_test_fraction") < 1.0:
         raise ConfigError(f"--normal_test_fraction={cfg['normal_test_fraction']} must be in "
                           "[0, 1)")
+
+
+def check_mask_dirs(dirs, image_dirs):
+    """No folder where masks are looked up (``MASK_DIR`` and ``MASK_DIR/<abnormal folder's
+    name>``, data/image_dirs.py) may be a folder of images (``image_dirs``: real path ->
+    flag): its photos would be read as masks."""
+    for mask_dir in dirs["mask_dir"]:
+        looked_in = [(mask_dir, None)] + [(os.path.join(mask_dir, os.path.basename(
+            os.path.normpath(a))), a) for a in dirs["abnormal_dir"]]
+        for folder, abnormal in looked_in:
+            flag = image_dirs.get(os.path.realpath(folder))
+            if flag is None or flag == "mask_dir":
+                continue
+            where = "is" if abnormal is None else f"holds the masks of {abnormal} in {folder}, which is"
+            raise ConfigError(f"--mask_dir={mask_dir} {where} also a folder of images "
+                              f"(--{flag}): its images would be read as masks; give the "
+                              "folder that holds only the masks")
 
 
 def check_input_shape_flag(cfg):
@@ -270,6 +299,17 @@ def check_scoring_flags(cfg):
     if get("export_detector") not in ("auto", *EXPORT_DETECTORS):
         raise ConfigError(f"--export_detector={get('export_detector')} is unknown; choose one "
                           f"of auto, {', '.join(EXPORT_DETECTORS)}")
+    if get("export"):
+        check_exportable(cfg["model_type"], "--export")
+
+
+def check_exportable(model_type, what):
+    """The export is built from the network's conv trunk; the frozen baselines have none,
+    which would end a finished run in a traceback after all its scoring."""
+    if not has_conv_trunk(model_type):
+        raise ConfigError(f"{what}: --model_type={model_type} has no convolutional trunk, so "
+                          "there is no model to export (its metrics need none); run it "
+                          "without --export")
 
 
 def check_synthetic_flags(cfg):
@@ -327,7 +367,7 @@ def check_map_flags(cfg):
     network sees whole images at --mvtec_image_size."""
     size = int(cfg["mvtec_image_size"])
     stages = parse_stages(cfg["map_stages"])
-    coarsest = 2 ** (max(stages) + 1)  # the stride of the coarsest stage (7x7 stem)
+    coarsest = stage_stride(max(stages))
     if size <= SMALL_STEM_MAX_SIZE or size % coarsest:
         raise ConfigError(f"--mvtec_mode=map: --mvtec_image_size={size} must be larger than "
                           f"{SMALL_STEM_MAX_SIZE} and a multiple of {coarsest} (the stride of "
@@ -354,7 +394,7 @@ def check_map_detectors(names, evaluator):
 
 def check_conv_patch_features(model_type, patch_size):
     """--patch_features=conv needs a ResNet trunk whose total stride divides the patch."""
-    if model_spec(model_type).get("build"):
+    if not has_conv_trunk(model_type):
         raise ConfigError(f"--patch_features=conv needs a ResNet proxy-task model; "
                           f"--model_type={model_type} has no conv trunk (use crop)")
     net_stride = 8 if patch_size <= SMALL_STEM_MAX_SIZE else 32
@@ -479,6 +519,9 @@ FLAG_APPLIES = {
     "cutpaste_variant": (lambda cfg: cfg["model_type"] in ("cutpaste", "cutpaste_map"),
                          "--model_type=cutpaste or cutpaste_map"),
     "noise_std": (lambda cfg: cfg["model_type"] == "denoising", "--model_type=denoising"),
+    "max_image_pixels": (lambda cfg: not _known_dataset(cfg) or reads_image_files(cfg["dataset"]),
+                         "datasets read from image files (--dataset="
+                         + "|".join(d for d in DATASETS if reads_image_files(d)) + ")"),
     "nesterov": (lambda cfg: cfg.get("optim_type") == "sgd", "--optim_type=sgd (Adam uses its "
                  "own moment estimates)"),
     "momentum": (lambda cfg: cfg.get("optim_type") == "sgd", "--optim_type=sgd (Adam uses its "
@@ -551,6 +594,7 @@ def check_view_counts(cfg):
 def validate_config(cfg):
     """Checks every flag of a resolved config; returns its ``RunChecks``."""
     model_spec(cfg["model_type"])
+    check_finite_flags(cfg)
     check_data_flags(cfg)
     check_input_bits_flag(cfg)
     check_image_dirs_flags(cfg)

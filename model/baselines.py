@@ -20,7 +20,8 @@ import keras
 from keras import layers, ops
 
 from model.base import OneClassModel
-from model.feature_maps import PixelCellMapper, stage_stride
+from model.feature_maps import PixelCellMapper
+from model.spec import stage_stride
 from model.heads import build_mlp_head, parse_head_dims
 from util.errors import ConfigError
 

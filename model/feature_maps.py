@@ -100,8 +100,3 @@ class PixelCellMapper:
 
     def grid(self, image_size):
         return image_size // self.cell, image_size // self.cell
-
-
-def stage_stride(stage):
-    """Total stride of ResNet stage ``stage`` behind a 7x7 stride-2 stem and max-pool."""
-    return 2 ** (int(stage) + 1)

@@ -59,6 +59,12 @@ def model_spec(model_type):
     return MODEL_TYPES[model_type]
 
 
+def has_conv_trunk(model_type):
+    """True for the ResNet proxy tasks: their backbone has the conv trunk that conv patch
+    features and the export are built from; the frozen baselines have none."""
+    return not model_spec(model_type).get("build")
+
+
 def _resolve(target):
     module, name = target.split(":")
     return getattr(importlib.import_module(module), name)

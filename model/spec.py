@@ -75,3 +75,8 @@ def parse_stages(spec):
         raise ConfigError(f"--map_stages={spec} must be a comma list of distinct ResNet stages "
                           "1..4, e.g. 2,3")
     return tuple(sorted(stages))
+
+
+def stage_stride(stage):
+    """Total stride of ResNet stage ``stage`` behind a 7x7 stride-2 stem and max-pool."""
+    return 2 ** (int(stage) + 1)

@@ -9,7 +9,9 @@ calibration split), and writes one PNG per test image (input | heat map) to
 RUN_DIR/explain/ (default): ``--which=top`` takes the highest-scored test
 images, ``outliers`` / ``inliers`` the highest-scored of that label, ``all``
 every test image. ``--target=rotation`` explains the rotation classifier's
-``logit`` score instead (rotation models only).
+``logit`` score instead (rotation models only). The output folder may be new,
+empty or a previous folder of explanations (recognised by its manifest,
+util/ownership.py); anything else is refused before any work.
 """
 
 import sys
@@ -18,9 +20,11 @@ from pathlib import Path
 from engine.run_loading import read_run_config
 from engine.validate import validate_config
 from model.registry import MODEL_TYPES
+from deploy.export_format import EXPORT_KIND
 from util.cli import ArgumentParser, quiet_stderr, script_main
 from util.errors import ConfigError
-from util.paths import check_output_path
+from util.heatmaps import EXPLANATIONS_KIND
+from util.ownership import Manifest, claim_output
 
 
 def parse_args(argv=None):
@@ -51,13 +55,14 @@ def pick(scores, labels, which, n):
     return order if which == "all" else order[:n]
 
 
-@script_main
+@script_main(kept="the PNGs written so far are kept")
 def main(argv=None):
     args = parse_args(argv)
     if args.num_images <= 0 or args.ig_steps <= 0:
         raise ConfigError("--num_images and --ig_steps must be positive")
     cfg = read_run_config(args.run_dir)
-    out = check_output_path(args.out or Path(args.run_dir) / "explain", "dir", "--out")
+    out = claim_output(args.out or Path(args.run_dir) / "explain", EXPLANATIONS_KIND, "--out",
+                       not_inside=(EXPORT_KIND,))
     if args.target == "rotation" and "logit" not in model_score_keys(cfg["model_type"]):
         raise ConfigError(f"--target=rotation needs a rotation model, this run is "
                           f"{cfg['model_type']}")
@@ -87,11 +92,13 @@ def main(argv=None):
         scores = ev.test_scores["logit"]
     score_fn = ScoreFunction(conv_trunk(model), head)
     idx = pick(scores, ev.labels, args.which, args.num_images)
+    manifest = Manifest(out, EXPLANATIONS_KIND)
+    manifest.start()
     for i in tqdm(idx, desc=f"{args.method} maps", unit="img", file=sys.stderr):
         img = data.test_images[i:i + 1]
         heat = heatmap(args.method, score_fn, to_float_images(img), args.ig_steps)[0]
         kind = "outlier" if ev.labels[i] else "inlier"
-        save_explanation(out / f"{args.method}_{int(i):05d}_{kind}.png", img[0],
+        save_explanation(manifest.add(f"{args.method}_{int(i):05d}_{kind}.png"), img[0],
                          heat.numpy(), method=f"{args.method} of {args.target} score",
                          title=f"test #{int(i)} ({kind}), score {scores[i]:.4g}")
     print(f"wrote {len(idx)} PNGs to {out}")

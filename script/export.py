@@ -7,21 +7,25 @@ The model is rebuilt from RUN_DIR/stats/hparams.json and its last checkpoint; th
 detector is refit on the same training inliers (same calibration split and seed)
 as the run, so its scores equal the run's stats/scores.npz. Default output:
 RUN_DIR/export (replaced atomically). ``--out`` may only replace a previous
-export (recognised by its metadata) or an empty directory: anything else, such
-as the run directory itself, is refused before any work. --format=onnx or
+export (recognised by its metadata) holding nothing else, or an empty
+directory: anything else, such as the run directory itself or a folder inside
+an export, is refused before any work (util/ownership.py). --format=onnx or
 openvino also converts that SavedModel (deploy/convert.py) and writes DIR.onnx
-or DIR_openvino/ beside it, under the same rule.
+(with its record DIR.onnx.json) or DIR_openvino/ beside it, under the same
+rule. Replacing an export by one that computes something else (another detector or
+threshold) removes the conversions made from the previous one.
 """
 
 import sys
 from pathlib import Path
 
-from deploy.convert import convert_export, converted_path, is_converted
-from deploy.export_format import EXPORT_DETECTORS, is_export
+from deploy.convert import claim_conversion, convert_export
+from deploy.export_format import EXPORT_DETECTORS, EXPORT_KIND
 from engine.run_loading import read_run_config
-from engine.validate import check_export_format, check_scoring_flags, validate_config
+from engine.validate import (check_export_format, check_exportable, check_scoring_flags,
+                             validate_config)
 from util.cli import ArgumentParser, quiet_stderr, script_main
-from util.paths import check_output_path
+from util.ownership import claim_output
 
 
 def parse_args(argv=None):
@@ -37,19 +41,19 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-@script_main
+@script_main(kept="the export and its conversions are replaced only when complete, so the "
+                  "previous ones are as they were")
 def main(argv=None):
     args = parse_args(argv)
     check_export_format(args.format)
     run_dir = Path(args.run_dir)
     cfg = read_run_config(run_dir)
-    out = check_output_path(args.out or run_dir / "export", "dir", "--out", replaces=is_export,
-                            what="export")
+    check_exportable(cfg["model_type"], f"{run_dir}")
+    out = claim_output(args.out or run_dir / "export", EXPORT_KIND, "--out",
+                       not_inside=(EXPORT_KIND,))
     if args.format != "saved_model":
-        check_output_path(converted_path(out, args.format),
-                          "file" if args.format == "onnx" else "dir", "--format",
-                          replaces=lambda p: is_converted(p, args.format),
-                          what=f"{args.format} export")
+        claim_conversion(out, args.format)
+    cfg["export"] = True
     for key in ("export_detector", "target_fpr", "calibration_fraction"):
         if getattr(args, key) is not None:
             cfg[key] = getattr(args, key)

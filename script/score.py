@@ -2,7 +2,7 @@
 
     python script/score.py --export_dir=RUN/export IMAGE_OR_DIR... [--out=scores.csv]
                            [--threshold=T | --target_fpr=F] [--maps_dir=DIR]
-                           [--explain=ig|gradcam --explain_dir=DIR]
+                           [--explain=ig|gradcam --explain_dir=DIR] [--max_image_pixels=N]
 
 Reads JPEG/PNG/BMP/TIFF files of any size, mode and bit depth (data/image_io.py:
 gray and RGBA are converted to RGB, 16-bit samples scaled to 8 by their bit
@@ -12,11 +12,15 @@ path, raw_score, normalized_score, decision; decision 1 = flagged as abnormal;
 patch models add defect_area_px, the predicted mask's area in the input
 image's pixels) is written atomically; it may only replace a previous score
 CSV. A file name that is not valid UTF-8 appears in it with backslash escapes
-(``\\xff``). An unreadable file, an image above PIL's decompression-bomb limit
-and a symlink loop are skipped with a warning and counted. Exit status 2 with
-one ``error:`` line, before any image is read, for a missing, foreign,
-incompatible or damaged export, an output path that cannot be written, or no
-images to score.
+(``\\xff``). An unreadable file, an image of more pixels than
+``--max_image_pixels`` (default: the training run's limit; judged from the
+file's header before the export is loaded) and a symlink loop are skipped
+with a warning and counted. Exit status 2 with one ``error:`` line, before
+any image is read, for a missing, foreign, incompatible or damaged export, an
+output path that is not this command's own (util/ownership.py: ``--maps_dir``
+and ``--explain_dir`` may be new, empty or a previous folder of the same
+kind, recognised by its manifest, never inside an export), or no images to
+score. Ctrl-C keeps the maps written so far; the CSV is written at the end.
 
 The decision uses the export's calibrated threshold, ``--threshold`` (a raw
 score), or a threshold set anew at ``--target_fpr`` on the calibration scores
@@ -31,16 +35,21 @@ import io
 import os
 import sys
 import time
-import warnings
 from pathlib import Path
 
-from data.image_io import IMAGE_EXTENSIONS, ImageReadError, check_input_bits, read_rgb8
+from data.image_io import (DEFAULT_MAX_IMAGE_PIXELS, IMAGE_EXTENSIONS, ImageReadError,
+                           ImageTooLargeError, check_image_size, check_input_bits,
+                           check_max_image_pixels, read_rgb8, set_max_image_pixels)
+from deploy.export_format import EXPORT_KIND
 from util.cli import ArgumentParser, quiet_stderr, script_main
 from util.errors import ConfigError
-from util.paths import check_output_path, first_bytes_are, printable_path, walk_files
+from util.heatmaps import EXPLANATIONS_KIND, MAPS_KIND
+from util.ownership import Manifest, OutputKind, claim_output
+from util.paths import first_bytes_are, printable_path, walk_files
 
 IMAGE_SUFFIXES = IMAGE_EXTENSIONS
 CSV_HEADER = ["path", "raw_score", "normalized_score", "decision"]
+CSV_KIND = OutputKind("score CSV", first_bytes_are(",".join(CSV_HEADER)))
 
 
 def parse_args(argv=None):
@@ -65,6 +74,9 @@ def parse_args(argv=None):
     p.add_argument("--input_bits", type=int, default=None,
                    help="bits per sample that 16-bit files really use (8..16, e.g. 12); 0 = "
                         "each file's own depth; default: the training run's --input_bits")
+    p.add_argument("--max_image_pixels", type=int, default=None,
+                   help="skip images of more pixels (width x height); default: the training "
+                        f"run's limit ({DEFAULT_MAX_IMAGE_PIXELS} unless it raised it)")
     return p.parse_args(argv)
 
 
@@ -136,14 +148,6 @@ def collect_files(inputs, warn=None):
         else:
             raise ConfigError(f"{printable_path(path)} does not exist")
     return files
-
-
-def read_image(path, input_bits=0):
-    """uint8 [H,W,3] RGB, or None if the file cannot be read as an image."""
-    try:
-        return read_rgb8(path, input_bits)
-    except ImageReadError:
-        return None
 
 
 def write_csv_atomic(path, rows, area=False):
@@ -220,13 +224,16 @@ def batches_by_size(items, batch_size):
 
 
 def check_outputs(args):
-    """Every output path, before the export is loaded or an image read."""
-    check_output_path(args.out, "file", "--out", what="score CSV",
-                      replaces=first_bytes_are(",".join(CSV_HEADER)))
-    if args.explain:
-        check_output_path(args.explain_dir, "dir", "--explain_dir")
-    if args.maps_dir is not None:
-        check_output_path(args.maps_dir, "dir", "--maps_dir")
+    """Every output path claimed (util/ownership.py) before the export is loaded or an
+    image read; returns the manifests of the folders written image by image."""
+    claim_output(args.out, CSV_KIND, "--out", file=True, not_inside=(EXPORT_KIND,))
+    folders = {}
+    for flag, folder, kind in (("--explain_dir", args.explain_dir if args.explain else None,
+                                EXPLANATIONS_KIND), ("--maps_dir", args.maps_dir, MAPS_KIND)):
+        if folder is not None:
+            claim_output(folder, kind, flag, not_inside=(EXPORT_KIND,))
+            folders[flag] = Manifest(folder, kind)
+    return folders
 
 
 def load_export(export_dir):
@@ -244,25 +251,30 @@ def load_export(export_dir):
         raise damaged_export(export_dir, f"{type(err).__name__}: {err}") from None
 
 
+def too_large(path, warn):
+    """True (and a warning) for a file above the size limit, judged from its header."""
+    try:
+        check_image_size(path)
+    except ImageTooLargeError as err:
+        warn(f"skipping {printable_path(path)}: {err}")
+        return True
+    except OSError:
+        return False  # read_or_skip reports it
+    return False
+
+
 def read_or_skip(path, warn, input_bits=0):
-    """read_image, with PIL's decompression-bomb warning as a refusal: None and a warning
-    for a file that cannot be used."""
-    from PIL import Image
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        try:
-            img = read_image(path, input_bits)
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-            warn(f"skipping {printable_path(path)}: more pixels than PIL's decompression-bomb "
-                 f"limit ({Image.MAX_IMAGE_PIXELS})")
-            return None
-    if img is None:
-        warn(f"skipping {printable_path(path)}: not a readable image")
-    return img
+    """read_image, or None and a warning for a file that cannot be used."""
+    try:
+        return read_rgb8(path, input_bits)
+    except ImageReadError as err:
+        reason = err if isinstance(err, ImageTooLargeError) else "not a readable image"
+        warn(f"skipping {printable_path(path)}: {reason}")
+        return None
 
 
-@script_main
+@script_main(kept="the CSV is written only at the end, so --out is as it was; the maps and "
+                  "explanations written so far are kept")
 def main(argv=None):
     args = parse_args(argv)
     if args.batch_size <= 0:
@@ -278,16 +290,23 @@ def main(argv=None):
     check_kind_flags(meta, args)
     input_bits = check_input_bits(meta.get("input_bits", 0) if args.input_bits is None
                                   else args.input_bits)
-    check_outputs(args)
+    run_limit = (meta.get("config") or {}).get("max_image_pixels", DEFAULT_MAX_IMAGE_PIXELS)
+    set_max_image_pixels(check_max_image_pixels(
+        run_limit if args.max_image_pixels is None else args.max_image_pixels))
+    folders = check_outputs(args)
     skipped = []
 
     def warn(message):
         print(f"warning: {message}", file=sys.stderr)
         skipped.append(message)
 
-    files = collect_files(args.inputs, warn)
-    if not files:
+    found = collect_files(args.inputs, warn)
+    if not found:
         raise ConfigError("no images to score")
+    files = [path for path in found if not too_large(path, warn)]
+    if not files:
+        raise ConfigError(f"none of the {len(found)} files can be scored: they have more pixels "
+                          "than --max_image_pixels allows (see the warnings); raise it")
 
     t0 = time.time()
     model = load_export(args.export_dir)
@@ -299,7 +318,8 @@ def main(argv=None):
     serve = model.signatures["serving_default"]
     load_s = time.time() - t0
     rows = []
-    explain_dir = Path(args.explain_dir)
+    for manifest in folders.values():
+        manifest.start()
     figure = None
     if args.maps_dir is not None:
         from deploy.export_format import CALIB_SCORES_NAME
@@ -329,9 +349,9 @@ def main(argv=None):
                 rows.append((path, raw[i], norm[i], dec[i], int((full > 0).sum())))
                 if figure is not None:
                     stem = f"{first + i:06d}_{Path(path).stem}"
-                    write_png_atomic(Path(args.maps_dir) / f"{stem}_mask.png", full)
+                    write_png_atomic(folders["--maps_dir"].add(f"{stem}_mask.png"), full)
                     small = at_working_size(img, pixel.shape[1:])
-                    figure.write(Path(args.maps_dir) / f"{stem}.png", small, pixel[i], masks[i],
+                    figure.write(folders["--maps_dir"].add(f"{stem}.png"), small, pixel[i], masks[i],
                                  f"{printable_path(Path(path).name)}: score {raw[i]:.4g} "
                                  f"({'flagged' if dec[i] else 'normal'})")
         else:
@@ -346,13 +366,14 @@ def main(argv=None):
 
             for i, (path, _) in enumerate(group):
                 name = f"{len(rows) - len(group) + i:06d}_{Path(path).stem}.png"
-                save_explanation(explain_dir / name, ex["model_input"][i].numpy(),
+                save_explanation(folders["--explain_dir"].add(name), ex["model_input"][i].numpy(),
                                  ex["heatmap"][i].numpy(), method=args.explain,
                                  title=f"{printable_path(Path(path).name)}: score "
                                        f"{raw[i]:.4g} ({'flagged' if dec[i] else 'normal'})")
     score_s = time.time() - t1
     if not rows:
-        raise ConfigError(f"none of the {len(files)} files could be read as an image")
+        raise ConfigError(f"none of the {len(found)} files could be read as an image (see the "
+                          "warnings)")
     if figure is not None:
         figure.close()
     write_csv_atomic(args.out, rows, area=patch)

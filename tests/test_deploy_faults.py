@@ -80,16 +80,21 @@ def test_damaged_export_is_one_error_line_naming_it(tiny_run, tmp_path, how):
 
 @pytest.mark.slow
 def test_score_skips_bombs_and_loops_and_escapes_undecodable_names(tiny_run, tmp_path):
+    """Images above the size limit are skipped from their headers, whichever decoder
+    would read them (Pillow, TensorFlow's 16-bit PNG, tifffile), and counted."""
     from PIL import Image
+
+    from tests.image_headers import bmp_header, png_header, tiff_header
 
     folder = tmp_path / "imgs"
     folder.mkdir()
     Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(folder / "good.png")
     odd = Path(os.fsdecode(bytes(folder) + b"/caf\xe9.png"))  # Latin-1 name, invalid UTF-8
     Image.fromarray(np.full((32, 32, 3), 200, np.uint8)).save(odd)
-    limit = Image.MAX_IMAGE_PIXELS
-    Image.new("1", (10_000, limit // 10_000 + 1)).save(folder / "warn_bomb.png")
-    Image.new("1", (20_000, limit // 10_000 + 1)).save(folder / "error_bomb.png")
+    png_header(folder / "bomb.png", 20_000, 20_000)
+    png_header(folder / "bomb16.png", 14_000, 14_000, bits=16)
+    tiff_header(folder / "bomb.tif", 14_000, 14_000)
+    bmp_header(folder / "big.bmp", 12_000, 12_000)  # between one and two of PIL's limits
     os.symlink("loop.png", folder / "loop.png")
     out_csv = tmp_path / "scores.csv"
     proc = script("score.py", f"--export_dir={tiny_run / 'export'}", folder, f"--out={out_csv}",
@@ -97,7 +102,7 @@ def test_score_skips_bombs_and_loops_and_escapes_undecodable_names(tiny_run, tmp
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr
     warned = [line for line in proc.stderr.splitlines() if line.startswith("warning: ")]
-    assert len(warned) == 3 and sum("decompression-bomb" in w for w in warned) == 2
-    assert "skipped 3" in proc.stdout and "scored 2" in proc.stdout
+    assert len(warned) == 5 and sum("above the limit of 89478485" in w for w in warned) == 4
+    assert "skipped 5" in proc.stdout and "scored 2" in proc.stdout
     rows = list(csv.DictReader(out_csv.open(encoding="utf-8")))
     assert sorted(Path(r["path"]).name for r in rows) == ["caf\\xe9.png", "good.png"]

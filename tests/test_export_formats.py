@@ -155,6 +155,9 @@ def test_onnx_export_scores_like_the_saved_model(tiny_run, images, tmp_path):
                                                                  "gde_export.onnx")
     assert meta["calibration"] == json.loads(
         (out / "assets" / "droc_export.json").read_text())["calibration"]
+    from deploy.convert import check_conversion
+
+    assert check_conversion(Path(f"{out}.onnx"), "onnx") == meta  # made from this export
     session = ort.InferenceSession(f"{out}.onnx", providers=["CPUExecutionProvider"])
     assert [i.name for i in session.get_inputs()] == ["images"]
     names = [o.name for o in session.get_outputs()]

@@ -100,13 +100,14 @@ def test_outputs_without_defects_record_calibration_and_no_metrics(tmp_path, n_t
 
     from detect.calibration import threshold_at_fpr
     from detect.scores_file import read_scores
-    from engine.outputs import finish_outputs
+    from engine.outputs import record_results, write_extras
 
     ev = _evaluation([0] * n_test, np.random.default_rng(0))
     data = SimpleNamespace(dataset="mvtec_folder", category="parts", protocol="test")
     lines = []
-    sections = finish_outputs(tmp_path, {"target_fpr": 0.1, "export": False,
-                                         "model_type": "rotation"}, None, data, ev, lines.append)
+    cfg = {"target_fpr": 0.1, "export": False, "model_type": "rotation"}
+    sections = record_results(tmp_path, cfg, ev, lines.append)
+    assert write_extras(tmp_path, cfg, None, data, ev, sections, lines.append) == []
     assert sections["metrics"] is None
     for key in ("pool.kde", "pool.gde"):
         assert sections["calibration"][key]["threshold"] == threshold_at_fpr(

@@ -4,14 +4,18 @@ Whole files are written to a temporary name in the same directory, flushed to
 disk and renamed over the target (rename is atomic on POSIX). Appends to a
 JSON-lines log are one ``write`` of a whole line, so a reader never sees half
 a line; a torn last line left by a crash of an older version is skipped by
-``read_jsonl``.
+``read_jsonl``. A directory is written into ``.NAME.HOST-PID.XXXX.tmp`` beside it
+and renamed into place; what a killed writer left there is swept by the next
+write of the same directory (``sweep_stale_dirs``).
 """
 
 import contextlib
 import json
 import os
+import re
 import secrets
 import shutil
+import socket
 import tempfile
 from pathlib import Path
 
@@ -57,15 +61,58 @@ def atomic_path(path):
         raise
 
 
+def _host_tag():
+    """This machine's name as one dot-free word (part of the temporary names below)."""
+    return re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname()) or "host"
+
+
+def _alive(pid):
+    """True when process ``pid`` exists on this machine (or might: not ours to signal)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def sweep_stale_dirs(path):
+    """Removes what an ``atomic_dir(path)`` killed on this machine left beside ``path``:
+    its temporary directory ``.NAME.HOST-PID.XXXX.tmp`` and, when ``path`` itself is
+    gone (a kill between the two renames), puts the previous ``.NAME.HOST-PID.old`` back.
+    Only names of that pattern, of this host, whose process is dead are touched."""
+    path = Path(path)
+    pattern = re.compile(rf"^\.{re.escape(path.name)}\.{re.escape(_host_tag())}-(\d+)\."
+                         r"(?:[A-Za-z0-9_]+\.tmp|old)$")
+    try:
+        names = [n for n in os.listdir(path.parent) if n.startswith(f".{path.name}.")]
+    except OSError:
+        return
+    for name in sorted(names, key=lambda n: not n.endswith(".old")):
+        match = pattern.match(name)
+        if not match or _alive(int(match.group(1))):
+            continue
+        stale = path.parent / name
+        if name.endswith(".old") and not os.path.lexists(path):
+            os.replace(stale, path)  # the previous output, moved aside just before the kill
+        else:
+            shutil.rmtree(stale, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def atomic_dir(path):
     """Yields an empty temporary directory beside ``path``; on success it replaces ``path``
-    (a directory written by several files is then complete or absent, never half old)."""
+    (a directory written by several files is then complete or absent, never half old).
+    What an earlier call killed on this machine left beside ``path`` is swept first."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent)))
+    sweep_stale_dirs(path)
+    owner = f"{_host_tag()}-{os.getpid()}"
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.{owner}.", suffix=".tmp",
+                                dir=str(path.parent)))
     os.chmod(tmp, 0o777 & ~_process_umask())  # mkdtemp's 0700 would hide it from the group
-    old = path.parent / f".{path.name}.old-{os.getpid()}"
+    old = path.parent / f".{path.name}.{owner}.old"
     try:
         yield tmp
         if path.exists():
@@ -91,13 +138,15 @@ def write_json_atomic(path, obj, **kwargs):
     write_text_atomic(path, json.dumps(obj, **kwargs) + "\n")
 
 
-def append_jsonl(path, record):
-    """Appends one JSON object as a single whole line (one write call, then fsync)."""
+def append_jsonl(path, record, durable=True):
+    """Appends one JSON object as a single whole line (one write call, then fsync unless
+    not ``durable``: a record whose loss in a power cut is harmless)."""
     line = (json.dumps(record, sort_keys=True) + "\n").encode("utf-8")
     fd = os.open(str(path), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
     try:
         os.write(fd, line)
-        os.fsync(fd)
+        if durable:
+            os.fsync(fd)
     finally:
         os.close(fd)
 

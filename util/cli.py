@@ -1,17 +1,19 @@
 """One error shape for every script: exactly one ``error:`` line on stderr and exit code 2.
 
 ``ArgumentParser`` turns argparse's syntax errors (which would print a ``usage:``
-block) into ConfigError, and ``script_main`` wraps a script's ``main(argv)``: a
-ConfigError anywhere inside becomes the one line, and when the script fails
-the empty directories its output checks found missing are removed again
-(util/paths.py). ``quiet_stderr`` holds back what native code (TensorFlow's
-C++ logging) writes to stderr while loading, so a failed load is only the
-error line.
+block) into ConfigError and refuses a non-finite number for every ``type=float``
+argument, and ``script_main`` wraps a script's ``main(argv)``: a ConfigError
+anywhere inside becomes the one line, Ctrl-C one line saying what was kept (exit
+130), and when the script fails the empty directories its output checks found
+missing are removed again (util/paths.py). ``quiet_stderr`` holds back what
+native code (TensorFlow's C++ logging) writes to stderr while loading, so a
+failed load is only the error line.
 """
 
 import argparse
 import contextlib
 import functools
+import math
 import os
 import sys
 import tempfile
@@ -20,8 +22,25 @@ from util.errors import ConfigError
 from util.paths import forget_created_dirs, remove_created_dirs
 
 
+def finite_float(text):
+    """argparse type of every ``type=float`` argument: NaN and infinities are refused (NaN
+    passes every range check and, as a threshold, flags nothing)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text} is not a finite number")
+    return value
+
+
 class ArgumentParser(argparse.ArgumentParser):
-    """argparse whose syntax errors are ConfigErrors (one line, exit 2 under script_main)."""
+    """argparse whose syntax errors are ConfigErrors (one line, exit 2 under script_main)
+    and whose floats are finite."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.register("type", float, finite_float)
 
     def error(self, message):
         raise ConfigError(f"{message} (see {self.prog} --help)")
@@ -32,12 +51,21 @@ def error_line(message):
     return "error: " + " ".join(str(message).split("\n")).strip()
 
 
-def script_main(main):
+#: what Ctrl-C leaves of a script that writes each output whole (util/atomic.py)
+WHOLE_OUTPUTS = "its outputs are written whole or not at all, so none is half-written"
+
+
+def script_main(main=None, *, kept=WHOLE_OUTPUTS):
     """Decorator for a script's ``main(argv=None) -> exit code``.
 
-    ConfigError -> the error line and 2. On any failure (non-zero code or exception)
-    the directories created for outputs are removed when they are empty.
+    ConfigError -> the error line and 2; KeyboardInterrupt (Ctrl-C) -> one line saying
+    what was interrupted and ``kept`` (what the script leaves), and 130. On any failure
+    (non-zero code or exception) the directories created for outputs are removed when
+    they are empty.
     """
+    if main is None:
+        return functools.partial(script_main, kept=kept)
+
     @functools.wraps(main)
     def run(argv=None):
         forget_created_dirs()
@@ -51,6 +79,11 @@ def script_main(main):
         except ConfigError as err:
             print(error_line(err), file=sys.stderr)
             code = 2
+        except KeyboardInterrupt:
+            module = sys.modules.get(main.__module__)
+            name = os.path.basename(getattr(module, "__file__", None) or main.__module__)
+            print(error_line(f"interrupted (Ctrl-C): {name} stopped; {kept}"), file=sys.stderr)
+            code = 130
         except BaseException:
             remove_created_dirs()
             raise

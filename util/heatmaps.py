@@ -8,6 +8,10 @@ comparable across images; the colour bar shows it in score units (see
 ``patch_maps`` [N, n, n] float32, ``pixel_maps`` [N, H, W] float16,
 ``image_scores``, ``labels``, ``defects``, ``names`` and (with masks)
 ``masks``, plus the colour scale's ``vmin``, ``pivot`` and ``vmax``.
+
+The scripts write such pictures for new images into folders of their own
+kinds (util/ownership.py): ``MAPS_KIND`` (score.py --maps_dir) and
+``EXPLANATIONS_KIND`` (score.py --explain_dir, explain.py --out).
 """
 
 import io
@@ -17,6 +21,10 @@ import numpy as np
 from tqdm import tqdm
 
 from util.atomic import atomic_path, write_bytes_atomic
+from util.ownership import manifest_kind
+
+MAPS_KIND = manifest_kind("folder of anomaly maps")
+EXPLANATIONS_KIND = manifest_kind("folder of explanations")
 
 
 def _safe(name):
