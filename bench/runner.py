@@ -36,6 +36,12 @@ Sections (each figure is the median of several timed repetitions after warm-up):
   mvtec       (not in the default list) dense patch scoring of a whole MVTec test
               set with KDE (bench/mvtec.py), per --mvtec_patch_features mode
               (conv, crop): seconds, patches/s, peak memory, and their ratio.
+  inspect     (not in the default list) the inspector (--preset=inspector) on every
+              MVTec-layout category under --root, in fresh processes: training and
+              feature + fit minutes, image AUROC, pixel AUROC, PRO, false alarms on
+              good test parts at the stored threshold, score.py images/s with maps,
+              the raw-pixel baseline beside them (bench/inspect.py; writes inspect.md
+              and inspect.json).
   patch_export (not in the default list) the same test images through exported
               patch models (GDE, KDE: score, maps, mask) next to the bare
               network's patch features, per mode: images/s, the export /
@@ -55,7 +61,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np
 
 from engine.precision import LABELS, PRECISIONS, cpu_flags, read_cpuinfo
-from bench import mvtec, patch_export
+from bench import inspect, mvtec, patch_export
 from util.atomic import write_text_atomic
 from util.cli import ArgumentParser, script_main
 from util.errors import ConfigError
@@ -67,12 +73,13 @@ MODEL_TYPES = ("contrastive_da", "contrastive", "rotation", "denoising", "cutpas
 QUALITY_MODELS = ("contrastive_da", "rotation")  # trained in the quality section
 THREAD_ENV = {"intra_op": "TF_NUM_INTRAOP_THREADS", "inter_op": "TF_NUM_INTEROP_THREADS"}
 SECTIONS = ("throughput", "flops", "profile", "detectors", "scoring", "formats", "determinism",
-            "mvtec", "patch_export", "quality")
+            "mvtec", "patch_export", "quality", "inspect")
 
 
 QUALITY_HEADER = "| class | representation | "
 # the files written into --out, each recognised by how it starts (what it may replace)
-OUT_FILES = {"benchmark.json": '{\n  "machine": ', "quality.md": QUALITY_HEADER}
+OUT_FILES = {"benchmark.json": '{\n  "machine": ', "quality.md": QUALITY_HEADER,
+             "inspect.md": "| category | seed |", "inspect.json": '{\n  "preset": '}
 
 
 def _csv(value, kind, flag, allowed=None):
@@ -115,6 +122,8 @@ def validate_args(args):
         if getattr(args, flag) not in PRESETS:
             raise ConfigError(f"--{flag}={getattr(args, flag)} is unknown; choose from "
                              f"{', '.join(PRESETS)}")
+    if "inspect" in args.sections.split(","):
+        inspect.check_args(args)
     check_output_path(args.out, "dir", "--out")
     for name, start in OUT_FILES.items():
         check_output_path(Path(args.out) / name, "file", "--out", replaces=first_bytes_are(start),
@@ -155,6 +164,7 @@ def parse_args(argv=None):
                         "none,bf16 (default: --mixed_precision)")
     mvtec.add_args(p)  # section mvtec: dense patch scoring of one MVTec category
     patch_export.add_args(p)  # section patch_export: the same through a patch export
+    inspect.add_args(p)  # section inspect: the inspector on MVTec-layout categories
     args = p.parse_args(argv)
     if args.quick:
         if args.model_types == ",".join(MODEL_TYPES):  # contrastive runs contrastive_da's step
@@ -524,6 +534,8 @@ def main(argv=None):
         result["mvtec"] = mvtec.mvtec_section(args, log)
     if "patch_export" in sections:
         result["patch_export"] = patch_export.patch_export_section(args, log)
+    if "inspect" in sections:
+        result["inspect"] = inspect.inspect_section(args, out, log)
     result["wall_seconds"] = round(time.time() - t0, 1)
     write_text_atomic(out / "benchmark.json", json.dumps(result, indent=2))
     log(f"wrote {out / 'benchmark.json'} ({result['wall_seconds']} s)")

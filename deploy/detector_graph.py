@@ -11,7 +11,11 @@ graph (differentiable, no scikit-learn needed to serve):
   coefficients, gamma; the libsvm offset is stored too);
 * ``locsvm``: -x . w on raw features;
 * ``nn`` (registry name ``auc``): 1 - max cosine similarity to the stored
-  training features.
+  training features;
+* ``membank``: Euclidean distance to the nearest row of the stored memory bank
+  (raw features);
+* ``posgde``: on [B, positions, D] features, the Mahalanobis distance to each
+  position's Gaussian (means and Cholesky factors of the precisions, float32).
 """
 
 import numpy as np
@@ -40,6 +44,11 @@ def detector_params(det, fit_feats):
     if name == "locsvm":
         est = det.estimator_
         return {"w": est.coef_[0].astype(np.float64), "offset": np.float64(est.offset_[0])}
+    if name == "membank":
+        return {"bank": det.bank_.astype(np.float32)}
+    if name == "posgde":
+        return {"mean": det.mean_.astype(np.float32),
+                "prec_chol": det.prec_chol_.astype(np.float32)}
     raise ConfigError(f"detector {name} cannot be exported")
 
 
@@ -49,6 +58,15 @@ def tf_detector_score(name, params, feats):
     import tensorflow as tf
 
     feats = tf.cast(feats, tf.float32)
+    if name == "membank":  # the order of the numpy detector's float32 operations
+        bank = tf.cast(params["bank"], tf.float32)
+        d2 = -2.0 * tf.matmul(feats, bank, transpose_b=True) + tf.reduce_sum(bank * bank, -1)[None]
+        best = tf.reduce_min(d2, axis=1) + tf.reduce_sum(feats * feats, -1)
+        return tf.sqrt(tf.maximum(best, 0.0))
+    if name == "posgde":  # feats [B, P, D]: positions as the batch of one matmul
+        centred = tf.transpose(feats - tf.cast(params["mean"], tf.float32)[None], [1, 0, 2])
+        z = tf.matmul(centred, tf.cast(params["prec_chol"], tf.float32))  # [P, B, D]
+        return tf.transpose(tf.sqrt(tf.reduce_sum(tf.square(z), -1)))    # [B, P]
     if name != "locsvm":
         norm = tf.sqrt(tf.reduce_sum(tf.square(feats), axis=-1, keepdims=True))
         feats = feats / tf.maximum(norm, 1e-12)

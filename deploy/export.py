@@ -162,6 +162,43 @@ def export_patch_model(export_dir, model, grid, detector, fit_feats, calib, pixe
                          {"image": calib_scores, "pixel": pixel_scores}, log)
 
 
+def export_map_model(export_dir, model, grid, detector, fit_feats, calib, pixel_calib,
+                     run_config, feature_set, results=None, calib_scores=None,
+                     pixel_scores=None, input_bits=0, log=print):
+    """Writes a feature-map model's SavedModel (deploy/map_scorer.py) to ``export_dir``
+    atomically: image scores, the cell map, the anomaly map and the predicted mask.
+
+    ``grid`` (detect.evaluation.MapGrid) is the run's map geometry; the rest as
+    ``export_patch_model``.
+    """
+    from deploy.map_scorer import MapScorer
+
+    params = detector_params(detector, fit_feats)
+    size, cells = int(grid.image_size), int(grid.cells)
+    meta = _metadata(detector, feature_set, calib, results, run_config, input_bits)
+    meta.update({
+        "kind": "map",
+        "input_shape": [size, size, 3],
+        "grid": {"image_size": size, "stages": [int(s) for s in grid.stages],
+                 "neighbourhood": int(grid.neighbourhood), "cells": cells,
+                 "features": grid.features},
+        "pixel_calibration": pixel_calib,
+        "signature": {"inputs": {"images": "uint8 [B,H,W,3]"}, "outputs": {
+            **IMAGE_OUTPUTS,
+            "patch_map": f"float32 [B,{cells},{cells}], the detector score of each map cell",
+            "anomaly_map": f"float32 [B,{size},{size}], pixel scores at the working size",
+            "mask": f"uint8 [B,{size},{size}], 1 = anomaly_map > pixel threshold"}},
+    })
+
+    def build(meta_json, assets):
+        module = MapScorer(model, grid, detector.name, params, detector.positional, calib,
+                           pixel_calib, meta_json, assets)
+        return module, {"serving_default": module.serve}
+
+    return _write_export(export_dir, meta, build,
+                         {"image": calib_scores, "pixel": pixel_scores}, log)
+
+
 IMAGE_OUTPUTS = {"raw_score": "float64 [B], higher = more abnormal",
                  "normalized_score": "float64 [B] in [0,1]",
                  "decision": "int64 [B], 1 = raw_score > threshold"}

@@ -20,7 +20,14 @@ META_NAME = "droc_export.json"
 CALIB_SCORES_NAME = "calibration_scores.npz"
 #: --export_detector name -> detect.detectors registry name
 EXPORT_DETECTORS = {"kde": "kde", "gde": "gde", "kocsvm": "kocsvm", "locsvm": "locsvm",
-                    "nn": "auc"}
+                    "nn": "auc", "membank": "membank", "posgde": "posgde"}
+#: export kinds whose serving signature returns maps (cell or patch map, anomaly map, mask)
+MAP_KINDS = ("patch", "map")
+
+
+def has_maps(meta):
+    """Whether an export (its metadata) returns anomaly maps and a predicted mask."""
+    return meta.get("kind") in MAP_KINDS
 EXPORT_FEATURE_SET = "pool"
 
 
@@ -42,6 +49,8 @@ def choose_detector(name, protocol, results, available, feature_set=EXPORT_FEATU
         return max(ranked, key=lambda d: results[f"{feature_set}.{d}"])
     if "kde" in available:
         return "kde"
+    if "membank" in available:  # the feature maps' detector
+        return "membank"
     if not candidates:
         raise ConfigError("none of the run's detectors can be exported; add kde to --detectors")
     return candidates[0]

@@ -13,6 +13,7 @@ most ``candidates`` rows drawn at random, which bounds the cost at
 """
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from util.errors import ConfigError
 
@@ -40,12 +41,17 @@ def greedy_coreset(x, k, seed=0, candidates=CANDIDATES, projection=PROJECTION):
     if p.shape[1] > projection:
         p = p @ (rng.standard_normal((p.shape[1], projection)).astype(np.float32)
                  / np.float32(np.sqrt(projection)))
-    p = np.ascontiguousarray(p)
+    with threadpool_limits(1):  # thousands of small products: threads would only wait
+        return np.sort(pool[_greedy(np.ascontiguousarray(p), k, int(rng.integers(len(p))))])
+
+
+def _greedy(p, k, first):
+    """Indices into ``p`` of ``k`` rows chosen greedily, starting from row ``first``."""
     norms = np.einsum("ij,ij->i", p, p)
     chosen = np.empty(k, np.int64)
     nearest = np.full(len(p), np.inf, np.float32)  # squared distance to the nearest chosen row
     scratch = np.empty_like(nearest)
-    j = int(rng.integers(len(p)))
+    j = first
     for i in range(k):
         chosen[i] = j
         # ||p - p_j||^2 = ||p||^2 + ||p_j||^2 - 2 p.p_j: one matrix-vector product per row
@@ -55,4 +61,4 @@ def greedy_coreset(x, k, seed=0, candidates=CANDIDATES, projection=PROJECTION):
         scratch += norms[j]
         np.minimum(nearest, scratch, out=nearest)
         j = int(np.argmax(nearest))
-    return np.sort(pool[chosen])
+    return chosen

@@ -18,12 +18,14 @@ EVALUATORS = {
 }
 
 
-def choose_evaluator(defect_layout, mvtec_mode):
+def choose_evaluator(defect_layout, mvtec_mode, image_files=False):
     """The evaluator's name: MVTec-layout data (good/defect test folders) is scored by
     patches, by the cells of whole-image feature maps (``--mvtec_mode=map``) or, with
-    ``--mvtec_mode=image``, as whole images; everything else as images."""
+    ``--mvtec_mode=image``, as whole images. Other folders of image files are scored by
+    feature maps with ``--mvtec_mode=map`` (image metrics only: they have no masks);
+    everything else as images."""
     if not defect_layout:
-        return "image"
+        return "map" if image_files and mvtec_mode == "map" else "image"
     return {"patch": "patch", "map": "map"}.get(mvtec_mode, "defect_image")
 
 

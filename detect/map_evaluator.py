@@ -180,7 +180,8 @@ class MapEvaluator:
         results, scores, primary = {}, {}, next(iter(cell_maps))
         kept = None
         scorable = aucs_defined(data.test_labels)
-        masks = data.test_masks if scorable else None
+        # folders of images without masks (--dataset=folder) get the image metrics only
+        masks = getattr(data, "test_masks", None) if scorable else None
         size = size or int(data.test_images.shape[1])
         for key, m in cell_maps.items():
             pixel = map_pixels(m, size)

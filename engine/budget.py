@@ -67,7 +67,7 @@ class BudgetProgbar(keras.callbacks.ProgbarLogger):
         self._maybe_init_progbar()
         if self.verbose:
             total = "?" if self.plan.epochs >= MAX_EPOCHS else self.plan.epochs
-            keras.utils.io_utils.print_msg(f"Epoch {epoch + 1}/{total}")
+            print(f"Epoch {epoch + 1}/{total}", flush=True)
 
 
 class TrainingBudget(keras.callbacks.Callback):

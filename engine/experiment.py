@@ -29,7 +29,8 @@ import numpy as np
 from data.image_dirs import DirLayout, split_dirs
 from data.image_io import DEFAULT_MAX_IMAGE_PIXELS, set_max_image_pixels
 from data.protocols_extra import apply_protocols, describe_protocols, protocols_active
-from data.registry import has_defect_layout, list_one_class_data, load_one_class_data, load_splits
+from data.registry import (has_defect_layout, list_one_class_data, load_one_class_data,
+                           load_splits, reads_image_files)
 from detect.calibration import check_fit_size
 from detect.evaluation import EvalSettings, detector_training_images, no_auc_note
 from detect.evaluators import choose_evaluator, evaluator_class
@@ -89,7 +90,8 @@ def load_data(cfg, shape):
 def detector_rows_per_image(cfg):
     """Training rows each image gives the detectors: 1, its patch grid in patch mode, the
     cells of its feature map in map mode."""
-    evaluator = choose_evaluator(has_defect_layout(cfg["dataset"]), cfg["mvtec_mode"])
+    evaluator = choose_evaluator(has_defect_layout(cfg["dataset"]), cfg["mvtec_mode"],
+                                 reads_image_files(cfg["dataset"]))
     if evaluator == "map":
         cell = stage_stride(min(parse_stages(cfg["map_stages"])))
         return (int(cfg["mvtec_image_size"]) // cell) ** 2
@@ -198,6 +200,7 @@ def model_from_config(cfg, shape, sync_bn=False):
         weight_decay=cfg["weight_decay"], temperature=cfg["temperature"], sync_bn=sync_bn,
         aug_list=cfg["aug_list"], aug_list_for_test=cfg["aug_list_for_test"],
         l2_skip_batchnorm=cfg.get("regularize_bn", False),
+        image_norm=cfg.get("image_norm", "none"),
         **{k: cfg[k] for k in model_spec(cfg["model_type"]).get("options", ())})
 
 
@@ -551,8 +554,10 @@ def train_and_evaluate(cfg, run, checks, t_start, log, step):
     step.now = "extracting features and fitting the detectors"
     log("Extracting features and fitting detectors ...")
     with keras_policy("float32"):
+        t_eval = time.time()
         network = float32_network(cfg, model, checks.input_shape, strategy)
         final = final_evaluation(cfg, network, data, evaluator, run)
+        evaluate_seconds = time.time() - t_eval
         sections = record_results(run.root, cfg, final, log) if run.chief else {}
         if cfg.get("synthetic_validation", "none") != "none":  # every worker extracts
             sections.update(synthetic_check(evaluator, network, data,
@@ -563,6 +568,7 @@ def train_and_evaluate(cfg, run, checks, t_start, log, step):
             "optimizer_steps": int(model.optimizer.iterations.numpy()),
             "wall_seconds": round(time.time() - t_start, 2),
             "train_seconds": round(train_seconds, 2),
+            "evaluate_seconds": round(evaluate_seconds, 2),  # features, detectors, metrics
             "train_images_per_sec": (round(float(np.median(stats_cb.history)), 1)
                                      if stats_cb.history else None),
             "replicas": strategy.num_replicas_in_sync, "strategy": cfg["strategy"],

@@ -37,6 +37,9 @@ FLAG_SPECS = [
     ("net_width", "float", 1.0, "Width multiplier of the ResNet stages."),
     ("stem_width", "integer", None, "Stem filters (default 64 at every width, as the release; "
      "0 = scale with --net_width)."),
+    ("image_norm", "enum:none|standardize", "none", "ResNet models: 'standardize' brings each "
+     "image to the same mean and spread of its pixels before the network (robust to lighting "
+     "that changes between parts; large defects shift the rest of their image)."),
     ("head_dims", "string", None, "MLP head, e.g. 512x8,128 (default per model type)."),
     ("temperature", "float", 0.2, "Contrastive temperature tau."),
     ("optim_type", "enum:sgd|adam", "sgd", "Optimizer: sgd (with --momentum, --nesterov) or "
@@ -102,8 +105,9 @@ FLAG_SPECS = [
      "out of the fit to set the threshold and the score normalisation."),
     ("target_fpr", "float", 0.01, "False-positive rate on the calibration inliers at which the "
      "decision threshold is set."),
-    ("export_detector", "enum:auto|kde|gde|kocsvm|locsvm|nn", "auto", "Detector (on pool "
-     "features) in <run>/export: auto = best pool AUC under the validation protocol, else kde."),
+    ("export_detector", "enum:auto|kde|gde|kocsvm|locsvm|nn|membank|posgde", "auto",
+     "Detector in <run>/export (pool features, or the map's in map mode): auto = the best "
+     "AUC under the validation protocol, else kde, else membank."),
     ("export", "bool", True, "Write the SavedModel <run>/export at the end of the run "
      "(default off for raw_pixels and imagenet_resnet50, which have no conv trunk to export)."),
     ("synthetic_validation", "enum:none|cutpaste", "none", "A check for runs without defective "

@@ -101,15 +101,18 @@ def write_extras(run_dir, cfg, model, data, ev, sections, log=print):
 def write_run_heatmaps(out_dir, model_type, data, ev):
     """<run>/heatmaps/<defect>/<name>.png and maps.npz of the evaluation's first key."""
     key, pixel = next(iter(ev.pixel_maps.items()))
+    # folders of images (--dataset=folder) have no defect types, file names or masks
+    defects = getattr(data, "test_defects", None) or [
+        "good" if y == 0 else "anomalous" for y in ev.labels]
     write_heatmaps(str(out_dir), data.test_images, pixel, ev.patch_maps[key], ev.test_scores[key],
-                   ev.labels, data.test_defects, data.test_names, data.test_masks,
-                   title=f"{model_type} {key}")
+                   ev.labels, defects, getattr(data, "test_names", None) or ev.ids,
+                   getattr(data, "test_masks", None), title=f"{model_type} {key}")
 
 
 def export_evaluation(export_dir, cfg, model, data, ev, calibs, log=print):
-    """Exports the run's chosen detector: a whole-image model, or a patch model with its
-    maps when the evaluation has a patch grid."""
-    from deploy.export import export_patch_model, export_saved_model
+    """Exports the run's chosen detector: a whole-image model, or a patch or feature-map
+    model with its maps when the evaluation has a patch grid or a map grid."""
+    from deploy.export import export_map_model, export_patch_model, export_saved_model
 
     feature_set = EXPORT_FEATURE_SET if EXPORT_FEATURE_SET in ev.fit_feats else next(iter(ev.fit_feats))
     available = {k.split(".", 1)[1] for k in ev.detectors if k.startswith(feature_set + ".")}
@@ -122,6 +125,10 @@ def export_evaluation(export_dir, cfg, model, data, ev, calibs, log=print):
     if ev.grid is None:
         meta = export_saved_model(export_dir, model, data.input_shape, ev.detectors[key],
                                   ev.fit_feats[feature_set], calibs[key], **common)
+    elif ev.grid.features == "map":
+        meta = export_map_model(export_dir, model, ev.grid, ev.detectors[key],
+                                ev.fit_feats[feature_set], calibs[key], calibs[key]["pixel"],
+                                pixel_scores=ev.calib_pixel_scores[key], **common)
     else:
         meta = export_patch_model(export_dir, model, ev.grid, ev.detectors[key],
                                   ev.fit_feats[feature_set], calibs[key], calibs[key]["pixel"],

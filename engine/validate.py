@@ -474,8 +474,12 @@ def _patch_mode(cfg):
     return _defect_layout(cfg) and cfg["mvtec_mode"] == "patch"
 
 
+def _image_files(cfg):
+    return _known_dataset(cfg) and reads_image_files(cfg["dataset"])
+
+
 def _map_mode(cfg):
-    return _defect_layout(cfg) and cfg["mvtec_mode"] == "map"
+    return cfg["mvtec_mode"] == "map" and (_defect_layout(cfg) or _image_files(cfg))
 
 
 def _patch_or_map_mode(cfg):
@@ -510,15 +514,18 @@ FLAG_APPLIES = {
     "root": (_reads("root"), _datasets_reading("root")),
     "data_dir": (_reads("data_dir"), _datasets_reading("data_dir")),
     "celeba_attribute": (lambda cfg: cfg["dataset"] == "celeba", "--dataset=celeba"),
-    "mvtec_mode": (_defect_layout, "MVTec-layout data (--dataset=mvtec or mvtec_folder)"),
+    "mvtec_mode": (lambda cfg: _defect_layout(cfg) or _map_mode(cfg),
+                   "MVTec-layout data (--dataset=mvtec, mvtec_folder or image_dirs), and "
+                   "--mvtec_mode=map also to --dataset=folder"),
     **{name: (_patch_mode, "--mvtec_mode=patch on MVTec-layout data (--dataset=mvtec or "
               "mvtec_folder)") for name in PATCH_MODE_FLAGS},
-    **{name: (_map_mode, "--mvtec_mode=map on MVTec-layout data") for name in MAP_MODE_FLAGS},
+    **{name: (_map_mode, "--mvtec_mode=map") for name in MAP_MODE_FLAGS},
     **{name: (_patch_or_map_mode, "--mvtec_mode=patch or map on MVTec-layout data")
        for name in ("mvtec_image_size", "mvtec_heatmaps")},
     "cutpaste_variant": (lambda cfg: cfg["model_type"] in ("cutpaste", "cutpaste_map"),
                          "--model_type=cutpaste or cutpaste_map"),
     "noise_std": (lambda cfg: cfg["model_type"] == "denoising", "--model_type=denoising"),
+    "image_norm": (lambda cfg: has_conv_trunk(cfg["model_type"]), "the ResNet proxy tasks"),
     "max_image_pixels": (lambda cfg: not _known_dataset(cfg) or reads_image_files(cfg["dataset"]),
                          "datasets read from image files (--dataset="
                          + "|".join(d for d in DATASETS if reads_image_files(d)) + ")"),
@@ -607,7 +614,8 @@ def validate_config(cfg):
     check_protocol_flags(cfg)
     check_scoring_flags(cfg)
     check_synthetic_flags(cfg)
-    evaluator = choose_evaluator(has_defect_layout(cfg["dataset"]), cfg["mvtec_mode"])
+    evaluator = choose_evaluator(has_defect_layout(cfg["dataset"]), cfg["mvtec_mode"],
+                                 reads_image_files(cfg["dataset"]))
     image_shape = shape
     if evaluator == "patch":
         shape, image_shape = check_patch_flags(cfg)

@@ -95,8 +95,19 @@ def scar_params(batch, height, width):
     return sw, sl, angle, cy, cx
 
 
-def scar(images, params=None, colors=None):
-    """float [B,H,W,3] -> (images with a painted scar of random colour, bool mask [B,H,W])."""
+def is_gray(images, tolerance=1.0 / 255.0):
+    """bool [B]: whether each image has equal channels everywhere (a gray part photographed
+    by a gray camera, stored as RGB)."""
+    spread = tf.reduce_max(images, axis=-1) - tf.reduce_min(images, axis=-1)
+    return tf.reduce_max(spread, axis=[1, 2]) <= tolerance
+
+
+def scar(images, params=None, colors=None, keep_gray=False):
+    """float [B,H,W,3] -> (images with a painted scar of random colour, bool mask [B,H,W]).
+
+    ``keep_gray``: a gray image gets a gray scar (the mean of the drawn colour). On gray
+    parts a coloured mark is told apart by its colour alone, which teaches nothing about
+    real defects; the CutPaste paper's scars are coloured on every image (the default)."""
     b = tf.shape(images)[0]
     height, width = images.shape[1], images.shape[2]
     sw, sl, angle, cy, cx = params if params is not None else scar_params(b, height, width)
@@ -109,6 +120,9 @@ def scar(images, params=None, colors=None):
     mask = (tf.abs(along) <= sl[:, None, None] / 2) & (tf.abs(across) <= sw[:, None, None] / 2)
     if colors is None:
         colors = tf.random.uniform([b, 3])
+    if keep_gray:
+        colors = tf.where(is_gray(images)[:, None],
+                          tf.reduce_mean(colors, axis=-1, keepdims=True) * tf.ones([1, 3]), colors)
     return tf.where(mask[..., None], colors[:, None, None, :], images), mask
 
 

@@ -13,6 +13,9 @@ what makes the features better than those of a random network (the lever
 study in docs/mvtec.md). Damaged cells are few, so their loss weighs
 ``DEFECT_WEIGHT`` times a normal cell's.
 
+Scars on gray images are gray (model/cutpaste.py ``scar``): a coloured mark on a
+gray part would be found by its colour alone.
+
 The trained model is used like any other: stage 2 fits detectors on the
 feature maps of clean good images (``extract`` and the map evaluator never
 apply the damage).
@@ -41,7 +44,8 @@ def damaged_batch(images, variant):
     b = tf.shape(images)[0]
     inputs, masks, kinds = [images], [tf.zeros(tf.shape(images)[:3])], [tf.zeros([b], tf.int32)]
     for label, kind in enumerate(VARIANTS[variant], start=1):
-        damaged, mask = (cutpaste if kind == "cutpaste" else scar)(images)
+        damaged, mask = (cutpaste(images) if kind == "cutpaste" else
+                         scar(images, keep_gray=True))
         inputs.append(damaged)
         masks.append(tf.cast(mask, tf.float32))
         kinds.append(tf.fill([b], label))

@@ -78,7 +78,7 @@ def model_class(model_type):
 def build_model(model_type, *, net_type="ResNet18", net_width=1.0, input_shape=(32, 32, 3),
                 head_dims="512x8,128", stem_width=None, weight_decay=3e-4, temperature=0.2,
                 sync_bn=False, aug_list=None, aug_list_for_test=None, l2_skip_batchnorm=False,
-                **options):
+                image_norm="none", **options):
     """Builds (and calls once, so all weights exist) the model for ``model_type``.
 
     aug_list / aug_list_for_test default to the model type's; the transformation
@@ -99,7 +99,7 @@ def build_model(model_type, *, net_type="ResNet18", net_width=1.0, input_shape=(
         model(tf.zeros((2,) + tuple(input_shape)))
         return model
     backbone = build_resnet(net_type, net_width, input_shape, stem_width=stem_width,
-                            sync_bn=sync_bn, name="backbone")
+                            sync_bn=sync_bn, name="backbone", image_norm=image_norm)
     dims = parse_head_dims(head_dims)
     classifier = spec["classifier"]
     head = build_mlp_head(dims, backbone.output_shape[-1], sync_bn=sync_bn,

@@ -45,6 +45,27 @@ class StridedPointwiseConv2D(layers.Conv2D):
                               dilation_rate=self.dilation_rate, data_format=self.data_format)
 
 
+@keras.saving.register_keras_serializable(package="droc")
+class PerImageStandardization(layers.Layer):
+    """Each image shifted and scaled to mean 0.5 and standard deviation 0.25 over all its
+    pixels and channels (``--image_norm=standardize``).
+
+    Parts photographed under other light (a darker lamp, another exposure) then reach
+    the network with the same overall brightness and contrast as the training parts, so
+    the features, and the detectors' distances, react to local differences rather than
+    to the light. The price: an image that a defect covers largely gets its normal
+    parts shifted too. A constant image (standard deviation 0) is only shifted."""
+
+    def call(self, images):
+        images = keras.ops.cast(images, "float32")
+        mean = keras.ops.mean(images, axis=(1, 2, 3), keepdims=True)
+        std = keras.ops.std(images, axis=(1, 2, 3), keepdims=True)
+        return (images - mean) / keras.ops.maximum(std, 1e-3) * 0.25 + 0.5
+
+
+IMAGE_NORMS = ("none", "standardize")
+
+
 def _conv(filters, kernel, stride, name):
     """Conv layer (as a callable on a tensor) with the release's symmetric k//2 padding."""
     conv_class = StridedPointwiseConv2D if kernel == 1 and stride > 1 else layers.Conv2D
@@ -90,8 +111,9 @@ def _bottleneck_block(x, filters, stride, name, sync, expansion=4):
 
 
 def build_resnet(net_type="ResNet18", width=1.0, input_shape=(32, 32, 3), stem_width=None,
-                 sync_bn=False, name=None):
-    """Returns a functional keras.Model mapping [B,H,W,3] images to pooled features f(x)."""
+                 sync_bn=False, name=None, image_norm="none"):
+    """Returns a functional keras.Model mapping [B,H,W,3] images to pooled features f(x);
+    ``image_norm="standardize"`` puts PerImageStandardization in front of the stem."""
     if net_type not in RESNET_SPECS:
         raise ConfigError(f"--net_type={net_type} is unknown; choose one of "
                           f"{', '.join(RESNET_SPECS)}")
@@ -102,12 +124,18 @@ def build_resnet(net_type="ResNet18", width=1.0, input_shape=(32, 32, 3), stem_w
     block = _basic_block if block_type == "basic" else _bottleneck_block
     stem = 64 if stem_width is None else int(stem_width)
 
+    if image_norm not in IMAGE_NORMS:
+        raise ConfigError(f"--image_norm={image_norm} is unknown; choose one of "
+                          f"{', '.join(IMAGE_NORMS)}")
     inputs = keras.Input(shape=input_shape, name="image")
+    x = inputs
+    if image_norm == "standardize":
+        x = PerImageStandardization(name="image_norm")(x)
     if input_shape[0] <= SMALL_STEM_MAX_SIZE:
-        x = _conv(stem, 3, 1, "stem_conv")(inputs)
+        x = _conv(stem, 3, 1, "stem_conv")(x)
         x = layers.ReLU(name="stem_relu")(_bn("stem_bn", sync_bn)(x))
     else:
-        x = _conv(stem, 7, 2, "stem_conv")(inputs)
+        x = _conv(stem, 7, 2, "stem_conv")(x)
         x = layers.ReLU(name="stem_relu")(_bn("stem_bn", sync_bn)(x))
         # inputs are >= 0 after the ReLU, so zero padding acts like -inf padding
         x = layers.ZeroPadding2D(1, name="stem_pool_pad")(x)

@@ -67,8 +67,8 @@ def main(argv=None):
         raise ConfigError(f"--target=rotation needs a rotation model, this run is "
                           f"{cfg['model_type']}")
     cfg["detectors"] = "kde"
-    if validate_config(cfg).evaluator == "patch":
-        raise ConfigError(f"{args.run_dir} is a patch run: its anomaly maps are under "
+    if validate_config(cfg).evaluator in ("patch", "map"):
+        raise ConfigError(f"{args.run_dir} is a {cfg['mvtec_mode']} run: its anomaly maps are under "
                           "heatmaps/, and score.py --maps_dir draws them for new images")
 
     from tqdm import tqdm

@@ -9,7 +9,7 @@ gray and RGBA are converted to RGB, 16-bit samples scaled to 8 by their bit
 depth or by ``--input_bits``, by default the training run's; the export resizes
 to its input size). Directories are searched recursively. The CSV (columns
 path, raw_score, normalized_score, decision; decision 1 = flagged as abnormal;
-patch models add defect_area_px, the predicted mask's area in the input
+patch and map models add defect_area_px, the predicted mask's area in the input
 image's pixels) is written atomically; it may only replace a previous score
 CSV. A file name that is not valid UTF-8 appears in it with backslash escapes
 (``\\xff``). An unreadable file, an image of more pixels than
@@ -24,7 +24,7 @@ score. Ctrl-C keeps the maps written so far; the CSV is written at the end.
 
 The decision uses the export's calibrated threshold, ``--threshold`` (a raw
 score), or a threshold set anew at ``--target_fpr`` on the calibration scores
-the export stores (image and pixel thresholds alike). For patch models,
+the export stores (image and pixel thresholds alike). For patch and map models,
 ``--maps_dir`` writes ``<n>_<name>.png`` (the input, the anomaly map over it
 with the predicted mask outlined) and ``<n>_<name>_mask.png`` (the predicted
 mask at the input's size, 255 = defect) per image.
@@ -40,7 +40,7 @@ from pathlib import Path
 from data.image_io import (DEFAULT_MAX_IMAGE_PIXELS, IMAGE_EXTENSIONS, ImageReadError,
                            ImageTooLargeError, check_image_size, check_input_bits,
                            check_max_image_pixels, read_rgb8, set_max_image_pixels)
-from deploy.export_format import EXPORT_KIND
+from deploy.export_format import EXPORT_KIND, has_maps
 from util.cli import ArgumentParser, quiet_stderr, script_main
 from util.errors import ConfigError
 from util.heatmaps import EXPLANATIONS_KIND, MAPS_KIND
@@ -65,12 +65,13 @@ def parse_args(argv=None):
     p.add_argument("--threshold", type=float, default=None,
                    help="raw-score threshold for the decision (default: the export's)")
     p.add_argument("--pixel_threshold", type=float, default=None,
-                   help="patch models: anomaly-map threshold of the mask (default: the export's)")
+                   help="patch and map models: anomaly-map threshold of the mask "
+                        "(default: the export's)")
     p.add_argument("--target_fpr", type=float, default=None,
                    help="set both thresholds at this false-positive rate on the export's "
                         "calibration scores")
     p.add_argument("--maps_dir", default=None,
-                   help="patch models: write the anomaly map and predicted mask PNGs here")
+                   help="patch and map models: write the anomaly map and predicted mask PNGs here")
     p.add_argument("--input_bits", type=int, default=None,
                    help="bits per sample that 16-bit files really use (8..16, e.g. 12); 0 = "
                         "each file's own depth; default: the training run's --input_bits")
@@ -90,11 +91,12 @@ def decision_thresholds(meta, export_dir, threshold=None, pixel_threshold=None,
     from deploy.export_format import CALIB_SCORES_NAME
     from detect.calibration import check_calibration_flags, threshold_at_fpr
 
-    patch = meta.get("kind") == "patch"
-    if pixel_threshold is not None and not patch:
-        raise ConfigError("--pixel_threshold applies to patch-model exports only")
+    mapped = has_maps(meta)
+    if pixel_threshold is not None and not mapped:
+        raise ConfigError("--pixel_threshold applies to exports with maps only (patch and "
+                          "map models)")
     image_thr = float(meta["calibration"]["threshold"])
-    pixel_thr = float(meta["pixel_calibration"]["threshold"]) if patch else None
+    pixel_thr = float(meta["pixel_calibration"]["threshold"]) if mapped else None
     fpr = meta["calibration"].get("target_fpr")
     source = "calibrated" + (f" at FPR {fpr}" if fpr is not None else "")
     if target_fpr is not None:
@@ -108,7 +110,7 @@ def decision_thresholds(meta, export_dir, threshold=None, pixel_threshold=None,
         try:
             with np.load(path, allow_pickle=False) as z:
                 image_thr = threshold_at_fpr(z["image"], target_fpr)
-                if patch:
+                if mapped:
                     pixel_thr = threshold_at_fpr(z["pixel"], target_fpr)
         except (OSError, ValueError, KeyError) as err:
             raise ConfigError(f"{path} is unreadable: {err}") from None
@@ -123,11 +125,12 @@ def decision_thresholds(meta, export_dir, threshold=None, pixel_threshold=None,
 def check_kind_flags(meta, args):
     """ConfigError for a flag the export's kind has no output for: ``--maps_dir`` needs a
     patch model's maps, ``--explain`` a whole-image model's explanation signatures."""
-    patch = meta.get("kind") == "patch"
-    if args.maps_dir is not None and not patch:
-        raise ConfigError("--maps_dir needs a patch-model export (this one scores whole "
+    mapped = has_maps(meta)
+    if args.maps_dir is not None and not mapped:
+        raise ConfigError("--maps_dir needs an export with maps, a patch or map model (this "
+                          "one scores whole "
                           "images; use --explain for its heat maps)")
-    if args.explain and patch:
+    if args.explain and mapped:
         raise ConfigError("--explain needs a whole-image export; a patch model's anomaly "
                           "maps are its explanation: use --maps_dir")
 
@@ -314,7 +317,7 @@ def main(argv=None):
     import tensorflow as tf
     from tqdm import tqdm
 
-    patch = meta.get("kind") == "patch"
+    mapped = has_maps(meta)
     serve = model.signatures["serving_default"]
     load_s = time.time() - t0
     rows = []
@@ -340,7 +343,7 @@ def main(argv=None):
         out = serve(images=batch)
         raw, norm = out["raw_score"].numpy(), out["normalized_score"].numpy()
         dec = (raw > image_thr).astype(np.int64)
-        if patch:
+        if mapped:
             pixel = out["anomaly_map"].numpy()
             masks = pixel > pixel_thr
             first = len(rows)
@@ -376,9 +379,9 @@ def main(argv=None):
                           "warnings)")
     if figure is not None:
         figure.close()
-    write_csv_atomic(args.out, rows, area=patch)
+    write_csv_atomic(args.out, rows, area=mapped)
     flagged = int(sum(r[3] for r in rows))
-    pixel_note = f", pixel threshold {pixel_thr:.6g}" if patch else ""
+    pixel_note = f", pixel threshold {pixel_thr:.6g}" if mapped else ""
     print(f"scored {len(rows)}, flagged {flagged}, skipped {len(skipped)} "
           f"(detector {meta['score_key']}, threshold {image_thr:.6g} {thr_source}{pixel_note}; "
           f"{len(rows) / max(score_s, 1e-9):.2f} images/s, load {load_s:.1f} s) -> "
