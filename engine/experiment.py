@@ -367,7 +367,7 @@ def report(cfg, results, data, run, meta, log, sections=None):
     if summary["meta"]["collapse"]["detected"]:
         log(f"warning: the representation collapsed during training (first at epoch "
             f"{summary['meta']['collapse']['first_epoch']}) and was still collapsed at the "
-            "end; these AUCs are near chance")
+            "end; these AUCs are near chance. Try another --seed or a lower --learning_rate")
     if run.chief:
         write_json_atomic(run.stats / "summary.json", summary)
         log(format_table(results))
@@ -414,7 +414,7 @@ def train_and_evaluate(cfg, run, checks, t_start, log):
     data = load_data(cfg, checks.image_shape)
 
     from data.distaug import apply_distribution_augmentation
-    from engine.distribute import make_strategy
+    from engine.distribute import make_strategy, strategy_kind
     from engine.outputs import finish_outputs
 
     evaluator = make_evaluator(cfg, checks)
@@ -422,6 +422,7 @@ def train_and_evaluate(cfg, run, checks, t_start, log):
     steps_per_epoch = cfg["num_batch"] or evaluator.steps_per_epoch(len(train_images),
                                                                     cfg["batch_size"])
     strategy = make_strategy(cfg["strategy"])
+    kind = strategy_kind(strategy)
     if cfg["batch_size"] % strategy.num_replicas_in_sync:
         raise ConfigError(f"--batch_size={cfg['batch_size']} must be divisible by the "
                           f"{strategy.num_replicas_in_sync} replicas")
@@ -434,7 +435,8 @@ def train_and_evaluate(cfg, run, checks, t_start, log):
         write_json_atomic(run.stats / "hparams.json", cfg)
     log(f"{data.describe()}; {len(train_images)} training instances after distribution "
         f"augmentation '{cfg['distaug_type']}'; {steps_per_epoch} steps/epoch; "
-        f"{strategy.num_replicas_in_sync} replica(s), strategy {cfg['strategy']}; precision "
+        f"{strategy.num_replicas_in_sync} replica(s), strategy {kind}"
+        f"{'' if kind == cfg['strategy'] else ' (--strategy=' + cfg['strategy'] + ')'}; precision "
         f"{precision.precision} ({precision.reason})")
     if precision.warning:
         log(f"warning: {precision.warning}")
@@ -461,7 +463,7 @@ def train_and_evaluate(cfg, run, checks, t_start, log):
         "wall_seconds": round(time.time() - t_start, 2), "train_seconds": round(train_seconds, 2),
         "train_images_per_sec": (round(float(np.median(stats_cb.history)), 1)
                                  if stats_cb.history else None),
-        "replicas": strategy.num_replicas_in_sync, "strategy": cfg["strategy"],
+        "replicas": strategy.num_replicas_in_sync, "strategy": kind,
         "deterministic": bool(cfg.get("deterministic")),
         "precision": precision._asdict(),
         "protocols": describe_protocols(data),
