@@ -394,7 +394,7 @@ def report(cfg, results, data, run, meta, log, sections=None):
     if summary["meta"]["collapse"]["detected"]:
         log(f"warning: the representation collapsed during training (first at epoch "
             f"{summary['meta']['collapse']['first_epoch']}) and was still collapsed at the "
-            "end; these AUCs are near chance")
+            "end; these AUCs are near chance. Try another --seed or a lower --learning_rate")
     if run.chief:
         write_json_atomic(run.stats / "summary.json", summary)
     return summary
@@ -467,7 +467,7 @@ def load_and_build(cfg, run, checks, log):
     (training loop objects included). TensorFlow's import and load lines are held back
     until all of it succeeded, so a refusal found here is the one error line."""
     from data.distaug import apply_distribution_augmentation
-    from engine.distribute import make_strategy
+    from engine.distribute import make_strategy, strategy_kind
 
     with quiet_stderr():
         data = load_data(cfg, checks.image_shape)
@@ -498,7 +498,8 @@ def train_and_evaluate(cfg, run, checks, t_start, log, step):
         write_json_atomic(run.stats / "hparams.json", cfg)
     log(f"{data.describe()}; {len(train_images)} training instances after distribution "
         f"augmentation '{cfg['distaug_type']}'; {steps_per_epoch} steps/epoch; "
-        f"{strategy.num_replicas_in_sync} replica(s), strategy {cfg['strategy']}; precision "
+        f"{strategy.num_replicas_in_sync} replica(s), strategy {kind}"
+        f"{'' if kind == cfg['strategy'] else ' (--strategy=' + cfg['strategy'] + ')'}; precision "
         f"{precision.precision} ({precision.reason})")
     if precision.warning:
         log(f"warning: {precision.warning}")
@@ -529,7 +530,7 @@ def train_and_evaluate(cfg, run, checks, t_start, log, step):
             "train_seconds": round(train_seconds, 2),
             "train_images_per_sec": (round(float(np.median(stats_cb.history)), 1)
                                      if stats_cb.history else None),
-            "replicas": strategy.num_replicas_in_sync, "strategy": cfg["strategy"],
+            "replicas": strategy.num_replicas_in_sync, "strategy": strategy_kind(strategy),
             "deterministic": bool(cfg.get("deterministic")),
             "precision": precision._asdict(),
             "protocols": describe_protocols(data),

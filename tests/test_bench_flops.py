@@ -1,9 +1,9 @@
-"""script/bench_flops.py: FLOPs counted from layer shapes, against hand counts."""
+"""bench/flops.py: FLOPs counted from layer shapes, against hand counts."""
 
 import keras
 import pytest
 
-from script.bench_flops import conv_dense_macs, train_flops_per_view
+from bench.flops import conv_dense_macs, train_flops_per_view
 
 
 def test_macs_of_conv_and_dense_by_hand():
@@ -32,7 +32,7 @@ def test_bf16_step_is_compared_with_the_bf16_matmul_and_the_fp32_one():
     an fp32 row only of the fp32 matmul."""
     from types import SimpleNamespace
 
-    from script.bench_flops import flops_section
+    from bench.flops import flops_section
 
     tp = dict(model_type="rotation", net_width=0.25, train_images_per_sec=100.0,
               ceiling_images_per_sec=120.0)

@@ -37,10 +37,11 @@ def snapshot(root):
 
 
 def call_main(module, argv):
-    """(exit code, stdout, stderr) of ``module.main(argv)`` run in this process."""
+    """(exit code, stdout, stderr) of ``module.main(argv)`` run in this process: a script's
+    name (``score``) or a dotted module (``bench.mvtec``)."""
     import importlib
 
-    main = importlib.import_module(f"script.{module}").main
+    main = importlib.import_module(module if "." in module else f"script.{module}").main
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         try:
@@ -122,7 +123,7 @@ def bad_hparams(world, text):
     (world / "run" / "stats" / "hparams.json").write_text(text)
 
 
-# (script, argv with {w} = the generated world, text the error line must hold, setup or None)
+# (script or dotted module, argv with {w} = the generated world, text the error line must hold, setup or None)
 E = "--export_dir={w}/export"
 CASES = [
     # one error shape for argument syntax, in every script
@@ -138,9 +139,9 @@ CASES = [
     ("benchmark", ["--steps=abc"], "--steps", None),
     ("reproduce", ["--shard=5/2"], "--shard", None),
     ("reproduce", ["--tables=9"], "table 9", None),
-    ("bench_detectors", ["kde", "10"], "required", None),
-    ("bench_detectors", ["kde", "abc", "10", "4"], "n_train", None),
-    ("bench_mvtec", ["--width=abc"], "--width", None),
+    ("bench.detectors", ["kde", "10"], "required", None),
+    ("bench.detectors", ["kde", "abc", "10", "4"], "n_train", None),
+    ("bench.mvtec", ["--width=abc"], "--width", None),
     # values
     ("score", [E, "{w}/imgs", "--batch_size=0"], "--batch_size=0 must be positive", None),
     ("score", [E, "{w}/imgs", "--ig_steps=0"], "--ig_steps=0 must be positive", None),
@@ -154,8 +155,8 @@ CASES = [
     ("ensemble", ["{w}/a", "{w}/file.txt"], "file.txt is not a directory", None),
     ("ensemble", ["{w}/a", "{w}/missing"], "missing does not exist", None),
     ("summarize", ["{w}/file.txt"], "is not a directory", None),
-    ("bench_detectors", ["kde", "0", "10", "4"], "N_TRAIN=0 must be positive", None),
-    ("bench_mvtec", ["--mvtec_root={w}/nothing"], "does not exist", None),
+    ("bench.detectors", ["kde", "0", "10", "4"], "N_TRAIN=0 must be positive", None),
+    ("bench.mvtec", ["--mvtec_root={w}/nothing"], "does not exist", None),
     ("benchmark", ["--sections=speed"], "--sections", None),
     # the export: missing, a file, foreign, damaged
     ("score", ["--export_dir={w}/nothing", "{w}/imgs"], "does not exist", None),
@@ -209,7 +210,7 @@ CASES = [
     ("summarize", ["{w}/runs", "--markdown={w}/file.txt/s.md"], "is a file", None),
     ("benchmark", ["--out=/proc/bench"], "proc filesystem", None),
     ("benchmark", ["--out={w}/file.txt"], "is a file, not a directory", None),
-    ("bench_mvtec", ["--mvtec_run={w}/run", "--mvtec_patch_features=conv", "--json={w}/empty"],
+    ("bench.mvtec", ["--mvtec_run={w}/run", "--mvtec_patch_features=conv", "--json={w}/empty"],
      "is a directory", None),
     ("reproduce", ["--datasets=digitsood", "--smoke", "--runs_root={w}/file.txt/runs"],
      "is a file, not a directory", None),

@@ -7,8 +7,10 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-# bottom to top; a package may import only from packages at or below its own level
-LAYERS = ["util", "data", "model", "detect", "deploy", "engine", "script"]
+# bottom to top; a package may import only from packages at or below its own level.
+# bench/ (benchmarks) sits above engine/ and below script/: script/benchmark.py, the
+# command users call, imports bench/, and no benchmark imports a user command.
+LAYERS = ["util", "data", "model", "detect", "deploy", "engine", "bench", "script"]
 TOP_MODULES = {"train_and_eval_loop": len(LAYERS)}
 
 
@@ -128,7 +130,8 @@ def test_the_checks_catch_an_upward_import_and_a_cycle(tmp_path):
 
 
 def test_scripts_do_not_edit_sys_path():
-    offenders = [str(p.relative_to(ROOT)) for p in (ROOT / "script").glob("*.py")
+    offenders = [str(p.relative_to(ROOT)) for top in ("script", "bench")
+                 for p in (ROOT / top).glob("*.py")
                  if "sys.path" in p.read_text(encoding="utf-8")]
     assert offenders == []
 
@@ -137,3 +140,8 @@ def test_lint_is_clean():
     out = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", str(ROOT)],
                          capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-1000:]
+
+
+def test_benchmarks_live_in_bench_not_among_the_user_commands():
+    assert sorted(p.name for p in (ROOT / "script").glob("bench_*.py")) == []
+    assert (ROOT / "bench" / "runner.py").is_file()

@@ -557,7 +557,7 @@ def test_end_to_end_conv_patch_features(tmp_path):
     assert summary["calibration"]["pool.kde"]["n_calibration"] == len(scores["calib"]["pool.kde"])
     assert (run / "plots" / "roc.png").exists() and summary["export"] is None  # --noexport
     # a finished patch-mode run reloads with its 16 px network and 32 px images and
-    # scores as it did (export, explain and bench_mvtec --mvtec_run rely on this)
+    # scores as it did (export, explain and bench/mvtec.py --mvtec_run rely on this)
     _tf()
     from engine.run_loading import load_run
 

@@ -275,7 +275,7 @@ def test_issue_reproducing_configuration_trains(tmp_path):
 def test_strided_projection_avoids_the_crashing_kernel_and_computes_the_same():
     """ResNet projections (1x1, stride 2) run as a stride-1 1x1 convolution of every
     second pixel: TF 2.21's oneDNN filter gradient of the strided 1x1 convolution is the
-    op that corrupts the heap (script/repro_onednn.py, proj_backprop_filter)."""
+    op that corrupts the heap (bench/repro_onednn.py, proj_backprop_filter)."""
     import keras
     import tensorflow as tf
 
@@ -307,7 +307,7 @@ def test_strided_projection_avoids_the_crashing_kernel_and_computes_the_same():
                                         (["--onednn=maybe"], "--onednn"),
                                         (["--json=/nonexistent/dir/rows.json"], "--json")])
 def test_repro_harness_refuses_bad_arguments_in_one_line(capsys, args, word):
-    from script.repro_onednn import CANDIDATES, parse_args
+    from bench.repro_onednn import CANDIDATES, parse_args
 
     assert {"bn8", "crop_and_resize", "conv_backprop", "train_step"} <= set(CANDIDATES)
     with pytest.raises(SystemExit) as stop:

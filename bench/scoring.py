@@ -23,7 +23,7 @@ import numpy as np
 def scoring_section(args, log, n_train=5000, width=0.25, batch_sizes=(256, 1024)):
     import tensorflow as tf
 
-    from script.bench_flops import conv_dense_macs, matmul_gflops
+    from bench.flops import conv_dense_macs, matmul_gflops
 
     repeats, n_train, batch_sizes = scoring_budget(args, n_train, batch_sizes)
     rng = np.random.default_rng(0)

@@ -6,7 +6,7 @@ increase over the baseline taken after the data is generated, sampled every
 10 ms by a background psutil thread (BLAS and libsvm release the GIL, so the
 sampler keeps running during the heavy calls).
 
-    python -m script.bench_detectors kde 20000 10000 512
+    python -m bench.detectors kde 20000 10000 512
 """
 
 import sys

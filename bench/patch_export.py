@@ -1,7 +1,7 @@
 """Patch-export benchmark: one MVTec category's test images scored through an exported patch
 model, next to the bare network on the same images in the same process.
 
-    python script/bench_patch_export.py [--mvtec_root DIR] [--mvtec_category bottle]
+    python -m bench.patch_export [--mvtec_root DIR] [--mvtec_category bottle]
         [--mvtec_patch_features conv] [--export_detectors gde,kde] [--mvtec_images 16]
 
 For each detector the model (an untrained ResNet-18 at ``--width``, or the
@@ -29,7 +29,7 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from script import bench_mvtec  # noqa: E402  (after the TF log level)
+from bench import mvtec  # noqa: E402  (after the TF log level)
 
 
 def add_args(p):
@@ -76,7 +76,7 @@ def run(args, log=print):
     p, size, stride = cfg["patch_size"], cfg["mvtec_image_size"], args.mvtec_stride
     images = data.test_images[:args.mvtec_images] if args.mvtec_images else data.test_images
     grid = PatchGrid(size, p, stride, mode)
-    train = bench_mvtec.training_features(model, data.train_images, p, stride, mode,
+    train = mvtec.training_features(model, data.train_images, p, stride, mode,
                                           args.mvtec_train_patches)
     out = {"mode": mode, "images": len(images), "image_size": size,
            "width": cfg["net_width"] if args.mvtec_run else args.width,
@@ -126,35 +126,19 @@ def run(args, log=print):
 
 def patch_export_section(args, log=print):
     """For script/benchmark.py: each --mvtec_patch_features mode in a fresh process."""
-    import subprocess
-
-    results = {}
-    for mode in [m.strip() for m in args.mvtec_patch_features.split(",") if m.strip()]:
-        with tempfile.TemporaryDirectory() as tmp:
-            path = os.path.join(tmp, "patch_export.json")
-            cmd = [sys.executable, __file__, f"--mvtec_root={args.mvtec_root}",
-                   f"--mvtec_category={args.mvtec_category}",
-                   f"--mvtec_train_patches={args.mvtec_train_patches}",
-                   f"--mvtec_images={args.mvtec_images or 16}",
-                   f"--mvtec_stride={args.mvtec_stride}", f"--mvtec_patch_features={mode}",
-                   f"--width={args.widths.split(',')[0]}", f"--mvtec_run={args.mvtec_run}",
-                   f"--export_detectors={args.export_detectors}",
-                   f"--export_batch={args.export_batch}", f"--rounds={args.rounds}",
-                   f"--json={path}"]
-            proc = subprocess.run(cmd, text=True, capture_output=True)
-            log(proc.stdout.strip())
-            if proc.returncode:
-                log(f"patch_export section ({mode}) failed:\n{proc.stderr[-2000:]}")
-                results[mode] = {"error": proc.stderr[-2000:]}
-                continue
-            with open(path) as f:
-                results[mode] = json.load(f)
-    return results
+    return mvtec.each_mode_in_a_fresh_process("bench.patch_export", args, lambda mode: [
+        f"--mvtec_root={args.mvtec_root}", f"--mvtec_category={args.mvtec_category}",
+        f"--mvtec_train_patches={args.mvtec_train_patches}",
+        f"--mvtec_images={args.mvtec_images or 16}",
+        f"--mvtec_stride={args.mvtec_stride}", f"--mvtec_patch_features={mode}",
+        f"--width={args.widths.split(',')[0]}", f"--mvtec_run={args.mvtec_run}",
+        f"--export_detectors={args.export_detectors}",
+        f"--export_batch={args.export_batch}", f"--rounds={args.rounds}"], log)
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    bench_mvtec.add_args(p)
+    mvtec.add_args(p)
     add_args(p)
     p.add_argument("--width", type=float, default=0.25)
     p.add_argument("--json", help="write the figures here")

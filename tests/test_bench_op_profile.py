@@ -1,9 +1,9 @@
-"""script/bench_profile.py: op events grouped as the profile table shows them."""
+"""bench/op_profile.py: op events grouped as the profile table shows them."""
 
 import numpy as np
 import pytest
 
-from script.bench_profile import op_group, summarize
+from bench.op_profile import op_group, summarize
 
 
 @pytest.mark.parametrize("name, group", [
@@ -41,7 +41,7 @@ def test_profile_of_a_tiny_step_finds_its_convolutions_and_batchnorm():
 
     from engine.config import resolve_config
     from engine.experiment import build_training
-    from script.bench_profile import profile_step
+    from bench.op_profile import profile_step
 
     cfg = resolve_config(dict(model_type="contrastive", net_type="ResNet10", net_width=0.125,
                               head_dims="32,16"))

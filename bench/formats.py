@@ -2,7 +2,7 @@
 OpenVINO, on the same uint8 batches in the same process.
 
 The model and export are the ``scoring`` section's (width-0.25 ResNet-18 at 32x32,
-KDE over 5,000 random features; script/bench_scoring.py); deploy/convert.py
+KDE over 5,000 random features; bench/scoring.py); deploy/convert.py
 converts it as ``script/export.py --format=...`` does. Each runtime scores the
 same batch; the figure is the median of the timed repetitions after one
 warm-up. OpenVINO runs at float32 (what the export's metadata asks for) and,
@@ -21,7 +21,7 @@ def formats_section(args, log, n_train=5000, width=0.25, batch_sizes=(256, 1024)
     import tensorflow as tf
 
     from deploy.convert import OPENVINO_XML, convert_export
-    from script.bench_scoring import benchmark_export, median_rate, scoring_budget
+    from bench.scoring import benchmark_export, median_rate, scoring_budget
 
     repeats, n_train, batch_sizes = scoring_budget(args, n_train, batch_sizes)
     rng = np.random.default_rng(0)

@@ -1,6 +1,6 @@
 """MVTec dense-scoring benchmark: the whole test set of one category through the patch pipeline.
 
-    python script/bench_mvtec.py [--root DIR] [--category bottle] [--width 0.25]
+    python -m bench.mvtec [--root DIR] [--category bottle] [--width 0.25]
 
 Times each stage of ``detect.patch_evaluator`` on real data with an untrained
 ResNet-18 (training does not change the cost): features of the detector's
@@ -162,32 +162,39 @@ def run(root, category, width=0.25, detector="kde", train_patches=20000, batch=5
     return out
 
 
-def mvtec_section(args, log=print):
-    """For script/benchmark.py: each --patch_features mode runs this file in a fresh process
-    (its own peak memory); returns {mode: figures}, plus the crop/conv time ratio."""
+def each_mode_in_a_fresh_process(module, args, mode_argv, log=print):
+    """{mode: figures} of ``python -m module`` run once per --mvtec_patch_features mode, each
+    in a process of its own so its peak memory is that mode's alone; ``mode_argv(mode)`` is
+    the module's arguments. A mode that fails keeps its stderr tail under "error"."""
     import subprocess
     import tempfile
 
     results = {}
     for mode in [m.strip() for m in args.mvtec_patch_features.split(",") if m.strip()]:
         with tempfile.TemporaryDirectory() as tmp:
-            path = os.path.join(tmp, "mvtec.json")
-            cmd = [sys.executable, __file__, f"--mvtec_root={args.mvtec_root}",
-                   f"--mvtec_category={args.mvtec_category}",
-                   f"--mvtec_detector={args.mvtec_detector}",
-                   f"--mvtec_train_patches={args.mvtec_train_patches}",
-                   f"--mvtec_images={args.mvtec_images}", f"--mvtec_stride={args.mvtec_stride}",
-                   f"--mvtec_patch_features={mode}", f"--width={args.widths.split(',')[0]}",
-                   f"--mvtec_run={args.mvtec_run}", f"--mvtec_fit_draw={args.mvtec_fit_draw}",
-                   f"--json={path}"]
-            proc = subprocess.run(cmd, text=True, capture_output=True)
+            path = os.path.join(tmp, "figures.json")
+            proc = subprocess.run([sys.executable, "-m", module, *mode_argv(mode), f"--json={path}"],
+                                  text=True, capture_output=True)
             log(proc.stdout.strip())
             if proc.returncode:
-                log(f"mvtec section ({mode}) failed:\n{proc.stderr[-2000:]}")
+                log(f"{module} ({mode}) failed:\n{proc.stderr[-2000:]}")
                 results[mode] = {"error": proc.stderr[-2000:]}
                 continue
             with open(path) as f:
                 results[mode] = json.load(f)
+    return results
+
+
+def mvtec_section(args, log=print):
+    """For script/benchmark.py: each --mvtec_patch_features mode in a fresh process;
+    returns {mode: figures}, plus the crop/conv time ratio."""
+    results = each_mode_in_a_fresh_process("bench.mvtec", args, lambda mode: [
+        f"--mvtec_root={args.mvtec_root}", f"--mvtec_category={args.mvtec_category}",
+        f"--mvtec_detector={args.mvtec_detector}",
+        f"--mvtec_train_patches={args.mvtec_train_patches}",
+        f"--mvtec_images={args.mvtec_images}", f"--mvtec_stride={args.mvtec_stride}",
+        f"--mvtec_patch_features={mode}", f"--width={args.widths.split(',')[0]}",
+        f"--mvtec_run={args.mvtec_run}", f"--mvtec_fit_draw={args.mvtec_fit_draw}"], log)
     if all("scoring_s" in results.get(m, {}) for m in ("crop", "conv")):
         ratio = results["crop"]["scoring_s"] / results["conv"]["scoring_s"]
         results["crop_over_conv_time"] = round(ratio, 2)

@@ -7,8 +7,8 @@ On a 2-vCPU Xeon with AMX (TF 2.21, oneDNN on), training contrastive_da at
 inside TensorFlow"). Heap corruption is reported where it is detected, not where it
 happens, so each candidate runs alone, and in combination, in a process of its own:
 
-    python script/repro_onednn.py                      # every candidate, oneDNN on and off
-    python script/repro_onednn.py --candidates=bn8,conv_bn --onednn=on --steps=50
+    python -m bench.repro_onednn                   # every candidate, oneDNN on and off
+    python -m bench.repro_onednn --candidates=bn8,conv_bn --onednn=on --steps=50
 
 It prints one row per (candidate, oneDNN setting): the exit status, the signal that
 killed the process (SIGABRT / SIGSEGV mean the abort reproduced), the seconds, and
@@ -369,7 +369,8 @@ def run_child(name, steps, onednn, timeout):
                TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(ROOT))
     start = time.time()
     try:
-        proc = subprocess.run([sys.executable, __file__, f"--child={name}", f"--steps={steps}"],
+        proc = subprocess.run([sys.executable, "-m", "bench.repro_onednn", f"--child={name}",
+                               f"--steps={steps}"],
                               capture_output=True, text=True, env=env, timeout=timeout)
         code, err = proc.returncode, proc.stderr
     except subprocess.TimeoutExpired:
