@@ -467,7 +467,7 @@ def load_and_build(cfg, run, checks, log):
     (training loop objects included). TensorFlow's import and load lines are held back
     until all of it succeeded, so a refusal found here is the one error line."""
     from data.distaug import apply_distribution_augmentation
-    from engine.distribute import make_strategy, strategy_kind
+    from engine.distribute import make_strategy
 
     with quiet_stderr():
         data = load_data(cfg, checks.image_shape)
@@ -492,8 +492,10 @@ def train_and_evaluate(cfg, run, checks, t_start, log, step):
     step.now = "loading the data and the model"
     (data, evaluator, train_images, steps_per_epoch, strategy, precision, model, epoch_var,
      manager) = load_and_build(cfg, run, checks, log)
+    from engine.distribute import strategy_kind
     from engine.outputs import record_results, write_extras
 
+    kind = strategy_kind(strategy)
     if run.chief:
         write_json_atomic(run.stats / "hparams.json", cfg)
     log(f"{data.describe()}; {len(train_images)} training instances after distribution "
@@ -530,7 +532,7 @@ def train_and_evaluate(cfg, run, checks, t_start, log, step):
             "train_seconds": round(train_seconds, 2),
             "train_images_per_sec": (round(float(np.median(stats_cb.history)), 1)
                                      if stats_cb.history else None),
-            "replicas": strategy.num_replicas_in_sync, "strategy": strategy_kind(strategy),
+            "replicas": strategy.num_replicas_in_sync, "strategy": kind,
             "deterministic": bool(cfg.get("deterministic")),
             "precision": precision._asdict(),
             "protocols": describe_protocols(data),
