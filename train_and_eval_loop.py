@@ -89,5 +89,10 @@ def cli(argv, train=False):
     return 0
 
 
-if __name__ == "__main__":
+def console_main():
+    """``python train_and_eval_loop.py`` and the ``droc-train`` command (pyproject.toml)."""
     app.run(lambda argv: sys.exit(main(argv)), flags_parser=parse_flags)
+
+
+if __name__ == "__main__":
+    console_main()

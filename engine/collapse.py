@@ -7,14 +7,16 @@ L2-normalised and the standard deviation of each dimension over the probe batch
 is averaged, then multiplied by sqrt(dim). That ``spread`` is about 1 for
 embeddings spread over the sphere and 0 when all points coincide; below
 ``THRESHOLD`` the run is flagged. The spread goes to TensorBoard
-(``epoch_embed_spread``), a warning to the console, and the verdict to
+(``epoch_embed_spread``), a line to the console, and the verdict to
 ``summary.json`` (``meta.collapse``) through ``stats/collapse.json`` (rewritten
 every epoch, so the verdict survives a resume).
 
 The verdict is about the representation the detectors get, the last epoch's: a
 freshly initialised network can start below the threshold (the quick start's
 first epoch does) and spread out as it trains. ``first_epoch`` keeps when it was
-first seen collapsed, ``recovered_epoch`` when it spread again.
+first seen collapsed, ``recovered_epoch`` when it spread again. So the console
+line of a change during training is information; the one warning is the run's
+last line on a collapsed verdict (engine/experiment.py).
 """
 
 import math
@@ -62,10 +64,12 @@ def update_verdict(verdict, epoch, spread, threshold=THRESHOLD):
         if verdict["first_epoch"] is None:
             verdict["first_epoch"] = epoch
         verdict["recovered_epoch"] = None
-        return (f"warning: representation collapse at epoch {epoch}: the probe images' embeddings have "
+        # not a warning yet: the verdict is the last epoch's (the run ends with a warning
+        # if it is still collapsed then), and a fresh network often dips below at first
+        return (f"representation collapse at epoch {epoch}: the probe images' embeddings have "
                 f"spread {spread:.3g} (threshold {threshold}); if it stays collapsed every "
-                "detector will score near chance. Try another --seed or a lower "
-                "--learning_rate.")
+                "detector will score near chance, and the run ends with a warning (then try "
+                "another --seed or a lower --learning_rate)")
     if was and not collapsed:
         verdict["recovered_epoch"] = epoch
         return (f"the embeddings spread out again at epoch {epoch} (spread {spread:.3g}, "

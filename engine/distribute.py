@@ -93,6 +93,17 @@ def make_strategy(name):
     return tf.distribute.MirroredStrategy()
 
 
+def strategy_kind(strategy):
+    """What trains, by the name of its --strategy value: ``default`` is TensorFlow's
+    default strategy, which --strategy=mirrored runs on one device."""
+    import tensorflow as tf
+
+    kinds = [(tf.distribute.MultiWorkerMirroredStrategy, "multi_worker"),
+             (tf.distribute.MirroredStrategy, "mirrored"),
+             (tf.distribute.OneDeviceStrategy, "one_device")]
+    return next((name for cls, name in kinds if isinstance(strategy, cls)), "default")
+
+
 def worker_dir(run_dir, chief):
     """Where this worker writes: the run directory on the chief, a private temp dir otherwise."""
     if chief:

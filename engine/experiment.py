@@ -429,7 +429,7 @@ def report(cfg, results, data, run, meta, log, sections=None):
     if summary["meta"]["collapse"]["detected"]:
         log(f"warning: the representation collapsed during training (first at epoch "
             f"{summary['meta']['collapse']['first_epoch']}) and was still collapsed at the "
-            "end; these AUCs are near chance")
+            "end; these AUCs are near chance. Try another --seed or a lower --learning_rate")
     if run.chief:
         write_json_atomic(run.stats / "summary.json", summary)
     return summary
@@ -529,13 +529,16 @@ def train_and_evaluate(cfg, run, checks, t_start, log, step):
     step.now = "loading the data and the model"
     (data, evaluator, train_images, steps_per_epoch, strategy, precision, model, epoch_var,
      manager, schedule_epochs) = load_and_build(cfg, run, checks, log)
+    from engine.distribute import strategy_kind
     from engine.outputs import record_results, write_extras
 
+    kind = strategy_kind(strategy)
     if run.chief:
         write_json_atomic(run.stats / "hparams.json", cfg)
     log(f"{data.describe()}; {len(train_images)} training instances after distribution "
         f"augmentation '{cfg['distaug_type']}'; {steps_per_epoch} steps/epoch; "
-        f"{strategy.num_replicas_in_sync} replica(s), strategy {cfg['strategy']}; precision "
+        f"{strategy.num_replicas_in_sync} replica(s), strategy {kind}"
+        f"{'' if kind == cfg['strategy'] else ' (--strategy=' + cfg['strategy'] + ')'}; precision "
         f"{precision.precision} ({precision.reason})")
     if precision.warning:
         log(f"warning: {precision.warning}")
@@ -571,7 +574,7 @@ def train_and_evaluate(cfg, run, checks, t_start, log, step):
             "evaluate_seconds": round(evaluate_seconds, 2),  # features, detectors, metrics
             "train_images_per_sec": (round(float(np.median(stats_cb.history)), 1)
                                      if stats_cb.history else None),
-            "replicas": strategy.num_replicas_in_sync, "strategy": cfg["strategy"],
+            "replicas": strategy.num_replicas_in_sync, "strategy": kind,
             "deterministic": bool(cfg.get("deterministic")),
             "precision": precision._asdict(),
             "protocols": describe_protocols(data),

@@ -193,3 +193,24 @@ def define_flags(flags_module):
             flags_module.DEFINE_enum(name, default, kind[5:].split("|"), help_text)
         else:
             getattr(flags_module, f"DEFINE_{kind}")(name, default, help_text)
+
+
+def flags_markdown():
+    """docs/flags.md, every flag of FLAG_SPECS as a table row; regenerate it with
+    ``python -m engine.flags > docs/flags.md`` after a flag changes."""
+    lines = ["# Every flag of `train_and_eval_loop.py`", "",
+             "Generated from `engine/flags.py` (`python -m engine.flags > docs/flags.md`); "
+             "`python train_and_eval_loop.py --help` prints the same. A flag given on the "
+             "command line beats the `--preset`, which beats the per-model-type default; an "
+             "empty default is filled per model type or by a preset (engine/config.py). A "
+             "boolean flag is also written `--name` / `--noname`.", "",
+             "| flag | kind | default | meaning |", "|---|---|---|---|"]
+    for name, kind, default, help_text in FLAG_SPECS:
+        kind = "one of " + ", ".join(kind[5:].split("|")) if kind.startswith("enum:") else kind
+        shown = "" if default is None or default == "" else f"`{default}`"
+        lines.append(f"| `--{name}` | {kind} | {shown} | {help_text.replace('|', '/')} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    print(flags_markdown(), end="")

@@ -1,7 +1,9 @@
-"""script/benchmark.py --quick runs and its JSON has every field (timings are not asserted)."""
+"""script/benchmark.py --quick runs and its JSON has every field (timings are not asserted).
+
+The benchmark runs in the test process (bench.runner.main, what script/benchmark.py
+calls): its sections already build, train and clear their models in one process."""
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,17 +15,17 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.slow
-def test_throughput_times_every_trainable_proxy_task(tmp_path):
+def test_throughput_times_every_trainable_proxy_task(tmp_path, monkeypatch):
     """CutPaste makes its defect copies inside the step: its pipeline hands one batch,
     and every network input (3 per image) is counted; denoising one view; the op
     thread settings are read from the environment TensorFlow started with."""
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", TF_NUM_INTEROP_THREADS="1")
-    out = subprocess.run([sys.executable, str(ROOT / "script" / "benchmark.py"),
-                          "--sections=throughput", "--widths=0.125", "--steps=1",
-                          "--repeats=1", "--model_types=cutpaste,denoising",
-                          "--tfdata_threads=1", f"--out={tmp_path}"],
-                         capture_output=True, text=True, env=env, cwd=ROOT, timeout=900)
-    assert out.returncode == 0, out.stderr[-3000:]
+    from bench.runner import main
+
+    monkeypatch.setenv("TF_NUM_INTEROP_THREADS", "1")
+    monkeypatch.delenv("TF_NUM_INTRAOP_THREADS", raising=False)
+    assert main(["--sections=throughput", "--widths=0.125", "--steps=1", "--repeats=1",
+                 "--model_types=cutpaste,denoising", "--tfdata_threads=1",
+                 f"--out={tmp_path}"]) == 0
     result = json.loads((tmp_path / "benchmark.json").read_text())
     assert result["machine"]["threads"] == {"intra_op": None, "inter_op": "1"}
     rows = {r["model_type"]: r for r in result["throughput"]}
@@ -35,13 +37,12 @@ def test_throughput_times_every_trainable_proxy_task(tmp_path):
 
 
 @pytest.mark.slow
-def test_quick_benchmark_writes_every_field(tmp_path):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", DROC_CACHE_DIR=os.environ.get(
-        "DROC_CACHE_DIR", str(Path.home() / ".cache" / "droc")))
-    out = subprocess.run([sys.executable, str(ROOT / "script" / "benchmark.py"), "--quick",
-                          f"--out={tmp_path}"], capture_output=True, text=True, env=env,
-                         cwd=ROOT, timeout=900)
-    assert out.returncode == 0, out.stderr[-3000:]
+def test_quick_benchmark_writes_every_field(tmp_path, monkeypatch):
+    from bench.runner import main
+
+    for var in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS"):
+        monkeypatch.delenv(var, raising=False)
+    assert main(["--quick", f"--out={tmp_path}"]) == 0
     result = json.loads((tmp_path / "benchmark.json").read_text())
     assert {"cpu", "cores", "tensorflow", "keras", "gpu_used"} <= set(result["machine"])
     from engine.precision import cpu_flags, read_cpuinfo

@@ -23,13 +23,6 @@ def script(name, *args, cwd):
                           capture_output=True, text=True, cwd=cwd, env=ENV, timeout=900)
 
 
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    from tests.entry_point import finished_tiny_run
-
-    return finished_tiny_run(tmp_path_factory.mktemp("faults") / "run", "--detectors=kde")
-
-
 @pytest.mark.slow
 def test_export_out_replaces_only_a_previous_export(tiny_run, tmp_path):
     foreign = tmp_path / "photos"

@@ -29,7 +29,7 @@ def test_mirrored_on_one_device_runs_on_the_default_strategy():
     one GPU, --strategy=mirrored must hand back TensorFlow's default strategy."""
     import tensorflow as tf
 
-    from engine.distribute import make_strategy
+    from engine.distribute import make_strategy, strategy_kind
 
     if len(tf.config.list_logical_devices("GPU")) > 1:
         pytest.skip("several GPUs: mirrored must mirror")
@@ -38,3 +38,7 @@ def test_mirrored_on_one_device_runs_on_the_default_strategy():
     assert strategy is tf.distribute.get_strategy()
     assert strategy.num_replicas_in_sync == 1
     assert isinstance(make_strategy("one_device"), tf.distribute.OneDeviceStrategy)
+    # what the log and summary.json name: the strategy that runs, not the flag
+    assert strategy_kind(strategy) == "default"
+    assert strategy_kind(make_strategy("one_device")) == "one_device"
+    assert strategy_kind(tf.distribute.MirroredStrategy(["/cpu:0"])) == "mirrored"

@@ -1,8 +1,8 @@
 """script/export.py --format=onnx|openvino (deploy/convert.py): the converted models give
 the SavedModel's raw scores, normalised scores and decisions on the run's test images.
 
-One tiny run (tests.entry_point.TINY_RUN) is shared by the module. The converter
-tests skip only when their packages (requirements-deploy.txt) are not installed.
+The session's tiny run (tests/conftest.py) is shared. The converter tests skip only
+when their packages (requirements-deploy.txt) are not installed.
 """
 
 import importlib.util
@@ -19,13 +19,6 @@ def _needs(*packages):
     missing = [p for p in packages if importlib.util.find_spec(p) is None]
     return pytest.mark.skipif(bool(missing), reason=f"{', '.join(missing)} not installed "
                               "(pip install -r requirements-deploy.txt)")
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    from tests.entry_point import finished_tiny_run
-
-    return finished_tiny_run(tmp_path_factory.mktemp("formats") / "run", "--detectors=kde,gde")
 
 
 @pytest.fixture(scope="module")
@@ -170,16 +163,20 @@ def test_onnx_export_scores_like_the_saved_model(tiny_run, images, tmp_path):
 
 @pytest.mark.slow
 @_needs("openvino")
-def test_openvino_export_scores_like_the_saved_model(tiny_run, images):
+def test_openvino_export_scores_like_the_saved_model(tiny_run, images, tmp_path):
     """--format=openvino with the default output: RUN/export (the run's KDE export, now
     re-exported) and RUN/export_openvino/ with model.xml, model.bin, droc_export.json. The
-    IR has a fixed 32 x 32 input, so the other sizes are resized as the data layer does."""
+    IR has a fixed 32 x 32 input, so the other sizes are resized as the data layer does.
+    On a copy of the session's run, which other modules read."""
+    import shutil
+
     import openvino as ov
 
     from data.base import conform_images
     from detect.scores_file import read_scores
     from script import export
 
+    tiny_run = Path(shutil.copytree(tiny_run, tmp_path / "run"))
     assert export.main([str(tiny_run), "--format=openvino"]) == 0
     ir_dir = tiny_run / "export_openvino"
     assert sorted(p.name for p in ir_dir.iterdir()) == ["droc_export.json", "model.bin",

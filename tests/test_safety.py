@@ -200,7 +200,8 @@ def _table_test(world, monkeypatch, runner, argv, want, setup, exit_code=2):
 
 
 def _ids(cases):
-    return [f"{c[0]}-{i}" for i, c in enumerate(cases)]
+    """"<runner>-<row>": stable across processes (pytest-xdist workers compare them)."""
+    return [f"{getattr(c, 'values', c)[0]}-{i}" for i, c in enumerate(cases)]
 
 
 def _add(rel, text="mine\n"):

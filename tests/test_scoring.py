@@ -1,7 +1,8 @@
 """Per-image scores, calibration, metrics, the SavedModel export and script/score.py.
 
-One tiny run (1 epoch x 2 steps on digitsood) is shared by the module; its export
-is loaded in a fresh Python process that cannot import the project.
+The session's tiny run (tests/conftest.py: 1 epoch x 2 steps on digitsood, every
+detector) is shared; its export is loaded in a fresh Python process that cannot import
+the project.
 """
 
 import csv
@@ -22,14 +23,6 @@ ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONUNBUFFERED="1")
 def run_py(args, cwd=ROOT, timeout=900):
     return subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=cwd,
                           env=ENV, timeout=timeout)
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    from tests.entry_point import finished_tiny_run
-
-    return finished_tiny_run(tmp_path_factory.mktemp("scoring") / "run",
-                             "--detectors=kocsvm,locsvm,kde,gde,auc")
 
 
 @pytest.fixture(scope="module")

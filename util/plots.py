@@ -55,8 +55,11 @@ def plot_roc(path, labels, test_scores, aucs=None, title=None):
 
 
 def plot_histograms(path, labels, test_scores, thresholds=None, cols=4):
+    """One panel per score key, at most ``cols`` a row; a grid slot left over in the
+    last row is removed, not drawn empty."""
     plt = _pyplot()
     keys = sorted(test_scores)
+    cols = min(cols, len(keys))
     rows = -(-len(keys) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.6 * rows), squeeze=False)
     y = np.asarray(labels).astype(bool)
@@ -74,7 +77,7 @@ def plot_histograms(path, labels, test_scores, thresholds=None, cols=4):
         ax.set_title(key, fontsize=9)
         ax.tick_params(labelsize=7)
     for ax in axes.ravel()[len(keys):]:
-        ax.axis("off")
+        fig.delaxes(ax)
     axes.ravel()[0].legend(fontsize=7)
     fig.tight_layout()
     _save(fig, path)
