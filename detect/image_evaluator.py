@@ -33,6 +33,11 @@ class ImageEvaluator:
         self.settings = settings
 
     # --- what the network sees -------------------------------------------------------
+    def representation_images(self, images):
+        """The images the network learns from: all training images (the paper's protocol;
+        the calibration hold-out leaves only the detectors' fit)."""
+        return images
+
     def steps_per_epoch(self, num_images, batch_size):
         """One pass over the training images (a set smaller than a batch is repeated)."""
         return max(num_images // batch_size, 1)

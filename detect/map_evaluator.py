@@ -16,7 +16,8 @@ The cell map is upsampled to the image and smoothed by a Gaussian of 4 px per
 256 px (detect/localization.py ``smooth_upsample``): that is the anomaly map,
 and the image score is its maximum. Metrics, calibration and outputs are those
 of the patch evaluator: image AUROC / F1-max, pixel AUROC, PRO, pixel F1-max,
-thresholds from held-out good images, scored by detectors fit without them.
+thresholds from held-out good images, scored by detectors fit without them. Here
+the network does not train on the held-out images either (``representation_images``).
 """
 
 import time
@@ -73,6 +74,15 @@ class MapEvaluator:
         self.bank_size = int(bank_size)
 
     # --- what the network sees -------------------------------------------------------
+    def representation_images(self, images):
+        """The training images but the calibration hold-out: the held-out good images are
+        then new to the network as well as to the detectors, as the parts it will inspect
+        are, so the threshold set on them holds on new good parts (a network that trained on
+        them scores them lower than new parts, and flags too many of those)."""
+        fit_idx, _ = split_calibration(len(images), self.settings.calibration_fraction,
+                                       self.settings.seed)
+        return images[fit_idx]
+
     def steps_per_epoch(self, num_images, batch_size):
         """One pass over the training images (a set smaller than a batch is repeated)."""
         return max(num_images // batch_size, 1)

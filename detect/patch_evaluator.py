@@ -58,6 +58,11 @@ class PatchEvaluator:
         self.patch_features = patch_features
 
     # --- what the network sees -------------------------------------------------------
+    def representation_images(self, images):
+        """The images the network learns from: all training images (the paper's protocol;
+        the calibration hold-out leaves only the detectors' fit)."""
+        return images
+
     def steps_per_epoch(self, num_images, batch_size):
         """One pass over the images at ``patches_per_image`` patches each."""
         return steps_per_epoch(num_images, batch_size, self.patches_per_image)

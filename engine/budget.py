@@ -6,16 +6,18 @@ longer on one machine than on another. The run therefore starts training
 with an open number of epochs, times the steps after the first few (which
 trace and compile the graph), and then plans: the steps that fit into the
 rest of the budget at that pace, rounded down to whole epochs (at least one
-more than done). The plan is set at once in the schedule (engine/schedules.py
-reads its length from a variable, so the cosine reaches its end at the last
-planned step), in the checkpoint and evaluation callbacks (they save and
-skip the last epoch) and in the progress bar; training stops after the
-planned epoch. The plan is written to ``stats/budget.json`` as soon as it is
-made, so a resumed run keeps its schedule instead of planning again, and
-``summary.json`` records it under ``meta.budget``.
-
-Time spent outside steps (checkpoints, periodic evaluations) is not
-foreseen; the planned run ends within the budget plus about one epoch.
+more than done). Epochs also cost time outside their steps (the callbacks at
+their end, a checkpoint now and then), so during the first quarter of the
+plan each finished epoch's wall time refines it: the epochs of that median
+length that fit into what is left. Later the plan stays, so the cosine is not
+bent near its end. The plan is set in the schedule (engine/schedules.py reads
+its length from a variable, so the cosine reaches its end at the last planned
+step), in the checkpoint and evaluation callbacks (they save and skip the
+last epoch) and in the progress bar; training stops after the planned epoch.
+It is written to ``stats/budget.json`` when it is made and each time it is
+refined, so a resumed run keeps its schedule instead of planning again, and
+``summary.json`` records it under ``meta.budget``. A run ends within its
+budget plus about an epoch, unless a late epoch is much slower than the first.
 """
 
 import json
@@ -87,11 +89,15 @@ class TrainingBudget(keras.callbacks.Callback):
         self.record_path = record_path
         self.initial_epoch = int(initial_epoch)
         self.log, self.clock = log, clock
-        self.stamps = []
+        self.stamps, self.epoch_seconds = [], []
         self.record = None
+        self.refine_until = 0
 
     def on_train_begin(self, logs=None):
         self.start = self.clock()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch_start = self.clock()
 
     def on_train_batch_end(self, batch, logs=None):
         if self.record is not None:
@@ -101,10 +107,32 @@ class TrainingBudget(keras.callbacks.Callback):
             self.make_plan()
 
     def on_epoch_end(self, epoch, logs=None):
+        now, done = self.clock(), epoch + 1
+        if epoch > self.initial_epoch:  # the first epoch also traced the step function
+            self.epoch_seconds.append(now - self.epoch_start)
         if self.record is None and len(self.stamps) > SKIPPED_STEPS + 1:
             self.make_plan()  # a short epoch: plan on the steps timed so far
-        if self.record is not None and self.plan.is_last(epoch + 1):
+        elif self.record is not None and self.epoch_seconds and done <= self.refine_until:
+            self.refine(done, now)
+        if self.record is not None and self.plan.is_last(done):
             self.model.stop_training = True
+
+    def refine(self, done, now):
+        """The epochs of the median measured length that fit into the rest of the budget."""
+        per_epoch = float(np.median(self.epoch_seconds))
+        left = self.seconds - (now - self.start)
+        planned = max(done, done + int(left // max(per_epoch, 1e-9)))
+        if planned != self.plan.epochs:
+            self.apply(planned)
+            self.record.update(planned_epochs=planned,
+                               planned_steps=planned * self.steps_per_epoch)
+            self.log(f"budget: epochs take {per_epoch:.1f} s -> {planned} epochs")
+        self.record["epoch_seconds"] = round(per_epoch, 3)
+        self.write()
+
+    def write(self):
+        if self.record_path is not None:
+            write_json_atomic(self.record_path, self.record)
 
     def make_plan(self):
         """Sets the planned epochs from the median step time of the timed steps."""
@@ -119,13 +147,13 @@ class TrainingBudget(keras.callbacks.Callback):
         planned = max(epochs_done + 1,
                       int((steps_done + steps_left) // self.steps_per_epoch))
         self.apply(planned)
+        self.refine_until = max(epochs_done + 2, planned // 4)
         self.record = {"train_minutes": self.seconds / 60.0, "planned_epochs": planned,
                        "planned_steps": planned * self.steps_per_epoch,
                        "steps_per_epoch": self.steps_per_epoch,
                        "step_seconds": round(step_seconds, 4),
                        "warmup_seconds": round(elapsed, 2), "timed_steps": len(timed)}
-        if self.record_path is not None:
-            write_json_atomic(self.record_path, self.record)
+        self.write()
         self.log(f"budget: {self.seconds / 60:g} min at {step_seconds:.3f} s/step -> "
                  f"{planned} epochs of {self.steps_per_epoch} steps "
                  f"({planned * self.steps_per_epoch} steps)")

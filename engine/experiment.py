@@ -37,6 +37,7 @@ from detect.evaluators import choose_evaluator, evaluator_class
 from detect.localization import grid_size
 from detect.synthetic import synthetic_check
 from engine.distribute import is_chief, worker_dir
+from engine.flags import FLAG_DEFAULTS
 from engine.checkpoints import inspect_checkpoints
 from engine.precision import POLICIES, choose_precision, read_cpuinfo
 from engine.resume import check_resume, restore_checkpoint, stored_summary
@@ -507,7 +508,8 @@ def load_and_build(cfg, run, checks, log):
     with quiet_stderr():
         data = load_data(cfg, checks.image_shape)
         evaluator = make_evaluator(cfg, checks)
-        train_images = apply_distribution_augmentation(data.train_images, cfg["distaug_type"])
+        train_images = apply_distribution_augmentation(
+            evaluator.representation_images(data.train_images), cfg["distaug_type"])
         steps_per_epoch = cfg["num_batch"] or evaluator.steps_per_epoch(len(train_images),
                                                                         cfg["batch_size"])
         strategy = make_strategy(cfg["strategy"])
@@ -544,6 +546,8 @@ def train_and_evaluate(cfg, run, checks, t_start, log, step):
         log(f"warning: {precision.warning}")
     if no_auc_note(data.test_labels):
         log(no_auc_note(data.test_labels))
+    if length_note(cfg, checks.evaluator):
+        log(length_note(cfg, checks.evaluator))
 
     step.now = "training"
     t_train = time.time()
@@ -598,6 +602,20 @@ def train_and_evaluate(cfg, run, checks, t_start, log, step):
               file=sys.stderr)
         return 1
     return 0
+
+
+def length_note(cfg, evaluator):
+    """One line for an MVTec-layout run on a CPU at the default length (the paper's 2,048
+    epochs, days on a CPU) without a preset: the inspector preset trains by the clock."""
+    import tensorflow as tf
+
+    if (evaluator not in ("patch", "map") or cfg.get("preset") or cfg.get("train_minutes")
+            or cfg["num_epoch"] != FLAG_DEFAULTS["num_epoch"]
+            or tf.config.list_logical_devices("GPU")):
+        return None
+    return (f"note: training for --num_epoch={cfg['num_epoch']} epochs, the paper's length, "
+            "which on a CPU takes days; --preset=inspector trains for 15 minutes by the clock "
+            "(--train_minutes) and is the recipe made for CPUs (docs/mvtec.md)")
 
 
 def budget_variable(cfg, strategy):

@@ -138,38 +138,67 @@ def write_heatmaps(out_dir, images, pixel_maps, patch_maps, image_scores, labels
     return len(images)
 
 
+def _rgb(image):
+    """uint8 [H, W, 3] of a gray [H, W] or colour [H, W, C>=3] image."""
+    image = np.asarray(image, np.uint8)
+    return np.repeat(image[..., None], 3, axis=-1) if image.ndim == 2 else image[..., :3]
+
+
+def outline(mask):
+    """bool [H, W]: the pixels of ``mask`` with a 4-neighbour outside it (its border)."""
+    m = np.asarray(mask, bool)
+    inner = m.copy()
+    inner[1:] &= m[:-1]
+    inner[:-1] &= m[1:]
+    inner[:, 1:] &= m[:, :-1]
+    inner[:, :-1] &= m[:, 1:]
+    return m & ~inner
+
+
 class PredictionFigure:
-    """One PNG per scored image: the input, and the anomaly map over it with the predicted
-    mask's outline; colours on one fixed scale (``split_norm``) for every image."""
+    """One PNG per scored image: the input, the anomaly map over it with the predicted
+    mask's outline in white, and a colour bar, on one fixed scale (``split_norm``) for
+    every image.
+
+    The picture is composed with numpy and written by Pillow (a few milliseconds an
+    image), not drawn by matplotlib (a tenth of a second or more), so writing maps does
+    not slow scoring down much: the colours are the ``jet`` colour map of the norm,
+    blended half and half with the input.
+    """
+
+    BAR = 12  # px, the width of the colour bar
 
     def __init__(self, norm, title=""):
         import matplotlib
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        self.norm, self.title = norm, title
+        self.cmap = matplotlib.colormaps["jet"]
 
-        self.plt, self.norm = plt, norm
-        self.fig, self.axes = plt.subplots(1, 2, figsize=(7.0, 3.4))
-        self.colorbar = None
-        if title:
-            self.fig.suptitle(title, fontsize=8)
+    def overlay(self, image, pixel_map, mask):
+        """uint8 [H, W, 3]: the map's colours blended with the image, the mask outlined."""
+        colours = self.cmap(np.clip(self.norm(pixel_map), 0.0, 1.0), bytes=True)[..., :3]
+        mixed = ((_rgb(image).astype(np.uint16) + colours) // 2).astype(np.uint8)
+        mixed[outline(mask)] = 255
+        return mixed
 
     def write(self, path, image, pixel_map, mask, caption):
-        for ax in self.axes:
-            ax.clear()
-            ax.axis("off")
-        self.axes[0].imshow(image)
-        self.axes[0].set_title(caption, fontsize=8)
-        self.axes[1].imshow(image)
-        im = self.axes[1].imshow(pixel_map, cmap="jet", alpha=0.5, norm=self.norm)
-        if mask.any():
-            self.axes[1].contour(mask, levels=[0.5], colors="white", linewidths=1)
-        self.axes[1].set_title("anomaly map, predicted mask outlined", fontsize=8)
-        if self.colorbar is None:
-            self.colorbar = self.fig.colorbar(im, ax=self.axes[1], fraction=0.046, pad=0.04)
+        from PIL import Image, ImageDraw
+
+        mixed = self.overlay(image, pixel_map, mask)
+        h = mixed.shape[0]
+        bar = self.cmap(np.linspace(1.0, 0.0, h), bytes=True)[:, None, :3].repeat(self.BAR, 1)
+        gap = np.full((h, 4, 3), 255, np.uint8)
+        body = np.concatenate([_rgb(image), gap, mixed, gap, bar], axis=1)
+        header = 14 * (2 if self.title else 1)
+        canvas = Image.new("RGB", (body.shape[1], h + header), "white")
+        canvas.paste(Image.fromarray(body), (0, header))
+        draw = ImageDraw.Draw(canvas)
+        draw.text((2, 1), caption, fill="black")
+        if self.title:
+            draw.text((2, 15), self.title, fill="black")
         buf = io.BytesIO()
-        self.fig.savefig(buf, format="png", dpi=80)
+        canvas.save(buf, format="PNG", compress_level=1)
         write_bytes_atomic(path, buf.getvalue())
 
     def close(self):
-        self.plt.close(self.fig)
+        pass
