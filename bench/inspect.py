@@ -13,6 +13,10 @@ each in a fresh process as a user would:
    test parts at the stored threshold (``image_FPR`` of the exported key);
 2. ``script/score.py`` on every test image through the run's export with
    ``--maps_dir``: images/s (scoring only, the export's load excluded);
+   With ``--inspect_lighting=0.8`` the export also scores a copy of the test
+   images 0.8 times as bright (lighting drift between the training parts and new
+   ones, under ``<out>/inspect_data/``): image AUROC and good-part false alarms at
+   the stored threshold, next to those of the original images;
 3. the raw-pixel baseline on the same grid (``--model_type=raw_pixels
    --mvtec_mode=map``: each cell's own pixels, the same detector), once per
    category.
@@ -56,6 +60,10 @@ def add_args(p):
     p.add_argument("--inspect_flags", default="",
                    help="inspect: more flags for every inspector run, space separated "
                         "(e.g. '--train_minutes=5 --net_width=0.25')")
+    p.add_argument("--inspect_lighting", default=None,
+                   help="inspect: also run each category on a copy whose test images are "
+                        "scaled by these factors, e.g. 0.8 (darker) or 0.8,1.2: lighting "
+                        "drift between the training parts and new ones")
     p.add_argument("--inspect_raw_pixels", default=True, action="store_true")
     p.add_argument("--noinspect_raw_pixels", dest="inspect_raw_pixels", action="store_false",
                    help="inspect: skip the raw-pixel baseline")
@@ -100,6 +108,61 @@ def check_args(args):
                           "integers") from None
     if not seeds or min(seeds) < 0:
         raise ConfigError(f"--inspect_seeds={args.inspect_seeds} must list seeds >= 0")
+    lighting_factors(args.inspect_lighting)
+
+
+def lighting_factors(spec):
+    """--inspect_lighting as a list of positive factors (none when unset)."""
+    if not spec:
+        return []
+    try:
+        factors = [float(f) for f in spec.split(",") if f.strip()]
+    except ValueError:
+        raise ConfigError(f"--inspect_lighting={spec} must be a comma list of numbers") from None
+    if not factors or any(not 0 < f < 10 for f in factors):
+        raise ConfigError(f"--inspect_lighting={spec} must list factors in (0, 10), e.g. 0.8")
+    return factors
+
+
+def relit_test_images(folder, factor, out_dir):
+    """A copy of the category's test/ tree whose images are the originals times
+    ``factor`` (clipped, 8-bit PNG, one folder per class as in test/); returns it."""
+    from PIL import Image
+
+    import numpy as np
+
+    copy = Path(out_dir) / f"{Path(folder).name}_test_x{factor:g}"
+    if copy.is_dir():
+        return copy
+    staging = copy.with_name(copy.name + ".tmp")
+    for src in sorted((Path(folder) / "test").rglob("*")):
+        if src.is_file() and not src.name.startswith("."):
+            dst = (staging / src.relative_to(Path(folder) / "test")).with_suffix(".png")
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            img = np.asarray(Image.open(src))
+            Image.fromarray(np.clip(np.round(img * factor), 0, 255).astype(np.uint8)).save(dst)
+    staging.rename(copy)
+    return copy
+
+
+def scored_test_tree(export_dir, test_dir, out_csv, log):
+    """(image AUROC, good-part false alarm rate at the export's threshold) of the images of
+    a test/<class>/ tree (class 'good' = 0, others 1) scored by script/score.py."""
+    import csv
+
+    from detect.metrics import roc_auc
+
+    code, out, _ = run([sys.executable, SCORE, f"--export_dir={export_dir}", str(test_dir),
+                        f"--out={out_csv}"], log)
+    if code:
+        log(f"  score.py failed ({code}): {out.strip().splitlines()[-1]}")
+        return None, None
+    rows = list(csv.DictReader(Path(out_csv).open()))
+    labels = [int(Path(r["path"]).parent.name != "good") for r in rows]
+    good = [int(r["decision"]) for r, y in zip(rows, labels) if y == 0]
+    auroc = roc_auc(labels, [float(r["raw_score"]) for r in rows]) \
+        if 0 < sum(labels) < len(labels) else None
+    return auroc, (sum(good) / len(good) if good else None)
 
 
 def run(cmd, log):
@@ -225,6 +288,13 @@ def markdown(result):
     lines.append(f"| goal | | <= {g['train_min']:g} | <= {g['fit_min']:g} | >= "
                  f"{g['image_auroc']:g} | >= {g['pixel_auroc']:g} | >= {g['pro']:g} | "
                  f"<= {g['fpr_ratio']:g} x target | >= {g['images_per_s']:g} | |")
+    if result.get("lighting"):
+        lines += ["", "| category | seed | test images x | image AUROC (x1) | good FPR (x1) |",
+                  "|---|---|---|---|---|"]
+        for r in result["lighting"]:
+            lines.append(f"| {r['category']} | {r['seed']} | {r['factor']:g} | "
+                         f"{fmt(r['image_auroc'])} ({fmt(r['image_auroc_x1'])}) | "
+                         f"{fmt(r['good_fpr'], 3)} ({fmt(r['good_fpr_x1'], 3)}) |")
     if len({r["seed"] for r in result["rows"]}) > 1:
         lines += ["", "| category | spread over seeds: image AUROC | pixel AUROC | PRO |",
                   "|---|---|---|---|"]
@@ -239,19 +309,28 @@ def inspect_section(args, out, log):
     categories = find_categories(args.root, names or None)
     seeds = [int(s) for s in args.inspect_seeds.split(",") if s.strip()]
     runs = Path(out) / "inspect_runs"
-    rows, raw, failed = [], {}, []
+    rows, raw, failed, lighting = [], {}, [], []
+    factors = lighting_factors(args.inspect_lighting)
     for name, folder in categories:
         log(f"inspect {name} ({folder}):")
         for seed in seeds:
             row = inspect_category(name, folder, seed, args, runs, log)
             if row is None:
                 failed.append(f"{name} s{seed}")
-            else:
-                rows.append(row)
+                continue
+            rows.append(row)
+            for factor in factors:
+                test_dir = relit_test_images(folder, factor, Path(out) / "inspect_data")
+                auroc, fpr = scored_test_tree(runs / name / f"s{seed}" / "export", test_dir,
+                                              runs / name / f"s{seed}_light{factor:g}.csv", log)
+                lighting.append({"category": name, "seed": seed, "factor": factor,
+                                 "image_auroc": auroc, "good_fpr": fpr,
+                                 "image_auroc_x1": row["image_auroc"],
+                                 "good_fpr_x1": row["good_fpr"]})
         if args.inspect_raw_pixels:
             raw[name] = raw_pixel_baseline(name, folder, runs, log)
     result = {"preset": args.inspect_preset, "flags": args.inspect_flags, "rows": rows,
-              "failed": failed, "raw_pixels": raw, "goal": GOAL}
+              "failed": failed, "raw_pixels": raw, "lighting": lighting, "goal": GOAL}
     result["summary"] = summarise(rows, raw)
     table = markdown(result) + (f"\n\nfailed runs: {', '.join(failed)}" if failed else "")
     write_text_atomic(Path(out) / "inspect.md", table + "\n")

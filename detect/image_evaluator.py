@@ -24,15 +24,10 @@ def extract_features(model, images, batch_size=256):
     return {k: np.asarray(v) for k, v in out.items()}
 
 
-class ImageEvaluator:
-    """Detectors on the features of whole images (CIFAR, folders, MVTec image mode)."""
+class WholeImageTraining:
+    """What the network sees when it learns from whole images: augmented batches of the
+    training images (the image evaluators and the feature-map evaluator)."""
 
-    options = ()  # flags of the run this evaluator takes (see detect/evaluators.py)
-
-    def __init__(self, settings: EvalSettings):
-        self.settings = settings
-
-    # --- what the network sees -------------------------------------------------------
     def representation_images(self, images):
         """The images the network learns from: all training images (the paper's protocol;
         the calibration hold-out leaves only the detectors' fit)."""
@@ -51,6 +46,15 @@ class ImageEvaluator:
     def network_view(self, images):
         """Images as the network sees them (the collapse monitor's probe)."""
         return images
+
+
+class ImageEvaluator(WholeImageTraining):
+    """Detectors on the features of whole images (CIFAR, folders, MVTec image mode)."""
+
+    options = ()  # flags of the run this evaluator takes (see detect/evaluators.py)
+
+    def __init__(self, settings: EvalSettings):
+        self.settings = settings
 
     # --- stage 2 ---------------------------------------------------------------------
     def periodic(self, model, data):

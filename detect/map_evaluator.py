@@ -24,11 +24,11 @@ import time
 
 import numpy as np
 
-from data.pipeline import train_dataset
 from detect.calibration import pixel_sample, split_calibration
 from detect.detectors import make_detector, subsample_index
 from detect.evaluation import (EvalSettings, Evaluation, MapGrid, add_aliases, aucs_defined,
                                detector_training_images, test_ids)
+from detect.image_evaluator import WholeImageTraining
 from detect.localization import image_scores, map_pixels
 from detect.metrics import f1_max, roc_auc
 from detect.pixel_metrics import pixel_metrics
@@ -62,7 +62,7 @@ def extract_maps(mapper, images, progress=True):
     return out
 
 
-class MapEvaluator:
+class MapEvaluator(WholeImageTraining):
     """Local feature maps of whole images, scored cell by cell."""
 
     options = ("map_stages", "map_neighbourhood", "bank_size")
@@ -82,20 +82,6 @@ class MapEvaluator:
         fit_idx, _ = split_calibration(len(images), self.settings.calibration_fraction,
                                        self.settings.seed)
         return images[fit_idx]
-
-    def steps_per_epoch(self, num_images, batch_size):
-        """One pass over the training images (a set smaller than a batch is repeated)."""
-        return max(num_images // batch_size, 1)
-
-    def train_dataset(self, images, batch_size, aug_list, views, seed, clip_pixels,
-                      options=None):
-        ds, _ = train_dataset(images, batch_size, aug_list, num_views=views, seed=seed,
-                              clip_pixels=clip_pixels, options=options)
-        return ds
-
-    def network_view(self, images):
-        """Whole images, as the network trains on them."""
-        return images
 
     # --- stage 2 ---------------------------------------------------------------------
     def mapper(self, model):

@@ -7,10 +7,11 @@ with an open number of epochs, times the steps after the first few (which
 trace and compile the graph), and then plans: the steps that fit into the
 rest of the budget at that pace, rounded down to whole epochs (at least one
 more than done). Epochs also cost time outside their steps (the callbacks at
-their end, a checkpoint now and then), so during the first quarter of the
-plan each finished epoch's wall time refines it: the epochs of that median
-length that fit into what is left. Later the plan stays, so the cosine is not
-bent near its end. The plan is set in the schedule (engine/schedules.py reads
+their end, a checkpoint now and then, a new input iterator), so each epoch is
+timed from its start to the next epoch's start, and during the first quarter
+of the plan these times refine it: the epochs of their median length that fit
+into what is left. Later the plan only shrinks, and only when it would end
+more than an epoch late, so the cosine is not bent near its end without need. The plan is set in the schedule (engine/schedules.py reads
 its length from a variable, so the cosine reaches its end at the last planned
 step), in the checkpoint and evaluation callbacks (they save and skip the
 last epoch) and in the progress bar; training stops after the planned epoch.
@@ -97,7 +98,10 @@ class TrainingBudget(keras.callbacks.Callback):
         self.start = self.clock()
 
     def on_epoch_begin(self, epoch, logs=None):
-        self.epoch_start = self.clock()
+        now = self.clock()
+        if epoch > self.initial_epoch + 1:  # the first epoch also traced the step function
+            self.epoch_seconds.append(now - self.epoch_start)
+        self.epoch_start = now
 
     def on_train_batch_end(self, batch, logs=None):
         if self.record is not None:
@@ -108,21 +112,23 @@ class TrainingBudget(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         now, done = self.clock(), epoch + 1
-        if epoch > self.initial_epoch:  # the first epoch also traced the step function
-            self.epoch_seconds.append(now - self.epoch_start)
+        # until a whole epoch (start to next start) is timed, this one's steps stand in
+        measured = self.epoch_seconds or ([now - self.epoch_start]
+                                          if epoch > self.initial_epoch else [])
         if self.record is None and len(self.stamps) > SKIPPED_STEPS + 1:
             self.make_plan()  # a short epoch: plan on the steps timed so far
-        elif self.record is not None and self.epoch_seconds and done <= self.refine_until:
-            self.refine(done, now)
+        elif self.record is not None and measured:
+            self.refine(done, now, float(np.median(measured)), early=done <= self.refine_until)
         if self.record is not None and self.plan.is_last(done):
             self.model.stop_training = True
 
-    def refine(self, done, now):
-        """The epochs of the median measured length that fit into the rest of the budget."""
-        per_epoch = float(np.median(self.epoch_seconds))
+    def refine(self, done, now, per_epoch, early):
+        """The epochs of ``per_epoch`` seconds that fit into the rest of the budget; once
+        not ``early``, only a plan that would end more than an epoch late changes."""
         left = self.seconds - (now - self.start)
         planned = max(done, done + int(left // max(per_epoch, 1e-9)))
-        if planned != self.plan.epochs:
+        late = self.plan.epochs - planned > 1
+        if planned != self.plan.epochs and (early or late):
             self.apply(planned)
             self.record.update(planned_epochs=planned,
                                planned_steps=planned * self.steps_per_epoch)

@@ -62,10 +62,12 @@ PRESETS = {
                   ckpt_epoch=4, eval_epoch=0, max_detector_train=2000),
     # The inspector: a defect detector from good parts only in 15 minutes of CPU training
     # (docs/mvtec.md, "The inspector"). CutPaste labelled cell by cell on the local feature
-    # map of whole 256 px images (stages 2 and 3 of a width-0.5 ResNet-18), the training
-    # length set by the clock, a greedy-coreset memory bank over every cell of the good
-    # images, the threshold at 5% false alarms on a fifth of them held out.
+    # map of whole 256 px images (stages 2 and 3 of a width-0.5 ResNet-18, each image
+    # standardised first, so that a change of lighting does not read as a defect), the
+    # training length set by the clock, a greedy-coreset memory bank over every cell of
+    # the good images, the threshold at 5% false alarms on a fifth of them held out.
     "inspector": dict(model_type="cutpaste_map", mvtec_mode="map", net_width=0.5,
+                      image_norm="standardize",
                       batch_size=16, optim_type="adam", learning_rate=0.001,
                       weight_decay=1e-5, train_minutes=15.0, ckpt_epoch=5, eval_epoch=0,
                       detectors="membank", export_detector="membank",

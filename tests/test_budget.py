@@ -68,8 +68,8 @@ def test_time_outside_the_steps_shortens_the_plan_early_on(tmp_path):
             clock.now += 1.0
             cb.on_train_batch_end(step)
             step += 1
-        clock.now += 4.0  # the epoch's callbacks
         cb.on_epoch_end(epoch)
+        clock.now += 4.0  # the other callbacks at the epoch's end, the next iterator
         epoch += 1
     # planned from the steps: 120 s / 1 s = 60 steps = 30 epochs; at 6 s an epoch, 20 fit
     assert stored_plan(tmp_path / "budget.json")["epoch_seconds"] == pytest.approx(6.0)
@@ -143,3 +143,21 @@ def test_a_tiny_run_trains_for_its_budget_and_records_the_plan(tmp_path):
     assert all(a >= b for a, b in zip(rates, rates[1:]))
     want = [0.1 * 0.5 * (1 + np.cos(np.pi * e / epochs)) for e in range(epochs)]
     np.testing.assert_allclose(rates[2:], want[2:], atol=6e-5)
+
+
+def test_epochs_that_slow_down_late_shorten_the_plan_to_end_on_time(tmp_path):
+    """After the first quarter the plan holds while it ends within an epoch of the budget;
+    when later epochs take twice as long, it shrinks so training still ends on time."""
+    cb, clock, var, plan = _budget(tmp_path, minutes=2.0, steps_per_epoch=2)
+    cb.on_train_begin()
+    step, epoch = 0, 0
+    while not cb.model.stop_training:
+        cb.on_epoch_begin(epoch)
+        for _ in range(2):
+            clock.now += 1.0 if epoch < 20 else 2.0
+            cb.on_train_batch_end(step)
+            step += 1
+        cb.on_epoch_end(epoch)
+        epoch += 1
+    assert epoch == plan.epochs < 60
+    assert clock.now <= 120.0 + 4.0  # the budget and at most one (slow) epoch

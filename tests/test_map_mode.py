@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.converted import converted_outputs
 from tests.mvtec_fixture import make_category
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -206,8 +207,6 @@ def test_map_export_equals_the_pipeline_in_a_fresh_process(detector, map_run, ca
 def test_map_export_converts_to_onnx_and_openvino(detector, map_run, category, tmp_path):
     pytest.importorskip("tf2onnx", reason="requirements-deploy.txt is not installed")
     pytest.importorskip("openvino", reason="requirements-deploy.txt is not installed")
-    import onnxruntime
-    import openvino as ov
     import tensorflow as tf
 
     from script import export
@@ -219,16 +218,8 @@ def test_map_export_converts_to_onnx_and_openvino(detector, map_run, category, t
     images = _test_images(category)
     want = {k: v.numpy() for k, v in tf.saved_model.load(str(out)).signatures[
         "serving_default"](images=tf.constant(images)).items()}
-    session = onnxruntime.InferenceSession(str(tmp_path / "export.onnx"),
-                                           providers=["CPUExecutionProvider"])
-    names = [o.name for o in session.get_outputs()]
-    got_onnx = dict(zip(names, session.run(None, {"images": images})))
-    compiled = ov.Core().compile_model(str(tmp_path / "export_openvino" / "model.xml"), "CPU",
-                                       {"INFERENCE_PRECISION_HINT": "f32"})
-    result = compiled(images)
-    got_ov = {o.get_any_name(): result[o] for o in compiled.outputs}
     scale = np.abs(want["patch_map"]).max()
-    for got in (got_onnx, got_ov):
+    for got in converted_outputs(tmp_path, images):
         for name in ("raw_score", "patch_map", "anomaly_map"):
             np.testing.assert_allclose(got[name], want[name], rtol=1e-4, atol=2e-4 * scale,
                                        err_msg=name)

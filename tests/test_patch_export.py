@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.converted import converted_outputs
 from tests.mvtec_fixture import make_category
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -230,8 +231,6 @@ def test_patch_export_converts_to_onnx_and_openvino_with_its_maps(which, request
     the SavedModel's image scores, patch maps, anomaly maps and masks."""
     pytest.importorskip("tf2onnx", reason="requirements-deploy.txt is not installed")
     pytest.importorskip("openvino", reason="requirements-deploy.txt is not installed")
-    import onnxruntime
-    import openvino as ov
     import tensorflow as tf
 
     from script import export
@@ -243,16 +242,8 @@ def test_patch_export_converts_to_onnx_and_openvino_with_its_maps(which, request
     images = _test_images(category, 32).test_images
     want = {k: v.numpy() for k, v in tf.saved_model.load(str(out)).signatures[
         "serving_default"](images=tf.constant(images)).items()}
-    session = onnxruntime.InferenceSession(str(tmp_path / "export.onnx"),
-                                           providers=["CPUExecutionProvider"])
-    names = [o.name for o in session.get_outputs()]
-    got_onnx = dict(zip(names, session.run(None, {"images": images})))
-    compiled = ov.Core().compile_model(str(tmp_path / "export_openvino" / "model.xml"), "CPU",
-                                       {"INFERENCE_PRECISION_HINT": "f32"})
-    result = compiled(images)
-    got_ov = {o.get_any_name(): result[o] for o in compiled.outputs}
     scale = np.abs(want["patch_map"]).max()
-    for got in (got_onnx, got_ov):
+    for got in converted_outputs(tmp_path, images):
         for key in ("raw_score", "patch_map", "anomaly_map"):
             np.testing.assert_allclose(got[key], want[key], rtol=1e-4, atol=1e-5 * scale,
                                        err_msg=key)
