@@ -539,6 +539,11 @@ def main(argv=None):
     result["wall_seconds"] = round(time.time() - t0, 1)
     write_text_atomic(out / "benchmark.json", json.dumps(result, indent=2))
     log(f"wrote {out / 'benchmark.json'} ({result['wall_seconds']} s)")
+    failed = (result.get("inspect") or {}).get("failed")
+    if failed:  # the figures of the others are written; the exit code says some are missing
+        print(f"error: inspect: these runs failed (their log lines above): {', '.join(failed)}",
+              file=sys.stderr)
+        return 1
     return 0
 
 

@@ -11,14 +11,15 @@ their end, a checkpoint now and then, a new input iterator), so each epoch is
 timed from its start to the next epoch's start, and during the first quarter
 of the plan these times refine it: the epochs of their median length that fit
 into what is left. Later the plan only shrinks, and only when it would end
-more than an epoch late, so the cosine is not bent near its end without need. The plan is set in the schedule (engine/schedules.py reads
+more than an epoch late, so the cosine is not bent near its end without need.
+The plan is set in the schedule (engine/schedules.py reads
 its length from a variable, so the cosine reaches its end at the last planned
 step), in the checkpoint and evaluation callbacks (they save and skip the
 last epoch) and in the progress bar; training stops after the planned epoch.
 It is written to ``stats/budget.json`` when it is made and each time it is
 refined, so a resumed run keeps its schedule instead of planning again, and
 ``summary.json`` records it under ``meta.budget``. A run ends within its
-budget plus about an epoch, unless a late epoch is much slower than the first.
+budget plus about an epoch.
 """
 
 import json
