@@ -272,3 +272,45 @@ def test_a_plain_image_folder_gets_maps_and_image_metrics(tmp_path):
     summary = json.loads((run / "stats" / "summary.json").read_text())
     assert "map.membank" in summary and "map.membank.pixel_auroc" not in summary
     assert (run / "export" / "assets" / "droc_export.json").is_file()
+
+
+@pytest.mark.slow
+def test_good_parts_only_train_calibrate_export_and_score(tmp_path):
+    """The inspector's preset on a tree with train/good alone, at a tiny budget: the run
+    trains for its minutes, reports no AUC, exports with the held-out threshold, and
+    score.py flags new images with maps; a brightly painted defect scores above the
+    good parts."""
+    import shutil
+
+    from PIL import Image
+
+    from tests.entry_point import run_in_process
+
+    root = Path(make_category(str(tmp_path / "parts"), n_train=10, size=128))
+    new = tmp_path / "new"
+    shutil.copytree(root / "test", new)
+    shutil.rmtree(root / "test")
+    shutil.rmtree(root / "ground_truth")
+    run = tmp_path / "run"
+    out = run_in_process(["--dataset=mvtec_folder", f"--root={root}", "--preset=inspector",
+                          f"--model_dir={run}", "--train_minutes=0.05",
+                          f"--mvtec_image_size={SIZE}", "--net_width=0.125", "--batch_size=4"])
+    assert out.returncode == 0, out.stderr[-3000:]
+    summary = json.loads((run / "stats" / "summary.json").read_text())
+    assert "map.membank" not in summary and summary["export"]["score_key"] == "map.membank"
+    assert summary["meta"]["budget"]["train_minutes"] == 0.05
+    calibration = summary["calibration"]["map.membank"]
+    assert calibration["target_fpr"] == 0.05 and calibration["n_calibration"] == 2
+    csv_path, maps_dir = tmp_path / "scores.csv", tmp_path / "maps"
+    done = subprocess.run([sys.executable, str(ROOT / "script" / "score.py"),
+                           f"--export_dir={run / 'export'}", str(new), f"--out={csv_path}",
+                           f"--maps_dir={maps_dir}"],
+                          capture_output=True, text=True, cwd=tmp_path, env=ENV, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = list(csv.DictReader(csv_path.open()))
+    assert len(rows) == 7 and all(r["decision"] in ("0", "1") for r in rows)
+    good = [float(r["raw_score"]) for r in rows if Path(r["path"]).parent.name == "good"]
+    bad = [float(r["raw_score"]) for r in rows if Path(r["path"]).parent.name != "good"]
+    assert min(bad) > max(good)
+    assert len(list(maps_dir.glob("*_mask.png"))) == 7
+    assert Image.open(next(maps_dir.glob("*_mask.png"))).size == (128, 128)
