@@ -64,8 +64,9 @@ def _check_parity(got, want, meta, pipeline):
             np.testing.assert_allclose(raw, ref, atol=2e-3 * scale, err_msg=part)
         np.testing.assert_array_equal(got[part]["decision"], raw > c["threshold"], err_msg=part)
         norm = np.clip((raw - c["norm_min"]) / (c["norm_max"] - c["norm_min"]), 0, 1)
-        # OpenVINO's CPU plugin computes float64 graphs in float32
-        np.testing.assert_allclose(got[part]["normalized_score"], norm, atol=1e-6)
+        # OpenVINO's CPU plugin computes float64 graphs in float32: (raw - min) / (max - min)
+        # then carries float32's relative error of raw times raw / (max - min), a few 1e-6
+        np.testing.assert_allclose(got[part]["normalized_score"], norm, atol=1e-5)
     np.testing.assert_allclose(got["same"]["raw_score"], pipeline, rtol=1e-4,
                                atol=1e-5 * np.abs(pipeline).max())
 
