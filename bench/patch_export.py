@@ -17,7 +17,6 @@ memory. ``script/benchmark.py --sections=patch_export`` runs this file in a
 fresh process per mode, so the peak memory is this work's alone.
 """
 
-import argparse
 import json
 import os
 import resource
@@ -30,6 +29,7 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from bench import mvtec  # noqa: E402  (after the TF log level)
+from util.cli import ArgumentParser, script_main  # noqa: E402
 
 
 def add_args(p):
@@ -136,8 +136,9 @@ def patch_export_section(args, log=print):
         f"--export_batch={args.export_batch}", f"--rounds={args.rounds}"], log)
 
 
+@script_main
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = ArgumentParser(description=__doc__.splitlines()[0])
     mvtec.add_args(p)
     add_args(p)
     p.add_argument("--width", type=float, default=0.25)
