@@ -80,7 +80,8 @@ class CutPasteMapModel(OneClassModel):
 
     def call(self, images, training=False):
         pooled, embed = super().call(images, training=training)
-        self.cell_classifier(self.mapper(images, training=training))  # builds it with the model
+        if not self.cell_classifier.built:  # built with the model, not run at every call
+            self.cell_classifier(self.mapper(images, training=training))
         return pooled, embed
 
     def train_step(self, data):

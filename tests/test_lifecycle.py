@@ -288,6 +288,19 @@ def test_embedding_spread_separates_collapsed_from_spread_features():
     assert np.isnan(embedding_spread(np.full((4, 3), np.nan)))
 
 
+def test_the_collapse_probe_costs_the_same_pixels_whatever_the_image_size():
+    """256 images of 32 px, but 32 of 256 px (the probe runs at every epoch end: a full
+    probe of large images ate a third of a budgeted epoch); the subset is fixed by seed."""
+    from engine.collapse import MIN_PROBE, PROBE_SIZE, probe_images
+
+    small = np.arange(300)[:, None, None, None] * np.ones([1, 32, 32, 3], np.uint8)
+    large = np.zeros([300, 256, 256, 1], np.uint8)
+    assert len(probe_images(small, seed=1)) == PROBE_SIZE == 256
+    assert len(probe_images(large, seed=1)) == MIN_PROBE == 32
+    np.testing.assert_array_equal(probe_images(small, seed=1), probe_images(small, seed=1))
+    assert len(probe_images(small[:100])) == 100
+
+
 # ----------------------------------------------------------------- determinism
 
 
@@ -322,3 +335,4 @@ def test_nan_message_blames_learning_rate_only_when_weights_diverged():
     model.set_weights(weights)
     diverged = nan_message(model, cfg, 4, "ckpt-4")
     assert "--learning_rate (now 0.5" in diverged
+
