@@ -9,8 +9,9 @@ rest of the budget at that pace, rounded down to whole epochs (at least one
 more than done). Epochs also cost time outside their steps (the callbacks at
 their end, a checkpoint now and then, a new input iterator), so each epoch is
 timed from its start to the next epoch's start, and during the first quarter
-of the plan these times refine it: the epochs of their median length that fit
-into what is left. Later the plan only shrinks, and only when it would end
+of the plan these times refine it: the epochs of their mean length (which
+counts the checkpoint every few epochs; a median would not) that fit into
+what is left. Later the plan only shrinks, and only when it would end
 more than an epoch late, so the cosine is not bent near its end without need.
 The plan is set in the schedule (engine/schedules.py reads
 its length from a variable, so the cosine reaches its end at the last planned
@@ -119,7 +120,7 @@ class TrainingBudget(keras.callbacks.Callback):
         if self.record is None and len(self.stamps) > SKIPPED_STEPS + 1:
             self.make_plan()  # a short epoch: plan on the steps timed so far
         elif self.record is not None and measured:
-            self.refine(done, now, float(np.median(measured)), early=done <= self.refine_until)
+            self.refine(done, now, float(np.mean(measured)), early=done <= self.refine_until)
         if self.record is not None and self.plan.is_last(done):
             self.model.stop_training = True
 

@@ -161,3 +161,22 @@ def test_epochs_that_slow_down_late_shorten_the_plan_to_end_on_time(tmp_path):
         epoch += 1
     assert epoch == plan.epochs < 60
     assert clock.now <= 120.0 + 4.0  # the budget and at most one (slow) epoch
+
+
+def test_a_checkpoint_every_few_epochs_counts_in_the_plan(tmp_path):
+    """Short epochs (1 s) with a 5 s checkpoint after every fifth: the plan counts the
+    mean epoch (2 s), not the median (1 s), and the run ends on time."""
+    cb, clock, var, plan = _budget(tmp_path, minutes=2.0, steps_per_epoch=1)
+    cb.on_train_begin()
+    epoch = 0
+    while not cb.model.stop_training:
+        cb.on_epoch_begin(epoch)
+        clock.now += 1.0
+        cb.on_train_batch_end(epoch)
+        cb.on_epoch_end(epoch)
+        if (epoch + 1) % 5 == 0:
+            clock.now += 5.0
+        epoch += 1
+    assert clock.now <= 120.0 + 6.0
+    assert epoch == plan.epochs < 70
+    assert stored_plan(tmp_path / "budget.json")["epoch_seconds"] == pytest.approx(2.0, rel=0.1)
