@@ -11,8 +11,8 @@ their end, a checkpoint now and then, a new input iterator), so each epoch is
 timed from its start to the next epoch's start, and during the first quarter
 of the plan these times refine it: the epochs of their mean length (which
 counts the checkpoint every few epochs; a median would not) that fit into
-what is left. Later the plan only shrinks, and only when it would end
-more than an epoch late, so the cosine is not bent near its end without need.
+what is left. Later the plan only shrinks, and only when it would end more
+than half an epoch late, so the cosine is not bent near its end without need.
 The plan is set in the schedule (engine/schedules.py reads
 its length from a variable, so the cosine reaches its end at the last planned
 step), in the checkpoint and evaluation callbacks (they save and skip the
@@ -126,10 +126,10 @@ class TrainingBudget(keras.callbacks.Callback):
 
     def refine(self, done, now, per_epoch, early):
         """The epochs of ``per_epoch`` seconds that fit into the rest of the budget; once
-        not ``early``, only a plan that would end more than an epoch late changes."""
+        not ``early``, only a plan that would end more than half an epoch late changes."""
         left = self.seconds - (now - self.start)
         planned = max(done, done + int(left // max(per_epoch, 1e-9)))
-        late = self.plan.epochs - planned > 1
+        late = (self.plan.epochs - done) * per_epoch - left > 0.5 * per_epoch
         if planned != self.plan.epochs and (early or late):
             self.apply(planned)
             self.record.update(planned_epochs=planned,

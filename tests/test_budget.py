@@ -160,7 +160,7 @@ def test_epochs_that_slow_down_late_shorten_the_plan_to_end_on_time(tmp_path):
         cb.on_epoch_end(epoch)
         epoch += 1
     assert epoch == plan.epochs < 60
-    assert clock.now <= 120.0 + 4.0  # the budget and at most one (slow) epoch
+    assert clock.now <= 120.0 + 2.0  # the budget and at most half a (slow) epoch
 
 
 def test_a_checkpoint_every_few_epochs_counts_in_the_plan(tmp_path):
