@@ -32,6 +32,25 @@ def _budget(tmp_path, minutes=1.0, steps_per_epoch=5, initial_epoch=0):
     return cb, clock, var, plan
 
 
+def _train(cb, clock, steps_per_epoch, step_seconds=lambda epoch: 1.0,
+           after_epoch=lambda epoch: 0.0):
+    """Drives the callback as model.fit would until it stops training: each step takes
+    ``step_seconds(epoch)``, and ``after_epoch(epoch)`` seconds pass after each epoch's end
+    (the other callbacks, the next iterator). Returns the epochs trained."""
+    cb.on_train_begin()
+    step, epoch = 0, 0
+    while not cb.model.stop_training:
+        cb.on_epoch_begin(epoch)
+        for _ in range(steps_per_epoch):
+            clock.now += step_seconds(epoch)
+            cb.on_train_batch_end(step)
+            step += 1
+        cb.on_epoch_end(epoch)
+        clock.now += after_epoch(epoch)
+        epoch += 1
+    return epoch
+
+
 def test_the_plan_fills_the_budget_at_the_timed_step_rate(tmp_path):
     """Slow first steps (tracing) are left out of the rate; the steps that fit into what is
     left of the budget are rounded down to whole epochs; the schedule, the plan and the
@@ -60,17 +79,7 @@ def test_time_outside_the_steps_shortens_the_plan_early_on(tmp_path):
     """Each epoch also spends 4 s in its callbacks: the epochs measured in the first
     quarter of the plan refine it to the epochs of that length that fit."""
     cb, clock, var, plan = _budget(tmp_path, minutes=2.0, steps_per_epoch=2)
-    cb.on_train_begin()
-    step, epoch = 0, 0
-    while not cb.model.stop_training:
-        cb.on_epoch_begin(epoch)
-        for _ in range(2):
-            clock.now += 1.0
-            cb.on_train_batch_end(step)
-            step += 1
-        cb.on_epoch_end(epoch)
-        clock.now += 4.0  # the other callbacks at the epoch's end, the next iterator
-        epoch += 1
+    epoch = _train(cb, clock, 2, after_epoch=lambda e: 4.0)
     # planned from the steps: 120 s / 1 s = 60 steps = 30 epochs; at 6 s an epoch, 20 fit
     assert stored_plan(tmp_path / "budget.json")["epoch_seconds"] == pytest.approx(6.0)
     assert epoch == plan.epochs == int(var.numpy()) == 20
@@ -149,16 +158,7 @@ def test_epochs_that_slow_down_late_shorten_the_plan_to_end_on_time(tmp_path):
     """After the first quarter the plan holds while it ends within an epoch of the budget;
     when later epochs take twice as long, it shrinks so training still ends on time."""
     cb, clock, var, plan = _budget(tmp_path, minutes=2.0, steps_per_epoch=2)
-    cb.on_train_begin()
-    step, epoch = 0, 0
-    while not cb.model.stop_training:
-        cb.on_epoch_begin(epoch)
-        for _ in range(2):
-            clock.now += 1.0 if epoch < 20 else 2.0
-            cb.on_train_batch_end(step)
-            step += 1
-        cb.on_epoch_end(epoch)
-        epoch += 1
+    epoch = _train(cb, clock, 2, step_seconds=lambda e: 1.0 if e < 20 else 2.0)
     assert epoch == plan.epochs < 60
     assert clock.now <= 120.0 + 2.0  # the budget and at most half a (slow) epoch
 
@@ -167,16 +167,7 @@ def test_a_checkpoint_every_few_epochs_counts_in_the_plan(tmp_path):
     """Short epochs (1 s) with a 5 s checkpoint after every fifth: the plan counts the
     mean epoch (2 s), not the median (1 s), and the run ends on time."""
     cb, clock, var, plan = _budget(tmp_path, minutes=2.0, steps_per_epoch=1)
-    cb.on_train_begin()
-    epoch = 0
-    while not cb.model.stop_training:
-        cb.on_epoch_begin(epoch)
-        clock.now += 1.0
-        cb.on_train_batch_end(epoch)
-        cb.on_epoch_end(epoch)
-        if (epoch + 1) % 5 == 0:
-            clock.now += 5.0
-        epoch += 1
+    epoch = _train(cb, clock, 1, after_epoch=lambda e: 5.0 if (e + 1) % 5 == 0 else 0.0)
     assert clock.now <= 120.0 + 6.0
     assert epoch == plan.epochs < 70
     assert stored_plan(tmp_path / "budget.json")["epoch_seconds"] == pytest.approx(2.0, rel=0.1)
