@@ -51,7 +51,6 @@ def run(args, log=print):
     import tensorflow as tf
 
     from data.mvtec import load_category
-    from deploy.detector_graph import detector_params
     from deploy.export import export_patch_model
     from deploy.patch_scorer import PatchScorer
     from detect.calibration import calibration
@@ -87,13 +86,12 @@ def run(args, log=print):
         for name in [d.strip() for d in args.export_detectors.split(",") if d.strip()]:
             det = make_detector(name).fit(train)
             calib = calibration(det.score(train[:2000]), 0.01)
-            export_patch_model(Path(tmp) / name, model, grid, det, train, calib, calib, cfg,
+            export_patch_model(Path(tmp) / name, model, grid, det, calib, calib, cfg,
                                log=lambda *_: None)
             servers[name] = tf.saved_model.load(str(Path(tmp) / name)).signatures[
                 "serving_default"]
             if "network" not in servers:  # the bare trunk passes of the same graph
-                scorer = PatchScorer(model, grid, name, detector_params(det, train), calib,
-                                     calib, "pool", "{}", [])
+                scorer = PatchScorer(model, grid, det, calib, calib, "pool", "{}", [])
                 spec = tf.TensorSpec([None, size, size, 3], tf.float32)
                 servers["network"] = tf.function(
                     (lambda x: tf.map_fn(scorer.conv_features, x, fn_output_signature=tf.float32))

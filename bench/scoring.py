@@ -90,7 +90,7 @@ def benchmark_export(export_dir, width, n_train):
     fit = rng.normal(size=(n_train, dim)).astype(np.float32)
     det = KDE().fit(fit)
     calib = calibration(det.score(rng.normal(size=(500, dim)).astype(np.float32)), 0.01)
-    export_saved_model(export_dir, model, (32, 32, 3), det, fit, calib,
+    export_saved_model(export_dir, model, (32, 32, 3), det, calib,
                        dict(FLAG_DEFAULTS, net_width=width), log=lambda m: None)
     return model
 

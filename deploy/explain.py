@@ -20,16 +20,16 @@ export traces them into the SavedModel, script/score.py --explain).
 import numpy as np
 import tensorflow as tf
 
-from deploy.detector_graph import tf_detector_score
 from util.atomic import atomic_path
 
 
-def detector_head(model, detector_name, params, feature_set="pool"):
-    """pooled features -> score of any exportable detector (tf_detector_score), float32."""
+def detector_head(model, graph_score, params, feature_set="pool"):
+    """pooled features -> score of an exported detector (its ``graph_score`` of ``params``),
+    float32."""
 
     def head(pooled):
         feats = pooled if feature_set == "pool" else model.head(pooled, training=False)
-        return tf.cast(tf_detector_score(detector_name, params, feats), tf.float32)
+        return tf.cast(graph_score(params, feats), tf.float32)
 
     return head
 

@@ -8,12 +8,14 @@ Python pipeline computes), ``normalized_score`` (the calibration scores'
 [min, max] mapped to [0, 1], clipped) and ``decision`` (int64, 1 = flagged:
 raw score above the calibrated threshold).
 
-Every detector is a TensorFlow computation inside the graph
-(deploy/detector_graph.py): no scikit-learn and no project code is needed to serve.
+Every detector is a TensorFlow computation inside the graph (each detector
+class's ``graph_score``): no scikit-learn and no project code is needed to serve.
 
 Patch models (``export_patch_model``) are served by deploy/patch_scorer.py:
 the same three outputs plus the patch map, the pixel anomaly map and the
-predicted mask.
+predicted mask; feature-map models (``export_map_model``) by
+deploy/map_scorer.py, with the cell map (``cell_map``; ``patch_map`` in exports
+written before the name changed) in place of the patch map.
 
 The export directory also holds ``assets/droc_export.json`` (format, version,
 kind, preprocessing, calibration, the run's configuration, library versions),
@@ -32,13 +34,12 @@ import numpy as np
 import tensorflow as tf
 
 from deploy.convert import remove_stale_conversions
-from deploy.detector_graph import detector_params, tf_detector_score
 from deploy.explain import ScoreFunction, detector_head, gradcam, integrated_gradients
 from deploy.fold_bn import fold_batchnorm
 from deploy.serving import IMAGE_SPEC, calibration_variables, normalized, preprocess
 from model.trunk import conv_trunk
-from deploy.export_format import CALIB_SCORES_NAME, EXPORT_DETECTORS, EXPORT_FEATURE_SET, \
-    EXPORT_FORMAT, EXPORT_VERSION, META_NAME, export_fingerprint
+from deploy.export_format import (CALIB_SCORES_NAME, EXPORT_FEATURE_SET, EXPORT_FORMAT,
+                                  EXPORT_VERSION, META_NAME, export_fingerprint)
 from util.atomic import atomic_dir
 from util.versions import library_versions
 
@@ -46,11 +47,11 @@ from util.versions import library_versions
 # The SavedModel
 # ----------------------------------------------------------------------------
 
-def _scoring_module(model, input_shape, det_name, params, calib, feature_set, meta_json,
-                    assets):
+def _scoring_module(model, input_shape, detector, calib, feature_set, meta_json, assets):
     """The whole-image scorer: trunk -> pooled features -> detector, plus explanations."""
 
     height, width = int(input_shape[0]), int(input_shape[1])
+    graph_score, params = detector.graph_score, detector.export_params()
 
     class DROCScorer(tf.Module):
         def __init__(self):
@@ -64,8 +65,8 @@ def _scoring_module(model, input_shape, det_name, params, calib, feature_set, me
             self.threshold, self.norm_min, self.norm_max = calibration_variables(calib)
             self.metadata = tf.Variable(meta_json, trainable=False, dtype=tf.string)
             self.asset_files = [tf.saved_model.Asset(str(a)) for a in assets]
-            self.score_fn = ScoreFunction(self.trunk, detector_head(model, det_name, self.params,
-                                                               feature_set))
+            self.score_fn = ScoreFunction(self.trunk, detector_head(model, graph_score,
+                                                                    self.params, feature_set))
 
         def preprocess(self, images):
             return preprocess(images, height, width)
@@ -81,7 +82,7 @@ def _scoring_module(model, input_shape, det_name, params, calib, feature_set, me
             acts = tf.cast(self.trunk(self.preprocess(images), training=False), tf.float32)
             pooled = tf.reduce_mean(acts, axis=[1, 2])
             feats = pooled if feature_set == "pool" else self.head(pooled, training=False)
-            return self.outputs(tf_detector_score(det_name, self.params, feats))
+            return self.outputs(graph_score(self.params, feats))
 
         @tf.function(input_signature=[IMAGE_SPEC, tf.TensorSpec([], tf.int32, name="steps")])
         def explain_ig(self, images, steps):
@@ -99,7 +100,7 @@ def _scoring_module(model, input_shape, det_name, params, calib, feature_set, me
     return DROCScorer()
 
 
-def export_saved_model(export_dir, model, input_shape, detector, fit_feats, calib, run_config,
+def export_saved_model(export_dir, model, input_shape, detector, calib, run_config,
                        feature_set=EXPORT_FEATURE_SET, results=None, calib_scores=None,
                        input_bits=0, log=print):
     """Writes the whole-image SavedModel to ``export_dir`` atomically.
@@ -108,7 +109,6 @@ def export_saved_model(export_dir, model, input_shape, detector, fit_feats, cali
     ``calib_scores`` (the held-out inliers' scores behind ``calib``) go into the
     export so a scorer can move the threshold (script/score.py --target_fpr);
     ``input_bits`` (the run's --input_bits) is what script/score.py reads files with."""
-    params = detector_params(detector, fit_feats)
     meta = _metadata(detector, feature_set, calib, results, run_config, input_bits)
     meta.update({
         "kind": "image",
@@ -117,15 +117,15 @@ def export_saved_model(export_dir, model, input_shape, detector, fit_feats, cali
     })
 
     def build(meta_json, assets):
-        module = _scoring_module(model, input_shape, detector.name, params, calib, feature_set,
-                                 meta_json, assets)
+        module = _scoring_module(model, input_shape, detector, calib, feature_set, meta_json,
+                                 assets)
         return module, {"serving_default": module.serve, "explain_ig": module.explain_ig,
                         "explain_gradcam": module.explain_gradcam}
 
     return _write_export(export_dir, meta, build, {"image": calib_scores}, log)
 
 
-def export_patch_model(export_dir, model, grid, detector, fit_feats, calib, pixel_calib,
+def export_patch_model(export_dir, model, grid, detector, calib, pixel_calib,
                        run_config, feature_set=EXPORT_FEATURE_SET, results=None,
                        calib_scores=None, pixel_scores=None, input_bits=0, log=print):
     """Writes a patch model's SavedModel (deploy/patch_scorer.py) to ``export_dir``
@@ -137,7 +137,6 @@ def export_patch_model(export_dir, model, grid, detector, fit_feats, calib, pixe
     """
     from deploy.patch_scorer import PatchScorer
 
-    params = detector_params(detector, fit_feats)
     size = int(grid.image_size)
     meta = _metadata(detector, feature_set, calib, results, run_config, input_bits)
     meta.update({
@@ -154,15 +153,15 @@ def export_patch_model(export_dir, model, grid, detector, fit_feats, calib, pixe
     })
 
     def build(meta_json, assets):
-        module = PatchScorer(model, grid, detector.name, params, calib, pixel_calib,
-                             feature_set, meta_json, assets)
+        module = PatchScorer(model, grid, detector, calib, pixel_calib, feature_set, meta_json,
+                             assets)
         return module, {"serving_default": module.serve}
 
     return _write_export(export_dir, meta, build,
                          {"image": calib_scores, "pixel": pixel_scores}, log)
 
 
-def export_map_model(export_dir, model, grid, detector, fit_feats, calib, pixel_calib,
+def export_map_model(export_dir, model, grid, detector, calib, pixel_calib,
                      run_config, feature_set, results=None, calib_scores=None,
                      pixel_scores=None, input_bits=0, log=print):
     """Writes a feature-map model's SavedModel (deploy/map_scorer.py) to ``export_dir``
@@ -173,7 +172,6 @@ def export_map_model(export_dir, model, grid, detector, fit_feats, calib, pixel_
     """
     from deploy.map_scorer import MapScorer
 
-    params = detector_params(detector, fit_feats)
     size, cells = int(grid.image_size), int(grid.cells)
     meta = _metadata(detector, feature_set, calib, results, run_config, input_bits)
     meta.update({
@@ -185,14 +183,13 @@ def export_map_model(export_dir, model, grid, detector, fit_feats, calib, pixel_
         "pixel_calibration": pixel_calib,
         "signature": {"inputs": {"images": "uint8 [B,H,W,3]"}, "outputs": {
             **IMAGE_OUTPUTS,
-            "patch_map": f"float32 [B,{cells},{cells}], the detector score of each map cell",
+            "cell_map": f"float32 [B,{cells},{cells}], the detector score of each map cell",
             "anomaly_map": f"float32 [B,{size},{size}], pixel scores at the working size",
             "mask": f"uint8 [B,{size},{size}], 1 = anomaly_map > pixel threshold"}},
     })
 
     def build(meta_json, assets):
-        module = MapScorer(model, grid, detector.name, params, detector.positional, calib,
-                           pixel_calib, meta_json, assets)
+        module = MapScorer(model, grid, detector, calib, pixel_calib, meta_json, assets)
         return module, {"serving_default": module.serve}
 
     return _write_export(export_dir, meta, build,
@@ -205,7 +202,7 @@ IMAGE_OUTPUTS = {"raw_score": "float64 [B], higher = more abnormal",
 
 
 def _metadata(detector, feature_set, calib, results, run_config, input_bits):
-    det_key = {v: k for k, v in EXPORT_DETECTORS.items()}[detector.name]
+    det_key = detector.exported_as()
     return {
         "format": EXPORT_FORMAT, "version": EXPORT_VERSION,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),

@@ -9,6 +9,7 @@ import hashlib
 import json
 from pathlib import Path
 
+from detect.detectors import DETECTORS, export_names
 from util.errors import ConfigError
 from util.ownership import OutputKind
 from util.paths import require_dir
@@ -18,42 +19,61 @@ EXPORT_VERSION = 1
 META_NAME = "droc_export.json"
 #: the held-out inliers' image (and, for patch models, pixel) scores behind the thresholds
 CALIB_SCORES_NAME = "calibration_scores.npz"
-#: --export_detector name -> detect.detectors registry name
-EXPORT_DETECTORS = {"kde": "kde", "gde": "gde", "kocsvm": "kocsvm", "locsvm": "locsvm",
-                    "nn": "auc", "membank": "membank", "posgde": "posgde"}
 #: export kinds whose serving signature returns maps (cell or patch map, anomaly map, mask)
 MAP_KINDS = ("patch", "map")
+
+
+#: the output of a feature-map export with its cell map, by the names it has had
+CELL_MAP_OUTPUTS = ("cell_map", "patch_map")
 
 
 def has_maps(meta):
     """Whether an export (its metadata) returns anomaly maps and a predicted mask."""
     return meta.get("kind") in MAP_KINDS
+
+
+def cell_map(outputs):
+    """The cell (or patch) map among a serving signature's outputs, whichever name the
+    export wrote it under."""
+    for name in CELL_MAP_OUTPUTS:
+        if name in outputs:
+            return outputs[name]
+    raise KeyError(f"no cell map among the outputs {sorted(outputs)}")
+
+
 EXPORT_FEATURE_SET = "pool"
 
 
-def choose_detector(name, protocol, results, available, feature_set=EXPORT_FEATURE_SET):
-    """Registry name of the detector to export.
+def export_choices():
+    """The values of ``--export_detector``: auto and every registered detector's export
+    name."""
+    return ("auto", *export_names())
 
-    ``auto``: under the validation protocol the exportable detector of ``feature_set``
-    with the best AUC (the validation protocol exists to make such choices), else kde.
+
+def choose_detector(name, protocol, results, available, feature_set=EXPORT_FEATURE_SET):
+    """Registry name of the detector to export; ``available``: the run's detector names.
+
+    ``auto``: under the validation protocol the detector of ``feature_set`` with the best
+    AUC (the validation protocol exists to make such choices), else the fitted detector
+    with the lowest ``auto_export_rank`` (kde, then membank for feature maps), else the
+    first fitted one.
     """
     if name != "auto":
-        det = EXPORT_DETECTORS[name]
+        det = export_names()[name].name
         if det not in available:
             raise ConfigError(f"--export_detector={name} was not fit in this run; add "
                               f"{det} to --detectors")
         return det
-    candidates = [d for d in EXPORT_DETECTORS.values() if d in available]
-    ranked = [d for d in candidates if f"{feature_set}.{d}" in results]
-    if protocol == "validation" and ranked:  # no AUCs (good images only): kde, as below
+    candidates = [cls for cls in DETECTORS.values() if cls.name in available]
+    ranked = [cls.name for cls in candidates if f"{feature_set}.{cls.name}" in results]
+    if protocol == "validation" and ranked:  # no AUCs (good images only): ranks, as below
         return max(ranked, key=lambda d: results[f"{feature_set}.{d}"])
-    if "kde" in available:
-        return "kde"
-    if "membank" in available:  # the feature maps' detector
-        return "membank"
     if not candidates:
         raise ConfigError("none of the run's detectors can be exported; add kde to --detectors")
-    return candidates[0]
+    preferred = [cls for cls in candidates if cls.auto_export_rank is not None]
+    if preferred:
+        return min(preferred, key=lambda cls: cls.auto_export_rank).name
+    return candidates[0].name
 
 
 def is_export(path):

@@ -8,9 +8,9 @@ the map evaluator (detect/map_evaluator.py) computes in the pipeline:
    folded into the convolutions) up to the deepest stage of the map, the
    stages averaged over their neighbourhood and brought to one grid
    (model/feature_maps.py, the same function the pipeline runs);
-2. the fitted detector's score of every cell (deploy/detector_graph.py): the
-   cell map ``patch_map`` [B, h, w]; a per-position detector (``posgde``)
-   scores each cell against its own position's Gaussian;
+2. the fitted detector's score of every cell (its ``graph_score``, next to its
+   numpy score in detect/): the cell map ``cell_map`` [B, h, w]; a positional
+   detector scores each cell against its own position's model;
 3. the anomaly map: the cell map upsampled and smoothed
    (detect/localization.py ``smooth_upsample``); the image score is its
    maximum, and the predicted mask is where it is above the calibrated pixel
@@ -23,7 +23,6 @@ distance matrix of a memory bank stays bounded whatever the batch.
 import numpy as np
 import tensorflow as tf
 
-from deploy.detector_graph import tf_detector_score
 from deploy.fold_bn import fold_batchnorm
 from deploy.patch_scorer import ROW_CHUNK, chunked
 from deploy.serving import IMAGE_SPEC, calibration_variables, normalized, preprocess
@@ -34,11 +33,11 @@ from model.feature_maps import FeatureMapper, local_feature_map
 class MapScorer(tf.Module):
     """Image -> cell map -> anomaly map, mask and calibrated image score."""
 
-    def __init__(self, model, grid, det_name, params, positional, calib, pixel_calib, meta_json,
-                 assets):
+    def __init__(self, model, grid, detector, calib, pixel_calib, meta_json, assets):
         super().__init__(name="droc_map_scorer")
         self.size, self.cells = int(grid.image_size), int(grid.cells)
-        self.det_name, self.positional = det_name, bool(positional)
+        self.graph_score, self.positional = detector.graph_score, bool(detector.positional)
+        params = detector.export_params()
         self.mapper = model.feature_mapper(tuple(grid.stages), int(grid.neighbourhood))
         # a trunk's stages with BatchNorm folded into the convs (same function, fewer ops),
         # kept as an attribute so the SavedModel tracks its variables
@@ -69,11 +68,11 @@ class MapScorer(tf.Module):
         params = {k: tf.convert_to_tensor(v) for k, v in self.params.items()}
         if self.positional:  # one Gaussian per position: the positions stay a batch axis
             cells = tf.reshape(feats, [-1, self.cells * self.cells, dim])
-            scores = tf_detector_score(self.det_name, params, cells)
+            scores = self.graph_score(params, cells)
         else:
             flat = tf.reshape(feats, [-1, dim])
-            scores = chunked(lambda rows: tf.cast(tf_detector_score(self.det_name, params, rows),
-                                                  tf.float64), flat, ROW_CHUNK, tf.float64)
+            scores = chunked(lambda rows: tf.cast(self.graph_score(params, rows), tf.float64),
+                             flat, ROW_CHUNK, tf.float64)
         return tf.reshape(tf.cast(scores, tf.float32), [-1, self.cells, self.cells])
 
     @tf.function(input_signature=[IMAGE_SPEC])
@@ -84,7 +83,7 @@ class MapScorer(tf.Module):
         return {"raw_score": raw,
                 "normalized_score": normalized(raw, self.norm_min, self.norm_max),
                 "decision": tf.cast(raw > self.threshold, tf.int64),
-                "patch_map": maps,
+                "cell_map": maps,
                 "anomaly_map": pixel,
                 "mask": tf.cast(pixel > self.pixel_threshold, tf.uint8)}
 

@@ -9,7 +9,7 @@ pipeline:
    ``stride`` px): ``crop`` cuts each window and runs the trunk on it, ``conv``
    runs the trunk once per shifted image and averages the cells under each
    window (detect/localization.py ConvGridFeatures, same shifts and cells);
-2. the fitted detector's score of each patch (deploy/detector_graph.py) -> the
+2. the fitted detector's score of each patch (its ``graph_score``) -> the
    patch map [n, n]; the image score is its maximum;
 3. the pixel map by the same Gaussian transposed convolution as
    ``detect.localization.upsample_maps``, and the predicted mask where it is
@@ -23,7 +23,6 @@ memory grows only with the batch's images themselves.
 import numpy as np
 import tensorflow as tf
 
-from deploy.detector_graph import tf_detector_score
 from deploy.fold_bn import fold_batchnorm
 from deploy.serving import IMAGE_SPEC, calibration_variables, normalized, preprocess
 from detect.localization import conv_phases, gaussian_kernel, grid_size
@@ -57,12 +56,14 @@ def overlap_normaliser(n, patch, stride, kernel):
 class PatchScorer(tf.Module):
     """Image -> patch map -> pixel map, mask and calibrated image score."""
 
-    def __init__(self, model, grid, det_name, params, calib, pixel_calib, feature_set,
-                 meta_json, assets):
+    def __init__(self, model, grid, detector, calib, pixel_calib, feature_set, meta_json,
+                 assets):
         super().__init__(name="droc_patch_scorer")
         self.size, self.patch, self.stride = grid.image_size, grid.patch_size, grid.stride
         self.n = grid_size(self.size, self.patch, self.stride)
-        self.mode, self.feature_set, self.det_name = grid.features, feature_set, det_name
+        self.mode, self.feature_set = grid.features, feature_set
+        self.graph_score = detector.graph_score
+        params = detector.export_params()
         # BatchNorm folded into the convs: same function, fewer ops per patch
         self.trunk = fold_batchnorm(conv_trunk(model))
         if self.mode == "conv":
@@ -145,8 +146,8 @@ class PatchScorer(tf.Module):
         # the parameters are read once, outside the loop: its body then captures tensors,
         # not variables, which converters (tf2onnx) can follow
         params = {k: tf.convert_to_tensor(v) for k, v in self.params.items()}
-        scores = chunked(lambda rows: tf.cast(tf_detector_score(self.det_name, params, rows),
-                                              tf.float64), flat, ROW_CHUNK, tf.float64)
+        scores = chunked(lambda rows: tf.cast(self.graph_score(params, rows), tf.float64),
+                         flat, ROW_CHUNK, tf.float64)
         return tf.reshape(scores, [-1, self.n, self.n])
 
     # --- step 3: maps, mask, calibrated outputs -------------------------------------

@@ -37,25 +37,19 @@ def split_calibration(n, fraction, seed=0):
     return np.sort(perm[n_cal:]), np.sort(perm[:n_cal])
 
 
-#: fewest training rows a detector can be fit on (one Gaussian's covariance needs two);
-#: the others fit on a single row
-MIN_FIT_ROWS = {"gde": 2, "posgde": 2}
-#: detectors whose rows are whole images (one Gaussian per map position)
-PER_IMAGE_ROWS = ("posgde",)
-
-
 def check_fit_size(detectors, n, fraction, max_train, rows_per_image=1):
     """ConfigError, before anything is trained, when a detector would get fewer training
-    rows than it needs: ``n`` training inliers, ``fraction`` of them held out for the
-    calibration fit, at most ``max_train`` rows (``rows_per_image`` each: 1, or the patch
-    grid of a patch run)."""
+    rows than it needs (its ``min_fit_rows``): ``detectors`` are detector classes, ``n``
+    training inliers, ``fraction`` of them held out for the calibration fit, at most
+    ``max_train`` rows (``rows_per_image`` each: 1, or the patch grid or cell map of a
+    patch or map run; a positional detector's rows are whole images)."""
     n_cal = calibration_count(n, fraction)
-    for name in detectors:
-        need = MIN_FIT_ROWS.get(name, 1)
+    for cls in detectors:
+        name, need = cls.name, cls.min_fit_rows
         for images, why in ((n - n_cal, f"--calibration_fraction={fraction} holds out {n_cal} "
                                         f"of the {n} training images, leaving {n - n_cal}"),
                             (n, f"there are {n} training images")):
-            rows = (images if name in PER_IMAGE_ROWS
+            rows = (images if cls.positional
                     else min(int(max_train), images * int(rows_per_image)))
             if rows >= need:
                 continue

@@ -2,11 +2,22 @@
 
 ``fit(train_feats) -> self`` and ``score(test_feats) -> float64 array``, where
 a HIGHER score means MORE anomalous, so the scores go straight into
-``detect.metrics.roc_auc`` (inlier 0 / outlier 1). Every detector but the
-linear OC-SVM L2-normalises its inputs first (``normalize = True``), as the
-paper fits detectors on normalised features; kernel widths are computed on
-those normalised training features. Pure numpy, no TensorFlow.
+``detect.metrics.roc_auc`` (inlier 0 / outlier 1). A detector with ``normalize
+= True`` L2-normalises its inputs first, as the paper fits its detectors (kde,
+gde, kocsvm, 1-NN) on normalised features, with kernel widths computed on those
+normalised training features; the linear OC-SVM and the feature-map detectors
+(membank, posgde) take features as they are.
+
+A detector class is the one place that says everything the rest of the code
+asks about it (its class attributes below): validation, calibration, the
+evaluators and the export read them, never a detector's name. Fitting and
+scoring are numpy; ``graph_score`` is the same score as a TensorFlow
+computation for the export, next to the numpy one it must equal. TensorFlow is
+imported inside it only, so that flags are checked, and detectors fit, without
+loading TensorFlow.
 """
+
+from typing import ClassVar, Mapping, Optional
 
 import numpy as np
 
@@ -51,6 +62,22 @@ def check_features(x, what="features", positional=False):
             f"{arr.shape[0]} rows; check the feature extractor / checkpoint "
             "(or float32 overflow of very large features)")
     return np.ascontiguousarray(arr)
+
+
+def tf_l2_normalize(feats):
+    """``l2_normalize`` as a TensorFlow computation (the exported graphs)."""
+    import tensorflow as tf
+
+    norm = tf.sqrt(tf.reduce_sum(tf.square(feats), axis=-1, keepdims=True))
+    return feats / tf.maximum(norm, 1e-12)
+
+
+def tf_squared_distances(x, y):
+    """||x_i - y_j||^2 [N, M] as ||x||^2 + ||y||^2 - 2 x.y, the numpy detectors' order."""
+    import tensorflow as tf
+
+    return (tf.reduce_sum(tf.square(x), -1)[:, None] + tf.reduce_sum(tf.square(y), -1)[None]
+            - 2.0 * tf.matmul(x, y, transpose_b=True))
 
 
 def l2_normalize(x, eps=1e-12):
@@ -108,14 +135,41 @@ class Detector:
 
     Subclasses implement ``_fit(x)`` and ``_score(x)`` on already-checked
     float32 arrays (normalised when ``normalize`` is True), so input handling
-    is identical for every detector and written once.
+    is identical for every detector and written once; to be exported, also
+    ``export_params`` and ``graph_score``.
     """
 
-    name = None
-    normalize = True
-    #: a positional detector models each map position on its own: it fits on and scores
-    #: [images, positions, dim] features and returns [images, positions] scores
-    positional = False
+    #: the registry name (``--detectors``, result keys such as ``pool.kde``)
+    name: ClassVar[Optional[str]] = None
+    #: the name ``--export_detector`` and an export's metadata use (default: ``name``)
+    export_name: ClassVar[Optional[str]] = None
+    normalize: ClassVar[bool] = True
+    #: a positional detector models each map position on its own: its rows are whole
+    #: images; it fits on and scores [images, positions, dim] features and returns
+    #: [images, positions] scores
+    positional: ClassVar[bool] = False
+    #: it scores the cells of feature maps, so it runs with ``--mvtec_mode=map`` only
+    map_only: ClassVar[bool] = False
+    #: fewest training rows it can be fit on
+    min_fit_rows: ClassVar[int] = 1
+    #: it bounds its own size (a coreset), so it is fit on every training row of a feature
+    #: map run instead of a random draw of ``--max_detector_train`` of them
+    bounds_own_rows: ClassVar[bool] = False
+    #: when ``--export_detector=auto`` has no AUCs to choose by, the fitted detector with
+    #: the lowest rank is exported (None: never chosen that way)
+    auto_export_rank: ClassVar[Optional[int]] = None
+    #: values of the run its constructor takes by keyword (``from_options``)
+    option_names: ClassVar[tuple] = ()
+
+    @classmethod
+    def exported_as(cls) -> str:
+        return cls.export_name or cls.name
+
+    @classmethod
+    def from_options(cls, options: Optional[Mapping] = None) -> "Detector":
+        """An instance with the run values among ``options`` that this detector takes."""
+        options = options or {}
+        return cls(**{k: options[k] for k in cls.option_names if k in options})
 
     def _prepare(self, feats, what):
         x = check_features(feats, what, self.positional)
@@ -150,6 +204,17 @@ class Detector:
 
     def _score(self, x):  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def export_params(self) -> dict:
+        """The fitted parameters ``graph_score`` needs, as numpy arrays (stored in the
+        export as variables)."""
+        raise ConfigError(f"detector {self.name} cannot be exported")
+
+    @staticmethod
+    def graph_score(params, feats):
+        """The scores of float32 features as a differentiable TensorFlow computation
+        from ``export_params`` (tensors or arrays); equal to ``score`` within float32."""
+        raise ConfigError("this detector cannot be exported")
 
     def __repr__(self):
         return f"{type(self).__name__}(name={self.name!r})"

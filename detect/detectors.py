@@ -1,7 +1,8 @@
 """Registry of the stage-2 one-class detectors, and fitting / scoring by name.
 
 Every detector has the interface of detect/detector_base.py: ``fit(train_feats)
--> self`` and ``score(test_feats) -> float64 array``, higher = more anomalous.
+-> self`` and ``score(test_feats) -> float64 array``, higher = more anomalous,
+and its class carries every fact the rest of the code asks about it.
 
 Detectors (registry names follow the reference release):
 
@@ -16,16 +17,16 @@ Detectors (registry names follow the reference release):
 * ``posgde`` - a Gaussian per map position, Mahalanobis distance (dense maps only:
   it fits and scores [images, positions, dim]).
 
-All but ``locsvm``, ``membank`` and ``posgde`` L2-normalise their inputs first (``normalize = True``), as
-the paper fits detectors on normalised features; gamma is computed on those
-normalised training features. Pure numpy / scipy / scikit-learn, no TensorFlow.
+A new detector is one module with a detect.detector_base.Detector subclass and
+one entry in ``DETECTORS``. ``parse_detectors`` is the one reader of a
+``--detectors`` list. Pure numpy / scipy / scikit-learn, no TensorFlow.
 """
 
 import time
 
 import numpy as np
 
-from detect.detector_base import check_features
+from detect.detector_base import Detector, check_features
 from detect.gde import GDE
 from detect.kde import KDE
 from detect.memory_bank import MemoryBank
@@ -35,37 +36,57 @@ from detect.ocsvm import OCSVM_RBF, OCSVM_Linear
 from detect.position_gde import PositionGDE
 from util.errors import ConfigError
 
-# a new detector: one module with a detect.detector_base.Detector subclass, one entry here
 DETECTORS = {cls.name: cls for cls in (OCSVM_RBF, OCSVM_Linear, KDE, GDE, OneNN, MemoryBank,
                                          PositionGDE)}
 
 
-def make_detector(name, **kw):
-    """Instantiate a registered detector by name; ConfigError if unknown."""
+def detector_class(name) -> type:
+    """The registered class of ``name`` (a class is returned as it is)."""
+    if isinstance(name, type) and issubclass(name, Detector):
+        return name
     if name not in DETECTORS:
         raise ConfigError(
             f"unknown detector {name!r}; valid names: {', '.join(DETECTORS)}")
-    return DETECTORS[name](**kw)
+    return DETECTORS[name]
 
 
-def _resolve_names(names):
+def make_detector(name, **kw) -> Detector:
+    """Instantiate a registered detector by name (or class); ConfigError if unknown."""
+    return detector_class(name)(**kw)
+
+
+def parse_detectors(spec, flag="--detectors") -> tuple:
+    """The detector classes of a list (``"kde,gde"``, or a sequence of names or classes);
+    ConfigError naming ``flag`` for an empty list, an unknown or a repeated name."""
+    if isinstance(spec, (list, tuple)):
+        names = [n if isinstance(n, type) else str(n).strip() for n in spec]
+    else:
+        spec = str(spec)
+        names = [n.strip() for n in spec.split(",") if n.strip()]
+    shown = spec if isinstance(spec, str) else ",".join(getattr(n, "name", n) for n in names)
+    unknown = [n for n in names if not isinstance(n, type) and n not in DETECTORS]
+    if unknown or not names:
+        raise ConfigError(f"{flag}={shown} names unknown detectors {unknown}; "
+                          f"valid names: {', '.join(DETECTORS)}")
+    classes = tuple(detector_class(n) for n in names)
+    repeated = sorted({c.name for c in classes if classes.count(c) > 1})
+    if repeated:
+        raise ConfigError(f"{flag}={shown} repeats {', '.join(repeated)}; "
+                          "name each detector once")
+    return classes
+
+
+def export_names() -> dict:
+    """``--export_detector`` name -> detector class, for every registered detector."""
+    return {cls.exported_as(): cls for cls in DETECTORS.values()}
+
+
+def _resolve(names) -> tuple:
     """None -> every detector of single features (registry order; the positional ones need
-    maps); also accepts 'kde,gde' strings."""
+    maps); else ``parse_detectors``."""
     if names is None:
-        return [n for n, cls in DETECTORS.items() if not cls.positional]
-    if isinstance(names, str):
-        names = [n.strip() for n in names.split(",") if n.strip()]
-    names = list(names)
-    if not names:
-        raise ConfigError(
-            f"no detector names given; valid names: {', '.join(DETECTORS)}")
-    unknown = [n for n in names if n not in DETECTORS]
-    if unknown:
-        raise ConfigError(
-            f"unknown detector(s) {unknown}; valid names: {', '.join(DETECTORS)}")
-    if len(set(names)) != len(names):
-        raise ConfigError(f"detector names repeated: {names}")
-    return names
+        return tuple(cls for cls in DETECTORS.values() if not cls.positional)
+    return parse_detectors(names, "detectors")
 
 
 def subsample_index(n, max_rows, seed=0):
@@ -97,7 +118,7 @@ def score_detectors(train_feats, test_feats, names=None, max_train=20000,
     one-line string after each detector. `detector_kwargs` maps a name to
     constructor keyword arguments.
     """
-    names = _resolve_names(names)
+    classes = _resolve(names)
     train = check_features(train_feats, "training features")
     test = check_features(test_feats, "test features")
     if train.shape[1] != test.shape[1]:
@@ -107,9 +128,10 @@ def score_detectors(train_feats, test_feats, names=None, max_train=20000,
     train = subsample_rows(train, max_train, seed)
     detector_kwargs = detector_kwargs or {}
     out = {}
-    for name in names:
+    for cls in classes:
+        name = cls.name
         t0 = time.perf_counter()
-        det = make_detector(name, **detector_kwargs.get(name, {})).fit(train)
+        det = cls(**detector_kwargs.get(name, {})).fit(train)
         t1 = time.perf_counter()
         out[name] = det.score(test)
         t2 = time.perf_counter()

@@ -1,25 +1,25 @@
-"""What every evaluator yields, and the steps the evaluators share.
+"""What every evaluator is given and yields, and the helpers they share.
 
-A run has one evaluator (detect/evaluators.py picks it). The evaluator fixes
-how the network sees images (whole images, or patches of MVTec-layout data)
-and turns the trained network into numbers: ``periodic`` gives the metrics
-recorded during training, ``final`` an ``Evaluation``, from which the run
-writes every output (summary.json, scores.npz, thresholds, plots, heat maps,
-the export) the same way whatever the evaluator.
+A run has one evaluator (detect/evaluators.py picks it; detect/evaluator_base.py
+is their common loop). The evaluator fixes how the network sees images (whole
+images, patches or feature maps of MVTec-layout data) and turns the trained
+network into numbers: ``periodic`` gives the metrics recorded during training,
+``final`` an ``Evaluation``, from which the run writes every output
+(summary.json, scores.npz, thresholds, plots, heat maps, the export) the same
+way whatever the evaluator.
 
 The reported metrics come from detectors fit on all training inliers (at most
 ``max_train`` of them), as in the release. The threshold is set on held-out
-inliers, scored by a second detector of the same kind fit without them
-(``FitPlan``), so no inlier is taken away from the reported fit.
+inliers, scored by a second detector of the same kind fit without them, so no
+inlier is taken away from the reported fit.
 """
 
 import dataclasses
-from typing import Optional
+from typing import Optional, Union
 
 import numpy as np
 
-from detect.calibration import split_calibration
-from detect.detectors import make_detector, subsample_index
+from detect.detectors import parse_detectors
 
 FEATURE_SETS = ("pool", "embed")
 #: anomalib's names of the first feature set's first detector, for MVTec-layout data
@@ -29,13 +29,17 @@ ALIASES = {"image_AUROC": "", "image_F1Max": ".image_f1max", "pixel_AUROC": ".pi
 
 @dataclasses.dataclass(frozen=True)
 class EvalSettings:
-    """The values of a run's configuration that every evaluator needs."""
+    """The values of a run's configuration that every evaluator needs; ``detectors``
+    are detector classes (names are parsed into them)."""
 
     detectors: tuple
     max_train: int = 20000
     seed: int = 0
     batch_size: int = 256
     calibration_fraction: float = 0.1
+
+    def __post_init__(self):
+        object.__setattr__(self, "detectors", parse_detectors(self.detectors))
 
 
 @dataclasses.dataclass
@@ -46,27 +50,32 @@ class Evaluation:
     x 100); ``test_scores`` / ``calib_scores``: {score key: float64 per-image
     scores}, the score key dropping the ``.auc`` suffix of model scores
     (``pool.kde``, ``logit``); ``detectors``: {score key: Detector fit on all
-    training inliers}; ``fit_feats``: {feature set: the features they were fit
-    on}; ``labels`` and ``ids`` of the test images; ``n_calibration``: held-out
-    inliers behind ``calib_scores`` (0: the detectors' own training images stand
-    in). Patch evaluators add ``pixel_maps`` ({score key: [N, H, W]}),
-    ``patch_maps`` ({score key: [N, n, n]}), ``calib_pixel_scores`` ({score key:
-    a sample of the held-out inliers' pixel-map values}, for the pixel threshold)
-    and ``grid`` (how the maps were made, which the export rebuilds in its graph).
+    training inliers}; ``labels`` and ``ids`` of the test images;
+    ``n_calibration``: held-out inliers behind ``calib_scores`` (0: the detectors'
+    own training images stand in). Patch and map evaluators add ``pixel_maps``
+    ({first score key: the anomaly maps [N, H, W]}), ``cell_maps`` ({score key:
+    the patch map or the feature-map cell map of each test image, [N, n, n]}),
+    ``calib_pixel_scores`` ({score key: a sample of the held-out inliers'
+    anomaly-map values}, for the pixel threshold) and ``grid`` (how the maps were
+    made, which the export rebuilds in its graph).
     """
 
     results: dict
     test_scores: dict
     calib_scores: dict
     detectors: dict
-    fit_feats: dict
     labels: np.ndarray
     ids: list
     n_calibration: int
     pixel_maps: Optional[dict] = None
-    patch_maps: Optional[dict] = None
+    cell_maps: Optional[dict] = None
     calib_pixel_scores: Optional[dict] = None
-    grid: Optional["PatchGrid"] = None  # or a MapGrid
+    grid: Optional[Union["PatchGrid", "MapGrid"]] = None
+
+    @property
+    def feature_sets(self) -> list:
+        """The feature sets the detectors were fit on, in result order."""
+        return list(dict.fromkeys(key.split(".", 1)[0] for key in self.detectors))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -134,38 +143,3 @@ def test_ids(data):
     if names is not None and len(names) == len(data.test_labels):
         return [str(n) for n in names]
     return [str(i) for i in range(len(data.test_labels))]
-
-
-class FitPlan:
-    """Which of ``n`` training inliers each detector fit uses.
-
-    ``full``: the reported fit (at most ``max_train`` rows, the release's draw);
-    ``calib``: the held-out ``calibration_fraction`` of the inliers (may be
-    empty); ``calib_fit``: the rows the threshold's detector is fit on, drawn
-    from the others. ``needed`` is the union, so features are computed once.
-    """
-
-    def __init__(self, n, settings):
-        self.full = subsample_index(n, settings.max_train, settings.seed)
-        fit, calib = split_calibration(n, settings.calibration_fraction, settings.seed)
-        self.calib = calib
-        self.calib_fit = (fit[subsample_index(len(fit), settings.max_train, settings.seed)]
-                          if len(calib) else self.full)
-        self.needed = np.union1d(np.union1d(self.full, self.calib_fit), calib).astype(np.int64)
-
-    def rows(self, which):
-        """Positions in features of ``needed`` rows of the rows of ``which``."""
-        return np.searchsorted(self.needed, getattr(self, which))
-
-
-def fit_and_calibrate(name, fit_feats, calib_fit_feats, calib_feats):
-    """(detector fit on ``fit_feats``, calibration scores).
-
-    The calibration scores are those of ``calib_feats`` under a second detector
-    fit on ``calib_fit_feats``; without held-out inliers (``calib_feats`` None),
-    those of the reported detector's own training features.
-    """
-    det = make_detector(name).fit(fit_feats)
-    if calib_feats is None:
-        return det, det.score(fit_feats)
-    return det, make_detector(name).fit(calib_fit_feats).score(calib_feats)

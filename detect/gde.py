@@ -3,7 +3,7 @@
 import numpy as np
 from sklearn.mixture import GaussianMixture
 
-from detect.detector_base import Detector
+from detect.detector_base import Detector, tf_l2_normalize
 from util.errors import ConfigError
 
 class GDE(Detector):
@@ -19,6 +19,7 @@ class GDE(Detector):
     """
 
     name = "gde"
+    min_fit_rows = 2  # a covariance needs two rows
 
     def __init__(self, reg_covar=1e-6, max_reg_covar=1e-1, random_state=0):
         self.reg_covar = float(reg_covar)
@@ -45,3 +46,24 @@ class GDE(Detector):
 
     def _score(self, x):
         return -self.estimator_.score_samples(np.asarray(x, dtype=np.float64))
+
+    def export_params(self):
+        est = self.estimator_
+        return {"mean": est.means_[0].astype(np.float64),
+                "prec_chol": est.precisions_cholesky_[0].astype(np.float64)}
+
+    @staticmethod
+    def graph_score(params, feats):
+        """float64 -log N(x; mean, cov) from the Cholesky factor of the precision."""
+        import tensorflow as tf
+
+        x = tf.cast(tf_l2_normalize(tf.cast(feats, tf.float32)), tf.float64)
+        mean = tf.cast(params["mean"], tf.float64)
+        pc = tf.cast(params["prec_chol"], tf.float64)
+        z = tf.matmul(x - mean[None], pc)
+        dim = tf.cast(tf.shape(mean)[0], tf.float64)
+        # the diagonal as a masked sum: OpenVINO has no MatrixDiagPart
+        diag = tf.reduce_sum(pc * np.eye(int(pc.shape[0])), axis=0)
+        log_det = tf.reduce_sum(tf.math.log(diag))
+        logp = -0.5 * (dim * np.log(2 * np.pi) + tf.reduce_sum(tf.square(z), -1)) + log_det
+        return -logp

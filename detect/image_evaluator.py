@@ -10,11 +10,9 @@ plus ``<score>.auc`` for scores a model computes itself (rotation: ``logit``,
 import numpy as np
 
 from data.pipeline import eval_dataset, train_dataset
-from detect.detectors import make_detector, subsample_rows
-from detect.evaluation import (FEATURE_SETS, EvalSettings, Evaluation, FitPlan, add_aliases,
-                               aucs_defined, detector_training_images, fit_and_calibrate,
-                               test_ids)
-from detect.metrics import f1_max, roc_auc, validate_labels
+from detect.detectors import subsample_index
+from detect.evaluation import FEATURE_SETS, EvalSettings, add_aliases, detector_training_images
+from detect.evaluator_base import Evaluator, Features, FeatureSet
 from detect.uniformity import uniformity_results
 
 
@@ -24,14 +22,9 @@ def extract_features(model, images, batch_size=256):
     return {k: np.asarray(v) for k, v in out.items()}
 
 
-class WholeImageTraining:
+class WholeImageTraining(Evaluator):
     """What the network sees when it learns from whole images: augmented batches of the
     training images (the image evaluators and the feature-map evaluator)."""
-
-    def representation_images(self, images):
-        """The images the network learns from: all training images (the paper's protocol;
-        the calibration hold-out leaves only the detectors' fit)."""
-        return images
 
     def steps_per_epoch(self, num_images, batch_size):
         """One pass over the training images (a set smaller than a batch is repeated)."""
@@ -44,100 +37,62 @@ class WholeImageTraining:
         return ds
 
     def network_view(self, images):
-        """Images as the network sees them (the collapse monitor's probe)."""
         return images
 
 
 class ImageEvaluator(WholeImageTraining):
-    """Detectors on the features of whole images (CIFAR, folders, MVTec image mode)."""
+    """Detectors on the features of whole images (CIFAR, folders, MVTec image mode).
 
-    options = ()  # flags of the run this evaluator takes (see detect/evaluators.py)
+    The detectors fit on at most ``max_train`` training inliers (the release's draw);
+    the threshold's detector on as many drawn from those not held out. Features are
+    extracted once, for the union of the images these draws need."""
+
+    reports_f1 = False  # the paper's datasets report the AUROC alone
 
     def __init__(self, settings: EvalSettings):
-        self.settings = settings
+        super().__init__(settings)
 
-    # --- stage 2 ---------------------------------------------------------------------
-    def periodic(self, model, data):
-        """Metrics during training: detectors fit on all training inliers (none without
-        both good and defective test images)."""
+    def features(self, model, data, split, log=print):
         s = self.settings
-        if not aucs_defined(data.test_labels):
-            return {}
-        fit = extract_features(model, subsample_rows(detector_training_images(data),
-                                                     s.max_train, s.seed), s.batch_size)
-        test = extract_features(model, data.test_images, s.batch_size)
-        results = {}
-        for fs in FEATURE_SETS:
-            if fs in test:
-                for name in s.detectors:
-                    det = make_detector(name).fit(fit[fs])
-                    self.add_results(results, f"{fs}.{name}", data.test_labels,
-                                     det.score(test[fs]))
-        self.add_model_scores(results, test, data.test_labels)
-        return self.finish_results(results, test, data.test_labels)
-
-    def final(self, model, data):
-        """The release's fit for every reported number, a second fit for the threshold."""
-        s = self.settings
-        scorable = aucs_defined(data.test_labels)
-        if scorable:
-            validate_labels(data.test_labels, len(data.test_images))
         images = detector_training_images(data)
-        plan = FitPlan(len(images), s)
-        feats = extract_features(model, images[plan.needed], s.batch_size)
+        full = subsample_index(len(images), s.max_train, s.seed)
+        if split is None:
+            needed, calib_fit, calib = full, full, full[:0]
+        else:
+            calib = split.calib_idx
+            calib_fit = (split.fit_idx[subsample_index(len(split.fit_idx), s.max_train, s.seed)]
+                         if split.held_out else full)
+            needed = np.union1d(np.union1d(full, calib_fit), calib).astype(np.int64)
+        feats = extract_features(model, images[needed], s.batch_size)
         # an empty test set (good training images only) is scored as no images
         test = (extract_features(model, data.test_images, s.batch_size)
                 if len(data.test_images) else {k: v[:0] for k, v in feats.items()})
-        full, calib_fit, calib = plan.rows("full"), plan.rows("calib_fit"), plan.rows("calib")
-        held_out = len(plan.calib) > 0
-        results, test_scores, calib_scores, fitted = {}, {}, {}, {}
-        for fs in FEATURE_SETS:
-            if fs not in test:
-                continue
-            for name in s.detectors:
-                key = f"{fs}.{name}"
-                fitted[key], calib_scores[key] = fit_and_calibrate(
-                    name, feats[fs][full], feats[fs][calib_fit],
-                    feats[fs][calib] if held_out else None)
-                test_scores[key] = (fitted[key].score(test[fs]) if len(test[fs])
-                                    else np.zeros(0))
-                if scorable:
-                    self.add_results(results, key, data.test_labels, test_scores[key])
-        for key in self.model_score_keys(test):
-            test_scores[key] = np.asarray(test[key], dtype=np.float64)
-            calib_scores[key] = np.asarray(feats[key][calib if held_out else full], np.float64)
-        if scorable:
-            self.add_model_scores(results, test, data.test_labels)
-        return Evaluation(
-            results=self.finish_results(results, test, data.test_labels),
-            test_scores=test_scores, calib_scores=calib_scores, detectors=fitted,
-            fit_feats={fs: feats[fs][full] for fs in FEATURE_SETS if fs in feats},
-            labels=np.asarray(data.test_labels, dtype=np.int64), ids=test_ids(data),
-            n_calibration=int(len(plan.calib)))
+        rows = {name: np.searchsorted(needed, idx)
+                for name, idx in (("full", full), ("calib_fit", calib_fit), ("calib", calib))}
+        own = rows["calib"] if split is not None and split.held_out else rows["full"]
+        sets = {fs: FeatureSet(fit=feats[fs][rows["full"]], test=test[fs],
+                               calib_fit=feats[fs][rows["calib_fit"]], calib=feats[fs][own])
+                for fs in FEATURE_SETS if fs in test}
+        model_scores = {key: (np.asarray(test[key], np.float64),
+                              np.asarray(feats[key][own], np.float64))
+                        for key in sorted(set(test) - set(FEATURE_SETS))}
+        return Features(sets, extra={"test": test, "model_scores": model_scores})
 
-    # --- result keys -----------------------------------------------------------------
-    @staticmethod
-    def model_score_keys(test_feats):
-        return sorted(set(test_feats) - set(FEATURE_SETS))
+    def score(self, detector, inputs):
+        return detector.score(inputs) if len(inputs) else np.zeros(0)
 
-    def add_results(self, results, key, labels, scores):
-        results[key] = roc_auc(labels, scores)
+    def model_scores(self, feats):
+        return feats.extra["model_scores"]
 
-    def add_model_scores(self, results, test_feats, labels):
-        for key in self.model_score_keys(test_feats):
-            results[f"{key}.auc"] = roc_auc(labels, test_feats[key])
-
-    def finish_results(self, results, test_feats, labels):
-        results.update(uniformity_results(test_feats, labels, self.settings.seed))
+    def finish_results(self, results, feats, labels):
+        results.update(uniformity_results(feats.extra["test"], labels, self.settings.seed))
         return results
 
 
 class DefectImageEvaluator(ImageEvaluator):
     """Whole images of MVTec-layout data: also image F1-max and anomalib's names."""
 
-    def add_results(self, results, key, labels, scores):
-        super().add_results(results, key, labels, scores)
-        results[f"{key}.image_f1max"] = f1_max(labels, scores)
+    reports_f1 = True
 
-    def finish_results(self, results, test_feats, labels):
-        return add_aliases(results, f"pool.{self.settings.detectors[0]}")
+    def finish_results(self, results, feats, labels):
+        return add_aliases(results, self.keys(feats)[0][0])

@@ -3,7 +3,7 @@
 import numpy as np
 
 from detect.detector_base import (DEFAULT_CHUNK_SIZE, DEFAULT_TRAIN_CHUNK_SIZE, ChunkedDetector,
-                                  blocks, gamma_rule)
+                                  blocks, gamma_rule, tf_l2_normalize, tf_squared_distances)
 from util.errors import ConfigError
 
 class KDE(ChunkedDetector):
@@ -16,6 +16,7 @@ class KDE(ChunkedDetector):
     """
 
     name = "kde"
+    auto_export_rank = 0  # the paper's detector
 
     def __init__(self, gamma=None, chunk_size=DEFAULT_CHUNK_SIZE,
                  train_chunk_size=DEFAULT_TRAIN_CHUNK_SIZE):
@@ -27,6 +28,7 @@ class KDE(ChunkedDetector):
         if not self.gamma_ > 0:
             raise ConfigError(f"kde gamma must be > 0, got {self.gamma_}")
         g = np.float32(self.gamma_)
+        self.train_ = x  # the normalised training features, which the export stores
         # Pre-scale so each block is one matmul plus two broadcast subtractions:
         # -g||x-y||^2 = x.(2g y) - g||x||^2 - g||y||^2.
         self._y2g = np.ascontiguousarray(x * (2 * g))
@@ -55,3 +57,16 @@ class KDE(ChunkedDetector):
                 run_max = new_max
             out[rs] = -(run_max + np.log(run_sum)) / self.gamma_
         return out
+
+    def export_params(self):
+        return {"train": self.train_, "gamma": np.float64(self.gamma_)}
+
+    @staticmethod
+    def graph_score(params, feats):
+        """float32 scores; the logsumexp over every stored training feature at once."""
+        import tensorflow as tf
+
+        feats = tf_l2_normalize(tf.cast(feats, tf.float32))
+        g = tf.cast(params["gamma"], tf.float32)
+        d2 = tf_squared_distances(feats, tf.cast(params["train"], tf.float32))
+        return -tf.reduce_logsumexp(-g * tf.maximum(d2, 0.0), axis=1) / g

@@ -24,14 +24,12 @@ import time
 
 import numpy as np
 
-from detect.calibration import pixel_sample, split_calibration
-from detect.detectors import make_detector, subsample_index
-from detect.evaluation import (EvalSettings, Evaluation, MapGrid, add_aliases, aucs_defined,
-                               detector_training_images, test_ids)
+from detect.calibration import split_calibration
+from detect.detectors import subsample_index
+from detect.evaluation import EvalSettings, MapGrid, detector_training_images
+from detect.evaluator_base import Features, FeatureSet
 from detect.image_evaluator import WholeImageTraining
 from detect.localization import image_scores, map_pixels
-from detect.metrics import f1_max, roc_auc
-from detect.pixel_metrics import pixel_metrics
 from model.spec import parse_stages
 
 #: the feature set of map runs: results are keyed ``map.<detector>``
@@ -65,10 +63,8 @@ def extract_maps(mapper, images, progress=True):
 class MapEvaluator(WholeImageTraining):
     """Local feature maps of whole images, scored cell by cell."""
 
-    options = ("map_stages", "map_neighbourhood", "bank_size")
-
     def __init__(self, settings: EvalSettings, *, map_stages, map_neighbourhood, bank_size):
-        self.settings = settings
+        super().__init__(settings)
         self.stages = parse_stages(map_stages)
         self.neighbourhood = int(map_neighbourhood)
         self.bank_size = int(bank_size)
@@ -88,106 +84,63 @@ class MapEvaluator(WholeImageTraining):
         """The model's feature mapper for this run's stages and neighbourhood."""
         return model.feature_mapper(self.stages, self.neighbourhood)
 
-    def detector(self, name):
-        if name == "membank":
-            return make_detector(name, bank_size=self.bank_size, seed=self.settings.seed)
-        return make_detector(name)
+    def features(self, model, data, split, log=print):
+        """The local feature maps [N, h, w, D] of every training and test image, once."""
+        images = detector_training_images(data)
+        mapper = self.mapper(model)
+        quiet = split is None  # the periodic evaluation: no progress bars
+        t0 = time.perf_counter()
+        train_maps = extract_maps(mapper, images, progress=not quiet)
+        test_maps = (extract_maps(mapper, data.test_images, progress=not quiet)
+                     if len(data.test_images) else np.zeros((0,) + train_maps.shape[1:],
+                                                            np.float32))
+        if not quiet:
+            log(f"feature maps {train_maps.shape[1]}x{train_maps.shape[2]}x"
+                f"{train_maps.shape[3]} of {len(images)} training and {len(data.test_images)} "
+                f"test images in {time.perf_counter() - t0:.1f}s")
+        held_out = split is not None and split.held_out
+        # without held-out images, the detectors' own training images stand in
+        feature_set = FeatureSet(fit=train_maps, test=test_maps,
+                                 calib_fit=train_maps[split.fit_idx] if held_out else train_maps,
+                                 calib=train_maps[split.calib_idx] if held_out else train_maps)
+        return Features({MAP_FEATURES: feature_set},
+                        extra={"image_size": int(images.shape[1]),
+                               "cells": int(train_maps.shape[1])})
 
-    def _fit(self, name, maps):
-        """A detector ``name`` fit on the cells of training maps [N, h, w, D]."""
-        det = self.detector(name)
+    def detector_options(self):
+        return {"bank_size": self.bank_size, "seed": self.settings.seed}
+
+    def fit(self, cls, maps):
+        """A detector of class ``cls`` fit on the cells of training maps [N, h, w, D]: a
+        positional one on each image's cells, one that bounds its own size on every cell,
+        the others on ``max_train`` cells drawn at random."""
+        det = cls.from_options(self.detector_options())
         if det.positional:
             return det.fit(maps.reshape(len(maps), -1, maps.shape[-1]))
         cells = maps.reshape(-1, maps.shape[-1])
-        if name != "membank":  # the coreset bounds membank's bank; the others get a draw
+        if not det.bounds_own_rows:
             cells = cells[subsample_index(len(cells), self.settings.max_train,
                                           self.settings.seed)]
         return det.fit(cells)
 
-    @staticmethod
-    def _score(det, maps):
+    def score(self, detector, maps):
         """Cell maps [N, h, w] of feature maps [N, h, w, D]."""
         if not len(maps):
             return np.zeros(maps.shape[:3])
-        if det.positional:
-            return det.score(maps.reshape(len(maps), -1, maps.shape[-1])).reshape(maps.shape[:3])
-        return det.score(maps.reshape(-1, maps.shape[-1])).reshape(maps.shape[:3])
+        if detector.positional:
+            rows = maps.reshape(len(maps), -1, maps.shape[-1])
+        else:
+            rows = maps.reshape(-1, maps.shape[-1])
+        return detector.score(rows).reshape(maps.shape[:3])
 
-    def fit_rows(self, maps):
-        """The cells the single-feature detectors other than membank are fit on."""
-        cells = maps.reshape(-1, maps.shape[-1])
-        return cells[subsample_index(len(cells), self.settings.max_train, self.settings.seed)]
+    def anomaly_maps(self, outputs, feats):
+        """The cell maps upsampled to the image and smoothed."""
+        return map_pixels(outputs, feats.extra["image_size"])
 
-    def periodic(self, model, data, log=print):
-        """Metrics during training: detectors fit on every good training image."""
-        if not aucs_defined(data.test_labels):
-            return {}
-        mapper = self.mapper(model)
-        fit_maps = extract_maps(mapper, detector_training_images(data), progress=False)
-        test_maps = extract_maps(mapper, data.test_images, progress=False)
-        cell_maps = {f"{MAP_FEATURES}.{name}": self._score(self._fit(name, fit_maps), test_maps)
-                     for name in self.settings.detectors}
-        return self._metrics(cell_maps, data)[0]
+    def image_scores(self, outputs, pixels):
+        """The maximum of the anomaly map."""
+        return image_scores(pixels) if len(pixels) else np.zeros(0)
 
-    def final(self, model, data, log=print):
-        """The reported maps from detectors fit on every good training image; the image and
-        pixel thresholds from held-out good images scored by detectors fit on the others."""
-        s = self.settings
-        images = detector_training_images(data)
-        fit_idx, calib_idx = split_calibration(len(images), s.calibration_fraction, s.seed)
-        held_out = len(calib_idx) > 0
-        mapper = self.mapper(model)
-        t0 = time.perf_counter()
-        train_maps = extract_maps(mapper, images)
-        has_test = len(data.test_images) > 0  # none: good training images only
-        test_maps = extract_maps(mapper, data.test_images) if has_test else None
-        log(f"feature maps {train_maps.shape[1]}x{train_maps.shape[2]}x{train_maps.shape[3]} "
-            f"of {len(images)} training and {len(data.test_images)} test images in "
-            f"{time.perf_counter() - t0:.1f}s")
-        size = int(images.shape[1])
-        cell_maps, fitted, calib_scores, calib_pixels = {}, {}, {}, {}
-        for name in s.detectors:
-            key = f"{MAP_FEATURES}.{name}"
-            t0 = time.perf_counter()
-            fitted[key] = self._fit(name, train_maps)
-            # without held-out images, the detectors' own training images stand in
-            calib_det = self._fit(name, train_maps[fit_idx]) if held_out else fitted[key]
-            calib_cells = self._score(calib_det, train_maps[calib_idx] if held_out else train_maps)
-            calib_pixel_maps = map_pixels(calib_cells, size)
-            calib_scores[key] = image_scores(calib_pixel_maps)
-            calib_pixels[key] = pixel_sample(calib_pixel_maps, seed=s.seed)
-            cell_maps[key] = (self._score(fitted[key], test_maps) if has_test
-                              else np.zeros((0,) + train_maps.shape[1:3]))
-            log(f"{key}: fit on the maps of {len(images)} training images, scored "
-                f"{cell_maps[key].size} test cells in {time.perf_counter() - t0:.1f}s")
-        results, test_scores, pixel = self._metrics(cell_maps, data, keep_pixel_maps=has_test,
-                                                    size=size)
-        return Evaluation(
-            results=results, test_scores=test_scores, calib_scores=calib_scores,
-            detectors=fitted, fit_feats={MAP_FEATURES: self.fit_rows(train_maps)},
-            labels=np.asarray(data.test_labels, dtype=np.int64), ids=test_ids(data),
-            n_calibration=int(len(calib_idx)), pixel_maps=pixel, patch_maps=cell_maps,
-            calib_pixel_scores=calib_pixels,
-            grid=MapGrid(size, self.stages, self.neighbourhood, train_maps.shape[1]))
-
-    def _metrics(self, cell_maps, data, keep_pixel_maps=False, size=None):
-        """(results, {key: image scores}, {first key: pixel maps} when kept) from cell maps;
-        the image score is the maximum of the anomaly map."""
-        results, scores, primary = {}, {}, next(iter(cell_maps))
-        kept = None
-        scorable = aucs_defined(data.test_labels)
-        # folders of images without masks (--dataset=folder) get the image metrics only
-        masks = getattr(data, "test_masks", None) if scorable else None
-        size = size or int(data.test_images.shape[1])
-        for key, m in cell_maps.items():
-            pixel = map_pixels(m, size)
-            scores[key] = image_scores(pixel) if len(pixel) else np.zeros(0)
-            if scorable:
-                results[key] = roc_auc(data.test_labels, scores[key])
-                results[f"{key}.image_f1max"] = f1_max(data.test_labels, scores[key])
-                if masks is not None:
-                    results.update({f"{key}.{k}": v
-                                    for k, v in pixel_metrics(masks, pixel).items()})
-            if keep_pixel_maps and key == primary:
-                kept = {key: pixel}
-        return add_aliases(results, primary), scores, kept
+    def grid(self, feats):
+        return MapGrid(feats.extra["image_size"], self.stages, self.neighbourhood,
+                       feats.extra["cells"])

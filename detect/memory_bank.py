@@ -27,6 +27,10 @@ class MemoryBank(ChunkedDetector):
 
     name = "membank"
     normalize = False
+    map_only = True
+    bounds_own_rows = True
+    auto_export_rank = 1  # the feature maps' detector
+    option_names = ("bank_size", "seed")
 
     def __init__(self, bank_size=BANK_SIZE, seed=0, chunk_size=DEFAULT_CHUNK_SIZE,
                  train_chunk_size=DEFAULT_TRAIN_CHUNK_SIZE):
@@ -54,3 +58,17 @@ class MemoryBank(ChunkedDetector):
             best += np.einsum("ij,ij->i", xb, xb)
             out[rs] = np.sqrt(np.maximum(best, 0.0, dtype=np.float32))
         return out
+
+    def export_params(self):
+        return {"bank": self.bank_.astype(np.float32)}
+
+    @staticmethod
+    def graph_score(params, feats):
+        """float32 scores, in the order of ``_score``'s float32 operations."""
+        import tensorflow as tf
+
+        feats = tf.cast(feats, tf.float32)
+        bank = tf.cast(params["bank"], tf.float32)
+        d2 = -2.0 * tf.matmul(feats, bank, transpose_b=True) + tf.reduce_sum(bank * bank, -1)[None]
+        best = tf.reduce_min(d2, axis=1) + tf.reduce_sum(feats * feats, -1)
+        return tf.sqrt(tf.maximum(best, 0.0))

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from detect.detector_base import ChunkedDetector, blocks
+from detect.detector_base import ChunkedDetector, blocks, tf_l2_normalize
 
 class OneNN(ChunkedDetector):
     """1-nearest neighbour: score = 1 - max_y cos(x, y).
@@ -12,6 +12,7 @@ class OneNN(ChunkedDetector):
     """
 
     name = "auc"
+    export_name = "nn"
 
     def _fit(self, x):
         self._y = x
@@ -24,3 +25,15 @@ class OneNN(ChunkedDetector):
                 np.maximum(best, (x[rs] @ self._y[cs].T).max(axis=1), out=best)
             out[rs] = 1.0 - best.astype(np.float64)
         return out
+
+    def export_params(self):
+        return {"train": self._y}
+
+    @staticmethod
+    def graph_score(params, feats):
+        """float32 scores: 1 - the largest dot product with the stored normalised rows."""
+        import tensorflow as tf
+
+        feats = tf_l2_normalize(tf.cast(feats, tf.float32))
+        y = tf.cast(params["train"], tf.float32)
+        return 1.0 - tf.reduce_max(tf.matmul(feats, y, transpose_b=True), axis=1)

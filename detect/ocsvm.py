@@ -5,7 +5,8 @@ features (``locsvm``).
 import numpy as np
 from sklearn.svm import OneClassSVM
 
-from detect.detector_base import Detector, blocks, gamma_rule
+from detect.detector_base import Detector, blocks, gamma_rule, tf_l2_normalize, \
+    tf_squared_distances
 
 class _OCSVM(Detector):
     """Shared sklearn OneClassSVM wrapper; score = -score_samples.
@@ -82,6 +83,23 @@ class OCSVM_RBF(_OCSVM):
             out[rs] = k @ coef
         return out
 
+    def export_params(self):
+        est = self.estimator_
+        return {"sv": est.support_vectors_.astype(np.float64),
+                "coef": est.dual_coef_[0].astype(np.float64),
+                "gamma": np.float64(self.gamma_), "offset": np.float64(est.offset_[0])}
+
+    @staticmethod
+    def graph_score(params, feats):
+        """float64 -sum_i a_i exp(-g ||x - sv_i||^2) (libsvm's offset is stored, not used)."""
+        import tensorflow as tf
+
+        x = tf.cast(tf_l2_normalize(tf.cast(feats, tf.float32)), tf.float64)
+        sv = tf.cast(params["sv"], tf.float64)
+        g = tf.cast(params["gamma"], tf.float64)
+        k = tf.exp(-g * tf.maximum(tf_squared_distances(x, sv), 0.0))
+        return -tf.linalg.matvec(k, tf.cast(params["coef"], tf.float64))
+
 
 class OCSVM_Linear(_OCSVM):
     """Linear-kernel OC-SVM (nu=0.5) on RAW features, as in the reference."""
@@ -93,3 +111,15 @@ class OCSVM_Linear(_OCSVM):
     def _kernel_expansion(self, x64):
         # sum_i a_i <x, sv_i> = <x, sum_i a_i sv_i> = x . coef_
         return x64 @ self.estimator_.coef_[0]
+
+    def export_params(self):
+        est = self.estimator_
+        return {"w": est.coef_[0].astype(np.float64), "offset": np.float64(est.offset_[0])}
+
+    @staticmethod
+    def graph_score(params, feats):
+        """float64 -x . w on raw features."""
+        import tensorflow as tf
+
+        x = tf.cast(tf.cast(feats, tf.float32), tf.float64)
+        return -tf.linalg.matvec(x, tf.cast(params["w"], tf.float64))

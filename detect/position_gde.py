@@ -27,6 +27,8 @@ class PositionGDE(Detector):
     name = "posgde"
     normalize = False
     positional = True
+    map_only = True
+    min_fit_rows = 2  # a covariance needs two images
 
     def __init__(self, reg=REGULARISATION):
         if not reg > 0:
@@ -56,3 +58,17 @@ class PositionGDE(Detector):
         centred = (x - self.mean_[None].astype(np.float32)).transpose(1, 0, 2)  # [P, N, D]
         z = np.matmul(centred, self.prec_chol_.astype(np.float32))
         return np.sqrt(np.einsum("pne,pne->np", z, z, dtype=np.float64))
+
+    def export_params(self):
+        return {"mean": self.mean_.astype(np.float32),
+                "prec_chol": self.prec_chol_.astype(np.float32)}
+
+    @staticmethod
+    def graph_score(params, feats):
+        """float32 [B, P] scores of [B, P, D] features: positions as the batch of a matmul."""
+        import tensorflow as tf
+
+        feats = tf.cast(feats, tf.float32)
+        centred = tf.transpose(feats - tf.cast(params["mean"], tf.float32)[None], [1, 0, 2])
+        z = tf.matmul(centred, tf.cast(params["prec_chol"], tf.float32))  # [P, B, D]
+        return tf.transpose(tf.sqrt(tf.reduce_sum(tf.square(z), -1)))    # [B, P]

@@ -169,3 +169,57 @@ class TrainingBudget(keras.callbacks.Callback):
     def apply(self, epochs):
         self.plan.epochs = int(epochs)
         self.epochs_var.assign(int(epochs))
+
+
+class TrainingLength:
+    """How long a run trains, asked in one place: ``--num_epoch`` epochs, or the epochs
+    that fit ``--train_minutes`` (``by_clock``), planned while training and kept in
+    ``record_path`` (stats/budget.json) for a resumed run."""
+
+    def __init__(self, num_epoch, train_minutes, record_path=None):
+        self.num_epoch = int(num_epoch)
+        self.minutes = float(train_minutes or 0.0)
+        self.record_path = record_path
+        #: the schedule's length (a tf.Variable made by ``schedule_variable``) when by_clock
+        self.schedule_epochs = None
+
+    @property
+    def by_clock(self) -> bool:
+        return self.minutes > 0
+
+    def schedule_variable(self, strategy):
+        """The schedule's length as a variable of ``strategy`` for a clock run (None for a
+        fixed number of epochs, whose schedule knows its length)."""
+        import tensorflow as tf
+
+        if self.by_clock:
+            with strategy.scope():
+                self.schedule_epochs = tf.Variable(MAX_EPOCHS, dtype=tf.int64, trainable=False,
+                                                   name="schedule_epochs")
+        return self.schedule_epochs
+
+    def plan(self, steps_per_epoch, initial_epoch, log=print, write=True):
+        """(EpochPlan, the budget callback or None): a fixed plan; the plan of an earlier
+        attempt of a clock run; or one the budget callback makes while training.
+        ``write``: whether this process records the plan (the chief)."""
+        if not self.by_clock:
+            return EpochPlan(self.num_epoch), None
+        stored = stored_plan(self.record_path)
+        if stored is not None:
+            self.schedule_epochs.assign(int(stored["planned_epochs"]))
+            return EpochPlan(stored["planned_epochs"]), None
+        plan = EpochPlan(MAX_EPOCHS)
+        return plan, TrainingBudget(self.minutes, steps_per_epoch, self.schedule_epochs, plan,
+                                    self.record_path if write else None, initial_epoch, log)
+
+    def progress_bars(self, plan):
+        """A clock run's progress bar, whose epoch count follows the plan ("Epoch 3/?"
+        until it is made); none otherwise (Keras's own)."""
+        return [BudgetProgbar(plan)] if self.by_clock else []
+
+    def record(self, plan):
+        """summary.json's ``meta.budget``: the plan (stats/budget.json) and the epochs run;
+        None for a fixed number of epochs."""
+        if not self.by_clock:
+            return None
+        return dict(stored_plan(self.record_path) or {}, epochs=int(plan.epochs))

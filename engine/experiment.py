@@ -18,23 +18,22 @@ result file is written atomically (util/atomic.py). docs/robustness.md tells the
 """
 
 import contextlib
+import dataclasses
 import os
 import shutil
 import sys
 import time
 from pathlib import Path
+from typing import Any, Optional
 
 import numpy as np
 
 from data.image_dirs import DirLayout, split_dirs
 from data.image_io import DEFAULT_MAX_IMAGE_PIXELS, set_max_image_pixels
 from data.protocols_extra import apply_protocols, describe_protocols, protocols_active
-from data.registry import (has_defect_layout, list_one_class_data, load_one_class_data,
-                           load_splits, reads_image_files)
+from data.registry import list_one_class_data, load_one_class_data, load_splits
 from detect.calibration import check_fit_size
 from detect.evaluation import EvalSettings, detector_training_images, no_auc_note
-from detect.evaluators import choose_evaluator, evaluator_class
-from detect.localization import grid_size
 from detect.synthetic import synthetic_check
 from engine.distribute import is_chief, worker_dir
 from engine.flags import FLAG_DEFAULTS
@@ -42,9 +41,8 @@ from engine.checkpoints import inspect_checkpoints
 from engine.precision import POLICIES, choose_precision, read_cpuinfo
 from engine.resume import check_resume, restore_checkpoint, stored_summary
 from engine.run_files import claim_run_dir, remove_own_files
-from engine.validate import nearest_existing, parse_detectors, validate_config
+from engine.validate import RunChecks, nearest_existing, validate_config
 from model.registry import model_spec
-from model.spec import parse_stages, stage_stride
 from util.atomic import write_json_atomic
 from util.cli import error_line, quiet_stderr
 from util.errors import ConfigError
@@ -70,9 +68,16 @@ def protocol_values(cfg):
                                          "num_train")}
 
 
-def load_data(cfg, shape):
-    """The run's one-class data at ``shape``, with the paper's extra protocols applied;
-    image files above --max_image_pixels are refused before they are decoded."""
+def calibration_fraction(cfg) -> float:
+    """--calibration_fraction (runs recorded before the flag: its default)."""
+    return float(cfg.get("calibration_fraction", FLAG_DEFAULTS["calibration_fraction"]))
+
+
+def load_data(cfg, checks: RunChecks):
+    """The run's one-class data at the image shape of ``checks``, with the paper's extra
+    protocols applied; image files above --max_image_pixels are refused before they are
+    decoded."""
+    shape = checks.image_shape
     set_max_image_pixels(cfg.get("max_image_pixels", DEFAULT_MAX_IMAGE_PIXELS))
     data = load_one_class_data(cfg["dataset"], cfg["category"], root=cfg["root"],
                                data_dir=cfg["data_dir"], input_shape=shape,
@@ -84,24 +89,11 @@ def load_data(cfg, shape):
         apply_protocols(data, **protocols, seed=cfg["seed"], splits=lambda: load_splits(
             cfg["dataset"], root=cfg["root"], data_dir=cfg["data_dir"], input_shape=shape,
             input_bits=cfg.get("input_bits") or 0))
-    check_train_count(cfg, len(data.train_images), len(detector_training_images(data)))
+    check_train_count(cfg, checks, len(data.train_images), len(detector_training_images(data)))
     return data
 
 
-def detector_rows_per_image(cfg):
-    """Training rows each image gives the detectors: 1, its patch grid in patch mode, the
-    cells of its feature map in map mode."""
-    evaluator = choose_evaluator(has_defect_layout(cfg["dataset"]), cfg["mvtec_mode"],
-                                 reads_image_files(cfg["dataset"]))
-    if evaluator == "map":
-        cell = stage_stride(min(parse_stages(cfg["map_stages"])))
-        return (int(cfg["mvtec_image_size"]) // cell) ** 2
-    if evaluator != "patch":
-        return 1
-    return grid_size(cfg["mvtec_image_size"], cfg["patch_size"], cfg["patch_stride"]) ** 2
-
-
-def check_train_count(cfg, n, n_detector=None):
+def check_train_count(cfg, checks: RunChecks, n, n_detector=None):
     """Enough training images (``n``) for the category and the batch, and enough of the
     detectors' (``n_detector``, default ``n``) left for each detector after the
     calibration hold-out."""
@@ -110,30 +102,29 @@ def check_train_count(cfg, n, n_detector=None):
     if cfg["is_validation"] and n < cfg["batch_size"]:
         raise ConfigError(f"--batch_size={cfg['batch_size']} is larger than the {n} training "
                           "images left after the validation split; use --batch_size<=" f"{n}")
-    check_fit_size(parse_detectors(cfg["detectors"]), n if n_detector is None else n_detector,
-                   float(cfg.get("calibration_fraction", 0.1)), int(cfg["max_detector_train"]),
-                   detector_rows_per_image(cfg))
+    check_fit_size(checks.detectors, n if n_detector is None else n_detector,
+                   calibration_fraction(cfg), int(cfg["max_detector_train"]),
+                   checks.rows_per_image)
 
 
-def list_data(cfg):
+def list_data(cfg, checks: RunChecks):
     """The data listed without decoding it (sources that can: folders, MVTec), before the
     run directory, a cache file or TensorFlow: an unknown category or a category with too
     few images ends the run here."""
     n = list_one_class_data(cfg["dataset"], cfg["category"], root=cfg["root"],
                             is_validation=cfg["is_validation"])
     if n is not None and not protocols_active(**protocol_values(cfg)):
-        check_train_count(cfg, n)
+        check_train_count(cfg, checks, n)
 
 
-def make_evaluator(cfg, checks):
+def make_evaluator(cfg, checks: RunChecks):
     """The run's evaluator (``checks.evaluator``, chosen by validate_config) with the values
     it needs."""
-    cls = evaluator_class(checks.evaluator)
-    settings = EvalSettings(detectors=tuple(checks.detectors),
+    settings = EvalSettings(detectors=checks.detectors,
                             max_train=int(cfg["max_detector_train"]), seed=int(cfg["seed"]),
                             batch_size=int(cfg["eval_batch_size"]),
-                            calibration_fraction=float(cfg.get("calibration_fraction", 0.1)))
-    return cls(settings, **{k: cfg[k] for k in cls.options})
+                            calibration_fraction=calibration_fraction(cfg))
+    return checks.evaluator.build(settings, cfg)
 
 
 def resolve_precision(requested):
@@ -325,76 +316,100 @@ def restore(model, epoch_var, run, log):
     return manager
 
 
-def epoch_plan(cfg, run, steps_per_epoch, schedule_epochs, initial_epoch, log):
-    """(EpochPlan, the budget callback or None): --num_epoch, or for a --train_minutes run
-    the plan of an earlier attempt (stats/budget.json) or one made while training."""
-    from engine.budget import MAX_EPOCHS, EpochPlan, TrainingBudget, stored_plan
+@dataclasses.dataclass
+class TrainingJob:
+    """What ``load_and_build`` made for training and evaluation."""
 
-    if schedule_epochs is None:
-        return EpochPlan(cfg["num_epoch"]), None
-    stored = stored_plan(run.budget)
-    if stored is not None:
-        schedule_epochs.assign(int(stored["planned_epochs"]))
-        return EpochPlan(stored["planned_epochs"]), None
-    plan = EpochPlan(MAX_EPOCHS)
-    return plan, TrainingBudget(cfg["train_minutes"], steps_per_epoch, schedule_epochs, plan,
-                                run.budget if run.chief else None, initial_epoch, log)
+    data: Any
+    evaluator: Any
+    train_images: np.ndarray
+    steps_per_epoch: int
+    strategy: Any
+    precision: Any  # engine.precision.PrecisionChoice
+    model: Any
+    epoch_var: Any
+    manager: Any  # tf.train.CheckpointManager
+    length: Any  # engine.budget.TrainingLength
+    input_shape: tuple  # the network's input
 
 
-def train(cfg, model, epoch_var, manager, train_images, data, run, steps_per_epoch, evaluator,
-          log, schedule_epochs=None):
-    """model.fit from the restored epoch to --num_epoch, or for the epochs that fit
-    --train_minutes (``schedule_epochs`` is then the schedule's length); returns (exit
-    code, stats callback, the epoch plan)."""
+@dataclasses.dataclass
+class Trained:
+    """What training left: the exit code (0, or 3 for a NaN loss), the per-epoch
+    statistics and the epochs the run trained for."""
+
+    code: int
+    stats: Optional[Any]  # engine.callbacks.EpochStats (None: no epoch was trained)
+    plan: Any  # engine.budget.EpochPlan
+    seconds: float = 0.0
+
+
+def training_callbacks(cfg, job: TrainingJob, run, plan, log):
+    """(the NaN guard, the epoch statistics, the callbacks of model.fit in order; a clock
+    run's budget callback goes first)."""
     import keras
-    import tensorflow as tf
 
-    from engine.budget import BudgetProgbar
-    from engine.callbacks import (EpochCheckpoint, EpochStats, PeriodicEvaluation, StopOnNaN,
-                                  nan_message)
+    from engine.callbacks import EpochCheckpoint, EpochStats, PeriodicEvaluation, StopOnNaN
     from engine.collapse import make_monitor, probe_images
 
-    views = model.views_per_image
-    input_views = model.input_views or views  # augmented batches the pipeline hands train_step
-    stats_cb = EpochStats(steps_per_epoch, cfg["batch_size"], views)
-    initial_epoch = int(epoch_var.numpy())
-    plan, budget = epoch_plan(cfg, run, steps_per_epoch, schedule_epochs, initial_epoch, log)
-    if initial_epoch >= plan.epochs:
-        return 0, stats_cb, plan
-    ds = evaluator.train_dataset(train_images, cfg["batch_size"], cfg["aug_list"], input_views,
-                                 cfg["seed"], cfg["clip_pixels"], augment_options(cfg))
+    nan_guard = StopOnNaN()
+    stats = EpochStats(job.steps_per_epoch, cfg["batch_size"], job.model.views_per_image)
+    callbacks = [
+        nan_guard,
+        stats,
+        make_monitor(probe_images(job.evaluator.network_view(job.data.train_images),
+                                  cfg["seed"]), run.collapse, log=log),
+        # evaluation before the checkpoint: a kill between the two re-runs (and replaces)
+        # that evaluation instead of losing it
+        PeriodicEvaluation(lambda m: job.evaluator.periodic(m, job.data), cfg["eval_epoch"],
+                           plan, run.logs / "eval" if run.chief else None, run.history),
+        EpochCheckpoint(job.manager, job.epoch_var, cfg["ckpt_epoch"], plan, nan_guard),
+    ]
+    callbacks += job.length.progress_bars(plan)
+    if run.chief:
+        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run.logs), write_graph=False,
+                                                     update_freq="epoch", profile_batch=0))
+    return nan_guard, stats, callbacks
+
+
+def training_dataset(cfg, job: TrainingJob):
+    """The evaluator's tf.data pipeline of augmented batches (``--deterministic``: in a
+    repeatable order)."""
+    import tensorflow as tf
+
+    views = job.model.input_views or job.model.views_per_image  # what train_step is handed
+    ds = job.evaluator.train_dataset(job.train_images, cfg["batch_size"], cfg["aug_list"],
+                                     views, cfg["seed"], cfg["clip_pixels"],
+                                     augment_options(cfg))
     if cfg.get("deterministic"):
         options = tf.data.Options()
         options.deterministic = True
         ds = ds.with_options(options)
-    nan_guard = StopOnNaN()
-    callbacks = [
-        nan_guard,
-        stats_cb,
-        make_monitor(probe_images(evaluator.network_view(data.train_images), cfg["seed"]),
-                     run.collapse, log=log),
-        # evaluation before the checkpoint: a kill between the two re-runs (and replaces)
-        # that evaluation instead of losing it
-        PeriodicEvaluation(lambda m: evaluator.periodic(m, data), cfg["eval_epoch"],
-                           plan, run.logs / "eval" if run.chief else None, run.history),
-        EpochCheckpoint(manager, epoch_var, cfg["ckpt_epoch"], plan, nan_guard),
-    ]
+    return ds
+
+
+def train(cfg, job: TrainingJob, run, log) -> Trained:
+    """model.fit from the restored epoch for the run's length (engine.budget.TrainingLength:
+    --num_epoch, or the epochs that fit --train_minutes)."""
+    from engine.callbacks import nan_message
+
+    t0 = time.time()
+    initial_epoch = int(job.epoch_var.numpy())
+    plan, budget = job.length.plan(job.steps_per_epoch, initial_epoch, log, write=run.chief)
+    if initial_epoch >= plan.epochs:  # nothing to train: no callback, no event file
+        return Trained(0, None, plan, time.time() - t0)
+    nan_guard, stats, callbacks = training_callbacks(cfg, job, run, plan, log)
     if budget is not None:
         callbacks.insert(0, budget)  # plans before the checkpoint looks for the last epoch
-    if schedule_epochs is not None:
-        callbacks.append(BudgetProgbar(plan))  # "Epoch 3/?" until the plan is made
-    if run.chief:
-        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run.logs), write_graph=False,
-                                                     update_freq="epoch", profile_batch=0))
-    model.fit(ds, epochs=plan.epochs, initial_epoch=initial_epoch,
-              steps_per_epoch=steps_per_epoch, callbacks=callbacks,
-              shuffle=False,  # the tf.data pipeline shuffles; silences Keras's warning
-              verbose=1 if sys.stdout.isatty() else 2)
+    job.model.fit(training_dataset(cfg, job), epochs=plan.epochs, initial_epoch=initial_epoch,
+                  steps_per_epoch=job.steps_per_epoch, callbacks=callbacks,
+                  shuffle=False,  # the tf.data pipeline shuffles; silences Keras's warning
+                  verbose=1 if sys.stdout.isatty() else 2)
     if nan_guard.triggered:
-        print("error: " + nan_message(model, cfg, nan_guard.bad_epoch, manager.latest_checkpoint),
-              file=sys.stderr)
-        return 3, stats_cb, plan
-    return 0, stats_cb, plan
+        print("error: " + nan_message(job.model, cfg, nan_guard.bad_epoch,
+                                      job.manager.latest_checkpoint), file=sys.stderr)
+        return Trained(3, stats, plan)
+    return Trained(0, stats, plan, time.time() - t0)
 
 
 def final_evaluation(cfg, model, data, evaluator, run):
@@ -410,15 +425,13 @@ def final_evaluation(cfg, model, data, evaluator, run):
     return final
 
 
-def report(cfg, results, data, run, meta, log, sections=None):
-    """Writes stats/summary.json (atomically, once the results exist: it marks the run as
-    finished); returns the summary.
-
-    ``sections``: extra top-level entries (metrics, calibration, export)."""
+def summary_of(cfg, results, data, run, meta, sections):
+    """The run's summary.json: the results, the extra ``sections`` (metrics, calibration,
+    export) and ``meta``, the run's record."""
     from engine.collapse import load_verdict
 
     summary = dict(results)
-    summary.update(sections or {})
+    summary.update(sections)
     summary["meta"] = {
         "model_type": cfg["model_type"], "dataset": cfg["dataset"],
         "category": data.category, "category_index": int(data.category_index),
@@ -427,24 +440,29 @@ def report(cfg, results, data, run, meta, log, sections=None):
         "n_test_outliers": int(np.sum(data.test_labels)),
         "collapse": load_verdict(run.collapse), "versions": library_versions(), **meta,
     }
-    if summary["meta"]["collapse"]["detected"]:
+    return summary
+
+
+def report(summary, run, log):
+    """Writes stats/summary.json (atomically, once the results exist: it marks the run as
+    finished), after warning about a collapsed representation."""
+    collapse = summary["meta"]["collapse"]
+    if collapse["detected"]:
         log(f"warning: the representation collapsed during training (first at epoch "
-            f"{summary['meta']['collapse']['first_epoch']}) and was still collapsed at the "
-            "end; these AUCs are near chance. Try another --seed or a lower --learning_rate")
+            f"{collapse['first_epoch']}) and was still collapsed at the end; these AUCs are "
+            "near chance. Try another --seed or a lower --learning_rate")
     if run.chief:
         write_json_atomic(run.stats / "summary.json", summary)
-    return summary
 
 
 def run_experiment(cfg, log=print):
     """Runs one configuration end to end; returns the process exit code."""
-    t_start = time.time()
+    step = RunStep()
     checks = validate_config(cfg)
     run = RunPaths(cfg["model_dir"], chief=is_chief(cfg["strategy"]))
-    list_data(cfg)
+    list_data(cfg, checks)
     check_existing_run(cfg, run)
     created = nearest_existing(run.root)  # a failed run removes what it created below this
-    step = RunStep()
     try:
         with run_lock(run.root) if run.chief else contextlib.nullcontext():
             stored = prepare_run_dir(cfg, run)
@@ -453,7 +471,7 @@ def run_experiment(cfg, log=print):
                     f"({run.stats / 'summary.json'}):")
                 log(format_table({k: v for k, v in stored.items() if k != "meta"}))
                 return 0
-            return train_and_evaluate(cfg, run, checks, t_start, log, step)
+            return train_and_evaluate(cfg, run, checks, log, step)
     except BaseException as err:
         if created != Path(os.path.abspath(run.root)) and not (run.stats / "hparams.json").exists():
             remove_created(run.root, created)  # nothing of value was written
@@ -465,10 +483,12 @@ def run_experiment(cfg, log=print):
 
 
 class RunStep:
-    """What the run is doing now: the line an interrupt prints names it."""
+    """What the run is doing now (the line an interrupt prints names it), and since when
+    it runs."""
 
     def __init__(self):
         self.now = "preparing the run"
+        self.started = time.time()
 
 
 def kept_after_interrupt(run):
@@ -498,7 +518,7 @@ def remove_created(run_dir, existed):
         parent = parent.parent
 
 
-def load_and_build(cfg, run, checks, log):
+def load_and_build(cfg, run, checks: RunChecks, log) -> TrainingJob:
     """The data, the evaluator, the strategy, the model restored from its last checkpoint
     (training loop objects included). TensorFlow's import and load lines are held back
     until all of it succeeded, so a refusal found here is the one error line."""
@@ -506,7 +526,9 @@ def load_and_build(cfg, run, checks, log):
     from engine.distribute import make_strategy
 
     with quiet_stderr():
-        data = load_data(cfg, checks.image_shape)
+        data = load_data(cfg, checks)  # before TensorFlow: a bad file is the one error line
+        from engine.budget import TrainingLength
+
         evaluator = make_evaluator(cfg, checks)
         train_images = apply_distribution_augmentation(
             evaluator.representation_images(data.train_images), cfg["distaug_type"])
@@ -518,90 +540,110 @@ def load_and_build(cfg, run, checks, log):
                               f"{strategy.num_replicas_in_sync} replicas")
         # resolved once: the policy that builds the model is the one summary.json names
         precision = resolve_precision(cfg["mixed_precision"])
-        schedule_epochs = budget_variable(cfg, strategy)
+        length = TrainingLength(cfg["num_epoch"], cfg.get("train_minutes"), run.budget)
         model, epoch_var = build_training(dict(cfg, mixed_precision=precision.precision),
                                           checks.input_shape, strategy, steps_per_epoch,
-                                          schedule_epochs)
+                                          length.schedule_variable(strategy))
         manager = restore(model, epoch_var, run, log)
-    return data, evaluator, train_images, steps_per_epoch, strategy, precision, model, \
-        epoch_var, manager, schedule_epochs
+    return TrainingJob(data, evaluator, train_images, steps_per_epoch, strategy, precision,
+                       model, epoch_var, manager, length, checks.input_shape)
 
 
-def train_and_evaluate(cfg, run, checks, t_start, log, step):
-    step.now = "loading the data and the model"
-    (data, evaluator, train_images, steps_per_epoch, strategy, precision, model, epoch_var,
-     manager, schedule_epochs) = load_and_build(cfg, run, checks, log)
+def announce(cfg, run, checks: RunChecks, job: TrainingJob, log):
+    """Records the configuration (stats/hparams.json) and tells what the run will do."""
     from engine.distribute import strategy_kind
-    from engine.outputs import record_results, write_extras
 
-    kind = strategy_kind(strategy)
+    kind = strategy_kind(job.strategy)
     if run.chief:
         write_json_atomic(run.stats / "hparams.json", cfg)
-    log(f"{data.describe()}; {len(train_images)} training instances after distribution "
-        f"augmentation '{cfg['distaug_type']}'; {steps_per_epoch} steps/epoch; "
-        f"{strategy.num_replicas_in_sync} replica(s), strategy {kind}"
-        f"{'' if kind == cfg['strategy'] else ' (--strategy=' + cfg['strategy'] + ')'}; precision "
-        f"{precision.precision} ({precision.reason})")
-    if precision.warning:
-        log(f"warning: {precision.warning}")
-    if no_auc_note(data.test_labels):
-        log(no_auc_note(data.test_labels))
-    if length_note(cfg, checks.evaluator):
-        log(length_note(cfg, checks.evaluator))
+    log(f"{job.data.describe()}; {len(job.train_images)} training instances after "
+        f"distribution augmentation '{cfg['distaug_type']}'; {job.steps_per_epoch} "
+        f"steps/epoch; {job.strategy.num_replicas_in_sync} replica(s), strategy {kind}"
+        f"{'' if kind == cfg['strategy'] else ' (--strategy=' + cfg['strategy'] + ')'}; "
+        f"precision {job.precision.precision} ({job.precision.reason})")
+    notes = [f"warning: {job.precision.warning}" if job.precision.warning else None,
+             no_auc_note(job.data.test_labels), length_note(cfg, checks.evaluator)]
+    for note in notes:
+        if note:
+            log(note)
 
+
+def run_meta(cfg, job: TrainingJob, trained: Trained, timings):
+    """summary.json's ``meta`` entries of this run: steps, times, replicas, precision,
+    protocols and the budget (``timings``: the wall, training and evaluation seconds)."""
+    from engine.distribute import strategy_kind
+
+    stats = trained.stats.history if trained.stats is not None else []
+    return {
+        "steps_per_epoch": job.steps_per_epoch,
+        "optimizer_steps": int(job.model.optimizer.iterations.numpy()),
+        **{f"{k}_seconds": round(v, 2) for k, v in timings.items()},
+        "train_images_per_sec": round(float(np.median(stats)), 1) if stats else None,
+        "replicas": job.strategy.num_replicas_in_sync, "strategy": strategy_kind(job.strategy),
+        "deterministic": bool(cfg.get("deterministic")),
+        "precision": job.precision._asdict(),
+        "protocols": describe_protocols(job.data),
+        "budget": job.length.record(trained.plan),
+    }
+
+
+def train_and_evaluate(cfg, run, checks: RunChecks, log, step):
+    """Loads, trains, evaluates and writes every output of the run; the exit code."""
+    step.now = "loading the data and the model"
+    job = load_and_build(cfg, run, checks, log)
+    announce(cfg, run, checks, job, log)
     step.now = "training"
-    t_train = time.time()
-    code, stats_cb, plan = train(cfg, model, epoch_var, manager, train_images, data, run,
-                                 steps_per_epoch, evaluator, log, schedule_epochs)
-    if code:
-        return code
-    if schedule_epochs is not None:  # the epochs the budget allowed are the run's epochs
-        cfg = dict(cfg, num_epoch=plan.epochs)
-    train_seconds = time.time() - t_train
+    trained = train(cfg, job, run, log)
+    if trained.code:
+        return trained.code
+    if job.length.by_clock:  # the epochs the budget allowed are the run's epochs
+        cfg = dict(cfg, num_epoch=trained.plan.epochs)
     step.now = "extracting features and fitting the detectors"
     log("Extracting features and fitting detectors ...")
     with keras_policy("float32"):
-        t_eval = time.time()
-        network = float32_network(cfg, model, checks.input_shape, strategy)
-        final = final_evaluation(cfg, network, data, evaluator, run)
-        evaluate_seconds = time.time() - t_eval
-        sections = record_results(run.root, cfg, final, log) if run.chief else {}
-        if cfg.get("synthetic_validation", "none") != "none":  # every worker extracts
-            sections.update(synthetic_check(evaluator, network, data,
-                                            float(cfg.get("calibration_fraction", 0.1)),
-                                            int(cfg["seed"]), log))
-        meta = {
-            "steps_per_epoch": steps_per_epoch,
-            "optimizer_steps": int(model.optimizer.iterations.numpy()),
-            "wall_seconds": round(time.time() - t_start, 2),
-            "train_seconds": round(train_seconds, 2),
-            "evaluate_seconds": round(evaluate_seconds, 2),  # features, detectors, metrics
-            "train_images_per_sec": (round(float(np.median(stats_cb.history)), 1)
-                                     if stats_cb.history else None),
-            "replicas": strategy.num_replicas_in_sync, "strategy": kind,
-            "deterministic": bool(cfg.get("deterministic")),
-            "precision": precision._asdict(),
-            "protocols": describe_protocols(data),
-            "budget": budget_record(run, plan) if schedule_epochs is not None else None,
-        }
-        report(cfg, final.results, data, run, meta, log, sections)  # the results exist now
-        if not run.chief:
-            return 0
-        step.now = "writing the plots, heat maps and export (the results are in summary.json)"
-        failed = write_extras(run.root, cfg, network, data, final, sections, log)
+        return evaluate_and_write(cfg, run, job, trained, log, step)
+
+
+def evaluate_and_write(cfg, run, job: TrainingJob, trained: Trained, log, step):
+    """Stage 2, summary.json as soon as its results exist, then the plots, heat maps and
+    export; the exit code (1 when one of those could not be written)."""
+    from engine.outputs import record_results, write_extras
+
+    t_eval = time.time()
+    network = float32_network(cfg, job.model, job.input_shape, job.strategy)
+    final = final_evaluation(cfg, network, job.data, job.evaluator, run)
+    evaluate_seconds = time.time() - t_eval
+    sections = record_results(run.root, cfg, final, log) if run.chief else {}
+    if cfg.get("synthetic_validation", "none") != "none":  # every worker extracts
+        sections.update(synthetic_check(job.evaluator, network, job.data,
+                                        calibration_fraction(cfg), int(cfg["seed"]), log))
+    meta = run_meta(cfg, job, trained, {"wall": time.time() - step.started,
+                                        "train": trained.seconds, "evaluate": evaluate_seconds})
+    summary = summary_of(cfg, final.results, job.data, run, meta, sections)
+    report(summary, run, log)  # the results exist now
+    if not run.chief:
+        return 0
+    step.now = "writing the plots, heat maps and export (the results are in summary.json)"
+    failed = write_extras(run.root, cfg, network, job.data, final, sections, log)
     if sections["export"] is not None:  # the same summary, now naming the export
-        report(cfg, final.results, data, run, meta, lambda message: None, sections)
+        summary["export"] = sections["export"]
+        write_json_atomic(run.stats / "summary.json", summary)
     log(format_table(final.results))
     log(f"Wrote {run.stats / 'summary.json'}")
-    if failed:
-        print(error_line(f"the run's results are in {run.stats / 'summary.json'} and "
-                         f"{run.stats / 'scores.npz'}, but not written: "
-                         + "; ".join(f"{what} ({why})" for what, why in failed)
-                         + (f"; script/export.py {run.root} writes the export again"
-                            if any(w == "the export" for w, _ in failed) else "")),
-              file=sys.stderr)
-        return 1
-    return 0
+    return finish(run, failed)
+
+
+def finish(run, failed):
+    """The exit code: 0, or 1 with one line naming what was not written."""
+    if not failed:
+        return 0
+    print(error_line(f"the run's results are in {run.stats / 'summary.json'} and "
+                     f"{run.stats / 'scores.npz'}, but not written: "
+                     + "; ".join(f"{what} ({why})" for what, why in failed)
+                     + (f"; script/export.py {run.root} writes the export again"
+                        if any(w == "the export" for w, _ in failed) else "")),
+          file=sys.stderr)
+    return 1
 
 
 def length_note(cfg, evaluator):
@@ -609,29 +651,10 @@ def length_note(cfg, evaluator):
     epochs, days on a CPU) without a preset: the inspector preset trains by the clock."""
     import tensorflow as tf
 
-    if (evaluator not in ("patch", "map") or cfg.get("preset") or cfg.get("train_minutes")
+    if (not evaluator.maps or cfg.get("preset") or cfg.get("train_minutes")
             or cfg["num_epoch"] != FLAG_DEFAULTS["num_epoch"]
             or tf.config.list_logical_devices("GPU")):
         return None
     return (f"note: training for --num_epoch={cfg['num_epoch']} epochs, the paper's length, "
             "which on a CPU takes days; --preset=inspector trains for 15 minutes by the clock "
             "(--train_minutes) and is the recipe made for CPUs (docs/mvtec.md)")
-
-
-def budget_variable(cfg, strategy):
-    """The schedule's length as a variable for a --train_minutes run (None otherwise)."""
-    import tensorflow as tf
-
-    from engine.budget import MAX_EPOCHS
-
-    if not cfg.get("train_minutes"):
-        return None
-    with strategy.scope():
-        return tf.Variable(MAX_EPOCHS, dtype=tf.int64, trainable=False, name="schedule_epochs")
-
-
-def budget_record(run, plan):
-    """summary.json's ``meta.budget``: the plan (stats/budget.json) and the epochs run."""
-    from engine.budget import stored_plan
-
-    return dict(stored_plan(run.budget) or {}, epochs=int(plan.epochs))

@@ -105,9 +105,10 @@ FLAG_SPECS = [
      "out of the fit to set the threshold and the score normalisation."),
     ("target_fpr", "float", 0.01, "False-positive rate on the calibration inliers at which the "
      "decision threshold is set."),
-    ("export_detector", "enum:auto|kde|gde|kocsvm|locsvm|nn|membank|posgde", "auto",
-     "Detector in <run>/export (pool features, or the map's in map mode): auto = the best "
-     "AUC under the validation protocol, else kde, else membank."),
+    ("export_detector", "string", "auto",
+     "Detector in <run>/export (pool features, or the map's in map mode): a fitted detector's "
+     "name (nn for the 1-NN detector auc), or auto = the best AUC under the validation "
+     "protocol, else kde, else membank."),
     ("export", "bool", True, "Write the SavedModel <run>/export at the end of the run "
      "(default off for raw_pixels and imagenet_resnet50, which have no conv trunk to export)."),
     ("synthetic_validation", "enum:none|cutpaste", "none", "A check for runs without defective "

@@ -23,7 +23,7 @@ import numpy as np
 
 from deploy.export_format import EXPORT_FEATURE_SET, choose_detector
 from detect.calibration import calibration, warn_if_small
-from detect.evaluation import aucs_defined
+from detect.evaluation import MapGrid, aucs_defined
 from detect.metrics import image_metrics
 from detect.scores_file import write_scores
 from util.heatmaps import write_heatmaps
@@ -48,7 +48,7 @@ def record_results(run_dir, cfg, ev, log=print):
     calibs = calibrate_all(ev, cfg.get("target_fpr", 0.01), log)
     metrics = None
     write_scores(run_dir / "stats" / "scores.npz", ev.labels, ev.ids, ev.test_scores,
-                 ev.calib_scores, maps=ev.patch_maps)
+                 ev.calib_scores, maps=ev.cell_maps)
     if aucs_defined(ev.labels):
         metrics = {key: image_metrics(ev.labels, s, calibs[key]["threshold"])
                    for key, s in ev.test_scores.items()}
@@ -104,7 +104,7 @@ def write_run_heatmaps(out_dir, model_type, data, ev):
     # folders of images (--dataset=folder) have no defect types, file names or masks
     defects = getattr(data, "test_defects", None) or [
         "good" if y == 0 else "anomalous" for y in ev.labels]
-    write_heatmaps(str(out_dir), data.test_images, pixel, ev.patch_maps[key], ev.test_scores[key],
+    write_heatmaps(str(out_dir), data.test_images, pixel, ev.cell_maps[key], ev.test_scores[key],
                    ev.labels, defects, getattr(data, "test_names", None) or ev.ids,
                    getattr(data, "test_masks", None), title=f"{model_type} {key}")
 
@@ -114,7 +114,8 @@ def export_evaluation(export_dir, cfg, model, data, ev, calibs, log=print):
     model with its maps when the evaluation has a patch grid or a map grid."""
     from deploy.export import export_map_model, export_patch_model, export_saved_model
 
-    feature_set = EXPORT_FEATURE_SET if EXPORT_FEATURE_SET in ev.fit_feats else next(iter(ev.fit_feats))
+    feature_sets = ev.feature_sets
+    feature_set = EXPORT_FEATURE_SET if EXPORT_FEATURE_SET in feature_sets else feature_sets[0]
     available = {k.split(".", 1)[1] for k in ev.detectors if k.startswith(feature_set + ".")}
     name = choose_detector(cfg.get("export_detector", "auto"), data.protocol, ev.results,
                            available, feature_set)
@@ -124,14 +125,11 @@ def export_evaluation(export_dir, cfg, model, data, ev, calibs, log=print):
                   input_bits=cfg.get("input_bits") or 0, log=log)
     if ev.grid is None:
         meta = export_saved_model(export_dir, model, data.input_shape, ev.detectors[key],
-                                  ev.fit_feats[feature_set], calibs[key], **common)
-    elif ev.grid.features == "map":
-        meta = export_map_model(export_dir, model, ev.grid, ev.detectors[key],
-                                ev.fit_feats[feature_set], calibs[key], calibs[key]["pixel"],
-                                pixel_scores=ev.calib_pixel_scores[key], **common)
+                                  calibs[key], **common)
     else:
-        meta = export_patch_model(export_dir, model, ev.grid, ev.detectors[key],
-                                  ev.fit_feats[feature_set], calibs[key], calibs[key]["pixel"],
-                                  pixel_scores=ev.calib_pixel_scores[key], **common)
+        export_maps = export_map_model if isinstance(ev.grid, MapGrid) else export_patch_model
+        meta = export_maps(export_dir, model, ev.grid, ev.detectors[key], calibs[key],
+                           calibs[key]["pixel"], pixel_scores=ev.calib_pixel_scores[key],
+                           **common)
     return {"dir": str(export_dir), "score_key": key, "detector": meta["detector"],
             "kind": meta["kind"]}

@@ -55,7 +55,7 @@ def load_run(run_dir, cfg=None):
     if ckpt is None and int(cfg.get("num_epoch", 0)) > 0:
         raise ConfigError(f"{run_dir} has no checkpoint under ckpt/")
     checks = validate_config(cfg)
-    data = load_data(cfg, checks.image_shape)
+    data = load_data(cfg, checks)
     model = model_from_config(cfg, checks.input_shape)
     restore_checkpoint(tf.train.Checkpoint(model=model), ckpt)
     return cfg, model, data, make_evaluator(cfg, checks)

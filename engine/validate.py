@@ -25,11 +25,11 @@ from data.image_io import check_input_bits, check_max_image_pixels
 from data.registry import (DATASETS, dataset_locations, has_defect_layout, input_bits_option,
                            reads_image_files)
 from deploy.convert import FORMATS, require_converter
-from deploy.export_format import EXPORT_DETECTORS
+from deploy.export_format import export_choices
 from detect.calibration import check_calibration_flags
-from detect.detectors import DETECTORS
+from detect.detectors import parse_detectors
 from detect.evaluation import FEATURE_SETS
-from detect.evaluators import choose_evaluator
+from detect.evaluators import EVALUATORS, EvaluatorSpec, choose_evaluator
 from detect.localization import grid_size
 from detect.synthetic import KINDS as SYNTHETIC_KINDS
 from engine.distribute import parse_tf_config
@@ -48,12 +48,14 @@ MAX_OUTLIER_RATIO = 0.5
 
 class RunChecks(NamedTuple):
     """What validation derived: the network input, the shape images are loaded at, the
-    detector names and the run's evaluator (detect/evaluators.py)."""
+    detector classes, the run's evaluator (detect/evaluators.py) and the training rows
+    each image gives the detectors (1, its patch grid, or the cells of its feature map)."""
 
     input_shape: tuple
     image_shape: tuple
-    detectors: list
-    evaluator: str
+    detectors: tuple
+    evaluator: EvaluatorSpec
+    rows_per_image: int = 1
 
 
 # ------------------------------------------------------------------ number helpers
@@ -296,9 +298,9 @@ def check_scoring_flags(cfg):
     """Calibration and export flags (also checked by script/export.py before it loads)."""
     get = lambda k: cfg.get(k, FLAG_DEFAULTS[k])  # noqa: E731 (runs made before these flags)
     check_calibration_flags(get("calibration_fraction"), get("target_fpr"))
-    if get("export_detector") not in ("auto", *EXPORT_DETECTORS):
+    if get("export_detector") not in export_choices():
         raise ConfigError(f"--export_detector={get('export_detector')} is unknown; choose one "
-                          f"of auto, {', '.join(EXPORT_DETECTORS)}")
+                          f"of {', '.join(export_choices())}")
     if get("export"):
         check_exportable(cfg["model_type"], "--export")
 
@@ -328,19 +330,6 @@ def check_export_format(fmt):
     require_converter(fmt)
 
 
-def parse_detectors(spec):
-    names = [d.strip() for d in str(spec).split(",") if d.strip()]
-    unknown = [d for d in names if d not in DETECTORS]
-    if unknown or not names:
-        raise ConfigError(f"--detectors={spec} names unknown detectors {unknown}; "
-                          f"choose from {', '.join(DETECTORS)}")
-    repeated = sorted({d for d in names if names.count(d) > 1})
-    if repeated:
-        raise ConfigError(f"--detectors={spec} repeats {', '.join(repeated)}; "
-                          "name each detector once")
-    return names
-
-
 def patch_feature_sets(cfg):
     names = [f.strip() for f in str(cfg["mvtec_features"]).split(",") if f.strip()]
     if not names or any(f not in FEATURE_SETS for f in names):
@@ -350,21 +339,23 @@ def patch_feature_sets(cfg):
 
 
 def check_patch_flags(cfg):
-    """The patch evaluator's flags; returns (network input shape, image shape to load)."""
+    """The patch evaluator's flags; returns (network input shape, image shape to load,
+    detector rows per image: the patch grid)."""
     size, p = int(cfg["mvtec_image_size"]), int(cfg["patch_size"])
     if size <= 0:
         raise ConfigError(f"--mvtec_image_size={size} must be positive")
     check_patch_sizes(size, p, int(cfg["patches_per_image"]))
-    grid_size(size, p, int(cfg["patch_stride"]))
+    n = grid_size(size, p, int(cfg["patch_stride"]))
     patch_feature_sets(cfg)
     if cfg.get("patch_features", "crop") == "conv":
         check_conv_patch_features(cfg["model_type"], p)
-    return check_input_shape((p, p, 3)), (size, size, 3)
+    return check_input_shape((p, p, 3)), (size, size, 3), n * n
 
 
 def check_map_flags(cfg):
-    """The map evaluator's flags; returns (network input shape, image shape to load): the
-    network sees whole images at --mvtec_image_size."""
+    """The map evaluator's flags; returns (network input shape, image shape to load,
+    detector rows per image: the cells of the feature map): the network sees whole
+    images at --mvtec_image_size."""
     size = int(cfg["mvtec_image_size"])
     stages = parse_stages(cfg["map_stages"])
     coarsest = stage_stride(max(stages))
@@ -381,15 +372,27 @@ def check_map_flags(cfg):
     if spec.get("build") and cfg["model_type"] != "raw_pixels":
         raise ConfigError(f"--mvtec_mode=map needs a ResNet proxy-task model or raw_pixels; "
                           f"--model_type={cfg['model_type']} has no ResNet stages")
-    return check_input_shape((size, size, 3)), (size, size, 3)
+    cell = stage_stride(min(stages))
+    return check_input_shape((size, size, 3)), (size, size, 3), (size // cell) ** 2
 
 
-def check_map_detectors(names, evaluator):
-    """membank and posgde score the cells of feature maps: --mvtec_mode=map only."""
-    dense = [n for n in names if n in MAP_DETECTORS]
-    if dense and evaluator != "map":
-        raise ConfigError(f"--detectors={','.join(names)}: {', '.join(dense)} score feature "
-                          "maps; use them with --mvtec_mode=map on MVTec-layout data")
+def check_image_evaluator_flags(cfg, shape):
+    """Whole images: loaded at the network's input shape, one detector row each."""
+    return shape, shape, 1
+
+
+#: the flag check of each evaluator: (network input shape, image shape, rows per image)
+EVALUATOR_CHECKS = {"patch": lambda cfg, shape: check_patch_flags(cfg),
+                    "map": lambda cfg, shape: check_map_flags(cfg)}
+
+
+def check_map_detectors(detectors, evaluator):
+    """Detectors that score the cells of feature maps need an evaluator that makes them."""
+    dense = [cls.name for cls in detectors if cls.map_only]
+    if dense and not evaluator.feature_maps:
+        raise ConfigError(f"--detectors={','.join(cls.name for cls in detectors)}: "
+                          f"{', '.join(dense)} score feature maps; use them with "
+                          "--mvtec_mode=map on MVTec-layout data")
 
 
 def check_conv_patch_features(model_type, patch_size):
@@ -466,24 +469,15 @@ def _known_dataset(cfg):
     return str(cfg["dataset"]).strip().lower() in DATASETS
 
 
-def _defect_layout(cfg):
-    return _known_dataset(cfg) and has_defect_layout(cfg["dataset"])
+def run_evaluator(cfg) -> EvaluatorSpec:
+    """The run's evaluator (detect/evaluators.py chooses it from the data's layout)."""
+    return choose_evaluator(has_defect_layout(cfg["dataset"]), cfg["mvtec_mode"],
+                            reads_image_files(cfg["dataset"]))
 
 
-def _patch_mode(cfg):
-    return _defect_layout(cfg) and cfg["mvtec_mode"] == "patch"
-
-
-def _image_files(cfg):
-    return _known_dataset(cfg) and reads_image_files(cfg["dataset"])
-
-
-def _map_mode(cfg):
-    return cfg["mvtec_mode"] == "map" and (_defect_layout(cfg) or _image_files(cfg))
-
-
-def _patch_or_map_mode(cfg):
-    return _patch_mode(cfg) or _map_mode(cfg)
+def _evaluator_takes(flag):
+    """Whether the run's evaluator uses ``flag`` (an unknown dataset is refused elsewhere)."""
+    return lambda cfg: _known_dataset(cfg) and run_evaluator(cfg).applies(flag)
 
 
 def _reads(location):
@@ -502,11 +496,9 @@ def _schedules_using(name):
     return "--sched_type=" + "|".join(k for k, v in SCHED_FLAGS.items() if name in v)
 
 
-PATCH_MODE_FLAGS = ("patch_size", "patch_stride", "patches_per_image", "mvtec_features",
-                    "patch_features")
-MAP_MODE_FLAGS = ("map_stages", "map_neighbourhood", "bank_size")
-#: detectors of the cells of feature maps (--mvtec_mode=map)
-MAP_DETECTORS = ("membank", "posgde")
+def _evaluators_taking(flag):
+    return "--mvtec_mode=" + " or ".join(
+        spec.name for spec in EVALUATORS.values() if spec.applies(flag))
 
 # flag -> (does it apply to this configuration?, where it applies). A flag given on the
 # command line where it does not apply would be silently ignored, so it is an error.
@@ -514,14 +506,12 @@ FLAG_APPLIES = {
     "root": (_reads("root"), _datasets_reading("root")),
     "data_dir": (_reads("data_dir"), _datasets_reading("data_dir")),
     "celeba_attribute": (lambda cfg: cfg["dataset"] == "celeba", "--dataset=celeba"),
-    "mvtec_mode": (lambda cfg: _defect_layout(cfg) or _map_mode(cfg),
+    "mvtec_mode": (_evaluator_takes("mvtec_mode"),
                    "MVTec-layout data (--dataset=mvtec, mvtec_folder or image_dirs), and "
                    "--mvtec_mode=map also to --dataset=folder"),
-    **{name: (_patch_mode, "--mvtec_mode=patch on MVTec-layout data (--dataset=mvtec or "
-              "mvtec_folder)") for name in PATCH_MODE_FLAGS},
-    **{name: (_map_mode, "--mvtec_mode=map") for name in MAP_MODE_FLAGS},
-    **{name: (_patch_or_map_mode, "--mvtec_mode=patch or map on MVTec-layout data")
-       for name in ("mvtec_image_size", "mvtec_heatmaps")},
+    **{name: (_evaluator_takes(name), _evaluators_taking(name))
+       for spec in EVALUATORS.values() for name in spec.options + spec.flags
+       if name != "mvtec_mode"},
     "cutpaste_variant": (lambda cfg: cfg["model_type"] in ("cutpaste", "cutpaste_map"),
                          "--model_type=cutpaste or cutpaste_map"),
     "noise_std": (lambda cfg: cfg["model_type"] == "denoising", "--model_type=denoising"),
@@ -614,17 +604,13 @@ def validate_config(cfg):
     check_protocol_flags(cfg)
     check_scoring_flags(cfg)
     check_synthetic_flags(cfg)
-    evaluator = choose_evaluator(has_defect_layout(cfg["dataset"]), cfg["mvtec_mode"],
-                                 reads_image_files(cfg["dataset"]))
-    image_shape = shape
-    if evaluator == "patch":
-        shape, image_shape = check_patch_flags(cfg)
-    if evaluator == "map":
-        shape, image_shape = check_map_flags(cfg)
+    evaluator = run_evaluator(cfg)
+    check = EVALUATOR_CHECKS.get(evaluator.name, check_image_evaluator_flags)
+    shape, image_shape, rows_per_image = check(cfg, shape)
     detectors = parse_detectors(cfg["detectors"])
     check_map_detectors(detectors, evaluator)
-    if model_spec(cfg["model_type"]).get("map_only") and evaluator != "map":
+    if model_spec(cfg["model_type"]).get("map_only") and not evaluator.feature_maps:
         raise ConfigError(f"--model_type={cfg['model_type']} learns on feature maps of whole "
                           "images: use it with --mvtec_mode=map on MVTec-layout data")
     check_run_flags(cfg)
-    return RunChecks(shape, image_shape, detectors, evaluator)
+    return RunChecks(shape, image_shape, detectors, evaluator, rows_per_image)

@@ -67,14 +67,13 @@ def main(argv=None):
         raise ConfigError(f"--target=rotation needs a rotation model, this run is "
                           f"{cfg['model_type']}")
     cfg["detectors"] = "kde"
-    if validate_config(cfg).evaluator in ("patch", "map"):
+    if validate_config(cfg).evaluator.maps:
         raise ConfigError(f"{args.run_dir} is a {cfg['mvtec_mode']} run: its anomaly maps are under "
                           "heatmaps/, and score.py --maps_dir draws them for new images")
 
     from tqdm import tqdm
 
     from data.augment import to_float_images
-    from deploy.detector_graph import detector_params
     from deploy.explain import (ScoreFunction, detector_head, heatmap, rotation_head,
                                 save_explanation)
     from engine.run_loading import load_run
@@ -84,8 +83,8 @@ def main(argv=None):
         _, model, data, evaluator = load_run(args.run_dir, cfg)
     ev = evaluator.final(model, data)
     if args.target == "kde":
-        head = detector_head(model, "kde", detector_params(ev.detectors["pool.kde"],
-                                                           ev.fit_feats["pool"]))
+        kde = ev.detectors["pool.kde"]
+        head = detector_head(model, kde.graph_score, kde.export_params())
         scores = ev.test_scores["pool.kde"]
     else:
         head = rotation_head(model)

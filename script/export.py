@@ -20,7 +20,8 @@ import sys
 from pathlib import Path
 
 from deploy.convert import claim_conversion, convert_export
-from deploy.export_format import EXPORT_DETECTORS, EXPORT_KIND
+from deploy.export_format import EXPORT_KIND
+from detect.detectors import export_names
 from engine.run_loading import read_run_config
 from engine.validate import (check_export_format, check_exportable, check_scoring_flags,
                              validate_config)
@@ -32,7 +33,8 @@ def parse_args(argv=None):
     p = ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("run_dir")
     p.add_argument("--export_detector", default=None,
-                   help="auto, kde, gde, kocsvm, locsvm or nn (default: the run's flag)")
+                   help="auto or a detector the run fit, by its export name "
+                        f"({', '.join(export_names())}; default: the run's flag)")
     p.add_argument("--target_fpr", type=float, default=None)
     p.add_argument("--calibration_fraction", type=float, default=None)
     p.add_argument("--out", default=None, help="export directory (default RUN_DIR/export)")
@@ -58,10 +60,8 @@ def main(argv=None):
         if getattr(args, key) is not None:
             cfg[key] = getattr(args, key)
     check_scoring_flags(cfg)
-    dets = sorted(set(EXPORT_DETECTORS.values()) & set(cfg["detectors"].split(",")))
-    if cfg["export_detector"] != "auto":
-        dets = [EXPORT_DETECTORS[cfg["export_detector"]]]
-    cfg["detectors"] = ",".join(dets) if dets else cfg["detectors"]
+    if cfg["export_detector"] != "auto":  # the one detector to fit again
+        cfg["detectors"] = export_names()[cfg["export_detector"]].name
     validate_config(cfg)
 
     from engine.outputs import calibrate_all, export_evaluation

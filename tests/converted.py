@@ -4,6 +4,8 @@ exports with maps (patch and feature-map models)."""
 import numpy as np
 import tensorflow as tf
 
+from deploy.export_format import cell_map
+
 
 def converted_outputs(folder, images):
     """[{output name: array}] of ``folder``/export.onnx under ONNX Runtime and of
@@ -28,9 +30,11 @@ def assert_conversions_match(export_dir, images, atol_fraction):
     the same mask on all but 1% of the pixels."""
     want = {k: v.numpy() for k, v in tf.saved_model.load(str(export_dir)).signatures[
         "serving_default"](images=tf.constant(images)).items()}
-    scale = np.abs(want["patch_map"]).max()
+    scale = np.abs(cell_map(want)).max()
     for got in converted_outputs(export_dir.parent, images):
-        for key in ("raw_score", "patch_map", "anomaly_map"):
+        np.testing.assert_allclose(cell_map(got), cell_map(want), rtol=1e-4,
+                                   atol=atol_fraction * scale, err_msg="cell map")
+        for key in ("raw_score", "anomaly_map"):
             np.testing.assert_allclose(got[key], want[key], rtol=1e-4,
                                        atol=atol_fraction * scale, err_msg=key)
         assert np.mean(got["mask"] != want["mask"]) < 0.01

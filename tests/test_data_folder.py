@@ -244,12 +244,17 @@ def test_16bit_and_12bit_folders_decode_as_their_8bit_originals(tmp_path):
 
 def test_the_run_loads_its_data_with_input_bits(tmp_path):
     """engine/experiment.load_data passes --input_bits down to the folder loader."""
+    from detect.detectors import parse_detectors
+    from detect.evaluators import EVALUATORS
     from engine.experiment import load_data
     from engine.flags import FLAG_DEFAULTS
+    from engine.validate import RunChecks
 
     root8, _, root12 = _camera_folders(tmp_path)
     cfg = dict(FLAG_DEFAULTS, dataset='folder', root=root12, category='good', input_bits=12)
-    got = load_data(cfg, (16, 16, 3))
-    want = load_data(dict(cfg, root=root8, input_bits=0), (16, 16, 3))
+    checks = RunChecks((16, 16, 3), (16, 16, 3), parse_detectors(cfg['detectors']),
+                       EVALUATORS['image'])
+    got = load_data(cfg, checks)
+    want = load_data(dict(cfg, root=root8, input_bits=0), checks)
     np.testing.assert_array_equal(got.train_images, want.train_images)
     np.testing.assert_array_equal(got.test_images, want.test_images)

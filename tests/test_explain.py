@@ -8,7 +8,6 @@ from data.augment import to_float_images
 from model.registry import build_model
 from detect.detectors import KDE
 from detect.image_evaluator import extract_features
-from deploy.detector_graph import detector_params
 from deploy.explain import (ScoreFunction, detector_head, gradcam, integrated_gradients,
                             rotation_head)
 from model.trunk import conv_trunk
@@ -45,8 +44,8 @@ def kde_setup(images):
     model = tiny("contrastive_da")
     feats = extract_features(model, train)["pool"]
     det = KDE().fit(feats)
-    score_fn = ScoreFunction(conv_trunk(model), detector_head(model, "kde",
-                                                         detector_params(det, feats)))
+    score_fn = ScoreFunction(conv_trunk(model), detector_head(model, det.graph_score,
+                                                              det.export_params()))
     return model, det, score_fn
 
 

@@ -90,7 +90,7 @@ def _evaluation(labels, rng):
     scores = {"pool.kde": rng.normal(size=n), "pool.gde": rng.normal(size=n)}
     calib = {k: rng.normal(size=20) for k in scores}
     return Evaluation(results={}, test_scores=scores, calib_scores=calib, detectors={},
-                      fit_feats={}, labels=np.asarray(labels, np.int64),
+                      labels=np.asarray(labels, np.int64),
                       ids=[str(i) for i in range(n)], n_calibration=20)
 
 

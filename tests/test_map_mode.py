@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from deploy.export_format import cell_map
 from tests.converted import assert_conversions_match
 from tests.mvtec_fixture import make_category
 
@@ -73,15 +74,17 @@ def test_the_inspector_preset_and_what_beats_it():
 
 
 def test_an_mvtec_run_at_the_papers_length_on_a_cpu_names_the_preset():
+    from detect.evaluators import EVALUATORS
     from engine.config import resolve_config
     from engine.experiment import length_note
 
     cfg = resolve_config({"dataset": "mvtec_folder", "model_type": "cutpaste"}, set())
-    note = length_note(cfg, "patch")
+    note = length_note(cfg, EVALUATORS["patch"])
     assert note.startswith("note:") and "--preset=inspector" in note and "2048" in note
-    assert length_note(cfg, "image") is None  # CIFAR-like runs are the paper's own
-    assert length_note(dict(cfg, preset="inspector", train_minutes=15.0), "map") is None
-    assert length_note(dict(cfg, num_epoch=8), "patch") is None
+    assert length_note(cfg, EVALUATORS["image"]) is None  # CIFAR-like runs are the paper's own
+    assert length_note(dict(cfg, preset="inspector", train_minutes=15.0),
+                       EVALUATORS["map"]) is None
+    assert length_note(dict(cfg, num_epoch=8), EVALUATORS["patch"]) is None
 
 
 def test_the_calibration_images_are_not_trained_on():
@@ -188,7 +191,8 @@ def test_map_export_equals_the_pipeline_in_a_fresh_process(detector, map_run, ca
     # distances of float32 features: agree to a few units in 1e5 of their size (the folded
     # BatchNorm and the graph's operation order round differently)
     tol = dict(rtol=1e-4, atol=2e-4 * np.abs(maps).max())
-    np.testing.assert_allclose(got["patch_map"], maps, **tol)
+    assert "cell_map" in got and "patch_map" not in got
+    np.testing.assert_allclose(cell_map(got), maps, **tol)
     pixel = map_pixels(maps, SIZE)
     np.testing.assert_allclose(got["anomaly_map"], pixel, **tol)
     np.testing.assert_allclose(got["raw_score"], sc["test"][key], **tol)

@@ -372,7 +372,7 @@ def test_cutpaste_trains_and_detectors_see_only_clean_patches(tmp_path, monkeypa
                                patch_size=16, patch_stride=4, patches_per_image=4,
                                mvtec_features="pool", patch_features="crop")
     ev = evaluator.final(model, data, log=lambda *_: None)
-    assert ev.patch_maps["pool.gde"].shape == (7, 5, 5)
+    assert ev.cell_maps["pool.gde"].shape == (7, 5, 5)
     fit_inputs = np.concatenate(seen[0:3])[:20]  # the first calls fit: 20 patches, batches of 8
     windows = localization.extract_patches(train_u8, 16, 4).numpy().reshape(-1, 16, 16, 3)
     for patch in fit_inputs:

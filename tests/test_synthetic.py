@@ -60,7 +60,7 @@ class _RecordingEvaluator:
         scores = np.abs(data.test_images - mean).reshape(len(data.test_images), -1).max(1)
         results = {"pool.kde": roc_auc(data.test_labels, scores), "logit.auc": 50.0}
         return Evaluation(results=results, test_scores={"pool.kde": scores, "logit": scores},
-                          calib_scores={}, detectors={}, fit_feats={}, labels=data.test_labels,
+                          calib_scores={}, detectors={}, labels=data.test_labels,
                           ids=[], n_calibration=0)
 
 
