@@ -41,6 +41,7 @@ from data.image_io import (DEFAULT_MAX_IMAGE_PIXELS, IMAGE_EXTENSIONS, ImageRead
                            ImageTooLargeError, check_image_size, check_input_bits,
                            check_max_image_pixels, read_rgb8, set_max_image_pixels)
 from deploy.export_format import EXPORT_KIND, has_maps
+from util.background import BackgroundWriter, prefetched
 from util.cli import ArgumentParser, quiet_stderr, script_main
 from util.errors import ConfigError
 from util.heatmaps import EXPLANATIONS_KIND, MAPS_KIND
@@ -48,6 +49,10 @@ from util.ownership import Manifest, OutputKind, claim_output
 from util.paths import first_bytes_are, printable_path, walk_files
 
 IMAGE_SUFFIXES = IMAGE_EXTENSIONS
+#: decoded images a reader thread keeps ready ahead of the model
+PREFETCH_IMAGES = 16
+#: pixels of one batch at most: 256 images of 256 x 256 px, 16 of 1024 x 1024 px
+MAX_BATCH_PIXELS = 256 * 256 * 256
 CSV_HEADER = ["path", "raw_score", "normalized_score", "decision"]
 CSV_KIND = OutputKind("score CSV", first_bytes_are(",".join(CSV_HEADER)))
 
@@ -214,11 +219,23 @@ def at_working_size(image, size):
     return np.asarray(Image.fromarray(image).resize((size[1], size[0]), Image.BILINEAR))
 
 
-def batches_by_size(items, batch_size):
-    """Consecutive (paths, images) groups of one image size, at most batch_size each."""
+def write_map_files(manifest, figure, stem, image, pixel_map, mask, full_mask, caption):
+    """``<stem>_mask.png`` (the mask at the input's size) and ``<stem>.png`` (the input at
+    the working size under the anomaly map): the files of one image in --maps_dir."""
+    write_png_atomic(manifest.directory / f"{stem}_mask.png", full_mask)
+    small = at_working_size(image, pixel_map.shape)
+    figure.write(manifest.directory / f"{stem}.png", small, pixel_map, mask, caption)
+
+
+def batches_by_size(items, batch_size, max_pixels=MAX_BATCH_PIXELS):
+    """Consecutive (paths, images) groups of one image size, at most batch_size each and
+    at most ``max_pixels`` pixels together (a camera's images come in smaller batches, so
+    the next ones are decoded while the model scores these)."""
     group = []
     for path, img in items:
-        if group and (img.shape != group[0][1].shape or len(group) >= batch_size):
+        full = len(group) >= batch_size or (len(group) + 1) * img.shape[0] * img.shape[1] > \
+            max_pixels
+        if group and (img.shape != group[0][1].shape or full):
             yield group
             group = []
         group.append((path, img))
@@ -276,6 +293,60 @@ def read_or_skip(path, warn, input_bits=0):
         return None
 
 
+def explain_batch(model, args, batch, group, scored, folder):
+    """The --explain PNG of each image of ``group`` (``scored``: raw scores, decisions and
+    the row number of the first image)."""
+    import tensorflow as tf
+
+    from deploy.explain import save_explanation
+
+    raw, dec, first = scored
+    if args.explain == "ig":
+        ex = model.signatures["explain_ig"](images=batch, steps=tf.constant(args.ig_steps))
+    else:
+        ex = model.signatures["explain_gradcam"](images=batch)
+    for i, (path, _) in enumerate(group):
+        name = f"{first + i:06d}_{Path(path).stem}.png"
+        save_explanation(folder.add(name), ex["model_input"][i].numpy(),
+                         ex["heatmap"][i].numpy(), method=args.explain,
+                         title=f"{printable_path(Path(path).name)}: score "
+                               f"{raw[i]:.4g} ({'flagged' if dec[i] else 'normal'})")
+
+
+def score_files(items, model, args, folders, figure, thresholds, rows, writer):
+    """Scores ``items`` ((path, uint8 image) pairs) in batches of one size, appending a CSV
+    row per image to ``rows``; the map files go to ``writer``."""
+    import numpy as np
+    import tensorflow as tf
+
+    serve = model.signatures["serving_default"]
+    image_thr, pixel_thr = thresholds
+    for group in batches_by_size(items, args.batch_size):
+        batch = tf.constant(np.stack([img for _, img in group]))
+        out = serve(images=batch)
+        raw, norm = out["raw_score"].numpy(), out["normalized_score"].numpy()
+        dec = (raw > image_thr).astype(np.int64)
+        first = len(rows)
+        if "anomaly_map" not in out:
+            rows.extend((p, r, n, d) for (p, _), r, n, d in zip(group, raw, norm, dec))
+        else:
+            pixel = out["anomaly_map"].numpy()
+            masks = pixel > pixel_thr
+            for i, (path, img) in enumerate(group):
+                full = mask_at_input_size(masks[i], img.shape[0], img.shape[1])
+                rows.append((path, raw[i], norm[i], dec[i], int((full > 0).sum())))
+                if figure is not None:
+                    manifest, stem = folders["--maps_dir"], f"{first + i:06d}_{Path(path).stem}"
+                    manifest.add(f"{stem}_mask.png")
+                    manifest.add(f"{stem}.png")
+                    caption = (f"{printable_path(Path(path).name)}: score {raw[i]:.4g} "
+                               f"({'flagged' if dec[i] else 'normal'})")
+                    writer.submit(lambda m=manifest, s=stem, im=img, p=pixel[i], k=masks[i],
+                                  f=full, c=caption: write_map_files(m, figure, s, im, p, k, f, c))
+        if args.explain:
+            explain_batch(model, args, batch, group, (raw, dec, first), folders["--explain_dir"])
+
+
 @script_main(kept="the CSV is written only at the end, so --out is as it was; the maps and "
                   "explanations written so far are kept")
 def main(argv=None):
@@ -313,12 +384,9 @@ def main(argv=None):
 
     t0 = time.time()
     model = load_export(args.export_dir)
-    import numpy as np
-    import tensorflow as tf
     from tqdm import tqdm
 
     mapped = has_maps(meta)
-    serve = model.signatures["serving_default"]
     load_s = time.time() - t0
     rows = []
     for manifest in folders.values():
@@ -338,41 +406,10 @@ def main(argv=None):
                 yield path, img
 
     t1 = time.time()
-    for group in batches_by_size(readable(), args.batch_size):
-        batch = tf.constant(np.stack([img for _, img in group]))
-        out = serve(images=batch)
-        raw, norm = out["raw_score"].numpy(), out["normalized_score"].numpy()
-        dec = (raw > image_thr).astype(np.int64)
-        if mapped:
-            pixel = out["anomaly_map"].numpy()
-            masks = pixel > pixel_thr
-            first = len(rows)
-            for i, (path, img) in enumerate(group):
-                full = mask_at_input_size(masks[i], img.shape[0], img.shape[1])
-                rows.append((path, raw[i], norm[i], dec[i], int((full > 0).sum())))
-                if figure is not None:
-                    stem = f"{first + i:06d}_{Path(path).stem}"
-                    write_png_atomic(folders["--maps_dir"].add(f"{stem}_mask.png"), full)
-                    small = at_working_size(img, pixel.shape[1:])
-                    figure.write(folders["--maps_dir"].add(f"{stem}.png"), small, pixel[i], masks[i],
-                                 f"{printable_path(Path(path).name)}: score {raw[i]:.4g} "
-                                 f"({'flagged' if dec[i] else 'normal'})")
-        else:
-            rows.extend((p, r, n, d) for (p, _), r, n, d in zip(group, raw, norm, dec))
-        if args.explain:
-            if args.explain == "ig":
-                ex = model.signatures["explain_ig"](images=batch,
-                                                   steps=tf.constant(args.ig_steps))
-            else:
-                ex = model.signatures["explain_gradcam"](images=batch)
-            from deploy.explain import save_explanation
-
-            for i, (path, _) in enumerate(group):
-                name = f"{len(rows) - len(group) + i:06d}_{Path(path).stem}.png"
-                save_explanation(folders["--explain_dir"].add(name), ex["model_input"][i].numpy(),
-                                 ex["heatmap"][i].numpy(), method=args.explain,
-                                 title=f"{printable_path(Path(path).name)}: score "
-                                       f"{raw[i]:.4g} ({'flagged' if dec[i] else 'normal'})")
+    # files are decoded ahead of the model and maps written behind it, in threads
+    with BackgroundWriter() as writer:
+        score_files(prefetched(readable(), PREFETCH_IMAGES), model, args, folders, figure,
+                    (image_thr, pixel_thr), rows, writer)
     score_s = time.time() - t1
     if not rows:
         raise ConfigError(f"none of the {len(found)} files could be read as an image (see the "

@@ -426,3 +426,14 @@ def test_batchnorm_folding_keeps_the_trunk_function():
     out = np.asarray(folded(x, training=False))
     np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
     assert all(np.array_equal(a, b) for a, b in zip(before, trunk.get_weights()))
+
+
+def test_score_batches_hold_one_size_and_a_bounded_number_of_pixels():
+    from script.score import MAX_BATCH_PIXELS, batches_by_size
+
+    small = [(f"s{i}", np.zeros((256, 256, 3), np.uint8)) for i in range(300)]
+    big = [(f"b{i}", np.zeros((1024, 1024, 3), np.uint8)) for i in range(20)]
+    sizes = [len(g) for g in batches_by_size(small + big, 256)]
+    assert sizes == [256, 44, 16, 4]  # 256 px images as before; 1024 px ones 16 at a time
+    assert MAX_BATCH_PIXELS == 256 * 256 * 256
+    assert [len(g) for g in batches_by_size(small[:10], 4)] == [4, 4, 2]
