@@ -34,6 +34,7 @@ import json
 import os
 import shutil
 from pathlib import Path
+from typing import Callable, Optional
 
 import numpy as np
 
@@ -54,7 +55,7 @@ OPENVINO_PRECISION = "f32"  # the CPU plugin's default is bf16 where the CPU has
 PARITY_RTOL = 1e-3
 
 
-def require_converter(fmt):
+def require_converter(fmt: str) -> None:
     """ConfigError naming the packages ``fmt`` needs that are not installed (no import)."""
     missing = [p for p in CONVERTER_PACKAGES.get(fmt, ()) if importlib.util.find_spec(p) is None]
     if missing:
@@ -62,7 +63,7 @@ def require_converter(fmt):
                           "pip install -r requirements-deploy.txt")
 
 
-def converted_path(export_dir, fmt):
+def converted_path(export_dir: Path | str, fmt: str) -> Path:
     """Where ``fmt`` goes: beside the SavedModel, RUN/export -> RUN/export.onnx or
     RUN/export_openvino/."""
     export_dir = Path(export_dir)
@@ -70,7 +71,7 @@ def converted_path(export_dir, fmt):
     return export_dir.parent / f"{export_dir.name}{suffix}"
 
 
-def meta_path(path, fmt):
+def meta_path(path: Path | str, fmt: str) -> Path:
     """The converted model's metadata file: export.onnx.json, export_openvino/droc_export.json."""
     path = Path(path)
     return path.parent / f"{path.name}.json" if fmt == "onnx" else path / "droc_export.json"
@@ -84,7 +85,7 @@ def _read_record(path, fmt):
     return record if isinstance(record, dict) else None
 
 
-def is_converted(path, fmt):
+def is_converted(path: Path | str, fmt: str) -> bool:
     """True when ``path`` holds a model converted to ``fmt`` by this module (its record
     says so): what a conversion may replace, so no other file is ever overwritten."""
     record = _read_record(path, fmt)
@@ -101,7 +102,7 @@ ONNX_RECORD_KIND = OutputKind("onnx export record", lambda p: is_converted(
     Path(str(p)[:-len(".json")]), "onnx"))
 
 
-def claim_conversion(export_dir, fmt, flag="--format"):
+def claim_conversion(export_dir: Path | str, fmt: str, flag: str = "--format") -> Path:
     """The converted model's path beside ``export_dir``, claimed under util/ownership.py
     (the ONNX model and its record alike); ConfigError before any work otherwise."""
     path = converted_path(export_dir, fmt)
@@ -111,7 +112,7 @@ def claim_conversion(export_dir, fmt, flag="--format"):
     return path
 
 
-def remove_stale_conversions(export_dir, fingerprint):
+def remove_stale_conversions(export_dir: Path | str, fingerprint: Optional[str]) -> None:
     """Removes the conversions beside ``export_dir`` made by this module (recognised by their
     records) from an export other than one of ``fingerprint``: called before the export is
     replaced, so none outlives what it was made from."""
@@ -137,7 +138,7 @@ def _sha256(path):
     return digest.hexdigest()
 
 
-def check_conversion(path, fmt):
+def check_conversion(path: Path | str, fmt: str) -> dict:
     """The record of the conversion at ``path`` when it is current: its model files are
     the ones it recorded and the export it names is unchanged; ConfigError saying why not."""
     record = _read_record(path, fmt) if is_converted(path, fmt) else None
@@ -157,7 +158,8 @@ def check_conversion(path, fmt):
     return record
 
 
-def convert_export(export_dir, fmt, out=None, log=print):
+def convert_export(export_dir: Path | str, fmt: str, out: Optional[Path | str] = None,
+                   log: Callable[[str], None] = print) -> dict:
     """Converts the SavedModel export at ``export_dir`` to ``fmt``; returns its metadata."""
     meta = read_export_meta(export_dir)
     require_converter(fmt)

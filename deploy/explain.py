@@ -17,13 +17,22 @@ All functions are TensorFlow ops, usable eagerly and inside tf.function (the
 export traces them into the SavedModel, script/score.py --explain).
 """
 
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Mapping, Optional
+
 import numpy as np
 import tensorflow as tf
 
 from util.atomic import atomic_path
 
+if TYPE_CHECKING:
+    import keras
 
-def detector_head(model, graph_score, params, feature_set="pool"):
+
+def detector_head(model: keras.Model, graph_score: Callable, params: Mapping,
+                  feature_set: str = "pool") -> Callable[[tf.Tensor], tf.Tensor]:
     """pooled features -> score of an exported detector (its ``graph_score`` of ``params``),
     float32."""
 
@@ -34,7 +43,7 @@ def detector_head(model, graph_score, params, feature_set="pool"):
     return head
 
 
-def rotation_head(model):
+def rotation_head(model: keras.Model) -> Callable[[tf.Tensor], tf.Tensor]:
     """pooled features -> -p(y = upright | x) of the rotation classifier (``logit`` score)."""
 
     def head(pooled):
@@ -48,17 +57,17 @@ def rotation_head(model):
 class ScoreFunction:
     """S(x) for float images in [0, 1], split at the last conv stage for GradCAM."""
 
-    def __init__(self, trunk, head):
+    def __init__(self, trunk: keras.Model, head: Callable[[tf.Tensor], tf.Tensor]) -> None:
         self.trunk, self.head = trunk, head
         self.graphs = {}  # eager calls of the explanation methods, as tf.functions
 
-    def activations(self, images):
+    def activations(self, images: tf.Tensor) -> tf.Tensor:
         return tf.cast(self.trunk(images, training=False), tf.float32)
 
-    def from_activations(self, acts):
+    def from_activations(self, acts: tf.Tensor) -> tf.Tensor:
         return self.head(tf.reduce_mean(acts, axis=[1, 2]))
 
-    def __call__(self, images):
+    def __call__(self, images: tf.Tensor) -> tf.Tensor:
         return self.from_activations(self.activations(images))
 
 
@@ -92,7 +101,9 @@ def _integrated_gradients(score_fn, images, baseline, steps):
     return diff * total / tf.cast(steps, tf.float32)
 
 
-def integrated_gradients(score_fn, images, steps=32, baseline=None):
+def integrated_gradients(score_fn: ScoreFunction, images: np.ndarray | tf.Tensor,
+                         steps: int | tf.Tensor = 32,
+                         baseline: Optional[tf.Tensor] = None) -> tf.Tensor:
     """Attributions [B,H,W,C] of score_fn at float ``images`` (black baseline by default)."""
     images = tf.convert_to_tensor(images, tf.float32)
     baseline = tf.zeros_like(images) if baseline is None else tf.cast(baseline, tf.float32)
@@ -112,13 +123,14 @@ def _gradcam(score_fn, images):
     return tf.maximum(cam[..., 0], 0.0)
 
 
-def gradcam(score_fn, images):
+def gradcam(score_fn: ScoreFunction, images: np.ndarray | tf.Tensor) -> tf.Tensor:
     """Non-negative maps [B,H,W] at the input's spatial size."""
     images = tf.convert_to_tensor(images, tf.float32)
     return _as_graph(score_fn, "gradcam", _gradcam, images)
 
 
-def heatmap(method, score_fn, images, steps=32):
+def heatmap(method: str, score_fn: ScoreFunction, images: np.ndarray | tf.Tensor,
+            steps: int = 32) -> tf.Tensor:
     """[B,H,W] map to display: |IG| summed over channels, or the GradCAM map."""
     if method == "ig":
         return tf.reduce_sum(tf.abs(integrated_gradients(score_fn, images, steps)), axis=-1)
@@ -127,7 +139,8 @@ def heatmap(method, score_fn, images, steps=32):
     raise ValueError(f"unknown explanation method {method!r}")
 
 
-def save_explanation(path, image_uint8, heat, title="", method=""):
+def save_explanation(path: Path | str, image_uint8: np.ndarray, heat: np.ndarray, title: str = "",
+                     method: str = "") -> None:
     """PNG with the input on the left and the heat map over it on the right."""
     import matplotlib
 

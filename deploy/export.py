@@ -25,10 +25,13 @@ for patch models a sample of their pixel scores), from which a scorer can set
 another threshold.
 """
 
+from __future__ import annotations
+
 import json
 import shutil
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -42,6 +45,12 @@ from deploy.export_format import (CALIB_SCORES_NAME, EXPORT_FEATURE_SET, EXPORT_
                                   EXPORT_VERSION, META_NAME, export_fingerprint)
 from util.atomic import atomic_dir
 from util.versions import library_versions
+
+if TYPE_CHECKING:
+    import keras
+
+    from detect.detector_base import Detector
+    from detect.evaluation import MapGrid, PatchGrid
 
 # ----------------------------------------------------------------------------
 # The SavedModel
@@ -100,9 +109,11 @@ def _scoring_module(model, input_shape, detector, calib, feature_set, meta_json,
     return DROCScorer()
 
 
-def export_saved_model(export_dir, model, input_shape, detector, calib, run_config,
-                       feature_set=EXPORT_FEATURE_SET, results=None, calib_scores=None,
-                       input_bits=0, log=print):
+def export_saved_model(export_dir: Path | str, model: keras.Model, input_shape: Sequence[int],
+                       detector: Detector, calib: dict, run_config: dict,
+                       feature_set: str = EXPORT_FEATURE_SET, results: Optional[dict] = None,
+                       calib_scores: Optional[np.ndarray] = None, input_bits: int = 0,
+                       log: Callable[[str], None] = print) -> dict:
     """Writes the whole-image SavedModel to ``export_dir`` atomically.
 
     ``run_config`` (the run's flags) is stored in the metadata as a record;
@@ -125,9 +136,12 @@ def export_saved_model(export_dir, model, input_shape, detector, calib, run_conf
     return _write_export(export_dir, meta, build, {"image": calib_scores}, log)
 
 
-def export_patch_model(export_dir, model, grid, detector, calib, pixel_calib,
-                       run_config, feature_set=EXPORT_FEATURE_SET, results=None,
-                       calib_scores=None, pixel_scores=None, input_bits=0, log=print):
+def export_patch_model(export_dir: Path | str, model: keras.Model, grid: PatchGrid,
+                       detector: Detector, calib: dict, pixel_calib: dict, run_config: dict,
+                       feature_set: str = EXPORT_FEATURE_SET, results: Optional[dict] = None,
+                       calib_scores: Optional[np.ndarray] = None,
+                       pixel_scores: Optional[np.ndarray] = None, input_bits: int = 0,
+                       log: Callable[[str], None] = print) -> dict:
     """Writes a patch model's SavedModel (deploy/patch_scorer.py) to ``export_dir``
     atomically: image scores, patch and pixel maps and the predicted mask.
 
@@ -161,9 +175,11 @@ def export_patch_model(export_dir, model, grid, detector, calib, pixel_calib,
                          {"image": calib_scores, "pixel": pixel_scores}, log)
 
 
-def export_map_model(export_dir, model, grid, detector, calib, pixel_calib,
-                     run_config, feature_set, results=None, calib_scores=None,
-                     pixel_scores=None, input_bits=0, log=print):
+def export_map_model(export_dir: Path | str, model: keras.Model, grid: MapGrid, detector: Detector,
+                     calib: dict, pixel_calib: dict, run_config: dict, feature_set: str,
+                     results: Optional[dict] = None, calib_scores: Optional[np.ndarray] = None,
+                     pixel_scores: Optional[np.ndarray] = None, input_bits: int = 0,
+                     log: Callable[[str], None] = print) -> dict:
     """Writes a feature-map model's SavedModel (deploy/map_scorer.py) to ``export_dir``
     atomically: image scores, the cell map, the anomaly map and the predicted mask.
 

@@ -8,6 +8,7 @@ wrong path is answered at once.
 import hashlib
 import json
 from pathlib import Path
+from typing import Any, Collection, Mapping, Optional
 
 from detect.detectors import DETECTORS, export_names
 from util.errors import ConfigError
@@ -27,12 +28,12 @@ MAP_KINDS = ("patch", "map")
 CELL_MAP_OUTPUTS = ("cell_map", "patch_map")
 
 
-def has_maps(meta):
+def has_maps(meta: Mapping) -> bool:
     """Whether an export (its metadata) returns anomaly maps and a predicted mask."""
     return meta.get("kind") in MAP_KINDS
 
 
-def cell_map(outputs):
+def cell_map(outputs: Mapping) -> Any:
     """The cell (or patch) map among a serving signature's outputs, whichever name the
     export wrote it under."""
     for name in CELL_MAP_OUTPUTS:
@@ -44,13 +45,14 @@ def cell_map(outputs):
 EXPORT_FEATURE_SET = "pool"
 
 
-def export_choices():
+def export_choices() -> tuple:
     """The values of ``--export_detector``: auto and every registered detector's export
     name."""
     return ("auto", *export_names())
 
 
-def choose_detector(name, protocol, results, available, feature_set=EXPORT_FEATURE_SET):
+def choose_detector(name: str, protocol: str, results: Mapping, available: Collection[str],
+                    feature_set: str = EXPORT_FEATURE_SET) -> str:
     """Registry name of the detector to export; ``available``: the run's detector names.
 
     ``auto``: under the validation protocol the detector of ``feature_set`` with the best
@@ -76,7 +78,7 @@ def choose_detector(name, protocol, results, available, feature_set=EXPORT_FEATU
     return candidates[0].name
 
 
-def is_export(path):
+def is_export(path: Path | str) -> bool:
     """True when ``path`` holds an export of this format (any version): what an export may
     replace, so that a run directory or a user's folder is never deleted for one."""
     try:
@@ -98,7 +100,7 @@ def _export_owns(root, rel):
 EXPORT_KIND = OutputKind("export", is_export, _export_owns)
 
 
-def export_fingerprint(export_dir):
+def export_fingerprint(export_dir: Path | str) -> Optional[str]:
     """sha256 of what the export computes: its metadata (detector, thresholds, the run's
     configuration, versions; not its creation time) and the scores it gives the held-out
     calibration images, which any change of the weights or the detector changes. Two
@@ -119,7 +121,7 @@ def export_fingerprint(export_dir):
     return digest.hexdigest()
 
 
-def read_export_meta(export_dir):
+def read_export_meta(export_dir: Path | str) -> dict:
     """The export's metadata; ConfigError for a missing, foreign or incompatible export."""
     export_dir = require_dir(export_dir, "export directory")
     path = export_dir / "assets" / META_NAME
@@ -141,7 +143,7 @@ def read_export_meta(export_dir):
     return meta
 
 
-def check_savedmodel_files(export_dir):
+def check_savedmodel_files(export_dir: Path | str) -> None:
     """ConfigError naming the export when a file TensorFlow needs to load it is missing or
     empty: saved_model.pb, variables/variables.index and its data shards (a truncated
     file is found when loading: see ``damaged_export``)."""
@@ -155,7 +157,7 @@ def check_savedmodel_files(export_dir):
             raise damaged_export(export_dir, f"{path.relative_to(export_dir)} is {state}")
 
 
-def damaged_export(export_dir, reason):
+def damaged_export(export_dir: Path | str, reason: object) -> ConfigError:
     """The ConfigError of an export that cannot be loaded."""
     first = str(reason).strip().splitlines()[0] if str(reason).strip() else type(reason).__name__
     return ConfigError(f"export {export_dir} is damaged ({first}); re-export the run with "

@@ -9,7 +9,14 @@ scoring graph (deploy/export.py), where speed per image matters; training keeps
 the real BatchNorm layers.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 import numpy as np
+
+if TYPE_CHECKING:
+    import keras
 
 
 def _passthrough_layer(name):
@@ -40,7 +47,7 @@ def _conv_feeding(bn):
     return conv
 
 
-def foldable_pairs(model):
+def foldable_pairs(model: keras.Model) -> dict:
     """{conv name: bn layer} for every conv -> BN pair of a functional model."""
     import keras
 
@@ -56,7 +63,8 @@ def foldable_pairs(model):
     return pairs
 
 
-def folded_weights(conv, bn):
+def folded_weights(conv: keras.layers.Conv2D,
+                   bn: keras.layers.BatchNormalization) -> tuple[np.ndarray, np.ndarray]:
     """(kernel, bias) of the conv that equals conv followed by bn (inference mode)."""
     kernel = np.asarray(conv.kernel, dtype=np.float64)
     out = kernel.shape[-1]
@@ -69,7 +77,7 @@ def folded_weights(conv, bn):
     return (kernel * scale).astype(np.float32), ((bias - mean) * scale + beta).astype(np.float32)
 
 
-def fold_batchnorm(model):
+def fold_batchnorm(model: keras.Model) -> keras.Model:
     """A copy of a functional Keras model with every conv -> BN pair folded into one conv.
 
     Layers keep their names (a folded BN becomes a pass-through layer of the same name), so

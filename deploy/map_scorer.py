@@ -20,6 +20,11 @@ Detector scores are computed in fixed chunks of cells, so the memory of the
 distance matrix of a memory bank stays bounded whatever the batch.
 """
 
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Mapping, Sequence
+
 import numpy as np
 import tensorflow as tf
 
@@ -29,11 +34,17 @@ from deploy.serving import IMAGE_SPEC, calibration_variables, normalized, prepro
 from detect.localization import smooth_upsample
 from model.feature_maps import FeatureMapper, local_feature_map
 
+if TYPE_CHECKING:
+    from detect.detector_base import Detector
+    from detect.evaluation import MapGrid
+    from model.base import OneClassModel
+
 
 class MapScorer(tf.Module):
     """Image -> cell map -> anomaly map, mask and calibrated image score."""
 
-    def __init__(self, model, grid, detector, calib, pixel_calib, meta_json, assets):
+    def __init__(self, model: OneClassModel, grid: MapGrid, detector: Detector, calib: Mapping,
+                 pixel_calib: Mapping, meta_json: str, assets: Sequence[Path]) -> None:
         super().__init__(name="droc_map_scorer")
         self.size, self.cells = int(grid.image_size), int(grid.cells)
         self.graph_score, self.positional = detector.graph_score, bool(detector.positional)
@@ -51,7 +62,7 @@ class MapScorer(tf.Module):
         self.metadata = tf.Variable(meta_json, trainable=False, dtype=tf.string)
         self.asset_files = [tf.saved_model.Asset(str(a)) for a in assets]
 
-    def features(self, x):
+    def features(self, x: tf.Tensor) -> tf.Tensor:
         """float images [B, size, size, 3] -> local feature maps [B, h, w, D]."""
         if self.stages is None:  # raw pixels: no trunk
             return self.mapper(x)
@@ -59,7 +70,7 @@ class MapScorer(tf.Module):
         return local_feature_map(list(maps) if isinstance(maps, (list, tuple)) else [maps],
                                  self.mapper.neighbourhood)
 
-    def cell_maps(self, x):
+    def cell_maps(self, x: tf.Tensor) -> tf.Tensor:
         """float images [B, size, size, 3] -> cell maps [B, h, w]."""
         feats = self.features(x)
         dim = feats.shape[-1]

@@ -20,6 +20,11 @@ features and detector scores in fixed-size chunks of windows and rows, so
 memory grows only with the batch's images themselves.
 """
 
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Mapping, Sequence
+
 import numpy as np
 import tensorflow as tf
 
@@ -28,12 +33,19 @@ from deploy.serving import IMAGE_SPEC, calibration_variables, normalized, prepro
 from detect.localization import conv_phases, gaussian_kernel, grid_size
 from model.trunk import any_size, conv_trunk, network_stride
 
+if TYPE_CHECKING:
+    import keras
+
+    from detect.detector_base import Detector
+    from detect.evaluation import PatchGrid
+
 #: patches per trunk call (crop features) and detector rows per score call
 PATCH_CHUNK = 512
 ROW_CHUNK = 4096
 
 
-def chunked(fn, x, chunk, out_dtype, out_tail=()):
+def chunked(fn: Callable[[tf.Tensor], tf.Tensor], x: tf.Tensor, chunk: int, out_dtype: tf.DType,
+            out_tail: tuple = ()) -> tf.Tensor:
     """fn over x [N, ...] in fixed chunks of ``chunk`` rows (the last one padded)."""
     total = tf.shape(x)[0]
     pad = (chunk - total % chunk) % chunk  # non-negative operands: converters' Mod differ
@@ -45,7 +57,7 @@ def chunked(fn, x, chunk, out_dtype, out_tail=()):
     return tf.gather(flat, tf.range(total))  # the real rows (a gather converts everywhere)
 
 
-def overlap_normaliser(n, patch, stride, kernel):
+def overlap_normaliser(n: int, patch: int, stride: int, kernel: np.ndarray) -> np.ndarray:
     """[H, H] Gaussian-weighted overlap of the patches covering each pixel."""
     size = (n - 1) * stride + patch
     ones = tf.ones([1, n, n, 1])
@@ -56,8 +68,9 @@ def overlap_normaliser(n, patch, stride, kernel):
 class PatchScorer(tf.Module):
     """Image -> patch map -> pixel map, mask and calibrated image score."""
 
-    def __init__(self, model, grid, detector, calib, pixel_calib, feature_set, meta_json,
-                 assets):
+    def __init__(self, model: keras.Model, grid: PatchGrid, detector: Detector, calib: Mapping,
+                 pixel_calib: Mapping, feature_set: str, meta_json: str,
+                 assets: Sequence[Path]) -> None:
         super().__init__(name="droc_patch_scorer")
         self.size, self.patch, self.stride = grid.image_size, grid.patch_size, grid.stride
         self.n = grid_size(self.size, self.patch, self.stride)
@@ -89,7 +102,7 @@ class PatchScorer(tf.Module):
     def _pooled(self, patches):
         return tf.reduce_mean(tf.cast(self.trunk(patches, training=False), tf.float32), [1, 2])
 
-    def crop_features(self, x):
+    def crop_features(self, x: tf.Tensor) -> tf.Tensor:
         """float images [B, size, size, 3] -> [B, n, n, D]: every grid window of the batch,
         cut by one gather per chunk of ``PATCH_CHUNK`` windows and run through the trunk
         (one loop level: converters such as tf2onnx cannot follow a conv in nested loops)."""
@@ -110,7 +123,7 @@ class PatchScorer(tf.Module):
         feats = chunked(windows, tf.range(batch * n * n), PATCH_CHUNK, tf.float32, (dim,))
         return tf.reshape(feats, [batch, n, n, dim])
 
-    def conv_features(self, image):
+    def conv_features(self, image: tf.Tensor) -> tf.Tensor:
         """Every shift (r, c) of the grid's starts modulo the network stride: one trunk pass
         over the shifted image, k x k average pooling, the cells of that shift's patches;
         the blocks are then put back in grid order."""
@@ -131,7 +144,7 @@ class PatchScorer(tf.Module):
 
     # --- step 2: the detector over the grid -----------------------------------------
 
-    def patch_maps(self, x):
+    def patch_maps(self, x: tf.Tensor) -> tf.Tensor:
         """float images [B, size, size, 3] -> patch maps [B, n, n]: features (conv: image by
         image; crop: in chunks of windows), the detector over every patch of the batch in
         ``ROW_CHUNK`` rows."""
@@ -151,7 +164,7 @@ class PatchScorer(tf.Module):
         return tf.reshape(scores, [-1, self.n, self.n])
 
     # --- step 3: maps, mask, calibrated outputs -------------------------------------
-    def pixel_map(self, maps):
+    def pixel_map(self, maps: tf.Tensor) -> tf.Tensor:
         b = tf.shape(maps)[0]
         up = tf.nn.conv2d_transpose(tf.cast(maps, tf.float32)[..., None],
                                     tf.constant(self.kernel),

@@ -7,13 +7,14 @@ its raw score is strictly above the threshold.
 """
 
 import warnings
+from typing import Callable, Iterable, Mapping, Optional
 
 import numpy as np
 
 from util.errors import ConfigError
 
 
-def check_calibration_flags(fraction, target_fpr):
+def check_calibration_flags(fraction: float, target_fpr: float) -> None:
     """Flag ranges, checked before anything is written."""
     if not 0.0 <= float(fraction) < 1.0:
         raise ConfigError(f"--calibration_fraction={fraction} must be in [0, 1)")
@@ -21,13 +22,13 @@ def check_calibration_flags(fraction, target_fpr):
         raise ConfigError(f"--target_fpr={target_fpr} must be in (0, 1)")
 
 
-def calibration_count(n, fraction):
+def calibration_count(n: int, fraction: float) -> int:
     """How many of ``n`` training inliers ``fraction`` holds out (at least one stays)."""
     n_cal = int(round(n * float(fraction)))
     return min(n_cal, n - 1) if n > 1 else 0
 
 
-def split_calibration(n, fraction, seed=0):
+def split_calibration(n: int, fraction: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """(fit_idx, calib_idx): a random ``fraction`` of range(n) held out, both sorted.
 
     At least one image stays in the fit; with fraction 0 the calibration set is empty.
@@ -37,7 +38,8 @@ def split_calibration(n, fraction, seed=0):
     return np.sort(perm[n_cal:]), np.sort(perm[:n_cal])
 
 
-def check_fit_size(detectors, n, fraction, max_train, rows_per_image=1):
+def check_fit_size(detectors: Iterable[type], n: int, fraction: float, max_train: int,
+                   rows_per_image: int = 1) -> None:
     """ConfigError, before anything is trained, when a detector would get fewer training
     rows than it needs (its ``min_fit_rows``): ``detectors`` are detector classes, ``n``
     training inliers, ``fraction`` of them held out for the calibration fit, at most
@@ -65,7 +67,7 @@ def check_fit_size(detectors, n, fraction, max_train, rows_per_image=1):
 PIXEL_SAMPLE = 250_000
 
 
-def pixel_sample(pixel_maps, size=PIXEL_SAMPLE, seed=0):
+def pixel_sample(pixel_maps: np.ndarray, size: int = PIXEL_SAMPLE, seed: int = 0) -> np.ndarray:
     """float32 [<= size]: a uniform random sample of the pixel values of ``pixel_maps``
     (all of them when there are fewer), for a pixel threshold at a target FPR."""
     values = np.asarray(pixel_maps, dtype=np.float32).ravel()
@@ -75,12 +77,13 @@ def pixel_sample(pixel_maps, size=PIXEL_SAMPLE, seed=0):
     return values[np.sort(pick)]
 
 
-def reliable_size(target_fpr):
+def reliable_size(target_fpr: float) -> int:
     """Fewest calibration scores for which the target_fpr quantile is not the maximum."""
     return int(np.ceil(1.0 / float(target_fpr)))
 
 
-def warn_if_small(n_calib, target_fpr, log=None):
+def warn_if_small(n_calib: int, target_fpr: float,
+                  log: Optional[Callable[[str], None]] = None) -> Optional[str]:
     """Warns (and returns the message) when n_calib < 1/target_fpr, else returns None."""
     need = reliable_size(target_fpr)
     if n_calib >= need:
@@ -96,7 +99,7 @@ def warn_if_small(n_calib, target_fpr, log=None):
     return msg
 
 
-def threshold_at_fpr(calib_scores, target_fpr):
+def threshold_at_fpr(calib_scores: np.ndarray, target_fpr: float) -> float:
     """The smallest calibration score t with fraction(calib > t) <= target_fpr.
 
     The empirical FPR on the calibration scores at t is therefore at most
@@ -112,7 +115,7 @@ def threshold_at_fpr(calib_scores, target_fpr):
     return float(t)
 
 
-def calibration(calib_scores, target_fpr):
+def calibration(calib_scores: np.ndarray, target_fpr: float) -> dict:
     """Everything a scorer needs to normalise and decide: a JSON-friendly dict."""
     s = np.asarray(calib_scores, dtype=np.float64).ravel()
     thr = threshold_at_fpr(s, target_fpr)
@@ -121,7 +124,7 @@ def calibration(calib_scores, target_fpr):
             "calibration_fpr": float(np.mean(s > thr))}
 
 
-def normalise(scores, calib):
+def normalise(scores: np.ndarray, calib: Mapping) -> np.ndarray:
     """Maps the calibration scores' [min, max] to [0, 1], clipping outside it."""
     lo, hi = calib["norm_min"], calib["norm_max"]
     span = hi - lo if hi > lo else 1.0

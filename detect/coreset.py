@@ -23,7 +23,8 @@ CANDIDATES = 100_000
 PROJECTION = 32
 
 
-def greedy_coreset(x, k, seed=0, candidates=CANDIDATES, projection=PROJECTION):
+def greedy_coreset(x: np.ndarray, k: int, seed: int = 0, candidates: int = CANDIDATES,
+                   projection: int = PROJECTION) -> np.ndarray:
     """Sorted indices of ``k`` rows of float ``x`` [n, d] chosen by greedy k-center
     (all rows when ``k >= n``)."""
     x = np.asarray(x, np.float32)

@@ -17,11 +17,16 @@ imported inside it only, so that flags are checked, and detectors fit, without
 loading TensorFlow.
 """
 
-from typing import ClassVar, Mapping, Optional
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, ClassVar, Iterator, Mapping, Optional
 
 import numpy as np
 
 from util.errors import ConfigError
+
+if TYPE_CHECKING:
+    import tensorflow as tf
 
 # Default block shape for the chunked test x train computations: 2048 x 8192
 # float32 = 64 MB for the block itself; with the few in-place passes the peak
@@ -34,7 +39,7 @@ DEFAULT_TRAIN_CHUNK_SIZE = 8192
 # Helpers
 # ----------------------------------------------------------------------------
 
-def check_features(x, what="features", positional=False):
+def check_features(x: np.ndarray, what: str = "features", positional: bool = False) -> np.ndarray:
     """Return `x` as a finite, C-contiguous float32 (n, d) array, or (n, positions, d)
     for a ``positional`` detector (one feature per map position of each image).
 
@@ -64,7 +69,7 @@ def check_features(x, what="features", positional=False):
     return np.ascontiguousarray(arr)
 
 
-def tf_l2_normalize(feats):
+def tf_l2_normalize(feats: tf.Tensor) -> tf.Tensor:
     """``l2_normalize`` as a TensorFlow computation (the exported graphs)."""
     import tensorflow as tf
 
@@ -72,7 +77,7 @@ def tf_l2_normalize(feats):
     return feats / tf.maximum(norm, 1e-12)
 
 
-def tf_squared_distances(x, y):
+def tf_squared_distances(x: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
     """||x_i - y_j||^2 [N, M] as ||x||^2 + ||y||^2 - 2 x.y, the numpy detectors' order."""
     import tensorflow as tf
 
@@ -80,14 +85,14 @@ def tf_squared_distances(x, y):
             - 2.0 * tf.matmul(x, y, transpose_b=True))
 
 
-def l2_normalize(x, eps=1e-12):
+def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
     """Row-wise L2 normalisation in float32; all-zero rows stay zero."""
     x = np.asarray(x, dtype=np.float32)
     norm = np.linalg.norm(x, axis=-1, keepdims=True)
     return (x / np.maximum(norm, np.float32(eps))).astype(np.float32, copy=False)
 
 
-def gamma_rule(train_feats):
+def gamma_rule(train_feats: np.ndarray) -> float:
     """gamma = 10 / (Var(F_train) * dim), Var over all entries.
 
     This is 10x scikit-learn's ``gamma='scale'``, the paper's choice for the
@@ -109,14 +114,14 @@ def gamma_rule(train_feats):
     return float(10.0 / (var * x.shape[1]))
 
 
-def blocks(n, size):
+def blocks(n: int, size: int) -> Iterator[slice]:
     """Consecutive slices of length <= size covering range(n)."""
     size = max(1, int(size))
     for start in range(0, n, size):
         yield slice(start, min(n, start + size))
 
 
-def check_chunk(value, what):
+def check_chunk(value: int, what: str) -> int:
     try:
         ok = int(value) == value and int(value) > 0
     except (TypeError, ValueError):
@@ -175,7 +180,7 @@ class Detector:
         x = check_features(feats, what, self.positional)
         return l2_normalize(x) if self.normalize else x
 
-    def fit(self, train_feats):
+    def fit(self, train_feats: np.ndarray) -> Detector:
         x = self._prepare(train_feats, f"{self.name} training features")
         self.dim_ = x.shape[-1]
         self.n_train_ = x.shape[0]
@@ -184,7 +189,7 @@ class Detector:
         self._fit(x)
         return self
 
-    def score(self, test_feats):
+    def score(self, test_feats: np.ndarray) -> np.ndarray:
         if not hasattr(self, "dim_"):
             raise RuntimeError(f"{type(self).__name__}.score called before fit")
         x = self._prepare(test_feats, f"{self.name} test features")
@@ -211,7 +216,7 @@ class Detector:
         raise ConfigError(f"detector {self.name} cannot be exported")
 
     @staticmethod
-    def graph_score(params, feats):
+    def graph_score(params: Mapping, feats: tf.Tensor) -> tf.Tensor:
         """The scores of float32 features as a differentiable TensorFlow computation
         from ``export_params`` (tensors or arrays); equal to ``score`` within float32."""
         raise ConfigError("this detector cannot be exported")
@@ -228,7 +233,7 @@ class ChunkedDetector(Detector):
     rows, so peak extra memory is about chunk_size * train_chunk_size * 4 B.
     """
 
-    def __init__(self, chunk_size=DEFAULT_CHUNK_SIZE,
-                 train_chunk_size=DEFAULT_TRAIN_CHUNK_SIZE):
+    def __init__(self, chunk_size: int = DEFAULT_CHUNK_SIZE,
+                 train_chunk_size: int = DEFAULT_TRAIN_CHUNK_SIZE) -> None:
         self.chunk_size = check_chunk(chunk_size, "chunk_size")
         self.train_chunk_size = check_chunk(train_chunk_size, "train_chunk_size")

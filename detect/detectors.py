@@ -23,6 +23,7 @@ one entry in ``DETECTORS``. ``parse_detectors`` is the one reader of a
 """
 
 import time
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
@@ -40,7 +41,7 @@ DETECTORS = {cls.name: cls for cls in (OCSVM_RBF, OCSVM_Linear, KDE, GDE, OneNN,
                                          PositionGDE)}
 
 
-def detector_class(name) -> type:
+def detector_class(name: str | type) -> type:
     """The registered class of ``name`` (a class is returned as it is)."""
     if isinstance(name, type) and issubclass(name, Detector):
         return name
@@ -50,12 +51,12 @@ def detector_class(name) -> type:
     return DETECTORS[name]
 
 
-def make_detector(name, **kw) -> Detector:
+def make_detector(name: str | type, **kw: Any) -> Detector:
     """Instantiate a registered detector by name (or class); ConfigError if unknown."""
     return detector_class(name)(**kw)
 
 
-def parse_detectors(spec, flag="--detectors") -> tuple:
+def parse_detectors(spec: str | Sequence, flag: str = "--detectors") -> tuple:
     """The detector classes of a list (``"kde,gde"``, or a sequence of names or classes);
     ConfigError naming ``flag`` for an empty list, an unknown or a repeated name."""
     if isinstance(spec, (list, tuple)):
@@ -89,7 +90,7 @@ def _resolve(names) -> tuple:
     return parse_detectors(names, "detectors")
 
 
-def subsample_index(n, max_rows, seed=0):
+def subsample_index(n: int, max_rows: Optional[int], seed: int = 0) -> np.ndarray:
     """Sorted indices of at most ``max_rows`` of ``n`` rows, drawn without replacement
     (fixed seed); all of them when ``max_rows`` is None or at least ``n``."""
     if max_rows is None:
@@ -103,14 +104,16 @@ def subsample_index(n, max_rows, seed=0):
     return np.sort(np.random.default_rng(seed).choice(n, int(max_rows), replace=False))
 
 
-def subsample_rows(x, max_rows, seed=0):
+def subsample_rows(x: np.ndarray, max_rows: Optional[int], seed: int = 0) -> np.ndarray:
     """At most `max_rows` rows of `x` (the rows of ``subsample_index``, order kept)."""
     idx = subsample_index(x.shape[0], max_rows, seed)
     return x if len(idx) == x.shape[0] else x[idx]
 
 
-def score_detectors(train_feats, test_feats, names=None, max_train=20000,
-                    seed=0, progress=None, detector_kwargs=None):
+def score_detectors(train_feats: np.ndarray, test_feats: np.ndarray,
+                    names: Optional[str | Sequence] = None, max_train: Optional[int] = 20000,
+                    seed: int = 0, progress: Optional[Callable[[str], None]] = None,
+                    detector_kwargs: Optional[dict] = None) -> dict:
     """Fit each named detector on (subsampled) train features, score test.
 
     Returns {name: float64 scores (higher = more anomalous)} in the order of
@@ -141,9 +144,10 @@ def score_detectors(train_feats, test_feats, names=None, max_train=20000,
     return out
 
 
-def evaluate_detectors(train_feats, test_feats, test_labels, names=None,
-                       max_train=20000, seed=0, progress=None,
-                       detector_kwargs=None):
+def evaluate_detectors(train_feats: np.ndarray, test_feats: np.ndarray, test_labels: np.ndarray,
+                       names: Optional[str | Sequence] = None, max_train: Optional[int] = 20000,
+                       seed: int = 0, progress: Optional[Callable[[str], None]] = None,
+                       detector_kwargs: Optional[dict] = None) -> dict:
     """{name: ROC AUC x 100} for each detector (labels: 0 inlier, 1 outlier).
 
     Labels are validated before any (possibly slow) detector is fit.

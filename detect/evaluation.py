@@ -14,12 +14,17 @@ inliers, scored by a second detector of the same kind fit without them, so no
 inlier is taken away from the reported fit.
 """
 
+from __future__ import annotations
+
 import dataclasses
-from typing import Optional, Union
+from typing import TYPE_CHECKING, Optional, Union
 
 import numpy as np
 
 from detect.detectors import parse_detectors
+
+if TYPE_CHECKING:
+    from data.base import OneClassData
 
 FEATURE_SETS = ("pool", "embed")
 #: anomalib's names of the first feature set's first detector, for MVTec-layout data
@@ -102,7 +107,7 @@ class PatchGrid:
     features: str
 
 
-def aucs_defined(labels):
+def aucs_defined(labels: np.ndarray) -> bool:
     """Whether the test set gets AUCs (and every metric that ranks inliers against
     outliers): only when it has both. The one place that decides it: a line of good
     parts with no defects yet (an empty or all-good test set) is scored and
@@ -111,7 +116,7 @@ def aucs_defined(labels):
     return bool(np.any(labels == 0) and np.any(labels == 1))
 
 
-def no_auc_note(labels):
+def no_auc_note(labels: np.ndarray) -> Optional[str]:
     """The run's one line about a test set without AUCs (None when it has them)."""
     labels = np.asarray(labels)
     if aucs_defined(labels):
@@ -123,7 +128,7 @@ def no_auc_note(labels):
             "is set at --target_fpr on held-out good training images")
 
 
-def add_aliases(results, primary):
+def add_aliases(results: dict, primary: str) -> dict:
     """Copies ``<primary><suffix>`` results under anomalib's names (``image_AUROC``, ...)."""
     for alias, suffix in ALIASES.items():
         if primary + suffix in results:
@@ -131,13 +136,13 @@ def add_aliases(results, primary):
     return results
 
 
-def detector_training_images(data):
+def detector_training_images(data: OneClassData) -> np.ndarray:
     """The inliers the detectors fit on (a protocol may set data.detector_images)."""
     images = getattr(data, "detector_images", None)
     return data.train_images if images is None else images
 
 
-def test_ids(data):
+def test_ids(data: OneClassData) -> list:
     """Per-test-image ids for scores.npz: file names where the data has them, else indices."""
     names = getattr(data, "test_names", None)
     if names is not None and len(names) == len(data.test_labels):

@@ -20,10 +20,12 @@ evaluator supplies only the steps that differ:
 calibration fit.
 """
 
+from __future__ import annotations
+
 import abc
 import dataclasses
 import time
-from typing import Any, Callable, ClassVar, Optional
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Optional
 
 import numpy as np
 
@@ -32,6 +34,15 @@ from detect.evaluation import (EvalSettings, Evaluation, add_aliases, aucs_defin
                                detector_training_images, test_ids)
 from detect.metrics import f1_max, roc_auc, validate_labels
 from detect.pixel_metrics import pixel_metrics
+
+if TYPE_CHECKING:
+    import keras
+    import tensorflow as tf
+
+    from data.augment import AugmentOptions
+    from data.base import OneClassData
+    from detect.detector_base import Detector
+    from detect.evaluation import MapGrid, PatchGrid
 
 
 @dataclasses.dataclass
@@ -83,7 +94,7 @@ class Evaluator(abc.ABC):
     #: image F1-max besides the AUROC (the defect-layout evaluators, anomalib's metric)
     reports_f1: ClassVar[bool] = True
 
-    def __init__(self, settings: EvalSettings):
+    def __init__(self, settings: EvalSettings) -> None:
         self.settings = settings
 
     # --- what the network sees -------------------------------------------------------
@@ -97,8 +108,9 @@ class Evaluator(abc.ABC):
         """Optimizer steps of one epoch."""
 
     @abc.abstractmethod
-    def train_dataset(self, images, batch_size, aug_list, views, seed, clip_pixels,
-                      options=None):
+    def train_dataset(self, images: np.ndarray, batch_size: int, aug_list: str,
+                      views: Optional[int], seed: Optional[int], clip_pixels: bool,
+                      options: Optional[AugmentOptions] = None) -> tf.data.Dataset:
         """The tf.data pipeline of augmented training batches."""
 
     @abc.abstractmethod
@@ -107,7 +119,7 @@ class Evaluator(abc.ABC):
 
     # --- the steps of stage 2 that differ ------------------------------------------
     @abc.abstractmethod
-    def features(self, model, data, split: Optional[CalibrationSplit],
+    def features(self, model: keras.Model, data: OneClassData, split: Optional[CalibrationSplit],
                  log: Callable = print) -> Features:
         """The detectors' inputs of the detector training images (``split`` None: the
         reported fit and the test images only, for ``periodic``)."""
@@ -116,13 +128,13 @@ class Evaluator(abc.ABC):
         """Run values a detector may take (``Detector.option_names``)."""
         return {}
 
-    def fit(self, cls, rows):
+    def fit(self, cls: type[Detector], rows: np.ndarray) -> Detector:
         """A detector of class ``cls`` fit on ``rows`` (a FeatureSet's ``fit`` or
         ``calib_fit``)."""
         return cls.from_options(self.detector_options()).fit(rows)
 
     @abc.abstractmethod
-    def score(self, detector, inputs) -> np.ndarray:
+    def score(self, detector: Detector, inputs: np.ndarray) -> np.ndarray:
         """The detector's outputs for a FeatureSet's ``calib`` or ``test`` inputs: image
         scores [N], or maps [N, h, w]; empty inputs give an empty output."""
 
@@ -134,7 +146,7 @@ class Evaluator(abc.ABC):
         """float64 image scores [N] of ``score``'s outputs and their anomaly maps."""
         return np.asarray(outputs, dtype=np.float64)
 
-    def grid(self, feats: Features):
+    def grid(self, feats: Features) -> Optional[PatchGrid | MapGrid]:
         """The geometry the export rebuilds in its graph (None: whole images)."""
         return None
 
@@ -142,17 +154,17 @@ class Evaluator(abc.ABC):
         """{key: (test scores, calibration scores)} of scores the model computes itself."""
         return {}
 
-    def finish_results(self, results: dict, feats: Features, labels) -> dict:
+    def finish_results(self, results: dict, feats: Features, labels: np.ndarray) -> dict:
         """The last entries of the results: anomalib's names of the first key."""
         return add_aliases(results, self.keys(feats)[0][0])
 
     # --- the one loop --------------------------------------------------------------
-    def keys(self, feats: Features):
+    def keys(self, feats: Features) -> list[tuple[str, str, type[Detector]]]:
         """(result key, feature set, detector class) for every fit, in result order."""
         return [(f"{fs}.{cls.name}", fs, cls) for fs in feats.sets
                 for cls in self.settings.detectors]
 
-    def periodic(self, model, data, log: Callable = print) -> dict:
+    def periodic(self, model: keras.Model, data: OneClassData, log: Callable = print) -> dict:
         """Metrics during training: detectors fit on every detector training image (none
         without both good and defective test images)."""
         if not aucs_defined(data.test_labels):
@@ -162,7 +174,7 @@ class Evaluator(abc.ABC):
                    for key, fs, cls in self.keys(feats)}
         return self.metrics(outputs, feats, data)[0]
 
-    def final(self, model, data, log: Callable = print) -> Evaluation:
+    def final(self, model: keras.Model, data: OneClassData, log: Callable = print) -> Evaluation:
         """The reported outputs from detectors fit on every detector training image; the
         image (and pixel) thresholds' scores from held-out inliers scored by detectors of
         the same kind fit without them."""
@@ -196,7 +208,8 @@ class Evaluator(abc.ABC):
             pixel_maps=kept, cell_maps=outputs if has_maps else None,
             calib_pixel_scores=calib_pixels if has_maps else None, grid=self.grid(feats))
 
-    def metrics(self, outputs: dict, feats: Features, data, keep_pixel_maps: bool = False):
+    def metrics(self, outputs: dict, feats: Features, data: OneClassData,
+                keep_pixel_maps: bool = False) -> tuple[dict, dict, Optional[dict]]:
         """(results, {key: image scores}, {first key: its anomaly maps} or None) of the
         test outputs of every key: image AUROC (and F1-max), and where the data has masks
         the pixel metrics; none without both good and defective test images."""

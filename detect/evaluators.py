@@ -11,10 +11,16 @@ none. ``choose_evaluator`` is the one place that looks at the dataset's
 layout.
 """
 
+from __future__ import annotations
+
 import dataclasses
 import importlib
+from typing import TYPE_CHECKING
 
 from detect.evaluation import EvalSettings
+
+if TYPE_CHECKING:
+    from detect.evaluator_base import Evaluator
 
 #: flags every evaluator of MVTec-layout data or of feature maps takes
 _DEFECT_FLAGS = ("mvtec_mode",)
@@ -44,7 +50,7 @@ class EvaluatorSpec:
         module, cls = self.implementation.split(":")
         return getattr(importlib.import_module(module), cls)
 
-    def build(self, settings: EvalSettings, options: dict):
+    def build(self, settings: EvalSettings, options: dict) -> Evaluator:
         """The evaluator of ``settings`` and of its ``options`` (flag -> value)."""
         return self.load()(settings, **{k: options[k] for k in self.options})
 

@@ -1,10 +1,17 @@
 """Gaussian density estimator (``gde``): one full-covariance Gaussian."""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Mapping, Optional
+
 import numpy as np
 from sklearn.mixture import GaussianMixture
 
 from detect.detector_base import Detector, tf_l2_normalize
 from util.errors import ConfigError
+
+if TYPE_CHECKING:
+    import tensorflow as tf
 
 class GDE(Detector):
     """Gaussian density estimator: one full-covariance Gaussian, score = -log p.
@@ -21,7 +28,8 @@ class GDE(Detector):
     name = "gde"
     min_fit_rows = 2  # a covariance needs two rows
 
-    def __init__(self, reg_covar=1e-6, max_reg_covar=1e-1, random_state=0):
+    def __init__(self, reg_covar: float = 1e-6, max_reg_covar: float = 1e-1,
+                 random_state: Optional[int] = 0) -> None:
         self.reg_covar = float(reg_covar)
         self.max_reg_covar = float(max_reg_covar)
         self.random_state = random_state
@@ -47,13 +55,13 @@ class GDE(Detector):
     def _score(self, x):
         return -self.estimator_.score_samples(np.asarray(x, dtype=np.float64))
 
-    def export_params(self):
+    def export_params(self) -> dict:
         est = self.estimator_
         return {"mean": est.means_[0].astype(np.float64),
                 "prec_chol": est.precisions_cholesky_[0].astype(np.float64)}
 
     @staticmethod
-    def graph_score(params, feats):
+    def graph_score(params: Mapping, feats: tf.Tensor) -> tf.Tensor:
         """float64 -log N(x; mean, cov) from the Cholesky factor of the precision."""
         import tensorflow as tf
 

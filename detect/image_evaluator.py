@@ -7,6 +7,10 @@ plus ``<score>.auc`` for scores a model computes itself (rotation: ``logit``,
 ``--input_shape`` and trains on augmented whole images (data/pipeline.py).
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Callable, Optional
+
 import numpy as np
 
 from data.pipeline import eval_dataset, train_dataset
@@ -15,8 +19,17 @@ from detect.evaluation import FEATURE_SETS, EvalSettings, add_aliases, detector_
 from detect.evaluator_base import Evaluator, Features, FeatureSet
 from detect.uniformity import uniformity_results
 
+if TYPE_CHECKING:
+    import keras
+    import tensorflow as tf
 
-def extract_features(model, images, batch_size=256):
+    from data.augment import AugmentOptions
+    from data.base import OneClassData
+    from detect.detector_base import Detector
+    from detect.evaluator_base import CalibrationSplit
+
+
+def extract_features(model: keras.Model, images: np.ndarray, batch_size: int = 256) -> dict:
     """{name: np.ndarray} from the model's predict_step (pool, embed, model scores)."""
     out = model.predict(eval_dataset(images, batch_size), verbose=0)
     return {k: np.asarray(v) for k, v in out.items()}
@@ -26,17 +39,18 @@ class WholeImageTraining(Evaluator):
     """What the network sees when it learns from whole images: augmented batches of the
     training images (the image evaluators and the feature-map evaluator)."""
 
-    def steps_per_epoch(self, num_images, batch_size):
+    def steps_per_epoch(self, num_images: int, batch_size: int) -> int:
         """One pass over the training images (a set smaller than a batch is repeated)."""
         return max(num_images // batch_size, 1)
 
-    def train_dataset(self, images, batch_size, aug_list, views, seed, clip_pixels,
-                      options=None):
+    def train_dataset(self, images: np.ndarray, batch_size: int, aug_list: str,
+                      views: Optional[int], seed: Optional[int], clip_pixels: bool,
+                      options: Optional[AugmentOptions] = None) -> tf.data.Dataset:
         ds, _ = train_dataset(images, batch_size, aug_list, num_views=views, seed=seed,
                               clip_pixels=clip_pixels, options=options)
         return ds
 
-    def network_view(self, images):
+    def network_view(self, images: np.ndarray) -> np.ndarray:
         return images
 
 
@@ -49,10 +63,11 @@ class ImageEvaluator(WholeImageTraining):
 
     reports_f1 = False  # the paper's datasets report the AUROC alone
 
-    def __init__(self, settings: EvalSettings):
+    def __init__(self, settings: EvalSettings) -> None:
         super().__init__(settings)
 
-    def features(self, model, data, split, log=print):
+    def features(self, model: keras.Model, data: OneClassData, split: Optional[CalibrationSplit],
+                 log: Callable = print) -> Features:
         s = self.settings
         images = detector_training_images(data)
         full = subsample_index(len(images), s.max_train, s.seed)
@@ -78,13 +93,13 @@ class ImageEvaluator(WholeImageTraining):
                         for key in sorted(set(test) - set(FEATURE_SETS))}
         return Features(sets, extra={"test": test, "model_scores": model_scores})
 
-    def score(self, detector, inputs):
+    def score(self, detector: Detector, inputs: np.ndarray) -> np.ndarray:
         return detector.score(inputs) if len(inputs) else np.zeros(0)
 
-    def model_scores(self, feats):
+    def model_scores(self, feats: Features) -> dict:
         return feats.extra["model_scores"]
 
-    def finish_results(self, results, feats, labels):
+    def finish_results(self, results: dict, feats: Features, labels: np.ndarray) -> dict:
         results.update(uniformity_results(feats.extra["test"], labels, self.settings.seed))
         return results
 
@@ -94,5 +109,5 @@ class DefectImageEvaluator(ImageEvaluator):
 
     reports_f1 = True
 
-    def finish_results(self, results, feats, labels):
+    def finish_results(self, results: dict, feats: Features, labels: np.ndarray) -> dict:
         return add_aliases(results, self.keys(feats)[0][0])

@@ -1,10 +1,17 @@
 """Gaussian kernel density estimator (``kde``): the paper's default detector."""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Mapping, Optional
+
 import numpy as np
 
 from detect.detector_base import (DEFAULT_CHUNK_SIZE, DEFAULT_TRAIN_CHUNK_SIZE, ChunkedDetector,
                                   blocks, gamma_rule, tf_l2_normalize, tf_squared_distances)
 from util.errors import ConfigError
+
+if TYPE_CHECKING:
+    import tensorflow as tf
 
 class KDE(ChunkedDetector):
     """Gaussian KDE: score(x) = -(1/g) * logsumexp_y(-g ||x - y||^2).
@@ -18,8 +25,8 @@ class KDE(ChunkedDetector):
     name = "kde"
     auto_export_rank = 0  # the paper's detector
 
-    def __init__(self, gamma=None, chunk_size=DEFAULT_CHUNK_SIZE,
-                 train_chunk_size=DEFAULT_TRAIN_CHUNK_SIZE):
+    def __init__(self, gamma: Optional[float] = None, chunk_size: int = DEFAULT_CHUNK_SIZE,
+                 train_chunk_size: int = DEFAULT_TRAIN_CHUNK_SIZE) -> None:
         super().__init__(chunk_size, train_chunk_size)
         self.gamma = gamma
 
@@ -58,11 +65,11 @@ class KDE(ChunkedDetector):
             out[rs] = -(run_max + np.log(run_sum)) / self.gamma_
         return out
 
-    def export_params(self):
+    def export_params(self) -> dict:
         return {"train": self.train_, "gamma": np.float64(self.gamma_)}
 
     @staticmethod
-    def graph_score(params, feats):
+    def graph_score(params: Mapping, feats: tf.Tensor) -> tf.Tensor:
         """float32 scores; the logsumexp over every stored training feature at once."""
         import tensorflow as tf
 

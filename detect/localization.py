@@ -13,15 +13,23 @@ kernel at ``stride``, normalised by the Gaussian-weighted overlap of the
 patches covering each pixel (see ``upsample_maps``).
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Callable, Optional, Sequence
+
 import numpy as np
 
 from util.errors import ConfigError
+
+if TYPE_CHECKING:
+    import keras
+    import tensorflow as tf
 
 # sigma of the upsampling Gaussian, as a fraction of the patch side (32 px -> 4 px)
 GAUSSIAN_SIGMA_FRACTION = 0.125
 
 
-def grid_size(image_size, patch_size, stride):
+def grid_size(image_size: int, patch_size: int, stride: int) -> int:
     """Patches per side: (image - patch) // stride + 1; ConfigError when it does not tile."""
     image_size, patch_size, stride = int(image_size), int(patch_size), int(stride)
     if patch_size <= 0 or stride <= 0 or patch_size > image_size:
@@ -34,14 +42,14 @@ def grid_size(image_size, patch_size, stride):
     return (image_size - patch_size) // stride + 1
 
 
-def grid_coords(image_size, patch_size, stride):
+def grid_coords(image_size: int, patch_size: int, stride: int) -> np.ndarray:
     """int [n, n, 2]: (row, col) of the top-left pixel of patch (i, j)."""
     n = grid_size(image_size, patch_size, stride)
     starts = np.arange(n) * int(stride)
     return np.stack(np.meshgrid(starts, starts, indexing="ij"), axis=-1)
 
 
-def extract_patches(images, patch_size, stride):
+def extract_patches(images: np.ndarray | tf.Tensor, patch_size: int, stride: int) -> tf.Tensor:
     """[N, H, W, C] -> [N, n, n, patch, patch, C] (same dtype), every window of the grid."""
     import tensorflow as tf
 
@@ -54,7 +62,7 @@ def extract_patches(images, patch_size, stride):
     return tf.reshape(flat, [-1, n, n, patch_size, patch_size, c])
 
 
-def patch_feature_fn(model, feature_sets):
+def patch_feature_fn(model: keras.Model, feature_sets: Sequence[str]) -> Callable:
     """A compiled function float patches [B,p,p,3] -> {name: [B, D]} for ``feature_sets``.
 
     Uses the model's plain forward pass (pool = f(x), embed = g(f(x))), not its
@@ -71,7 +79,8 @@ def patch_feature_fn(model, feature_sets):
     return fn
 
 
-def features_of_patches(fn, patches, batch_size=512):
+def features_of_patches(fn: Callable, patches: np.ndarray | tf.Tensor,
+                        batch_size: int = 512) -> dict:
     """{name: float32 [P, D]} of uint8 patches [P,p,p,C] through ``patch_feature_fn``'s ``fn``.
 
     Fixed-size batches (the last one padded) so one trace serves every call.
@@ -92,8 +101,9 @@ def features_of_patches(fn, patches, batch_size=512):
     return {k: np.concatenate(v) for k, v in parts.items()}
 
 
-def dense_patch_features(model, images, patch_size, stride, feature_sets=("pool",),
-                         batch_size=512, progress=True):
+def dense_patch_features(model: keras.Model, images: np.ndarray, patch_size: int, stride: int,
+                         feature_sets: Sequence[str] = ("pool",), batch_size: int = 512,
+                         progress: bool = True) -> dict:
     """{name: float32 [N, n, n, D]}: features of every grid patch of uint8 ``images``.
 
     Images are cut a few at a time (bounded memory) and their patches pushed
@@ -124,7 +134,7 @@ def dense_patch_features(model, images, patch_size, stride, feature_sets=("pool"
     return out
 
 
-def conv_phases(n, stride, net_stride):
+def conv_phases(n: int, stride: int, net_stride: int) -> dict:
     """{shift r: (grid indices i with (i * stride) % S == r, their cell index i * stride // S)}.
 
     Grid patches whose start has residue r modulo the network stride S start on a
@@ -153,7 +163,8 @@ class ConvGridFeatures:
     fit on features made the same way (``sampled``).
     """
 
-    def __init__(self, model, image_size, patch_size, stride, feature_sets=("pool",)):
+    def __init__(self, model: keras.Model, image_size: int, patch_size: int, stride: int,
+                 feature_sets: Sequence[str] = ("pool",)) -> None:
         import tensorflow as tf
 
         from model.trunk import network_stride, shape_free_trunk  # TensorFlow: features only
@@ -168,7 +179,7 @@ class ConvGridFeatures:
             reduce_retracing=True)
         self.phases = conv_phases(self.n, stride, self.net_stride)
 
-    def __call__(self, images, images_per_pass=4, progress=True):
+    def __call__(self, images: np.ndarray, images_per_pass: int = 4, progress: bool = True) -> dict:
         """{name: float32 [N, n, n, D]} of uint8 images [N, size, size, C]."""
         from tqdm import tqdm
 
@@ -216,7 +227,8 @@ class ConvGridFeatures:
                 for s in range(0, len(flat), 4096)]).reshape(pool.shape[:-1] + (-1,))
         return {k: out[k] for k in self.feature_sets}
 
-    def sampled(self, images, count, seed=0, chunk=16, draw="phase"):
+    def sampled(self, images: np.ndarray, count: int, seed: int = 0, chunk: int = 16,
+                draw: str = "phase") -> dict:
         """{name: [count, D]}: features of ``count`` random grid patches of ``images``, the
         detectors' training set.
 
@@ -248,7 +260,8 @@ class ConvGridFeatures:
                     out[k].append(v.reshape(-1, cells, v.shape[-1])[img[sel] - start, pos[sel]])
         return {k: np.concatenate(v) for k, v in out.items()}
 
-    def phase_draw(self, num_images, count, seed=0):
+    def phase_draw(self, num_images: int, count: int,
+                   seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """The "phase" draw: (img, grid row, grid col, shift [num_images, 2]) of ``count``
         patches, each image's positions among the grid patches of its one random shift."""
         shifts = np.array(sorted(self.phases))
@@ -285,7 +298,8 @@ class ConvGridFeatures:
         return self._with_embed(pool)
 
 
-def draw_grid_positions(num_images, cells, count, seed=0):
+def draw_grid_positions(num_images: int, cells: int, count: int,
+                        seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """``min(count, num_images * cells)`` distinct (image, cell) pairs, sorted: the
     detectors' training draw, shared by the crop and conv patch features."""
     total = int(num_images) * int(cells)
@@ -294,7 +308,8 @@ def draw_grid_positions(num_images, cells, count, seed=0):
     return pick // cells, pick % cells
 
 
-def draw_sizes_positions(sizes, count, seed=0):
+def draw_sizes_positions(sizes: np.ndarray, count: int,
+                         seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Like ``draw_grid_positions`` when image i has its own number of cells ``sizes[i]``."""
     sizes = np.asarray(sizes, np.int64)
     ends = np.cumsum(sizes)
@@ -304,7 +319,8 @@ def draw_sizes_positions(sizes, count, seed=0):
     return img, pick - (ends[img] - sizes[img])
 
 
-def sample_grid_patches(images, count, patch_size, stride, seed=0):
+def sample_grid_patches(images: np.ndarray, count: int, patch_size: int, stride: int,
+                        seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """``count`` distinct (image, grid position) patches of uint8 ``images``, uint8 [count,p,p,C].
 
     The detectors' training set: clean crops of the good images on the same grid
@@ -320,13 +336,13 @@ def sample_grid_patches(images, count, patch_size, stride, seed=0):
     return patches, np.stack([img, rows, cols], axis=1)
 
 
-def image_scores(maps):
+def image_scores(maps: np.ndarray) -> np.ndarray:
     """Image score = max over its patch map: [N, n, n] -> [N]."""
     maps = np.asarray(maps)
     return maps.reshape(len(maps), -1).max(axis=1)
 
 
-def gaussian_kernel(patch_size, sigma=None):
+def gaussian_kernel(patch_size: int, sigma: Optional[float] = None) -> np.ndarray:
     """[patch, patch] Gaussian centred on the patch, peak 1."""
     sigma = patch_size * GAUSSIAN_SIGMA_FRACTION if sigma is None else float(sigma)
     ax = np.arange(patch_size) - (patch_size - 1) / 2.0
@@ -334,7 +350,8 @@ def gaussian_kernel(patch_size, sigma=None):
     return np.outer(g, g).astype(np.float32)
 
 
-def upsample_maps(maps, patch_size, stride, sigma=None, batch=16):
+def upsample_maps(maps: np.ndarray, patch_size: int, stride: int, sigma: Optional[float] = None,
+                  batch: int = 16) -> np.ndarray:
     """Patch maps [N, n, n] -> pixel maps [N, H, H] with H = (n - 1) * stride + patch.
 
     pixel(y, x) = sum_ij map[i, j] G(y - stride*i, x - stride*j) / sum_ij G(...):
@@ -371,12 +388,12 @@ def upsample_maps(maps, patch_size, stride, sigma=None, batch=16):
 MAP_SIGMA_PER_256 = 4.0
 
 
-def map_sigma(image_size):
+def map_sigma(image_size: int) -> float:
     """The smoothing sigma (px) of anomaly maps at ``image_size`` px: 4 px at 256 px."""
     return MAP_SIGMA_PER_256 * float(image_size) / 256.0
 
 
-def gaussian_taps(sigma):
+def gaussian_taps(sigma: float) -> np.ndarray:
     """float32 [2r + 1] taps of a normalised 1-D Gaussian, r = ceil(4 sigma)."""
     radius = max(1, int(np.ceil(4.0 * sigma)))
     ax = np.arange(-radius, radius + 1, dtype=np.float64)
@@ -384,7 +401,8 @@ def gaussian_taps(sigma):
     return (taps / taps.sum()).astype(np.float32)
 
 
-def smooth_upsample(maps, image_size, sigma=None):
+def smooth_upsample(maps: np.ndarray | tf.Tensor, image_size: int,
+                    sigma: Optional[float] = None) -> tf.Tensor:
     """Cell maps [B, h, w] -> anomaly maps [B, size, size] (TensorFlow, graph-safe).
 
     Bilinear upsampling to the image, then a separable Gaussian blur divided by the
@@ -407,7 +425,7 @@ def smooth_upsample(maps, image_size, sigma=None):
     return (blur(up) / weight)[..., 0]
 
 
-def map_pixels(maps, image_size, batch=16):
+def map_pixels(maps: np.ndarray, image_size: int, batch: int = 16) -> np.ndarray:
     """numpy cell maps [N, h, w] -> float32 anomaly maps [N, size, size] (``smooth_upsample``)."""
     maps = np.asarray(maps, np.float32)
     out = np.empty((len(maps), int(image_size), int(image_size)), np.float32)

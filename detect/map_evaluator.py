@@ -20,7 +20,10 @@ thresholds from held-out good images, scored by detectors fit without them. Here
 the network does not train on the held-out images either (``representation_images``).
 """
 
+from __future__ import annotations
+
 import time
+from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
 import numpy as np
 
@@ -32,13 +35,20 @@ from detect.image_evaluator import WholeImageTraining
 from detect.localization import image_scores, map_pixels
 from model.spec import parse_stages
 
+if TYPE_CHECKING:
+    import keras
+
+    from data.base import OneClassData
+    from detect.detector_base import Detector
+    from detect.evaluator_base import CalibrationSplit
+
 #: the feature set of map runs: results are keyed ``map.<detector>``
 MAP_FEATURES = "map"
 #: images per trunk call
 IMAGES_PER_BATCH = 16
 
 
-def extract_maps(mapper, images, progress=True):
+def extract_maps(mapper: Callable, images: np.ndarray, progress: bool = True) -> np.ndarray:
     """float32 [N, h, w, D]: the local feature maps of uint8 ``images`` [N, H, W, C]."""
     from tqdm import tqdm
 
@@ -63,14 +73,15 @@ def extract_maps(mapper, images, progress=True):
 class MapEvaluator(WholeImageTraining):
     """Local feature maps of whole images, scored cell by cell."""
 
-    def __init__(self, settings: EvalSettings, *, map_stages, map_neighbourhood, bank_size):
+    def __init__(self, settings: EvalSettings, *, map_stages: str | Sequence[int],
+                 map_neighbourhood: int, bank_size: int) -> None:
         super().__init__(settings)
         self.stages = parse_stages(map_stages)
         self.neighbourhood = int(map_neighbourhood)
         self.bank_size = int(bank_size)
 
     # --- what the network sees -------------------------------------------------------
-    def representation_images(self, images):
+    def representation_images(self, images: np.ndarray) -> np.ndarray:
         """The training images but the calibration hold-out: the held-out good images are
         then new to the network as well as to the detectors, as the parts it will inspect
         are, so the threshold set on them holds on new good parts (a network that trained on
@@ -80,11 +91,12 @@ class MapEvaluator(WholeImageTraining):
         return images[fit_idx]
 
     # --- stage 2 ---------------------------------------------------------------------
-    def mapper(self, model):
+    def mapper(self, model: keras.Model) -> Callable:
         """The model's feature mapper for this run's stages and neighbourhood."""
         return model.feature_mapper(self.stages, self.neighbourhood)
 
-    def features(self, model, data, split, log=print):
+    def features(self, model: keras.Model, data: OneClassData, split: Optional[CalibrationSplit],
+                 log: Callable = print) -> Features:
         """The local feature maps [N, h, w, D] of every training and test image, once."""
         images = detector_training_images(data)
         mapper = self.mapper(model)
@@ -107,10 +119,10 @@ class MapEvaluator(WholeImageTraining):
                         extra={"image_size": int(images.shape[1]),
                                "cells": int(train_maps.shape[1])})
 
-    def detector_options(self):
+    def detector_options(self) -> dict:
         return {"bank_size": self.bank_size, "seed": self.settings.seed}
 
-    def fit(self, cls, maps):
+    def fit(self, cls: type[Detector], maps: np.ndarray) -> Detector:
         """A detector of class ``cls`` fit on the cells of training maps [N, h, w, D]: a
         positional one on each image's cells, one that bounds its own size on every cell,
         the others on ``max_train`` cells drawn at random."""
@@ -123,7 +135,7 @@ class MapEvaluator(WholeImageTraining):
                                           self.settings.seed)]
         return det.fit(cells)
 
-    def score(self, detector, maps):
+    def score(self, detector: Detector, maps: np.ndarray) -> np.ndarray:
         """Cell maps [N, h, w] of feature maps [N, h, w, D]."""
         if not len(maps):
             return np.zeros(maps.shape[:3])
@@ -133,14 +145,14 @@ class MapEvaluator(WholeImageTraining):
             rows = maps.reshape(-1, maps.shape[-1])
         return detector.score(rows).reshape(maps.shape[:3])
 
-    def anomaly_maps(self, outputs, feats):
+    def anomaly_maps(self, outputs: np.ndarray, feats: Features) -> np.ndarray:
         """The cell maps upsampled to the image and smoothed."""
         return map_pixels(outputs, feats.extra["image_size"])
 
-    def image_scores(self, outputs, pixels):
+    def image_scores(self, outputs: np.ndarray, pixels: np.ndarray) -> np.ndarray:
         """The maximum of the anomaly map."""
         return image_scores(pixels) if len(pixels) else np.zeros(0)
 
-    def grid(self, feats):
+    def grid(self, feats: Features) -> MapGrid:
         return MapGrid(feats.extra["image_size"], self.stages, self.neighbourhood,
                        feats.extra["cells"])

@@ -10,12 +10,19 @@ the distance between local feature vectors, magnitude included, is what
 tells a scratch from clean metal.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Mapping
+
 import numpy as np
 
 from detect.coreset import greedy_coreset
 from detect.detector_base import (DEFAULT_CHUNK_SIZE, DEFAULT_TRAIN_CHUNK_SIZE, ChunkedDetector,
                                   blocks)
 from util.errors import ConfigError
+
+if TYPE_CHECKING:
+    import tensorflow as tf
 
 #: rows kept in the bank by default
 BANK_SIZE = 4096
@@ -32,8 +39,9 @@ class MemoryBank(ChunkedDetector):
     auto_export_rank = 1  # the feature maps' detector
     option_names = ("bank_size", "seed")
 
-    def __init__(self, bank_size=BANK_SIZE, seed=0, chunk_size=DEFAULT_CHUNK_SIZE,
-                 train_chunk_size=DEFAULT_TRAIN_CHUNK_SIZE):
+    def __init__(self, bank_size: int = BANK_SIZE, seed: int = 0,
+                 chunk_size: int = DEFAULT_CHUNK_SIZE,
+                 train_chunk_size: int = DEFAULT_TRAIN_CHUNK_SIZE) -> None:
         super().__init__(chunk_size, train_chunk_size)
         if isinstance(bank_size, bool) or int(bank_size) != bank_size or bank_size < 1:
             raise ConfigError(f"membank: bank_size must be a positive integer, got {bank_size!r}")
@@ -59,11 +67,11 @@ class MemoryBank(ChunkedDetector):
             out[rs] = np.sqrt(np.maximum(best, 0.0, dtype=np.float32))
         return out
 
-    def export_params(self):
+    def export_params(self) -> dict:
         return {"bank": self.bank_.astype(np.float32)}
 
     @staticmethod
-    def graph_score(params, feats):
+    def graph_score(params: Mapping, feats: tf.Tensor) -> tf.Tensor:
         """float32 scores, in the order of ``_score``'s float32 operations."""
         import tensorflow as tf
 

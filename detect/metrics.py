@@ -5,6 +5,8 @@ label 0 (the negative class), outliers label 1 (the positive class), and a highe
 score means "more anomalous". ROC AUC is reported multiplied by 100.
 """
 
+from typing import Optional
+
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
@@ -29,7 +31,7 @@ def _as_binary_labels(labels):
     return arr.astype(np.int64)
 
 
-def validate_labels(labels, n=None):
+def validate_labels(labels: np.ndarray, n: Optional[int] = None) -> np.ndarray:
     """Check test labels for AUC: 0/1 only, both classes, length `n` if given.
 
     Returns them as a 1-D int64 array. Raises ConfigError with a clear
@@ -51,7 +53,7 @@ def validate_labels(labels, n=None):
     return y
 
 
-def roc_auc(labels, scores):
+def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
     """ROC AUC x 100, inlier = 0 (negative), outlier = 1 (positive).
 
     `scores` must be oriented so that higher = more anomalous; a perfect
@@ -96,7 +98,7 @@ def _precision_recall(y, s):
     return tp / flagged, tp / y.sum(), s_sorted[last_of_tie]
 
 
-def average_precision(labels, scores):
+def average_precision(labels: np.ndarray, scores: np.ndarray) -> float:
     """Area under the precision-recall curve (outliers positive) x 100.
 
     Step-wise (average precision): sum over thresholds of (R_k - R_{k-1}) P_k,
@@ -107,7 +109,7 @@ def average_precision(labels, scores):
     return float(np.sum(np.diff(np.r_[0.0, recall]) * precision) * 100.0)
 
 
-def f1_max(labels, scores):
+def f1_max(labels: np.ndarray, scores: np.ndarray) -> float:
     """Best F1 x 100 over all thresholds 'score >= t' (images or pixels alike)."""
     y, s = _checked(labels, scores)
     precision, recall, _ = _precision_recall(y, s)
@@ -116,14 +118,16 @@ def f1_max(labels, scores):
     return float(f1.max() * 100.0)
 
 
-def rates_at_threshold(labels, scores, threshold):
+def rates_at_threshold(labels: np.ndarray, scores: np.ndarray,
+                       threshold: float) -> tuple[float, float]:
     """(TPR, FPR) of the decision 'score > threshold' (outlier = positive)."""
     y, s = _checked(labels, scores)
     flagged = s > threshold
     return float(flagged[y == 1].mean()), float(flagged[y == 0].mean())
 
 
-def image_metrics(labels, scores, threshold=None):
+def image_metrics(labels: np.ndarray, scores: np.ndarray,
+                  threshold: Optional[float] = None) -> dict:
     """anomalib-style metrics of one detector: image_AUROC, image_AUPR and image_F1Max
     (x 100) and, given a threshold, the rates image_TPR / image_FPR (in [0, 1]) there."""
     out = {"image_AUROC": roc_auc(labels, scores),

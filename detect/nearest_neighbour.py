@@ -1,8 +1,15 @@
 """1-nearest neighbour by cosine similarity (registry name ``auc``, as the release)."""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Mapping
+
 import numpy as np
 
 from detect.detector_base import ChunkedDetector, blocks, tf_l2_normalize
+
+if TYPE_CHECKING:
+    import tensorflow as tf
 
 class OneNN(ChunkedDetector):
     """1-nearest neighbour: score = 1 - max_y cos(x, y).
@@ -26,11 +33,11 @@ class OneNN(ChunkedDetector):
             out[rs] = 1.0 - best.astype(np.float64)
         return out
 
-    def export_params(self):
+    def export_params(self) -> dict:
         return {"train": self._y}
 
     @staticmethod
-    def graph_score(params, feats):
+    def graph_score(params: Mapping, feats: tf.Tensor) -> tf.Tensor:
         """float32 scores: 1 - the largest dot product with the stored normalised rows."""
         import tensorflow as tf
 

@@ -2,11 +2,18 @@
 features (``locsvm``).
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Mapping, Optional
+
 import numpy as np
 from sklearn.svm import OneClassSVM
 
 from detect.detector_base import Detector, blocks, gamma_rule, tf_l2_normalize, \
     tf_squared_distances
+
+if TYPE_CHECKING:
+    import tensorflow as tf
 
 class _OCSVM(Detector):
     """Shared sklearn OneClassSVM wrapper; score = -score_samples.
@@ -57,7 +64,8 @@ class OCSVM_RBF(_OCSVM):
     name = "kocsvm"
     kernel = "rbf"
 
-    def __init__(self, nu=0.5, gamma=None, cache_size=2000, fast_score=True):
+    def __init__(self, nu: float = 0.5, gamma: Optional[float] = None, cache_size: float = 2000,
+                 fast_score: bool = True) -> None:
         super().__init__(nu=nu, cache_size=cache_size, fast_score=fast_score)
         self.gamma = gamma
 
@@ -83,14 +91,14 @@ class OCSVM_RBF(_OCSVM):
             out[rs] = k @ coef
         return out
 
-    def export_params(self):
+    def export_params(self) -> dict:
         est = self.estimator_
         return {"sv": est.support_vectors_.astype(np.float64),
                 "coef": est.dual_coef_[0].astype(np.float64),
                 "gamma": np.float64(self.gamma_), "offset": np.float64(est.offset_[0])}
 
     @staticmethod
-    def graph_score(params, feats):
+    def graph_score(params: Mapping, feats: tf.Tensor) -> tf.Tensor:
         """float64 -sum_i a_i exp(-g ||x - sv_i||^2) (libsvm's offset is stored, not used)."""
         import tensorflow as tf
 
@@ -112,12 +120,12 @@ class OCSVM_Linear(_OCSVM):
         # sum_i a_i <x, sv_i> = <x, sum_i a_i sv_i> = x . coef_
         return x64 @ self.estimator_.coef_[0]
 
-    def export_params(self):
+    def export_params(self) -> dict:
         est = self.estimator_
         return {"w": est.coef_[0].astype(np.float64), "offset": np.float64(est.offset_[0])}
 
     @staticmethod
-    def graph_score(params, feats):
+    def graph_score(params: Mapping, feats: tf.Tensor) -> tf.Tensor:
         """float64 -x . w on raw features."""
         import tensorflow as tf
 

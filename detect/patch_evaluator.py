@@ -14,7 +14,10 @@ set and first detector also give anomalib's names: ``image_AUROC``,
 ``image_F1Max``, ``pixel_AUROC``, ``pixel_PRO``, ``pixel_F1Max``.
 """
 
+from __future__ import annotations
+
 import time
+from typing import TYPE_CHECKING, Callable, Optional
 
 import numpy as np
 
@@ -25,10 +28,19 @@ from detect.localization import (ConvGridFeatures, dense_patch_features, feature
                                  image_scores, patch_feature_fn, sample_grid_patches,
                                  upsample_maps)
 
+if TYPE_CHECKING:
+    import keras
+    import tensorflow as tf
+
+    from data.augment import AugmentOptions
+    from data.base import OneClassData
+    from detect.detector_base import Detector
+    from detect.evaluator_base import CalibrationSplit
+
 SCORE_CHUNK = 32768  # test patches per detector.score call: bounds the feature copies
 
 
-def score_chunked(detector, feats, desc="scoring"):
+def score_chunked(detector: Detector, feats: np.ndarray, desc: str = "scoring") -> np.ndarray:
     """Scores in SCORE_CHUNK slices (bounded memory), with a progress bar: a KDE over
     high-dimensional patches (e.g. raw pixels) takes minutes for a dense test grid."""
     from tqdm import tqdm
@@ -42,8 +54,8 @@ def score_chunked(detector, feats, desc="scoring"):
 class PatchEvaluator(Evaluator):
     """Dense patch maps, image scores (max of the map) and pixel metrics."""
 
-    def __init__(self, settings: EvalSettings, *, patch_size, patch_stride, patches_per_image,
-                 mvtec_features, patch_features):
+    def __init__(self, settings: EvalSettings, *, patch_size: int, patch_stride: int,
+                 patches_per_image: int, mvtec_features: str, patch_features: str) -> None:
         super().__init__(settings)
         self.patch, self.stride = int(patch_size), int(patch_stride)
         self.patches_per_image = int(patches_per_image)
@@ -51,17 +63,18 @@ class PatchEvaluator(Evaluator):
         self.patch_features = patch_features
 
     # --- what the network sees -------------------------------------------------------
-    def steps_per_epoch(self, num_images, batch_size):
+    def steps_per_epoch(self, num_images: int, batch_size: int) -> int:
         """One pass over the images at ``patches_per_image`` patches each."""
         return steps_per_epoch(num_images, batch_size, self.patches_per_image)
 
-    def train_dataset(self, images, batch_size, aug_list, views, seed, clip_pixels,
-                      options=None):
+    def train_dataset(self, images: np.ndarray, batch_size: int, aug_list: str,
+                      views: Optional[int], seed: Optional[int], clip_pixels: bool,
+                      options: Optional[AugmentOptions] = None) -> tf.data.Dataset:
         return patch_train_dataset(images, batch_size, aug_list, num_views=views,
                                    patch_size=self.patch, patches_per_image=self.patches_per_image,
                                    seed=seed, clip_pixels=clip_pixels, options=options)
 
-    def network_view(self, images):
+    def network_view(self, images: np.ndarray) -> np.ndarray:
         """The central patch of each image (the collapse monitor's probe)."""
         p, h = self.patch, images.shape[1]
         start = (h - p) // 2
@@ -89,7 +102,8 @@ class PatchEvaluator(Evaluator):
 
         return training, dense
 
-    def features(self, model, data, split, log=print):
+    def features(self, model: keras.Model, data: OneClassData, split: Optional[CalibrationSplit],
+                 log: Callable = print) -> Features:
         """Features of ``--max_detector_train`` grid patches of the training images (the
         detectors' rows), and of every grid patch of the images they score."""
         images = detector_training_images(data)
@@ -113,19 +127,19 @@ class PatchEvaluator(Evaluator):
         return Features(sets, extra={"image_size": int(images.shape[1])})
 
     # --- scores and maps -------------------------------------------------------------
-    def score(self, detector, inputs):
+    def score(self, detector: Detector, inputs: np.ndarray) -> np.ndarray:
         """Patch maps [N, n, n] of grid features [N, n, n, D]."""
         if not len(inputs):
             return np.zeros(inputs.shape[:3])
         return score_chunked(detector, inputs.reshape(-1, inputs.shape[-1]),
                              f"{detector.name} scoring").reshape(inputs.shape[:3])
 
-    def anomaly_maps(self, outputs, feats):
+    def anomaly_maps(self, outputs: np.ndarray, feats: Features) -> np.ndarray:
         return upsample_maps(outputs, self.patch, self.stride)
 
-    def image_scores(self, outputs, pixels):
+    def image_scores(self, outputs: np.ndarray, pixels: Optional[np.ndarray]) -> np.ndarray:
         """The maximum of the patch map."""
         return image_scores(outputs) if len(outputs) else np.zeros(0)
 
-    def grid(self, feats):
+    def grid(self, feats: Features) -> PatchGrid:
         return PatchGrid(feats.extra["image_size"], self.patch, self.stride, self.patch_features)

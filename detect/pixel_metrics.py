@@ -45,7 +45,7 @@ def _check_both(tps, fps, what):
         raise ConfigError(f"{what} needs both normal and anomalous samples")
 
 
-def auroc(labels, scores):
+def auroc(labels: np.ndarray, scores: np.ndarray) -> float:
     """ROC AUC x 100 (labels 1 = anomalous, higher score = more anomalous)."""
     tps, fps, _ = _sorted_cumulative(scores, labels)
     _check_both(tps, fps, "AUROC")
@@ -54,7 +54,7 @@ def auroc(labels, scores):
     return float(_trapezoid(tpr, fpr) * 100.0)
 
 
-def region_weights(masks):
+def region_weights(masks: np.ndarray) -> np.ndarray:
     """float64 like ``masks``: 1 / (region size * number of regions) on anomalous pixels."""
     from scipy import ndimage
 
@@ -76,7 +76,7 @@ def region_weights(masks):
     return weights
 
 
-def pro_score(masks, maps, max_fpr=PRO_MAX_FPR):
+def pro_score(masks: np.ndarray, maps: np.ndarray, max_fpr: float = PRO_MAX_FPR) -> float:
     """Normalised area x 100 under the PRO-vs-FPR curve up to ``max_fpr``."""
     masks = np.asarray(masks).astype(bool)
     maps = np.asarray(maps)
@@ -100,7 +100,7 @@ def _area_to(x, y, limit):
     return float(_trapezoid(ys, xs))
 
 
-def pixel_metrics(masks, maps):
+def pixel_metrics(masks: np.ndarray, maps: np.ndarray) -> dict:
     """{'pixel_auroc', 'pro', 'pixel_f1max'} (x 100) of pixel maps against {0,1} masks."""
     masks = np.asarray(masks).astype(bool)
     return {"pixel_auroc": auroc(masks, maps), "pro": pro_score(masks, maps),

@@ -11,11 +11,18 @@ variance on the diagonal. Parts that move or rotate between images break the
 assumption: ``membank`` compares every feature with every training position.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Mapping
+
 import numpy as np
 from threadpoolctl import threadpool_limits
 
 from detect.detector_base import Detector
 from util.errors import ConfigError
+
+if TYPE_CHECKING:
+    import tensorflow as tf
 
 #: the diagonal added to each position's covariance, as a fraction of its mean variance
 REGULARISATION = 0.01
@@ -30,7 +37,7 @@ class PositionGDE(Detector):
     map_only = True
     min_fit_rows = 2  # a covariance needs two images
 
-    def __init__(self, reg=REGULARISATION):
+    def __init__(self, reg: float = REGULARISATION) -> None:
         if not reg > 0:
             raise ConfigError(f"posgde: reg must be > 0, got {reg!r}")
         self.reg = float(reg)
@@ -59,12 +66,12 @@ class PositionGDE(Detector):
         z = np.matmul(centred, self.prec_chol_.astype(np.float32))
         return np.sqrt(np.einsum("pne,pne->np", z, z, dtype=np.float64))
 
-    def export_params(self):
+    def export_params(self) -> dict:
         return {"mean": self.mean_.astype(np.float32),
                 "prec_chol": self.prec_chol_.astype(np.float32)}
 
     @staticmethod
-    def graph_score(params, feats):
+    def graph_score(params: Mapping, feats: tf.Tensor) -> tf.Tensor:
         """float32 [B, P] scores of [B, P, D] features: positions as the batch of a matmul."""
         import tensorflow as tf
 

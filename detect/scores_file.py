@@ -16,12 +16,16 @@ Every metric of a run can be recomputed from this file, and runs can be
 ensembled by standardising each key with its ``calib/`` scores.
 """
 
+from pathlib import Path
+from typing import Mapping, Optional, Sequence
+
 import numpy as np
 
 from util.atomic import atomic_path
 
 
-def write_scores(path, labels, ids, test_scores, calib_scores, maps=None):
+def write_scores(path: Path | str, labels: np.ndarray, ids: Sequence, test_scores: Mapping,
+                 calib_scores: Mapping, maps: Optional[Mapping] = None) -> None:
     """Writes the archive; ``test_scores`` / ``calib_scores`` map key -> 1-D scores,
     ``maps`` (patch runs) key -> [N_test, n, n] patch maps."""
     labels = np.asarray(labels, dtype=np.int64).ravel()
@@ -46,7 +50,7 @@ def write_scores(path, labels, ids, test_scores, calib_scores, maps=None):
             np.savez(f, **arrays)
 
 
-def read_scores(path):
+def read_scores(path: Path | str) -> dict:
     """{"label", "id", "test": {key: scores}, "calib": {key: scores}, "maps": {key: maps}}."""
     with np.load(path, allow_pickle=False) as z:
         out = {"label": z["label"], "id": z["id"], "test": {}, "calib": {}, "maps": {}}

@@ -11,18 +11,27 @@ training images only, exactly as a real test set, and the AUROC x 100 of its
 first key is reported as ``synthetic_image_AUROC``.
 """
 
+from __future__ import annotations
+
 import dataclasses
+from typing import TYPE_CHECKING, Callable, Optional
 
 import numpy as np
 
 from detect.calibration import split_calibration
 from detect.evaluation import detector_training_images
 
+if TYPE_CHECKING:
+    import keras
+
+    from data.base import OneClassData
+    from detect.evaluator_base import Evaluator
+
 KINDS = ("cutpaste",)
 SYNTHETIC = "synthetic"  # the defect type of the damaged copies
 
 
-def damage(images):
+def damage(images: np.ndarray) -> np.ndarray:
     """uint8 [N,H,W,3] -> the same images, the first half with a cut-and-pasted rectangle,
     the rest with a scar."""
     import tensorflow as tf
@@ -38,7 +47,7 @@ def damage(images):
     return np.clip(np.round(out * 255.0), 0, 255).astype(np.uint8)
 
 
-def synthetic_data(data, fraction, seed):
+def synthetic_data(data: OneClassData, fraction: float, seed: int) -> Optional[OneClassData]:
     """A copy of ``data`` whose detectors fit on the good training images that were not
     held out, and whose test set is the held-out ones, clean and damaged (None when
     nothing is held out)."""
@@ -58,7 +67,8 @@ def synthetic_data(data, fraction, seed):
         test_labels=np.r_[np.zeros(n, np.int64), np.ones(n, np.int64)], **extra)
 
 
-def synthetic_check(evaluator, model, data, fraction, seed, log=print):
+def synthetic_check(evaluator: Evaluator, model: keras.Model, data: OneClassData, fraction: float,
+                    seed: int, log: Callable[[str], None] = print) -> dict:
     """summary.json entries of the check: ``synthetic_image_AUROC`` and
     ``synthetic_validation`` (every key's AUROC and what was damaged); {} when no good
     image is held out."""

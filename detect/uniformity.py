@@ -17,6 +17,8 @@ Reported as ``uniformity.mmd2`` in summary.json / eval_history.jsonl and as
 one, else ``pool``.
 """
 
+from typing import Mapping
+
 import numpy as np
 
 BANDWIDTH = 1.0
@@ -29,7 +31,7 @@ def _normalise(x):
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
-def uniform_sphere(n, dim, rng):
+def uniform_sphere(n: int, dim: int, rng: np.random.Generator) -> np.ndarray:
     return _normalise(rng.standard_normal((n, dim)))
 
 
@@ -42,14 +44,15 @@ def _kernel_mean(a, b, sigma, exclude_diagonal):
     return k.mean()
 
 
-def mmd2(x, y, sigma=BANDWIDTH):
+def mmd2(x: np.ndarray, y: np.ndarray, sigma: float = BANDWIDTH) -> float:
     """Unbiased MMD^2 between samples x [n, d] and y [m, d] (n, m >= 2), Gaussian kernel."""
     x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
     return float(_kernel_mean(x, x, sigma, True) + _kernel_mean(y, y, sigma, True)
                  - 2.0 * _kernel_mean(x, y, sigma, False))
 
 
-def mmd_to_uniform(features, seed=0, sigma=BANDWIDTH, max_points=MAX_POINTS):
+def mmd_to_uniform(features: np.ndarray, seed: int = 0, sigma: float = BANDWIDTH,
+                   max_points: int = MAX_POINTS) -> float:
     """MMD^2 between the l2-normalised ``features`` and uniform points on the sphere."""
     rng = np.random.default_rng(seed)
     x = _normalise(features)
@@ -58,7 +61,7 @@ def mmd_to_uniform(features, seed=0, sigma=BANDWIDTH, max_points=MAX_POINTS):
     return mmd2(x, uniform_sphere(len(x), x.shape[1], rng), sigma)
 
 
-def uniformity_results(test_feats, test_labels, seed=0):
+def uniformity_results(test_feats: Mapping, test_labels: np.ndarray, seed: int = 0) -> dict:
     """{KEY: MMD^2} of the test inliers' embedding; {} when there are fewer than 2."""
     name = "embed" if "embed" in test_feats else "pool"
     if name not in test_feats:

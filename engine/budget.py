@@ -23,14 +23,20 @@ refined, so a resumed run keeps its schedule instead of planning again, and
 budget plus about an epoch.
 """
 
+from __future__ import annotations
+
 import json
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Optional
 
 import keras
 import numpy as np
 
 from util.atomic import write_json_atomic
+
+if TYPE_CHECKING:
+    import tensorflow as tf
 
 #: steps left out of the timing: the first ones trace and compile the step function
 SKIPPED_STEPS = 3
@@ -44,14 +50,14 @@ class EpochPlan:
     """The number of epochs a run trains for: known at the start, or planned during
     training by ``TrainingBudget``; the callbacks that act at the last epoch read it."""
 
-    def __init__(self, epochs):
+    def __init__(self, epochs: int) -> None:
         self.epochs = int(epochs)
 
-    def is_last(self, done):
+    def is_last(self, done: int) -> bool:
         return int(done) >= self.epochs
 
 
-def stored_plan(path):
+def stored_plan(path: Path | str) -> Optional[dict]:
     """The plan of an earlier attempt of this run (``stats/budget.json``), or None."""
     try:
         record = json.loads(Path(path).read_text())
@@ -63,11 +69,11 @@ def stored_plan(path):
 class BudgetProgbar(keras.callbacks.ProgbarLogger):
     """Keras's progress bar, whose epoch count follows the plan ("Epoch 3/?" before it)."""
 
-    def __init__(self, plan):
+    def __init__(self, plan: EpochPlan) -> None:
         super().__init__()
         self.plan = plan
 
-    def on_epoch_begin(self, epoch, logs=None):
+    def on_epoch_begin(self, epoch: int, logs: Optional[dict] = None) -> None:
         self._reset_progbar()
         self._maybe_init_progbar()
         if self.verbose:
@@ -83,8 +89,10 @@ class TrainingBudget(keras.callbacks.Callback):
     ``initial_epoch`` where this fit starts.
     """
 
-    def __init__(self, minutes, steps_per_epoch, epochs_var, plan, record_path=None,
-                 initial_epoch=0, log=print, clock=time.perf_counter):
+    def __init__(self, minutes: float, steps_per_epoch: int, epochs_var: tf.Variable,
+                 plan: EpochPlan, record_path: Optional[Path | str] = None, initial_epoch: int = 0,
+                 log: Callable[[str], None] = print,
+                 clock: Callable[[], float] = time.perf_counter) -> None:
         super().__init__()
         self.seconds = float(minutes) * 60.0
         self.steps_per_epoch = int(steps_per_epoch)
@@ -96,23 +104,23 @@ class TrainingBudget(keras.callbacks.Callback):
         self.record = None
         self.refine_until = 0
 
-    def on_train_begin(self, logs=None):
+    def on_train_begin(self, logs: Optional[dict] = None) -> None:
         self.start = self.clock()
 
-    def on_epoch_begin(self, epoch, logs=None):
+    def on_epoch_begin(self, epoch: int, logs: Optional[dict] = None) -> None:
         now = self.clock()
         if epoch > self.initial_epoch + 1:  # the first epoch also traced the step function
             self.epoch_seconds.append(now - self.epoch_start)
         self.epoch_start = now
 
-    def on_train_batch_end(self, batch, logs=None):
+    def on_train_batch_end(self, batch: int, logs: Optional[dict] = None) -> None:
         if self.record is not None:
             return
         self.stamps.append(self.clock())
         if len(self.stamps) >= SKIPPED_STEPS + TIMED_STEPS:
             self.make_plan()
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: Optional[dict] = None) -> None:
         now, done = self.clock(), epoch + 1
         # until a whole epoch (start to next start) is timed, this one's steps stand in
         measured = self.epoch_seconds or ([now - self.epoch_start]
@@ -124,7 +132,7 @@ class TrainingBudget(keras.callbacks.Callback):
         if self.record is not None and self.plan.is_last(done):
             self.model.stop_training = True
 
-    def refine(self, done, now, per_epoch, early):
+    def refine(self, done: int, now: float, per_epoch: float, early: bool) -> None:
         """The epochs of ``per_epoch`` seconds that fit into the rest of the budget; once
         not ``early``, only a plan that would end more than half an epoch late changes."""
         left = self.seconds - (now - self.start)
@@ -138,11 +146,11 @@ class TrainingBudget(keras.callbacks.Callback):
         self.record["epoch_seconds"] = round(per_epoch, 3)
         self.write()
 
-    def write(self):
+    def write(self) -> None:
         if self.record_path is not None:
             write_json_atomic(self.record_path, self.record)
 
-    def make_plan(self):
+    def make_plan(self) -> None:
         """Sets the planned epochs from the median step time of the timed steps."""
         timed = np.diff(self.stamps[SKIPPED_STEPS - 1:]) if len(self.stamps) > SKIPPED_STEPS \
             else np.diff(self.stamps)
@@ -166,7 +174,7 @@ class TrainingBudget(keras.callbacks.Callback):
                  f"{planned} epochs of {self.steps_per_epoch} steps "
                  f"({planned * self.steps_per_epoch} steps)")
 
-    def apply(self, epochs):
+    def apply(self, epochs: int) -> None:
         self.plan.epochs = int(epochs)
         self.epochs_var.assign(int(epochs))
 
@@ -176,7 +184,8 @@ class TrainingLength:
     that fit ``--train_minutes`` (``by_clock``), planned while training and kept in
     ``record_path`` (stats/budget.json) for a resumed run."""
 
-    def __init__(self, num_epoch, train_minutes, record_path=None):
+    def __init__(self, num_epoch: int, train_minutes: Optional[float],
+                 record_path: Optional[Path | str] = None) -> None:
         self.num_epoch = int(num_epoch)
         self.minutes = float(train_minutes or 0.0)
         self.record_path = record_path
@@ -187,7 +196,7 @@ class TrainingLength:
     def by_clock(self) -> bool:
         return self.minutes > 0
 
-    def schedule_variable(self, strategy):
+    def schedule_variable(self, strategy: tf.distribute.Strategy) -> Optional[tf.Variable]:
         """The schedule's length as a variable of ``strategy`` for a clock run (None for a
         fixed number of epochs, whose schedule knows its length)."""
         import tensorflow as tf
@@ -198,7 +207,8 @@ class TrainingLength:
                                                    name="schedule_epochs")
         return self.schedule_epochs
 
-    def plan(self, steps_per_epoch, initial_epoch, log=print, write=True):
+    def plan(self, steps_per_epoch: int, initial_epoch: int, log: Callable[[str], None] = print,
+             write: bool = True) -> tuple[EpochPlan, Optional[TrainingBudget]]:
         """(EpochPlan, the budget callback or None): a fixed plan; the plan of an earlier
         attempt of a clock run; or one the budget callback makes while training.
         ``write``: whether this process records the plan (the chief)."""
@@ -212,12 +222,12 @@ class TrainingLength:
         return plan, TrainingBudget(self.minutes, steps_per_epoch, self.schedule_epochs, plan,
                                     self.record_path if write else None, initial_epoch, log)
 
-    def progress_bars(self, plan):
+    def progress_bars(self, plan: EpochPlan) -> list:
         """A clock run's progress bar, whose epoch count follows the plan ("Epoch 3/?"
         until it is made); none otherwise (Keras's own)."""
         return [BudgetProgbar(plan)] if self.by_clock else []
 
-    def record(self, plan):
+    def record(self, plan: EpochPlan) -> Optional[dict]:
         """summary.json's ``meta.budget``: the plan (stats/budget.json) and the epochs run;
         None for a fixed number of epochs."""
         if not self.by_clock:

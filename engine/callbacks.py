@@ -1,15 +1,21 @@
 """Keras callbacks for the training loop: NaN guard, checkpoints, epoch stats, evaluation."""
 
+from __future__ import annotations
+
 import json
 import math
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Mapping, Optional
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 from util.atomic import append_jsonl, read_jsonl, write_text_atomic
+
+if TYPE_CHECKING:
+    from engine.budget import EpochPlan
 
 
 def _as_float(value):
@@ -26,13 +32,13 @@ class StopOnNaN(keras.callbacks.Callback):
     check), before the checkpoint callback runs so a NaN model is never saved.
     """
 
-    def __init__(self, every=20):
+    def __init__(self, every: int = 20) -> None:
         super().__init__()
         self.every = every
         self.bad_epoch = None
         self.epoch = 0
 
-    def on_epoch_begin(self, epoch, logs=None):
+    def on_epoch_begin(self, epoch: int, logs: Optional[dict] = None) -> None:
         self.epoch = epoch
 
     def _check(self, logs, batch=None):
@@ -41,19 +47,19 @@ class StopOnNaN(keras.callbacks.Callback):
             self.bad_batch = batch
             self.model.stop_training = True
 
-    def on_train_batch_end(self, batch, logs=None):
+    def on_train_batch_end(self, batch: int, logs: Optional[dict] = None) -> None:
         if batch % self.every == 0:
             self._check(logs, batch)
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: Optional[dict] = None) -> None:
         self._check(logs)
 
     @property
-    def triggered(self):
+    def triggered(self) -> bool:
         return self.bad_epoch is not None
 
 
-def is_last_epoch(done, total_epochs):
+def is_last_epoch(done: int, total_epochs: int | EpochPlan) -> bool:
     """Whether epoch ``done`` (1-based) is the last: ``total_epochs`` is a number or an
     engine.budget.EpochPlan, whose epochs a --train_minutes run plans while training."""
     if hasattr(total_epochs, "is_last"):
@@ -64,7 +70,8 @@ def is_last_epoch(done, total_epochs):
 class EpochCheckpoint(keras.callbacks.Callback):
     """Saves model + optimizer + epoch every ``every`` epochs and at the last one."""
 
-    def __init__(self, manager, epoch_var, every, total_epochs, nan_guard=None):
+    def __init__(self, manager: tf.train.CheckpointManager, epoch_var: tf.Variable, every: int,
+                 total_epochs: int | EpochPlan, nan_guard: Optional[StopOnNaN] = None) -> None:
         super().__init__()
         self.manager = manager
         self.epoch_var = epoch_var
@@ -72,7 +79,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
         self.total_epochs = total_epochs
         self.nan_guard = nan_guard
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: Optional[dict] = None) -> None:
         if self.nan_guard is not None and self.nan_guard.triggered:
             return
         done = epoch + 1
@@ -84,18 +91,18 @@ class EpochCheckpoint(keras.callbacks.Callback):
 class EpochStats(keras.callbacks.Callback):
     """Adds learning rate, steps/s and images/s (every view counted) to the epoch logs."""
 
-    def __init__(self, steps_per_epoch, batch_size, views_per_image):
+    def __init__(self, steps_per_epoch: int, batch_size: int, views_per_image: int) -> None:
         super().__init__()
         self.steps = steps_per_epoch
         self.images_per_step = batch_size * views_per_image
         self.t0 = None
         self.history = []
 
-    def on_epoch_begin(self, epoch, logs=None):
+    def on_epoch_begin(self, epoch: int, logs: Optional[dict] = None) -> None:
         self.lr = _as_float(self.model.optimizer.learning_rate)  # the rate this epoch uses
         self.t0 = time.perf_counter()
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: Optional[dict] = None) -> None:
         elapsed = time.perf_counter() - self.t0
         if logs is not None:
             logs["learning_rate"] = self.lr
@@ -113,7 +120,9 @@ class PeriodicEvaluation(keras.callbacks.Callback):
     chief passes a ``log_dir`` and ``history_path``.
     """
 
-    def __init__(self, evaluate, every, total_epochs, log_dir, history_path):
+    def __init__(self, evaluate: Callable[[keras.Model], dict], every: int,
+                 total_epochs: int | EpochPlan, log_dir: Optional[Path | str],
+                 history_path: Optional[Path | str]) -> None:
         super().__init__()
         self.evaluate = evaluate
         self.every = int(every)
@@ -121,7 +130,7 @@ class PeriodicEvaluation(keras.callbacks.Callback):
         self.writer = tf.summary.create_file_writer(str(log_dir)) if log_dir else None
         self.history_path = history_path
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: Optional[dict] = None) -> None:
         done = epoch + 1
         if self.every <= 0 or done % self.every or is_last_epoch(done, self.total_epochs):
             return
@@ -131,7 +140,7 @@ class PeriodicEvaluation(keras.callbacks.Callback):
         write_eval(self.writer, self.history_path, done, results)
 
 
-def record_history(history_path, epoch, results):
+def record_history(history_path: Path | str, epoch: int, results: Mapping) -> None:
     """One JSON line per evaluated epoch: appended whole, or the file atomically rewritten
     when that epoch is already there (a resumed or re-evaluated run), never duplicated."""
     record = {"epoch": int(epoch), **results}
@@ -147,7 +156,8 @@ def record_history(history_path, epoch, results):
         append_jsonl(history_path, record)
 
 
-def write_eval(writer, history_path, epoch, results):
+def write_eval(writer: Optional[tf.summary.SummaryWriter], history_path: Optional[Path | str],
+               epoch: int, results: Mapping) -> None:
     """Logs one evaluation (AUC per key) to TensorBoard and to stats/eval_history.jsonl.
 
     ``writer``/``history_path`` None (a non-chief worker) writes nothing."""
@@ -161,7 +171,7 @@ def write_eval(writer, history_path, epoch, results):
         record_history(history_path, epoch, results)
 
 
-def nan_message(model, cfg, epoch, checkpoint):
+def nan_message(model: keras.Model, cfg: Mapping, epoch: int, checkpoint: Optional[str]) -> str:
     """Why the loss became NaN, blaming the learning rate only when the weights diverged."""
     weights_finite = all(bool(np.all(np.isfinite(w))) for w in model.get_weights())
     where = (f"the loss became NaN/inf in epoch {epoch + 1}; training stopped and the last "

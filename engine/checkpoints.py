@@ -14,6 +14,7 @@ import os
 import re
 import struct
 from pathlib import Path
+from typing import Collection, Optional
 
 from util.errors import ConfigError
 
@@ -81,7 +82,7 @@ def _varint_fields(message):
     return fields
 
 
-def shard_sizes(index_bytes):
+def shard_sizes(index_bytes: bytes) -> dict:
     """{shard: bytes its data file must hold} from a checkpoint index's entries."""
     footer = index_bytes[-TABLE_FOOTER:]
     _, pos = _varint(footer, 0)
@@ -96,14 +97,14 @@ def shard_sizes(index_bytes):
     return need
 
 
-def checkpoint_names(ckpt_dir):
+def checkpoint_names(ckpt_dir: Path) -> list:
     """Prefixes (ckpt-N) of the checkpoint files in ``ckpt_dir``, in save order."""
     names = {f.name[:-len(".index")] if f.name.endswith(".index") else _SHARD.split(f.name)[0]
              for f in ckpt_dir.iterdir() if f.name.endswith(".index") or _SHARD.search(f.name)}
     return sorted(names, key=lambda n: (len(n), n))
 
 
-def parse_checkpoint_state(path):
+def parse_checkpoint_state(path: Path) -> tuple[Optional[str], list]:
     """(latest prefix, [every prefix named]) of a ``checkpoint`` state file; ValueError
     naming the first line TensorFlow's text-proto reader would reject."""
     latest, paths = None, []
@@ -128,7 +129,7 @@ def parse_checkpoint_state(path):
     return latest, paths + ([latest] if latest not in paths else [])
 
 
-def checkpoint_damage(prefix):
+def checkpoint_damage(prefix: Path | str) -> Optional[str]:
     """Why the checkpoint at ``prefix`` (ckpt_dir/ckpt-N) cannot be restored, or None."""
     index = Path(f"{prefix}.index")
     if not index.is_file():
@@ -160,7 +161,8 @@ def checkpoint_damage(prefix):
     return None
 
 
-def checkpoint_error(ckpt_dir, damage, damaged=()):
+def checkpoint_error(ckpt_dir: Path | str, damage: str,
+                     damaged: Collection[str] = ()) -> ConfigError:
     """The one line for a damaged ``ckpt/``: the file, what is kept, the ways out.
     ``damaged``: checkpoint names known to be bad beyond what the files show."""
     ckpt_dir = Path(ckpt_dir)
@@ -176,7 +178,7 @@ def checkpoint_error(ckpt_dir, damage, damaged=()):
                        "file, or pass --force_init to start the run over")
 
 
-def inspect_checkpoints(ckpt_dir):
+def inspect_checkpoints(ckpt_dir: Path | str) -> Optional[str]:
     """The latest checkpoint prefix of a run's ``ckpt/`` (None when there is none yet);
     ConfigError (``checkpoint_error``) for any damage."""
     ckpt_dir = Path(ckpt_dir)

@@ -19,13 +19,20 @@ line of a change during training is information; the one warning is the run's
 last line on a collapsed verdict (engine/experiment.py).
 """
 
+from __future__ import annotations
+
 import math
 import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Optional
 
 import numpy as np
 
 from engine.resume import read_json_or_none
 from util.atomic import write_json_atomic
+
+if TYPE_CHECKING:
+    import keras
 
 THRESHOLD = 0.01
 PROBE_SIZE = 256
@@ -35,7 +42,7 @@ PROBE_PIXELS = 256 * 32 * 32
 MIN_PROBE = 32
 
 
-def embedding_spread(embed):
+def embedding_spread(embed: np.ndarray) -> float:
     """sqrt(dim) x mean over dimensions of the std over rows of the L2-normalised rows."""
     z = np.asarray(embed, dtype=np.float64)
     if not np.all(np.isfinite(z)):
@@ -44,7 +51,7 @@ def embedding_spread(embed):
     return float(np.mean(np.std(z, axis=0)) * math.sqrt(z.shape[1]))
 
 
-def probe_images(images, seed=0, size=PROBE_SIZE):
+def probe_images(images: np.ndarray, seed: int = 0, size: int = PROBE_SIZE) -> np.ndarray:
     """A fixed subset of the training images (the same at every epoch and after resume):
     ``size`` of them, fewer for large images (``PROBE_PIXELS``). Measured at every epoch
     end, a full-size probe of 256 px images took a third of a budgeted epoch."""
@@ -56,12 +63,13 @@ def probe_images(images, seed=0, size=PROBE_SIZE):
     return images[idx]
 
 
-def load_verdict(path):
+def load_verdict(path: Optional[Path | str]) -> dict:
     verdict = (read_json_or_none(path) if path else None) or {}
     return {"detected": False, "first_epoch": None, "recovered_epoch": None, **verdict}
 
 
-def update_verdict(verdict, epoch, spread, threshold=THRESHOLD):
+def update_verdict(verdict: dict, epoch: int, spread: float,
+                   threshold: float = THRESHOLD) -> Optional[str]:
     """Records the spread measured after ``epoch`` (1-based); returns the console message
     for a change of state (collapsed / spread again), or None."""
     collapsed = not spread >= threshold  # NaN counts as collapsed
@@ -85,7 +93,9 @@ def update_verdict(verdict, epoch, spread, threshold=THRESHOLD):
     return None
 
 
-def make_monitor(probe, verdict_path, threshold=THRESHOLD, log=None):
+def make_monitor(probe: np.ndarray, verdict_path: Optional[Path | str],
+                 threshold: float = THRESHOLD,
+                 log: Optional[Callable[[str], None]] = None) -> keras.callbacks.Callback:
     """A Keras callback that measures the spread at every epoch end (imports Keras)."""
     import keras
 

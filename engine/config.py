@@ -8,6 +8,7 @@ bad flag is answered at ``--help`` speed; the checks live in engine/validate.py.
 
 import logging
 import os
+from typing import Collection, Mapping
 
 from data.aug_spec import ROTATION_SUFFIX, drop_hflip, has_hflip, num_views
 from data.celeba import release_category
@@ -20,7 +21,7 @@ from model.registry import has_conv_trunk, model_spec
 from util.errors import ConfigError
 
 
-def resolve_config(values, explicit=()):
+def resolve_config(values: Mapping, explicit: Collection[str] = ()) -> dict:
     """Flag values -> full config: preset for unset flags, then per-model-type defaults.
 
     ``explicit``: the flags given on the command line (they beat the preset).
@@ -51,7 +52,7 @@ def resolve_config(values, explicit=()):
     return cfg
 
 
-def resolve_aug_lists(cfg, given_aug):
+def resolve_aug_lists(cfg: dict, given_aug: bool) -> None:
     """The release's rules for --aug_list that depend on the model and distaug type.
 
     * rotation (the transformation classifier) with a single-view aug_list:
@@ -75,7 +76,7 @@ def resolve_aug_lists(cfg, given_aug):
             cfg["aug_list"] = drop_hflip(cfg["aug_list"])
 
 
-def apply_release_flags(cfg, explicit=()):
+def apply_release_flags(cfg: dict, explicit: Collection[str] = ()) -> None:
     """The release's names -> ours: --method, dataset aliases, celeba's category."""
     cfg["dataset"] = canonical_dataset(cfg["dataset"])
     method = cfg.get("method")
@@ -97,7 +98,7 @@ def apply_release_flags(cfg, explicit=()):
             cfg["category"], cfg.get("celeba_attribute"))
 
 
-def run_directory(cfg):
+def run_directory(cfg: Mapping) -> str:
     """--model_dir, as the release: <model_dir>/<ckpt_prefix>/<file_path> when --file_path is
     given; else --model_dir itself (under --ckpt_prefix); default runs/<dataset>_<category>_
     <model_type>_s<seed>."""

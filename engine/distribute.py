@@ -15,14 +15,20 @@ TensorFlow's multi-worker rules require (every worker must take part in a save).
 with the other flag errors, before anything is loaded.
 """
 
+from __future__ import annotations
+
 import json
 import os
 import tempfile
+from typing import TYPE_CHECKING, Mapping, Optional
 
 from util.errors import ConfigError
 
+if TYPE_CHECKING:
+    import tensorflow as tf
 
-def parse_tf_config(text):
+
+def parse_tf_config(text: Optional[str]) -> tuple[dict, str, int]:
     """TF_CONFIG JSON -> (cluster dict, task type, task index); ConfigError when wrong."""
     if not text:
         raise ConfigError("--strategy=multi_worker needs the TF_CONFIG environment variable, "
@@ -65,7 +71,7 @@ def parse_tf_config(text):
     return cluster, kind, index
 
 
-def is_chief(strategy_name, env=None):
+def is_chief(strategy_name: str, env: Optional[Mapping] = None) -> bool:
     """True for the process that writes results (always, unless multi_worker)."""
     if strategy_name != "multi_worker":
         return True
@@ -75,7 +81,7 @@ def is_chief(strategy_name, env=None):
     return kind == "worker" and index == 0
 
 
-def make_strategy(name):
+def make_strategy(name: str) -> tf.distribute.Strategy:
     """The tf.distribute strategy named by ``--strategy``."""
     import tensorflow as tf
 
@@ -93,7 +99,7 @@ def make_strategy(name):
     return tf.distribute.MirroredStrategy()
 
 
-def strategy_kind(strategy):
+def strategy_kind(strategy: tf.distribute.Strategy) -> str:
     """What trains, by the name of its --strategy value: ``default`` is TensorFlow's
     default strategy, which --strategy=mirrored runs on one device."""
     import tensorflow as tf
@@ -104,7 +110,7 @@ def strategy_kind(strategy):
     return next((name for cls, name in kinds if isinstance(strategy, cls)), "default")
 
 
-def worker_dir(run_dir, chief):
+def worker_dir(run_dir: str, chief: bool) -> str:
     """Where this worker writes: the run directory on the chief, a private temp dir otherwise."""
     if chief:
         return run_dir

@@ -17,6 +17,8 @@ that fails (plots, heat maps, export) is named in one line and the results stay.
 result file is written atomically (util/atomic.py). docs/robustness.md tells the rules.
 """
 
+from __future__ import annotations
+
 import contextlib
 import dataclasses
 import os
@@ -24,7 +26,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -49,8 +51,22 @@ from util.errors import ConfigError
 from util.runlock import run_lock
 from util.versions import library_versions
 
+if TYPE_CHECKING:
+    import keras
+    import tensorflow as tf
 
-def dir_layout(cfg):
+    from data.augment import AugmentOptions
+    from data.base import OneClassData
+    from detect.evaluation import Evaluation
+    from detect.evaluator_base import Evaluator
+    from detect.evaluators import EvaluatorSpec
+    from engine.budget import EpochPlan
+    from engine.callbacks import EpochStats, StopOnNaN
+    from engine.precision import PrecisionChoice
+    from model.base import OneClassModel
+
+
+def dir_layout(cfg: dict) -> Optional[DirLayout]:
     """The folders of --dataset=image_dirs (data.image_dirs.DirLayout); None without
     --normal_dir (validation allows it for that dataset only)."""
     if not split_dirs(cfg.get("normal_dir")):
@@ -62,18 +78,18 @@ def dir_layout(cfg):
                      normal_test_fraction=float(cfg.get("normal_test_fraction", 0.2)))
 
 
-def protocol_values(cfg):
+def protocol_values(cfg: dict) -> dict:
     """The paper's extra protocols' flags (0 = off)."""
     return {k: cfg.get(k) or 0 for k in ("outlier_ratio", "num_inlier_for_detector",
                                          "num_train")}
 
 
-def calibration_fraction(cfg) -> float:
+def calibration_fraction(cfg: dict) -> float:
     """--calibration_fraction (runs recorded before the flag: its default)."""
     return float(cfg.get("calibration_fraction", FLAG_DEFAULTS["calibration_fraction"]))
 
 
-def load_data(cfg, checks: RunChecks):
+def load_data(cfg: dict, checks: RunChecks) -> OneClassData:
     """The run's one-class data at the image shape of ``checks``, with the paper's extra
     protocols applied; image files above --max_image_pixels are refused before they are
     decoded."""
@@ -93,7 +109,8 @@ def load_data(cfg, checks: RunChecks):
     return data
 
 
-def check_train_count(cfg, checks: RunChecks, n, n_detector=None):
+def check_train_count(cfg: dict, checks: RunChecks, n: int,
+                      n_detector: Optional[int] = None) -> None:
     """Enough training images (``n``) for the category and the batch, and enough of the
     detectors' (``n_detector``, default ``n``) left for each detector after the
     calibration hold-out."""
@@ -107,7 +124,7 @@ def check_train_count(cfg, checks: RunChecks, n, n_detector=None):
                    checks.rows_per_image)
 
 
-def list_data(cfg, checks: RunChecks):
+def list_data(cfg: dict, checks: RunChecks) -> None:
     """The data listed without decoding it (sources that can: folders, MVTec), before the
     run directory, a cache file or TensorFlow: an unknown category or a category with too
     few images ends the run here."""
@@ -117,7 +134,7 @@ def list_data(cfg, checks: RunChecks):
         check_train_count(cfg, checks, n)
 
 
-def make_evaluator(cfg, checks: RunChecks):
+def make_evaluator(cfg: dict, checks: RunChecks) -> Evaluator:
     """The run's evaluator (``checks.evaluator``, chosen by validate_config) with the values
     it needs."""
     settings = EvalSettings(detectors=checks.detectors,
@@ -127,7 +144,7 @@ def make_evaluator(cfg, checks: RunChecks):
     return checks.evaluator.build(settings, cfg)
 
 
-def resolve_precision(requested):
+def resolve_precision(requested: str) -> PrecisionChoice:
     """engine.precision.PrecisionChoice for this machine, from the visible GPUs' compute
     capabilities and the CPU's flags (``auto`` chooses by them; every mode is warned about
     when the hardware would emulate it)."""
@@ -140,7 +157,7 @@ def resolve_precision(requested):
     return choose_precision(requested, read_cpuinfo(), capabilities)
 
 
-def set_precision(mode):
+def set_precision(mode: str) -> PrecisionChoice:
     """Sets the Keras policy of ``mode`` (``auto`` resolved here); returns the choice."""
     import keras
 
@@ -149,7 +166,8 @@ def set_precision(mode):
     return choice
 
 
-def make_optimizer(cfg, steps_per_epoch, schedule_epochs=None):
+def make_optimizer(cfg: dict, steps_per_epoch: int,
+                   schedule_epochs: Optional[tf.Variable] = None) -> keras.optimizers.Optimizer:
     """The run's optimizer; ``schedule_epochs`` (a tf.Variable) is the schedule's length
     when a --train_minutes run plans it during training."""
     import keras
@@ -164,14 +182,14 @@ def make_optimizer(cfg, steps_per_epoch, schedule_epochs=None):
     return opt
 
 
-def stem_filters(stem_width, net_width):
+def stem_filters(stem_width: Optional[int], net_width: float) -> Optional[int]:
     """None keeps the release's 64-filter stem; 0 scales it with the width."""
     if stem_width is None:
         return None
     return max(1, int(round(64 * net_width))) if stem_width == 0 else int(stem_width)
 
 
-def set_determinism(cfg):
+def set_determinism(cfg: dict) -> None:
     """Seeds every generator; ``--deterministic`` also makes TF ops and tf.data repeatable."""
     import keras
     import tensorflow as tf
@@ -181,7 +199,7 @@ def set_determinism(cfg):
         tf.config.experimental.enable_op_determinism()
 
 
-def model_from_config(cfg, shape, sync_bn=False):
+def model_from_config(cfg: dict, shape: Sequence[int], sync_bn: bool = False) -> OneClassModel:
     """The run's model (untrained) from its configuration: training and ``load_run`` share it."""
     from model.registry import build_model
 
@@ -196,11 +214,12 @@ def model_from_config(cfg, shape, sync_bn=False):
         **{k: cfg[k] for k in model_spec(cfg["model_type"]).get("options", ())})
 
 
-def uses_sync_bn(cfg, strategy):
+def uses_sync_bn(cfg: dict, strategy: tf.distribute.Strategy) -> bool:
     return bool(cfg["sync_bn"]) and strategy.num_replicas_in_sync > 1
 
 
-def float32_network(cfg, model, shape, strategy):
+def float32_network(cfg: dict, model: keras.Model, shape: Sequence[int],
+                    strategy: tf.distribute.Strategy) -> keras.Model:
     """The network stage 2 and the export run: a float32 copy of a model trained in
     bf16 or fp16, with its weights; any other ``model`` itself.
 
@@ -220,7 +239,7 @@ def float32_network(cfg, model, shape, strategy):
 
 
 @contextlib.contextmanager
-def keras_policy(name):
+def keras_policy(name: str) -> Iterator[None]:
     """Keras's global dtype policy set to ``name`` inside the block: the layers stage 2
     and the export build (patch trunks, folded BatchNorm) take it, not the training one."""
     import keras
@@ -233,7 +252,9 @@ def keras_policy(name):
         keras.mixed_precision.set_global_policy(previous)
 
 
-def build_training(cfg, shape, strategy, steps_per_epoch, schedule_epochs=None):
+def build_training(cfg: dict, shape: Sequence[int], strategy: tf.distribute.Strategy,
+                   steps_per_epoch: int, schedule_epochs: Optional[tf.Variable] = None,
+                   ) -> tuple[OneClassModel, tf.Variable]:
     """Model + compiled optimizer (with all variables created) inside the strategy."""
     import tensorflow as tf
 
@@ -247,7 +268,7 @@ def build_training(cfg, shape, strategy, steps_per_epoch, schedule_epochs=None):
     return model, epoch_var
 
 
-def augment_options(cfg):
+def augment_options(cfg: dict) -> AugmentOptions:
     """The run's data.augment.AugmentOptions: where the release's augmentation and ours differ."""
     from data.augment import AugmentOptions
 
@@ -257,7 +278,7 @@ def augment_options(cfg):
                           seed=int(cfg["seed"]))
 
 
-def format_table(results):
+def format_table(results: Mapping) -> str:
     keys = sorted(k for k, v in results.items()
                   if isinstance(v, (int, float)) and not isinstance(v, bool))
     if not keys:  # e.g. good images only: nothing was measured against defects
@@ -271,7 +292,7 @@ class RunPaths:
     """Where a run writes: ``write`` is the run directory on the chief, a private
     temporary directory on the other workers of a multi-worker job."""
 
-    def __init__(self, model_dir, chief=True):
+    def __init__(self, model_dir: Path | str, chief: bool = True) -> None:
         self.root = Path(model_dir)
         self.chief = chief
         self.ckpt = self.root / "ckpt"  # every worker restores from the shared checkpoints
@@ -282,7 +303,7 @@ class RunPaths:
         self.collapse = self.stats / "collapse.json" if chief else None
 
 
-def prepare_run_dir(cfg, run):
+def prepare_run_dir(cfg: dict, run: RunPaths) -> Optional[dict]:
     """Starts over (--force_init: the run's own files go) or checks a reused run
     directory; returns a stored summary."""
     if cfg["force_init"] and run.chief:
@@ -291,7 +312,7 @@ def prepare_run_dir(cfg, run):
     return stored_summary(run.stats)
 
 
-def check_existing_run(cfg, run):
+def check_existing_run(cfg: dict, run: RunPaths) -> None:
     """A reused run directory read before the lock and anything else is written: a
     different configuration, an unreadable result, a damaged ``ckpt/`` or a location
     that is not the run's own (engine/run_files.py) ends the run here (prepare_run_dir
@@ -304,7 +325,8 @@ def check_existing_run(cfg, run):
     claim_run_dir(cfg, run.root, run.chief)
 
 
-def restore(model, epoch_var, run, log):
+def restore(model: keras.Model, epoch_var: tf.Variable, run: RunPaths,
+            log: Callable[[str], None]) -> tf.train.CheckpointManager:
     """Checkpoint objects; restores the latest checkpoint of the run, if any."""
     import tensorflow as tf
 
@@ -344,7 +366,8 @@ class Trained:
     seconds: float = 0.0
 
 
-def training_callbacks(cfg, job: TrainingJob, run, plan, log):
+def training_callbacks(cfg: dict, job: TrainingJob, run: RunPaths, plan: EpochPlan,
+                       log: Callable[[str], None]) -> tuple[StopOnNaN, EpochStats, list]:
     """(the NaN guard, the epoch statistics, the callbacks of model.fit in order; a clock
     run's budget callback goes first)."""
     import keras
@@ -372,7 +395,7 @@ def training_callbacks(cfg, job: TrainingJob, run, plan, log):
     return nan_guard, stats, callbacks
 
 
-def training_dataset(cfg, job: TrainingJob):
+def training_dataset(cfg: dict, job: TrainingJob) -> tf.data.Dataset:
     """The evaluator's tf.data pipeline of augmented batches (``--deterministic``: in a
     repeatable order)."""
     import tensorflow as tf
@@ -388,7 +411,7 @@ def training_dataset(cfg, job: TrainingJob):
     return ds
 
 
-def train(cfg, job: TrainingJob, run, log) -> Trained:
+def train(cfg: dict, job: TrainingJob, run: RunPaths, log: Callable[[str], None]) -> Trained:
     """model.fit from the restored epoch for the run's length (engine.budget.TrainingLength:
     --num_epoch, or the epochs that fit --train_minutes)."""
     from engine.callbacks import nan_message
@@ -412,7 +435,8 @@ def train(cfg, job: TrainingJob, run, log) -> Trained:
     return Trained(0, stats, plan, time.time() - t0)
 
 
-def final_evaluation(cfg, model, data, evaluator, run):
+def final_evaluation(cfg: dict, model: keras.Model, data: OneClassData, evaluator: Evaluator,
+                     run: RunPaths) -> Evaluation:
     """Stage 2 on the trained model (detect.evaluation.Evaluation); its metrics are
     recorded in the history (once)."""
     import tensorflow as tf
@@ -425,7 +449,8 @@ def final_evaluation(cfg, model, data, evaluator, run):
     return final
 
 
-def summary_of(cfg, results, data, run, meta, sections):
+def summary_of(cfg: dict, results: Mapping, data: OneClassData, run: RunPaths, meta: Mapping,
+               sections: Mapping) -> dict:
     """The run's summary.json: the results, the extra ``sections`` (metrics, calibration,
     export) and ``meta``, the run's record."""
     from engine.collapse import load_verdict
@@ -443,7 +468,7 @@ def summary_of(cfg, results, data, run, meta, sections):
     return summary
 
 
-def report(summary, run, log):
+def report(summary: dict, run: RunPaths, log: Callable[[str], None]) -> None:
     """Writes stats/summary.json (atomically, once the results exist: it marks the run as
     finished), after warning about a collapsed representation."""
     collapse = summary["meta"]["collapse"]
@@ -455,7 +480,7 @@ def report(summary, run, log):
         write_json_atomic(run.stats / "summary.json", summary)
 
 
-def run_experiment(cfg, log=print):
+def run_experiment(cfg: dict, log: Callable[[str], None] = print) -> int:
     """Runs one configuration end to end; returns the process exit code."""
     step = RunStep()
     checks = validate_config(cfg)
@@ -486,12 +511,12 @@ class RunStep:
     """What the run is doing now (the line an interrupt prints names it), and since when
     it runs."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.now = "preparing the run"
         self.started = time.time()
 
 
-def kept_after_interrupt(run):
+def kept_after_interrupt(run: RunPaths) -> str:
     """What an interrupted run left, read from its directory."""
     if (run.stats / "summary.json").exists():
         return f"kept: the results in {run.stats / 'summary.json'}"
@@ -506,7 +531,7 @@ def kept_after_interrupt(run):
     return f"nothing was kept ({run.root} is as it was)"
 
 
-def remove_created(run_dir, existed):
+def remove_created(run_dir: Path | str, existed: Path) -> None:
     """Removes ``run_dir`` and the empty parents this run created below ``existed``."""
     shutil.rmtree(run_dir, ignore_errors=True)
     parent = Path(os.path.abspath(run_dir)).parent
@@ -518,7 +543,8 @@ def remove_created(run_dir, existed):
         parent = parent.parent
 
 
-def load_and_build(cfg, run, checks: RunChecks, log) -> TrainingJob:
+def load_and_build(cfg: dict, run: RunPaths, checks: RunChecks,
+                   log: Callable[[str], None]) -> TrainingJob:
     """The data, the evaluator, the strategy, the model restored from its last checkpoint
     (training loop objects included). TensorFlow's import and load lines are held back
     until all of it succeeded, so a refusal found here is the one error line."""
@@ -549,7 +575,8 @@ def load_and_build(cfg, run, checks: RunChecks, log) -> TrainingJob:
                        model, epoch_var, manager, length, checks.input_shape)
 
 
-def announce(cfg, run, checks: RunChecks, job: TrainingJob, log):
+def announce(cfg: dict, run: RunPaths, checks: RunChecks, job: TrainingJob,
+             log: Callable[[str], None]) -> None:
     """Records the configuration (stats/hparams.json) and tells what the run will do."""
     from engine.distribute import strategy_kind
 
@@ -568,7 +595,7 @@ def announce(cfg, run, checks: RunChecks, job: TrainingJob, log):
             log(note)
 
 
-def run_meta(cfg, job: TrainingJob, trained: Trained, timings):
+def run_meta(cfg: dict, job: TrainingJob, trained: Trained, timings: Mapping[str, float]) -> dict:
     """summary.json's ``meta`` entries of this run: steps, times, replicas, precision,
     protocols and the budget (``timings``: the wall, training and evaluation seconds)."""
     from engine.distribute import strategy_kind
@@ -587,7 +614,8 @@ def run_meta(cfg, job: TrainingJob, trained: Trained, timings):
     }
 
 
-def train_and_evaluate(cfg, run, checks: RunChecks, log, step):
+def train_and_evaluate(cfg: dict, run: RunPaths, checks: RunChecks, log: Callable[[str], None],
+                       step: RunStep) -> int:
     """Loads, trains, evaluates and writes every output of the run; the exit code."""
     step.now = "loading the data and the model"
     job = load_and_build(cfg, run, checks, log)
@@ -604,7 +632,8 @@ def train_and_evaluate(cfg, run, checks: RunChecks, log, step):
         return evaluate_and_write(cfg, run, job, trained, log, step)
 
 
-def evaluate_and_write(cfg, run, job: TrainingJob, trained: Trained, log, step):
+def evaluate_and_write(cfg: dict, run: RunPaths, job: TrainingJob, trained: Trained,
+                       log: Callable[[str], None], step: RunStep) -> int:
     """Stage 2, summary.json as soon as its results exist, then the plots, heat maps and
     export; the exit code (1 when one of those could not be written)."""
     from engine.outputs import record_results, write_extras
@@ -633,7 +662,7 @@ def evaluate_and_write(cfg, run, job: TrainingJob, trained: Trained, log, step):
     return finish(run, failed)
 
 
-def finish(run, failed):
+def finish(run: RunPaths, failed: Sequence[tuple[str, str]]) -> int:
     """The exit code: 0, or 1 with one line naming what was not written."""
     if not failed:
         return 0
@@ -646,7 +675,7 @@ def finish(run, failed):
     return 1
 
 
-def length_note(cfg, evaluator):
+def length_note(cfg: dict, evaluator: EvaluatorSpec) -> Optional[str]:
     """One line for an MVTec-layout run on a CPU at the default length (the paper's 2,048
     epochs, days on a CPU) without a preset: the inspector preset trains by the clock."""
     import tensorflow as tf

@@ -6,6 +6,8 @@ are filled per model type (model/registry.py) or by a ``--preset``
 (engine/config.py resolves them). TensorFlow-free.
 """
 
+from typing import Any
+
 from data.aug_spec import DEFAULT_AUG
 from data.image_io import DEFAULT_MAX_IMAGE_PIXELS
 from engine.presets import PRESETS
@@ -187,7 +189,7 @@ NO_DISTAUG = (None, "", "none", "1")
 FLAG_DEFAULTS = {name: default for name, _, default, _ in FLAG_SPECS}
 
 
-def define_flags(flags_module):
+def define_flags(flags_module: Any) -> None:
     """Defines every FLAG_SPECS entry as an absl flag."""
     for name, kind, default, help_text in FLAG_SPECS:
         if kind.startswith("enum:"):
@@ -196,7 +198,7 @@ def define_flags(flags_module):
             getattr(flags_module, f"DEFINE_{kind}")(name, default, help_text)
 
 
-def flags_markdown():
+def flags_markdown() -> str:
     """docs/flags.md, every flag of FLAG_SPECS as a table row; regenerate it with
     ``python -m engine.flags > docs/flags.md`` after a flag changes."""
     lines = ["# Every flag of `train_and_eval_loop.py`", "",

@@ -14,7 +14,9 @@ from util.errors import ConfigError
 OPTIM_TYPES = ("sgd", "adam")
 
 
-def make_base_optimizer(cfg, learning_rate):
+def make_base_optimizer(cfg: dict,
+                        learning_rate: float | keras.optimizers.schedules.LearningRateSchedule,
+                        ) -> keras.optimizers.Optimizer:
     """``learning_rate``: a float or a LearningRateSchedule."""
     kind = cfg.get("optim_type", "sgd")
     if kind == "sgd":

@@ -17,7 +17,10 @@ written as for any run, and a test set of good images only adds ``good_test_FPR`
 ({key: the fraction of them above the threshold}).
 """
 
+from __future__ import annotations
+
 from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Mapping
 
 import numpy as np
 
@@ -29,8 +32,14 @@ from detect.scores_file import write_scores
 from util.heatmaps import write_heatmaps
 from util.plots import plot_histograms, plot_roc
 
+if TYPE_CHECKING:
+    import keras
 
-def calibrate_all(ev, target_fpr, log=print):
+    from data.base import OneClassData
+    from detect.evaluation import Evaluation
+
+
+def calibrate_all(ev: Evaluation, target_fpr: float, log: Callable[[str], None] = print) -> dict:
     if ev.n_calibration:
         warn_if_small(ev.n_calibration, target_fpr, log=log)
     else:
@@ -42,7 +51,8 @@ def calibrate_all(ev, target_fpr, log=print):
     return calibs
 
 
-def record_results(run_dir, cfg, ev, log=print):
+def record_results(run_dir: Path | str, cfg: dict, ev: Evaluation,
+                   log: Callable[[str], None] = print) -> dict:
     """Writes ``stats/scores.npz``; returns the summary.json entries of the evaluation."""
     run_dir = Path(run_dir)
     calibs = calibrate_all(ev, cfg.get("target_fpr", 0.01), log)
@@ -65,7 +75,9 @@ def _one_line(err):
     return f"{type(err).__name__}: {text}" if text else type(err).__name__
 
 
-def write_extras(run_dir, cfg, model, data, ev, sections, log=print):
+def write_extras(run_dir: Path | str, cfg: dict, model: keras.Model, data: OneClassData,
+                 ev: Evaluation, sections: dict,
+                 log: Callable[[str], None] = print) -> list[tuple[str, str]]:
     """Plots, heat maps and the export of a run whose results are recorded; each step
     runs on its own. Sets ``sections["export"]``; returns ``[(what, why)]`` of the steps
     that failed (empty when everything was written)."""
@@ -98,7 +110,8 @@ def write_extras(run_dir, cfg, model, data, ev, sections, log=print):
     return failed
 
 
-def write_run_heatmaps(out_dir, model_type, data, ev):
+def write_run_heatmaps(out_dir: Path | str, model_type: str, data: OneClassData,
+                       ev: Evaluation) -> None:
     """<run>/heatmaps/<defect>/<name>.png and maps.npz of the evaluation's first key."""
     key, pixel = next(iter(ev.pixel_maps.items()))
     # folders of images (--dataset=folder) have no defect types, file names or masks
@@ -109,7 +122,8 @@ def write_run_heatmaps(out_dir, model_type, data, ev):
                    getattr(data, "test_masks", None), title=f"{model_type} {key}")
 
 
-def export_evaluation(export_dir, cfg, model, data, ev, calibs, log=print):
+def export_evaluation(export_dir: Path | str, cfg: dict, model: keras.Model, data: OneClassData,
+                      ev: Evaluation, calibs: Mapping, log: Callable[[str], None] = print) -> dict:
     """Exports the run's chosen detector: a whole-image model, or a patch or feature-map
     model with its maps when the evaluation has a patch grid or a map grid."""
     from deploy.export import export_map_model, export_patch_model, export_saved_model

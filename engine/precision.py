@@ -7,7 +7,7 @@ capabilities, so the rule is testable with faked hardware.
 """
 
 from pathlib import Path
-from typing import NamedTuple, Optional
+from typing import NamedTuple, Optional, Sequence
 
 PRECISIONS = ("none", "bf16", "fp16", "auto")
 #: the Keras mixed-precision policy of each concrete precision
@@ -30,7 +30,7 @@ class PrecisionChoice(NamedTuple):
     warning: Optional[str] = None
 
 
-def cpu_flags(cpuinfo_text):
+def cpu_flags(cpuinfo_text: str) -> set:
     """The feature flags of the first CPU in a /proc/cpuinfo text (empty if none listed)."""
     for line in cpuinfo_text.splitlines():
         key, _, value = line.partition(":")
@@ -39,14 +39,15 @@ def cpu_flags(cpuinfo_text):
     return set()
 
 
-def read_cpuinfo(path="/proc/cpuinfo"):
+def read_cpuinfo(path: Path | str = "/proc/cpuinfo") -> str:
     try:
         return Path(path).read_text()
     except OSError:  # not Linux: no flags known, so no AMX assumed
         return ""
 
 
-def emulation_warning(precision, cpuinfo_text, gpu_capabilities):
+def emulation_warning(precision: str, cpuinfo_text: str,
+                      gpu_capabilities: Sequence[tuple[int, int]]) -> Optional[str]:
     """Why ``precision`` will be slower than fp32 on this hardware, or None.
 
     Without bf16 instructions (AVX2-only CPUs) the convolution gradients run
@@ -69,7 +70,8 @@ def emulation_warning(precision, cpuinfo_text, gpu_capabilities):
     return None
 
 
-def choose_precision(requested, cpuinfo_text, gpu_capabilities):
+def choose_precision(requested: str, cpuinfo_text: str,
+                     gpu_capabilities: Sequence[tuple[int, int]]) -> PrecisionChoice:
     """The run's precision. ``gpu_capabilities``: (major, minor) per visible GPU; with
     GPUs the run trains on them, so their bf16 units decide, else the CPU's AMX."""
     if requested != "auto":

@@ -6,6 +6,8 @@ script/benchmark.py and README "CPU budget"); ``quickstart`` is the README's
 first command.
 """
 
+from typing import Optional
+
 from util.errors import ConfigError
 
 # The presets were tuned with our augmentation where it differs from the release's (real
@@ -75,7 +77,7 @@ PRESETS = {
 }
 
 
-def preset_values(name):
+def preset_values(name: Optional[str]) -> dict:
     if not name:
         return {}
     if name not in PRESETS:

@@ -12,12 +12,18 @@
   deleted, skipped or trained over.
 """
 
+from __future__ import annotations
+
 import json
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping, Optional
 
 from engine.checkpoints import checkpoint_error
 from util.errors import ConfigError
+
+if TYPE_CHECKING:
+    import tensorflow as tf
 
 SHAPING_FLAGS = (
     "model_type", "dataset", "category", "is_validation", "input_shape", "input_bits", "aug_list",
@@ -28,7 +34,7 @@ SHAPING_FLAGS = (
 )
 
 
-def read_json_or_none(path):
+def read_json_or_none(path: Path | str) -> Any:
     """The JSON stored at ``path``, None when absent; ConfigError when unreadable."""
     path = Path(path)
     if not path.exists():
@@ -47,13 +53,13 @@ def _same(a, b):
     return a == b
 
 
-def config_differences(recorded, cfg):
+def config_differences(recorded: Mapping, cfg: Mapping) -> list[tuple[str, Any, Any]]:
     """[(flag, recorded value, new value)] over SHAPING_FLAGS present in both."""
     return [(k, recorded[k], cfg[k]) for k in SHAPING_FLAGS
             if k in recorded and k in cfg and not _same(recorded[k], cfg[k])]
 
 
-def check_resume(cfg, stats_dir):
+def check_resume(cfg: Mapping, stats_dir: Path | str) -> None:
     """Refuses to reuse a run directory recorded with a different configuration."""
     recorded = read_json_or_none(Path(stats_dir) / "hparams.json")
     if recorded is None:
@@ -66,12 +72,12 @@ def check_resume(cfg, stats_dir):
                           "another --model_dir, or pass --force_init to start over")
 
 
-def stored_summary(stats_dir):
+def stored_summary(stats_dir: Path | str) -> Optional[dict]:
     """The finished run's summary.json, or None."""
     return read_json_or_none(Path(stats_dir) / "summary.json")
 
 
-def restore_checkpoint(checkpoint, path):
+def restore_checkpoint(checkpoint: tf.train.Checkpoint, path: Optional[str]) -> Optional[str]:
     """Restores the checkpoint at ``path`` (from ``inspect_checkpoints``; None: nothing to
     restore) into ``checkpoint``; one that TensorFlow cannot read raises ConfigError."""
     if not path:

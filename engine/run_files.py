@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 from pathlib import Path
+from typing import Mapping
 
 from deploy.export_format import EXPORT_KIND
 from engine.checkpoints import inspect_checkpoints
@@ -43,19 +44,19 @@ def _is_run(path):
         return False
 
 
-def run_owns(rel):
+def run_owns(rel: str) -> bool:
     """True for a path (relative to the run directory) that a run writes."""
     return any(fnmatch.fnmatch(rel, p) for p in RUN_FILES + TEMPORARY)
 
 
-def only_leftovers(root):
+def only_leftovers(root: Path | str) -> bool:
     """True when everything under ``root`` is what a run killed before it recorded its
     configuration leaves: its lock, temporary files and empty folders."""
     return all(rel.endswith("/") or rel == LOCK_NAME
                or any(fnmatch.fnmatch(rel, p) for p in TEMPORARY) for rel in entries(root))
 
 
-def claim_run_dir(cfg, root, chief=True):
+def claim_run_dir(cfg: Mapping, root: Path | str, chief: bool = True) -> None:
     """The run directory and what the run will replace in it, checked under the ownership
     rule before the lock and before anything is loaded or written; ConfigError otherwise."""
     root = Path(root)
@@ -78,7 +79,7 @@ def claim_run_dir(cfg, root, chief=True):
                           "it again)")
 
 
-def remove_own_files(root):
+def remove_own_files(root: Path | str) -> None:
     """--force_init: removes the run's own files below ``RESTARTED`` (and the folders left
     empty); anything else there is a user's and stays."""
     root = Path(root)

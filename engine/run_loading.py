@@ -1,7 +1,10 @@
 """Rebuilding a finished run (re-export, explain, benchmarks) without retraining."""
 
+from __future__ import annotations
+
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING, Optional
 
 from engine.checkpoints import inspect_checkpoints
 from engine.experiment import load_data, make_evaluator, model_from_config
@@ -10,6 +13,11 @@ from engine.resume import restore_checkpoint
 from engine.validate import validate_config
 from util.errors import ConfigError
 from util.paths import require_dir
+
+if TYPE_CHECKING:
+    from data.base import OneClassData
+    from detect.evaluator_base import Evaluator
+    from model.base import OneClassModel
 
 
 def _same_kind(value, default):
@@ -21,7 +29,7 @@ def _same_kind(value, default):
     return isinstance(value, type(default))
 
 
-def read_run_config(run_dir):
+def read_run_config(run_dir: Path | str) -> dict:
     """The run's configuration (stats/hparams.json over today's defaults); ConfigError when
     the directory is not a run or the file cannot be read."""
     run_dir = require_dir(run_dir, "run directory")
@@ -44,7 +52,8 @@ def read_run_config(run_dir):
     return cfg
 
 
-def load_run(run_dir, cfg=None):
+def load_run(run_dir: Path | str,
+             cfg: Optional[dict] = None) -> tuple[dict, OneClassModel, OneClassData, Evaluator]:
     """(cfg, model, data, evaluator) of a run: the model from its configuration and its
     last checkpoint, the data and the evaluator as the run had them."""
     import tensorflow as tf

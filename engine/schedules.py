@@ -21,6 +21,7 @@ the rate to [0, 1].
 """
 
 import math
+from typing import Optional
 
 import keras
 import tensorflow as tf
@@ -33,8 +34,9 @@ SCHED_TYPES = ("cos", "halfcos", "linear", "step", "constant")
 class ReleaseSchedule(keras.optimizers.schedules.LearningRateSchedule):
     """lr(step) = base_lr * rate(t) for one of SCHED_TYPES (see the module docstring)."""
 
-    def __init__(self, base_lr, sched_type="cos", steps_per_epoch=1, epochs=1, freq="epoch",
-                 min_rate=0.0, level=7, gamma=0.995, step_size=1):
+    def __init__(self, base_lr: float, sched_type: str = "cos", steps_per_epoch: int = 1,
+                 epochs: int | tf.Variable = 1, freq: str = "epoch", min_rate: float = 0.0,
+                 level: int = 7, gamma: float = 0.995, step_size: int = 1) -> None:
         if sched_type not in SCHED_TYPES:
             raise ConfigError(f"--sched_type={sched_type} is unknown; choose one of "
                               f"{', '.join(SCHED_TYPES)}")
@@ -48,16 +50,16 @@ class ReleaseSchedule(keras.optimizers.schedules.LearningRateSchedule):
         self.gamma = float(gamma)
         self.step_size = int(step_size)
 
-    def epoch_count(self):
+    def epoch_count(self) -> int:
         """The number of epochs the schedule runs over now."""
         return int(self.epochs.numpy()) if isinstance(self.epochs, tf.Variable) else self.epochs
 
     @property
-    def unit(self):
+    def unit(self) -> int:
         """Steps over which the rate is held constant."""
         return self.steps_per_epoch if self.freq == "epoch" else 1
 
-    def rate(self, step):
+    def rate(self, step: int | tf.Tensor) -> tf.Tensor:
         unit = self.unit
         t = tf.cast(tf.math.floordiv(tf.cast(step, tf.int64), unit) * unit, tf.float32)
         # epochs may be a variable: a --train_minutes run sets it once the step time is known
@@ -77,10 +79,10 @@ class ReleaseSchedule(keras.optimizers.schedules.LearningRateSchedule):
             rate = tf.ones_like(t)
         return tf.clip_by_value(rate, 0.0, 1.0)
 
-    def __call__(self, step):
+    def __call__(self, step: int | tf.Tensor) -> tf.Tensor:
         return self.base_lr * self.rate(step)
 
-    def get_config(self):
+    def get_config(self) -> dict:
         return dict(base_lr=self.base_lr, sched_type=self.sched_type,
                     steps_per_epoch=self.steps_per_epoch, epochs=self.epoch_count(),
                     freq=self.freq,
@@ -91,15 +93,16 @@ class ReleaseSchedule(keras.optimizers.schedules.LearningRateSchedule):
 class EpochCosineDecay(ReleaseSchedule):
     """The paper's schedule: lr * 0.5 * (1 + cos(pi * epoch / epochs)), stepped per epoch."""
 
-    def __init__(self, base_lr, steps_per_epoch, epochs):
+    def __init__(self, base_lr: float, steps_per_epoch: int, epochs: int | tf.Variable) -> None:
         super().__init__(base_lr, "cos", steps_per_epoch, epochs, "epoch")
 
-    def get_config(self):
+    def get_config(self) -> dict:
         return dict(base_lr=self.base_lr, steps_per_epoch=self.steps_per_epoch,
                     epochs=self.epochs)
 
 
-def make_schedule(cfg, steps_per_epoch, epochs=None):
+def make_schedule(cfg: dict, steps_per_epoch: int,
+                  epochs: Optional[tf.Variable] = None) -> ReleaseSchedule:
     """The schedule named by cfg's --sched_* flags for a run of cfg['num_epoch'] epochs, or
     of ``epochs`` (a tf.Variable that a --train_minutes run sets after its warm-up)."""
     return ReleaseSchedule(

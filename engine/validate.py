@@ -14,7 +14,7 @@ command line is answered at ``--help`` speed.
 import math
 import os
 from pathlib import Path
-from typing import NamedTuple
+from typing import Collection, Iterable, Mapping, NamedTuple, Optional
 
 from data.aug_spec import num_views, parse_aug_list
 from data.base import parse_input_shape
@@ -106,7 +106,7 @@ def _parsed(cfg, key, parse):
 
 # ------------------------------------------------------------------ one function per concern
 
-def check_finite_flags(cfg):
+def check_finite_flags(cfg: dict) -> None:
     """Every float flag holds a finite number: NaN compares false with every bound, so a
     range check alone would let it through (and a NaN threshold flags nothing)."""
     for name, kind, _, _ in FLAG_SPECS:
@@ -114,7 +114,7 @@ def check_finite_flags(cfg):
             _number(cfg, name)
 
 
-def check_data_flags(cfg):
+def check_data_flags(cfg: dict) -> None:
     if str(cfg["dataset"]).strip().lower() not in DATASETS:
         raise ConfigError(f"--dataset={cfg['dataset']} is unknown; choose one of "
                           f"{', '.join(DATASETS)}")
@@ -128,7 +128,7 @@ def check_data_flags(cfg):
         raise ConfigError(f"--data_dir={cfg['data_dir']} is a file, not a directory")
 
 
-def check_input_bits_flag(cfg):
+def check_input_bits_flag(cfg: dict) -> int:
     """--input_bits: 0 (each file's own depth) or 8..16, for datasets read from image files;
     --max_image_pixels a positive pixel count."""
     bits = check_input_bits(cfg.get("input_bits"))
@@ -140,7 +140,7 @@ def check_input_bits_flag(cfg):
 DIR_FLAGS = ("normal_dir", "normal_test_dir", "abnormal_dir", "mask_dir")
 
 
-def check_image_dirs_flags(cfg):
+def check_image_dirs_flags(cfg: dict) -> None:
     """--dataset=image_dirs and its folder flags (data/image_dirs.py), which belong to it."""
     dirs = {key: split_dirs(cfg.get(key)) for key in DIR_FLAGS}
     if cfg["dataset"] != "image_dirs":
@@ -174,7 +174,7 @@ def check_image_dirs_flags(cfg):
                           "[0, 1)")
 
 
-def check_mask_dirs(dirs, image_dirs):
+def check_mask_dirs(dirs: Mapping[str, list], image_dirs: Mapping[str, str]) -> None:
     """No folder where masks are looked up (``MASK_DIR`` and ``MASK_DIR/<abnormal folder's
     name>``, data/image_dirs.py) may be a folder of images (``image_dirs``: real path ->
     flag): its photos would be read as masks."""
@@ -191,7 +191,7 @@ def check_mask_dirs(dirs, image_dirs):
                               "folder that holds only the masks")
 
 
-def check_input_shape_flag(cfg):
+def check_input_shape_flag(cfg: dict) -> tuple:
     """The network input shape of --input_shape."""
     try:
         return check_input_shape(parse_input_shape(cfg["input_shape"]))
@@ -201,13 +201,13 @@ def check_input_shape_flag(cfg):
                           f"--input_shape: {message}") from None
 
 
-def check_augmentation_flags(cfg, shape):
+def check_augmentation_flags(cfg: dict, shape: tuple) -> None:
     for key in ("aug_list", "aug_list_for_test"):
         _parsed(cfg, key, lambda spec: parse_aug_list(spec, size=shape[0]))
     _parsed(cfg, "distaug_type", distaug_transforms)
 
 
-def check_network_flags(cfg):
+def check_network_flags(cfg: dict) -> None:
     spec = model_spec(cfg["model_type"])
     dims = _parsed(cfg, "head_dims", parse_head_dims)
     if spec["contrastive"] and not dims:
@@ -224,7 +224,7 @@ def check_network_flags(cfg):
     check_baseline_flags(cfg)
 
 
-def check_baseline_flags(cfg):
+def check_baseline_flags(cfg: dict) -> None:
     """--pretrained_weights belongs to (and is required by) --model_type=imagenet_resnet50."""
     path = cfg.get("pretrained_weights")
     if cfg["model_type"] == "imagenet_resnet50":
@@ -238,7 +238,7 @@ def check_baseline_flags(cfg):
         raise ConfigError("--pretrained_weights is only used by --model_type=imagenet_resnet50")
 
 
-def check_optimizer_flags(cfg):
+def check_optimizer_flags(cfg: dict) -> None:
     _one_of(cfg, "optim_type", OPTIMIZERS)
     _one_of(cfg, "sched_type", SCHED_FLAGS)
     _positive(cfg, "learning_rate")
@@ -248,7 +248,7 @@ def check_optimizer_flags(cfg):
     check_schedule_ranges(cfg)
 
 
-def check_schedule_ranges(cfg):
+def check_schedule_ranges(cfg: dict) -> None:
     if not 0 <= int(cfg.get("sched_level", 7)) <= 8:
         raise ConfigError(f"--sched_level={cfg['sched_level']} must be in 0..8")
     if not 0.0 <= float(cfg.get("sched_min_rate", 0.0)) <= 1.0:
@@ -257,7 +257,7 @@ def check_schedule_ranges(cfg):
         raise ConfigError(f"--sched_step_size={cfg['sched_step_size']} must be >= 1")
 
 
-def check_training_flags(cfg):
+def check_training_flags(cfg: dict) -> None:
     for key in ("num_epoch", "num_batch", "eval_epoch"):
         _at_least(cfg, key, 0)
     for key in ("batch_size", "ckpt_epoch", "eval_batch_size", "max_detector_train"):
@@ -268,7 +268,7 @@ def check_training_flags(cfg):
     check_budget_flags(cfg)
 
 
-def check_budget_flags(cfg):
+def check_budget_flags(cfg: dict) -> None:
     """--train_minutes: a non-negative number of minutes, for a model that trains."""
     minutes = _number(dict(train_minutes=cfg.get("train_minutes") or 0.0), "train_minutes")
     if minutes < 0:
@@ -278,13 +278,13 @@ def check_budget_flags(cfg):
                           "trained; drop --train_minutes")
 
 
-def check_distribution_flags(cfg):
+def check_distribution_flags(cfg: dict) -> None:
     _one_of(cfg, "strategy", STRATEGIES)
     if cfg["strategy"] == "multi_worker":
         parse_tf_config(os.environ.get("TF_CONFIG"))
 
 
-def check_protocol_flags(cfg):
+def check_protocol_flags(cfg: dict) -> None:
     """The paper's extra protocols (data/protocols_extra.py): ranges that need no data."""
     ratio = float(cfg.get("outlier_ratio") or 0.0)
     if not 0.0 <= ratio <= MAX_OUTLIER_RATIO:
@@ -294,7 +294,7 @@ def check_protocol_flags(cfg):
             raise ConfigError(f"--{key}={cfg[key]} must be >= 0 (0 = off)")
 
 
-def check_scoring_flags(cfg):
+def check_scoring_flags(cfg: dict) -> None:
     """Calibration and export flags (also checked by script/export.py before it loads)."""
     get = lambda k: cfg.get(k, FLAG_DEFAULTS[k])  # noqa: E731 (runs made before these flags)
     check_calibration_flags(get("calibration_fraction"), get("target_fpr"))
@@ -305,7 +305,7 @@ def check_scoring_flags(cfg):
         check_exportable(cfg["model_type"], "--export")
 
 
-def check_exportable(model_type, what):
+def check_exportable(model_type: str, what: str) -> None:
     """The export is built from the network's conv trunk; the frozen baselines have none,
     which would end a finished run in a traceback after all its scoring."""
     if not has_conv_trunk(model_type):
@@ -314,7 +314,7 @@ def check_exportable(model_type, what):
                           "without --export")
 
 
-def check_synthetic_flags(cfg):
+def check_synthetic_flags(cfg: dict) -> None:
     """--synthetic_validation damages the held-out good images, so it needs some."""
     kind = cfg.get("synthetic_validation", "none")
     _one_of({"synthetic_validation": kind}, "synthetic_validation", ("none", *SYNTHETIC_KINDS))
@@ -323,14 +323,14 @@ def check_synthetic_flags(cfg):
                           "--calibration_fraction=0 holds out none (use e.g. 0.1)")
 
 
-def check_export_format(fmt):
+def check_export_format(fmt: str) -> None:
     """script/export.py --format: a known format whose converter packages are installed."""
     if fmt not in FORMATS:
         raise ConfigError(f"--format={fmt} is unknown; choose one of {', '.join(FORMATS)}")
     require_converter(fmt)
 
 
-def patch_feature_sets(cfg):
+def patch_feature_sets(cfg: dict) -> list[str]:
     names = [f.strip() for f in str(cfg["mvtec_features"]).split(",") if f.strip()]
     if not names or any(f not in FEATURE_SETS for f in names):
         raise ConfigError(f"--mvtec_features={cfg['mvtec_features']} must list some of "
@@ -338,7 +338,7 @@ def patch_feature_sets(cfg):
     return names
 
 
-def check_patch_flags(cfg):
+def check_patch_flags(cfg: dict) -> tuple[tuple, tuple, int]:
     """The patch evaluator's flags; returns (network input shape, image shape to load,
     detector rows per image: the patch grid)."""
     size, p = int(cfg["mvtec_image_size"]), int(cfg["patch_size"])
@@ -352,7 +352,7 @@ def check_patch_flags(cfg):
     return check_input_shape((p, p, 3)), (size, size, 3), n * n
 
 
-def check_map_flags(cfg):
+def check_map_flags(cfg: dict) -> tuple[tuple, tuple, int]:
     """The map evaluator's flags; returns (network input shape, image shape to load,
     detector rows per image: the cells of the feature map): the network sees whole
     images at --mvtec_image_size."""
@@ -376,7 +376,7 @@ def check_map_flags(cfg):
     return check_input_shape((size, size, 3)), (size, size, 3), (size // cell) ** 2
 
 
-def check_image_evaluator_flags(cfg, shape):
+def check_image_evaluator_flags(cfg: dict, shape: tuple) -> tuple[tuple, tuple, int]:
     """Whole images: loaded at the network's input shape, one detector row each."""
     return shape, shape, 1
 
@@ -386,7 +386,7 @@ EVALUATOR_CHECKS = {"patch": lambda cfg, shape: check_patch_flags(cfg),
                     "map": lambda cfg, shape: check_map_flags(cfg)}
 
 
-def check_map_detectors(detectors, evaluator):
+def check_map_detectors(detectors: Iterable[type], evaluator: EvaluatorSpec) -> None:
     """Detectors that score the cells of feature maps need an evaluator that makes them."""
     dense = [cls.name for cls in detectors if cls.map_only]
     if dense and not evaluator.feature_maps:
@@ -395,7 +395,7 @@ def check_map_detectors(detectors, evaluator):
                           "--mvtec_mode=map on MVTec-layout data")
 
 
-def check_conv_patch_features(model_type, patch_size):
+def check_conv_patch_features(model_type: str, patch_size: int) -> None:
     """--patch_features=conv needs a ResNet trunk whose total stride divides the patch."""
     if not has_conv_trunk(model_type):
         raise ConfigError(f"--patch_features=conv needs a ResNet proxy-task model; "
@@ -409,7 +409,7 @@ def check_conv_patch_features(model_type, patch_size):
 RUN_SUBDIRS = ("ckpt", "stats", "logs")
 
 
-def nearest_existing(path):
+def nearest_existing(path: Path | str) -> Path:
     """``path`` or its closest ancestor that exists (what creating ``path`` starts from)."""
     probe = Path(os.path.abspath(path))
     while not os.path.lexists(probe) and probe.parent != probe:
@@ -429,7 +429,7 @@ def _can_create_in(directory):
     return True
 
 
-def check_model_dir(model_dir):
+def check_model_dir(model_dir: Optional[Path | str]) -> None:
     """The run directory must be a directory we can create or write to, its ckpt/, stats/
     and logs/ directories where they exist."""
     if not str(model_dir or "").strip():
@@ -452,7 +452,7 @@ def check_model_dir(model_dir):
                               f"keeps its {name}/ there (move the file away)")
 
 
-def check_run_flags(cfg):
+def check_run_flags(cfg: dict) -> None:
     if cfg["force_init"] and cfg["reevaluate"]:
         raise ConfigError("--force_init and --reevaluate contradict each other: --force_init "
                           "trains again from scratch, --reevaluate only re-scores a finished run")
@@ -469,7 +469,7 @@ def _known_dataset(cfg):
     return str(cfg["dataset"]).strip().lower() in DATASETS
 
 
-def run_evaluator(cfg) -> EvaluatorSpec:
+def run_evaluator(cfg: dict) -> EvaluatorSpec:
     """The run's evaluator (detect/evaluators.py chooses it from the data's layout)."""
     return choose_evaluator(has_defect_layout(cfg["dataset"]), cfg["mvtec_mode"],
                             reads_image_files(cfg["dataset"]))
@@ -528,7 +528,7 @@ FLAG_APPLIES = {
 }
 
 
-def check_flags_apply(cfg, explicit=()):
+def check_flags_apply(cfg: dict, explicit: Collection[str] = ()) -> None:
     """Every flag given on the command line must apply to the run (FLAG_APPLIES); a library
     caller's None, and an empty value (the release scripts pass ``--root=``), mean "not
     set"."""
@@ -539,7 +539,8 @@ def check_flags_apply(cfg, explicit=()):
                               f"{where} only; drop it")
 
 
-def check_explicit_flags(cfg, explicit=(), fixed=None):
+def check_explicit_flags(cfg: dict, explicit: Collection[str] = (),
+                         fixed: Optional[Mapping] = None) -> None:
     """Flags given on the command line that would be ignored or overridden are errors."""
     for key, value in (fixed or {}).items():  # frozen baselines: num_epoch=0
         if key in explicit and cfg[key] != value:
@@ -557,13 +558,13 @@ def check_explicit_flags(cfg, explicit=(), fixed=None):
     check_schedule_ranges(cfg)
 
 
-def view_count(cfg):
+def view_count(cfg: dict) -> int:
     """Views per image the transformation classifier tells apart: one per
     comma-separated entry of --aug_list (the resolution has added the rotations)."""
     return num_views(cfg["aug_list"])
 
 
-def check_view_counts(cfg):
+def check_view_counts(cfg: dict) -> None:
     """Views of --aug_list / --aug_list_for_test and --latent_dim agree with the model."""
     views, test_views = view_count(cfg), num_views(cfg["aug_list_for_test"])
     rotation = cfg["model_type"] == "rotation"
@@ -588,7 +589,7 @@ def check_view_counts(cfg):
 
 # ------------------------------------------------------------------ the whole configuration
 
-def validate_config(cfg):
+def validate_config(cfg: dict) -> RunChecks:
     """Checks every flag of a resolved config; returns its ``RunChecks``."""
     model_spec(cfg["model_type"])
     check_finite_flags(cfg)
