@@ -50,8 +50,11 @@ class EvaluatorSpec:
         module, cls = self.implementation.split(":")
         return getattr(importlib.import_module(module), cls)
 
-    def build(self, settings: EvalSettings, options: dict) -> Evaluator:
-        """The evaluator of ``settings`` and of its ``options`` (flag -> value)."""
+    def build(self, settings: EvalSettings, **options) -> Evaluator:
+        """The evaluator of ``settings`` and the values of its ``options`` flags."""
+        missing = sorted(set(self.options) - set(options))
+        if missing:
+            raise TypeError(f"the {self.name} evaluator needs {', '.join(missing)}")
         return self.load()(settings, **{k: options[k] for k in self.options})
 
 

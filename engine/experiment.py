@@ -141,7 +141,7 @@ def make_evaluator(cfg: dict, checks: RunChecks) -> Evaluator:
                             max_train=int(cfg["max_detector_train"]), seed=int(cfg["seed"]),
                             batch_size=int(cfg["eval_batch_size"]),
                             calibration_fraction=calibration_fraction(cfg))
-    return checks.evaluator.build(settings, cfg)
+    return checks.evaluator.build(settings, **{k: cfg[k] for k in checks.evaluator.options})
 
 
 def resolve_precision(requested: str) -> PrecisionChoice:
