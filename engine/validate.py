@@ -318,7 +318,8 @@ def check_synthetic_flags(cfg: dict) -> None:
     """--synthetic_validation damages the held-out good images, so it needs some."""
     kind = cfg.get("synthetic_validation", "none")
     _one_of({"synthetic_validation": kind}, "synthetic_validation", ("none", *SYNTHETIC_KINDS))
-    if kind != "none" and float(cfg.get("calibration_fraction", 0.1)) <= 0:
+    if kind != "none" and float(cfg.get("calibration_fraction",
+                                        FLAG_DEFAULTS["calibration_fraction"])) <= 0:
         raise ConfigError(f"--synthetic_validation={kind} scores held-out good images; "
                           "--calibration_fraction=0 holds out none (use e.g. 0.1)")
 
