@@ -146,6 +146,15 @@ def _score(args, cwd):
                           capture_output=True, text=True, cwd=cwd, env=ENV, timeout=600)
 
 
+def _score_in_process(args):
+    """script/score.py's ``main`` run in this process, as a CompletedProcess: the same
+    code path as the command line without another TensorFlow start-up."""
+    from tests.test_cli_errors import call_main
+
+    code, out, err = call_main("score", [str(a) for a in args])
+    return subprocess.CompletedProcess(args, code, out, err)
+
+
 @pytest.mark.slow
 def test_score_cli_writes_areas_masks_and_maps_of_a_patch_export(crop_run, category, tmp_path):
     import tensorflow as tf
@@ -178,8 +187,9 @@ def test_score_cli_writes_areas_masks_and_maps_of_a_patch_export(crop_run, categ
         assert (maps_dir / f"{i:06d}_{path.stem}.png").stat().st_size > 1000
     assert sum(int(r["defect_area_px"]) > 0 for r in rows) >= 1
     # thresholds moved at scoring time: explicit, or at another FPR on the stored scores
-    out = _score([f"--export_dir={export}", test_dir, f"--out={csv_path}",
-                  "--threshold=1e9", "--pixel_threshold=1e9"], tmp_path)
+    # (score.py's main in this process; the command line itself ran above)
+    out = _score_in_process([f"--export_dir={export}", test_dir, f"--out={csv_path}",
+                             "--threshold=1e9", "--pixel_threshold=1e9"])
     assert out.returncode == 0, out.stderr[-3000:]
     rows = list(csv.DictReader(csv_path.open()))
     assert all(r["decision"] == "0" and r["defect_area_px"] == "0" for r in rows)
@@ -187,16 +197,17 @@ def test_score_cli_writes_areas_masks_and_maps_of_a_patch_export(crop_run, categ
 
     with np.load(export / "assets" / "calibration_scores.npz") as z:
         pixel_at = threshold_at_fpr(z["pixel"], 0.5)
-    out = _score([f"--export_dir={export}", test_dir, f"--out={csv_path}", "--target_fpr=0.5"],
-                 tmp_path)
+    out = _score_in_process([f"--export_dir={export}", test_dir, f"--out={csv_path}",
+                             "--target_fpr=0.5"])
     assert out.returncode == 0, out.stderr[-3000:]
     assert f"pixel threshold {pixel_at:.6g}" in out.stdout
     areas = [int(r["defect_area_px"]) for r in csv.DictReader(csv_path.open())]
     assert areas == [int(np.asarray(Image.fromarray(
         (want["anomaly_map"][i].numpy() > pixel_at).astype(np.uint8) * 255).resize(
         (48, 48), Image.NEAREST)).astype(bool).sum()) for i in range(len(files))]
-    bad = _score([f"--export_dir={export}", test_dir, f"--out={tmp_path / 'never.csv'}",
-                  "--target_fpr=0.5", "--threshold=1"], tmp_path)
+    bad = _score_in_process([f"--export_dir={export}", test_dir,
+                             f"--out={tmp_path / 'never.csv'}", "--target_fpr=0.5",
+                             "--threshold=1"])
     assert bad.returncode == 2 and bad.stderr.strip().startswith("error:")
     assert not (tmp_path / "never.csv").exists()
 
