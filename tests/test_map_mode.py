@@ -302,11 +302,12 @@ def test_good_parts_only_train_calibrate_export_and_score(tmp_path):
     calibration = summary["calibration"]["map.membank"]
     assert calibration["target_fpr"] == 0.05 and calibration["n_calibration"] == 2
     csv_path, maps_dir = tmp_path / "scores.csv", tmp_path / "maps"
-    done = subprocess.run([sys.executable, str(ROOT / "script" / "score.py"),
-                           f"--export_dir={run / 'export'}", str(new), f"--out={csv_path}",
-                           f"--maps_dir={maps_dir}"],
-                          capture_output=True, text=True, cwd=tmp_path, env=ENV, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
+    # score.py's main in this process (its command line runs in the test above)
+    from tests.test_cli_errors import call_main
+
+    code, _, err = call_main("score", [f"--export_dir={run / 'export'}", str(new),
+                                       f"--out={csv_path}", f"--maps_dir={maps_dir}"])
+    assert code == 0, err[-3000:]
     rows = list(csv.DictReader(csv_path.open()))
     assert len(rows) == 7 and all(r["decision"] in ("0", "1") for r in rows)
     good = [float(r["raw_score"]) for r in rows if Path(r["path"]).parent.name == "good"]
