@@ -58,11 +58,13 @@ import tensorflow as tf
 assert not any(m.split(".")[0] in ("util", "model", "data", "detect", "deploy", "engine")
                for m in sys.modules)
 assert not any(p and "{root}" in p for p in sys.path), sys.path
-f = tf.saved_model.load(sys.argv[1]).signatures["serving_default"]
 out = {{}}
-for part in ("same", "big", "big_resized"):
-    o = f(images=tf.constant(np.load(sys.argv[2] + "/" + part + ".npy")))
-    out[part] = {{k: v.numpy().tolist() for k, v in o.items()}}
+for name, export in json.loads(sys.argv[1]).items():
+    f = tf.saved_model.load(export).signatures["serving_default"]
+    out[name] = {{}}
+    for part in ("same", "big", "big_resized"):
+        o = f(images=tf.constant(np.load(sys.argv[2] + "/" + part + ".npy")))
+        out[name][part] = {{k: v.numpy().tolist() for k, v in o.items()}}
 print(json.dumps(out))
 """
 
@@ -73,13 +75,36 @@ def _test_images(category, size):
     return load_one_class_data("mvtec_folder", "0", root=category, input_shape=(size, size, 3))
 
 
+@pytest.fixture(scope="module")
+def fresh_outputs(category, crop_run, conv_run, tmp_path_factory):
+    """{run: {input: {output name: list}}}: both runs' exports serving the test images at
+    the working 32 px, at their own 48 px and resized by the data layer, in one process
+    that cannot import the project."""
+    from data.base import conform_images
+
+    work = tmp_path_factory.mktemp("fresh")
+    small, big = _test_images(category, 32), _test_images(category, 48)
+    np.save(work / "same.npy", small.test_images)
+    np.save(work / "big.npy", big.test_images)
+    np.save(work / "big_resized.npy", conform_images(big.test_images, (32, 32, 3)))
+    fresh = work / "elsewhere"
+    fresh.mkdir()
+    (fresh / "load.py").write_text(FRESH.format(root=str(ROOT)))
+    env = {k: v for k, v in ENV.items() if k != "PYTHONPATH"}
+    exports = {"crop_run": str(crop_run / "export"), "conv_run": str(conv_run / "export")}
+    out = subprocess.run([sys.executable, "-I", str(fresh / "load.py"), json.dumps(exports),
+                          str(work)], capture_output=True, text=True, cwd=fresh, env=env,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("which", ["crop_run", "conv_run"])
-def test_patch_export_equals_pipeline_in_fresh_process(which, request, category, tmp_path):
+def test_patch_export_equals_pipeline_in_fresh_process(which, request, fresh_outputs):
     """Image scores, patch maps, pixel maps and masks of the export, loaded by a process
     that cannot import the project, equal the run's (scores.npz and the pipeline's
     upsampling); at another input size the graph resizes like the data layer."""
-    from data.base import conform_images
     from detect.localization import upsample_maps
     from detect.scores_file import read_scores
 
@@ -90,19 +115,7 @@ def test_patch_export_equals_pipeline_in_fresh_process(which, request, category,
     meta = json.loads((run / "export" / "assets" / "droc_export.json").read_text())
     assert meta["kind"] == "patch" and meta["grid"]["patch_size"] == 16
     assert meta["pixel_calibration"] == summary["calibration"][key]["pixel"]
-    small, big = _test_images(category, 32), _test_images(category, 48)
-    np.save(tmp_path / "same.npy", small.test_images)
-    np.save(tmp_path / "big.npy", big.test_images)
-    np.save(tmp_path / "big_resized.npy", conform_images(big.test_images, (32, 32, 3)))
-    fresh = tmp_path / "elsewhere"
-    fresh.mkdir()
-    (fresh / "load.py").write_text(FRESH.format(root=str(ROOT)))
-    env = {k: v for k, v in ENV.items() if k != "PYTHONPATH"}
-    out = subprocess.run([sys.executable, "-I", str(fresh / "load.py"), str(run / "export"),
-                          str(tmp_path)], capture_output=True, text=True, cwd=fresh, env=env,
-                         timeout=300)
-    assert out.returncode == 0, out.stderr[-3000:]
-    got = json.loads(out.stdout.strip().splitlines()[-1])
+    got = fresh_outputs[which]
     sc = read_scores(run / "stats" / "scores.npz")
     maps = sc["maps"][key]
     assert maps.shape == (7, 5, 5)
