@@ -1,17 +1,16 @@
 """bench/inspect.py: the inspector's benchmark section on a tiny MVTec-layout folder, its
-figures read from the runs it made, and its table."""
+figures read from the runs it made, and its table.
+
+The section runs through bench.runner.main (what script/benchmark.py calls) in the test
+process; the runs it makes start fresh processes of their own, as for a user."""
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 from bench.inspect import GOAL, markdown, summarise
+from bench.runner import main
 from tests.mvtec_fixture import make_category
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def _row(cat, seed, image, pixel, pro):
@@ -34,18 +33,17 @@ def test_means_over_categories_and_the_spread_over_seeds():
 
 
 @pytest.mark.slow
-def test_the_section_runs_the_inspector_and_reports_what_its_runs_wrote(tmp_path):
+def test_the_section_runs_the_inspector_and_reports_what_its_runs_wrote(tmp_path, capsys):
     """One tiny category: the table's figures are the run's summary.json figures, the
     export scored the test images (and a darkened copy), the raw-pixel baseline ran."""
     root = tmp_path / "cats"
     make_category(root / "tiny", n_train=8, n_good=3, n_defect=2, size=64)
     out = tmp_path / "bench"
     flags = "--train_minutes=0.05 --mvtec_image_size=96 --net_width=0.125 --batch_size=4"
-    done = subprocess.run(
-        [sys.executable, "script/benchmark.py", "--sections=inspect", f"--root={root}",
-         f"--inspect_flags={flags}", "--inspect_lighting=0.5", f"--out={out}"],
-        cwd=ROOT, capture_output=True, text=True, timeout=900)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    code = main(["--sections=inspect", f"--root={root}", f"--inspect_flags={flags}",
+                 "--inspect_lighting=0.5", f"--out={out}"])
+    done = capsys.readouterr()
+    assert code == 0, done.out[-3000:] + done.err[-3000:]
     result = json.loads((out / "inspect.json").read_text())
     (row,) = result["rows"]
     summary = json.loads((out / "inspect_runs" / "tiny" / "s0" / "stats" /
@@ -67,17 +65,15 @@ def test_the_section_runs_the_inspector_and_reports_what_its_runs_wrote(tmp_path
     assert "| tiny | 0 |" in (out / "inspect.md").read_text()
 
 
-def test_a_failed_run_is_an_error_after_the_others_are_written(tmp_path):
+def test_a_failed_run_is_an_error_after_the_others_are_written(tmp_path, capsys):
     """A run the entry point refuses: exit 1 with one error line naming it, the table
     written with what did run."""
     root = tmp_path / "cats"
     make_category(root / "tiny", n_train=4, n_good=1, n_defect=1, size=32)
     out = tmp_path / "bench"
-    done = subprocess.run(
-        [sys.executable, "script/benchmark.py", "--sections=inspect", f"--root={root}",
-         "--inspect_flags=--mvtec_image_size=64", "--noinspect_raw_pixels", f"--out={out}"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 1
-    assert [ln for ln in done.stderr.splitlines() if ln.startswith("error:")] == [
+    code = main(["--sections=inspect", f"--root={root}", "--inspect_flags=--mvtec_image_size=64",
+                 "--noinspect_raw_pixels", f"--out={out}"])
+    assert code == 1
+    assert [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("error:")] == [
         "error: inspect: these runs failed (their log lines above): tiny s0"]
     assert json.loads((out / "inspect.json").read_text())["failed"] == ["tiny s0"]

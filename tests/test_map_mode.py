@@ -126,11 +126,13 @@ import numpy as np
 import tensorflow as tf
 assert not any(m.split(".")[0] in ("util", "model", "data", "detect", "deploy", "engine")
                for m in sys.modules)
-f = tf.saved_model.load(sys.argv[1]).signatures["serving_default"]
 out = {}
-for part in ("same", "big", "big_resized"):
-    o = f(images=tf.constant(np.load(sys.argv[2] + "/" + part + ".npy")))
-    out[part] = {k: v.numpy().tolist() for k, v in o.items()}
+for name, export in json.loads(sys.argv[1]).items():
+    f = tf.saved_model.load(export).signatures["serving_default"]
+    out[name] = {}
+    for part in ("same", "big", "big_resized"):
+        o = f(images=tf.constant(np.load(sys.argv[2] + "/" + part + ".npy")))
+        out[name][part] = {k: v.numpy().tolist() for k, v in o.items()}
 print(json.dumps(out))
 """
 
@@ -142,9 +144,10 @@ def _test_images(category, size=SIZE):
                                input_shape=(size, size, 3)).test_images
 
 
-def _fresh_outputs(export, category, tmp_path):
-    """The export's outputs computed by a process that cannot import the project: for the
-    test images at the working size, at their own 128 px, and resized by the data layer."""
+def _fresh_outputs(exports, category, tmp_path):
+    """{name: outputs} of the exports ({name: folder}) computed by one process that cannot
+    import the project: for the test images at the working size, at their own 128 px, and
+    resized by the data layer."""
     from data.base import conform_images
 
     fresh = tmp_path / "elsewhere"
@@ -155,35 +158,48 @@ def _fresh_outputs(export, category, tmp_path):
     np.save(tmp_path / "big.npy", big)
     np.save(tmp_path / "big_resized.npy", conform_images(big, (SIZE, SIZE, 3)))
     env = {k: v for k, v in ENV.items() if k != "PYTHONPATH"}
-    out = subprocess.run([sys.executable, "-I", str(fresh / "load.py"), str(export),
-                          str(tmp_path)], capture_output=True, text=True, cwd=fresh, env=env,
-                         timeout=300)
+    out = subprocess.run([sys.executable, "-I", str(fresh / "load.py"),
+                          json.dumps({k: str(v) for k, v in exports.items()}), str(tmp_path)],
+                         capture_output=True, text=True, cwd=fresh, env=env, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     got = json.loads(out.stdout.strip().splitlines()[-1])
-    return {part: {k: np.asarray(v) for k, v in o.items()} for part, o in got.items()}
+    return {name: {part: {k: np.asarray(v) for k, v in o.items()} for part, o in parts.items()}
+            for name, parts in got.items()}
+
+
+@pytest.fixture(scope="module")
+def map_exports(map_run, tmp_path_factory):
+    """{detector: export folder}: the run's membank export, and posgde exported again by
+    script/export.py."""
+    from script import export
+
+    posgde = tmp_path_factory.mktemp("posgde") / "export"
+    assert export.main([str(map_run), f"--out={posgde}", "--export_detector=posgde"]) == 0
+    return {"membank": map_run / "export", "posgde": posgde}
+
+
+@pytest.fixture(scope="module")
+def fresh_map_outputs(map_exports, category, tmp_path_factory):
+    return _fresh_outputs(map_exports, category, tmp_path_factory.mktemp("fresh"))
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("detector", ["membank", "posgde"])
-def test_map_export_equals_the_pipeline_in_a_fresh_process(detector, map_run, category,
-                                                            tmp_path):
+def test_map_export_equals_the_pipeline_in_a_fresh_process(detector, map_run, map_exports,
+                                                            fresh_map_outputs):
     """Image scores, cell maps, anomaly maps and masks of the export (the run's membank
     export; posgde exported again by script/export.py) equal the run's: scores.npz and the
     pipeline's smoothing of its cell maps."""
     from detect.localization import map_pixels
     from detect.scores_file import read_scores
-    from script import export
 
     key = f"map.{detector}"
-    out = map_run / "export"
-    if detector != "membank":
-        out = tmp_path / "export"
-        assert export.main([str(map_run), f"--out={out}", f"--export_detector={detector}"]) == 0
+    out = map_exports[detector]
     meta = json.loads((out / "assets" / "droc_export.json").read_text())
     assert meta["kind"] == "map" and meta["score_key"] == key
     assert meta["grid"] == {"image_size": SIZE, "stages": [2, 3], "neighbourhood": 3,
                             "cells": SIZE // 8, "features": "map"}
-    outputs = _fresh_outputs(out, category, tmp_path)
+    outputs = fresh_map_outputs[detector]
     got = outputs["same"]
     sc = read_scores(map_run / "stats" / "scores.npz")
     maps = sc["maps"][key]
@@ -306,11 +322,12 @@ def test_good_parts_only_train_calibrate_export_and_score(tmp_path):
     calibration = summary["calibration"]["map.membank"]
     assert calibration["target_fpr"] == 0.05 and calibration["n_calibration"] == 2
     csv_path, maps_dir = tmp_path / "scores.csv", tmp_path / "maps"
-    done = subprocess.run([sys.executable, str(ROOT / "script" / "score.py"),
-                           f"--export_dir={run / 'export'}", str(new), f"--out={csv_path}",
-                           f"--maps_dir={maps_dir}"],
-                          capture_output=True, text=True, cwd=tmp_path, env=ENV, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
+    # score.py's main in this process (its command line runs in the test above)
+    from tests.test_cli_errors import call_main
+
+    code, _, err = call_main("score", [f"--export_dir={run / 'export'}", str(new),
+                                       f"--out={csv_path}", f"--maps_dir={maps_dir}"])
+    assert code == 0, err[-3000:]
     rows = list(csv.DictReader(csv_path.open()))
     assert len(rows) == 7 and all(r["decision"] in ("0", "1") for r in rows)
     good = [float(r["raw_score"]) for r in rows if Path(r["path"]).parent.name == "good"]

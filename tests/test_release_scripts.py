@@ -106,7 +106,8 @@ def test_release_flags_resolve_to_our_recipe(model_type):
 
 
 def tiny(args, model_dir):
-    """The release's flags with paths, dataset, epochs and width made tiny."""
+    """The release's flags with paths, dataset, epochs and width made tiny; one detector
+    (the release's flags name none; tests/test_end_to_end.py runs them all)."""
     out = []
     for a in args:
         if a.startswith(("--dataset=", "--num_epoch=", "--net_width=")):
@@ -118,7 +119,8 @@ def tiny(args, model_dir):
             a = a.split(",")[0]
         out.append(a)
     return out + [f"--model_dir={model_dir}", "--dataset=digitsood", "--num_epoch=1",
-                  "--num_batch=2", "--net_width=0.125", "--eval_epoch=0", "--noexport"]
+                  "--num_batch=2", "--net_width=0.125", "--eval_epoch=0", "--noexport",
+                  "--detectors=kde"]
 
 
 @pytest.mark.slow
