@@ -41,7 +41,7 @@ from engine.flags import FLAG_DEFAULTS
 from engine.checkpoints import inspect_checkpoints
 from engine.precision import POLICIES, choose_precision, read_cpuinfo
 from engine.resume import check_resume, restore_checkpoint, stored_summary
-from engine.run_files import claim_run_dir, remove_own_files
+from engine.run_files import check_run_root, claim_run_dir, mark_run, remove_own_files
 from engine.validate import nearest_existing, parse_detectors, validate_config
 from model.registry import model_spec
 from model.spec import parse_stages, stage_stride
@@ -305,6 +305,7 @@ def check_existing_run(cfg, run):
     different configuration, an unreadable result, a damaged ``ckpt/`` or a location
     that is not the run's own (engine/run_files.py) ends the run here (prepare_run_dir
     decides again under the lock)."""
+    check_run_root(cfg, run.root)
     if not cfg["force_init"]:
         check_resume(cfg, run.stats)
         if not cfg["reevaluate"] and stored_summary(run.stats) is not None:
@@ -536,6 +537,7 @@ def train_and_evaluate(cfg, run, checks, t_start, log, step):
 
     kind = strategy_kind(strategy)
     if run.chief:
+        mark_run(run.root)  # the run's marker, before the first file it writes
         write_json_atomic(run.stats / "hparams.json", cfg)
     log(f"{data.describe()}; {len(train_images)} training instances after distribution "
         f"augmentation '{cfg['distaug_type']}'; {steps_per_epoch} steps/epoch; "
