@@ -44,6 +44,12 @@ def read_run_config(run_dir):
     return cfg
 
 
+def run_inputs(run_dir):
+    """(label, path) of what rebuilding a run reads: its checkpoints and stats/."""
+    run_dir = Path(run_dir)
+    return [("input", run_dir / "ckpt"), ("input", run_dir / "stats")]
+
+
 def load_run(run_dir, cfg=None):
     """(cfg, model, data, evaluator) of a run: the model from its configuration and its
     last checkpoint, the data and the evaluator as the run had them."""

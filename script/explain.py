@@ -11,20 +11,21 @@ images, ``outliers`` / ``inliers`` the highest-scored of that label, ``all``
 every test image. ``--target=rotation`` explains the rotation classifier's
 ``logit`` score instead (rotation models only). The output folder may be new,
 empty or a previous folder of explanations (recognised by its manifest,
-util/ownership.py); anything else is refused before any work.
+util/ownership.py), apart from what it reads of RUN_DIR (its checkpoints and
+stats/); anything else is refused before any work.
 """
 
 import sys
 from pathlib import Path
 
-from engine.run_loading import read_run_config
+from engine.run_loading import read_run_config, run_inputs
 from engine.validate import validate_config
 from model.registry import MODEL_TYPES
 from deploy.export_format import EXPORT_KIND
 from util.cli import ArgumentParser, quiet_stderr, script_main
 from util.errors import ConfigError
-from util.heatmaps import EXPLANATIONS_KIND
-from util.ownership import Manifest, claim_output
+from util.heatmaps import EXPLANATIONS_KIND, MAPS_KIND
+from util.ownership import Manifest, check_apart, claim_output
 
 
 def parse_args(argv=None):
@@ -62,7 +63,8 @@ def main(argv=None):
         raise ConfigError("--num_images and --ig_steps must be positive")
     cfg = read_run_config(args.run_dir)
     out = claim_output(args.out or Path(args.run_dir) / "explain", EXPLANATIONS_KIND, "--out",
-                       not_inside=(EXPORT_KIND,))
+                       not_inside=(EXPORT_KIND, MAPS_KIND))
+    check_apart([("--out", out, True)], run_inputs(args.run_dir))
     if args.target == "rotation" and "logit" not in model_score_keys(cfg["model_type"]):
         raise ConfigError(f"--target=rotation needs a rotation model, this run is "
                           f"{cfg['model_type']}")
