@@ -19,8 +19,17 @@ with a warning and counted. Exit status 2 with one ``error:`` line, before
 any image is read, for a missing, foreign, incompatible or damaged export, an
 output path that is not this command's own (util/ownership.py: ``--maps_dir``
 and ``--explain_dir`` may be new, empty or a previous folder of the same
-kind, recognised by its manifest, never inside an export), or no images to
-score. Ctrl-C keeps the maps written so far; the CSV is written at the end.
+kind, recognised by its manifest, never inside an export or another such
+folder), an output that is, contains or lies inside an input (the images
+scored, the export) or another output (``--out`` inside ``--maps_dir``), or no
+images to score. A CSV inside the folder scored is allowed: only images are
+read there. A folder of maps or explanations is never scored: one inside an
+input folder is skipped with a note, one given as an input is refused.
+``--maps_dir`` and ``--explain_dir`` are locked while the command writes them
+(util/runlock.py): a second score.py into the same folder is refused at once
+with one ``error:`` line. Ctrl-C keeps the maps written so far; the CSV is
+written at the end. What a killed score.py leaves in its folder (a temporary
+file, its lock) is the folder's own: the next run removes it.
 
 The decision uses the export's calibrated threshold, ``--threshold`` (a raw
 score), or a threshold set anew at ``--target_fpr`` on the calibration scores
@@ -45,10 +54,10 @@ from deploy.export_format import EXPORT_KIND, has_maps
 from util.cli import ArgumentParser, quiet_stderr, script_main
 from util.errors import ConfigError
 from util.heatmaps import EXPLANATIONS_KIND, MAPS_KIND
-from util.ownership import (Manifest, OutputKind, check_apart, claim_output,
+from util.ownership import (Manifest, OutputKind, check_apart, claim_output, entries,
                             recognised_output)
 from util.paths import first_bytes_are, printable_path, walk_files
-from util.runlock import folder_lock
+from util.runlock import LOCK_NAME, folder_lock
 
 IMAGE_SUFFIXES = IMAGE_EXTENSIONS
 CSV_HEADER = ["path", "raw_score", "normalized_score", "decision"]
@@ -267,7 +276,8 @@ def check_outputs(args, locks):
                 reads=lambda path: path.name.lower().endswith(tuple(IMAGE_SUFFIXES)))
     for flag, manifest in folders.items():
         locks.enter_context(folder_lock(manifest.directory, flag))
-        claim_output(manifest.directory, manifest.kind, flag, not_inside=outer)
+        if entries(manifest.directory) != [LOCK_NAME]:  # not new: changed before the lock?
+            claim_output(manifest.directory, manifest.kind, flag, not_inside=outer)
     return folders
 
 
