@@ -570,6 +570,36 @@ def test_force_init_removes_only_the_runs_own_files(tmp_path):
     assert json.loads((run / "stats" / "summary.json").read_text())["pool.kde"] > 50
 
 
+def test_a_run_is_marked_and_a_run_from_before_the_marker_still_reevaluates(tmp_path):
+    """A run writes its marker (its id, the files it writes) before anything else; a run of
+    an older version (no marker, a summary) re-evaluates as before and gets one, a user's
+    file in it stays. A copied hparams.json is no run; beside a checkpoint index it is."""
+    from engine.run_files import _is_run, legacy_run, run_marker
+    from util.ownership import MANIFEST_NAME, manifest_files
+
+    run = tmp_path / "run"
+    code, _, err = run_entry_point([f"--model_dir={run}", *RAW])
+    assert code == 0, err
+    first = run_marker(run)
+    assert len(first["run_id"]) == 32 and not legacy_run(run)
+    assert {"stats/hparams.json", "stats/summary.json", "plots/roc.png"} <= manifest_files(run)
+    (run / MANIFEST_NAME).unlink()  # as a run of an older version left its directory
+    assert legacy_run(run) and _is_run(run)
+    (run / "plots" / "mine.txt").write_text("mine\n")
+    code, _, err = run_entry_point([f"--model_dir={run}", *RAW, "--reevaluate"])
+    assert code == 0, err
+    assert run_marker(run)["run_id"] != first["run_id"]
+    assert (run / "plots" / "mine.txt").read_text() == "mine\n"
+    report = tmp_path / "report"
+    (report / "stats").mkdir(parents=True)
+    shutil.copy(run / "stats" / "hparams.json", report / "stats")
+    _png(report / "plots" / "roc.png")
+    assert not _is_run(report)
+    (report / "ckpt").mkdir()
+    (report / "ckpt" / "checkpoint").write_text('model_checkpoint_path: "ckpt-1"\n')
+    assert legacy_run(report)
+
+
 def test_a_failing_later_step_keeps_the_results_and_names_what_is_missing(tmp_path,
                                                                           monkeypatch):
     """The ROC plot fails (a full disk): summary.json and scores.npz are written, the score
