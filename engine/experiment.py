@@ -41,7 +41,7 @@ from engine.flags import FLAG_DEFAULTS
 from engine.checkpoints import inspect_checkpoints
 from engine.precision import POLICIES, choose_precision, read_cpuinfo
 from engine.resume import check_resume, restore_checkpoint, stored_summary
-from engine.run_files import check_run_root, claim_run_dir, mark_run, remove_own_files
+from engine.run_files import check_recorded_run, claim_run_dir, mark_run, remove_own_files
 from engine.validate import nearest_existing, parse_detectors, validate_config
 from model.registry import model_spec
 from model.spec import parse_stages, stage_stride
@@ -305,7 +305,7 @@ def check_existing_run(cfg, run):
     different configuration, an unreadable result, a damaged ``ckpt/`` or a location
     that is not the run's own (engine/run_files.py) ends the run here (prepare_run_dir
     decides again under the lock)."""
-    check_run_root(cfg, run.root)
+    check_recorded_run(run.root)
     if not cfg["force_init"]:
         check_resume(cfg, run.stats)
         if not cfg["reevaluate"] and stored_summary(run.stats) is not None:

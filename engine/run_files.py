@@ -155,6 +155,23 @@ def data_inputs(cfg):
     return found
 
 
+def _not_a_run(root):
+    shown = ", ".join(printable_path(n) for n in sorted(os.listdir(root))[:3])
+    return ConfigError(f"--model_dir={printable_path(root)} is not a run directory (no run "
+                       f"marker {MANIFEST_NAME}, nor a checkpoint or a summary beside "
+                       f"stats/hparams.json) and is not empty (it holds {shown}); a run writes "
+                       "only into a new or empty directory or its own run: choose another "
+                       "--model_dir")
+
+
+def check_recorded_run(root):
+    """ConfigError when ``root`` holds a stats/hparams.json but is not a run: a copied
+    configuration is not compared with the flags as if a run had recorded it."""
+    root = Path(root)
+    if (root / "stats" / "hparams.json").exists() and not _is_run(root):
+        raise _not_a_run(root)
+
+
 def check_run_root(cfg, root):
     """ConfigError, before anything of ``root`` is read as a run's, when ``--model_dir``
     is not a new or empty directory, what a killed run left, or a run (its marker, or a
@@ -165,11 +182,7 @@ def check_run_root(cfg, root):
     check_not_inside(root, "--model_dir", (EXPORT_KIND, MAPS_KIND, EXPLANATIONS_KIND))
     check_apart([("--model_dir", root, True)], data_inputs(cfg))
     if root.is_dir() and not _is_run(root) and not only_leftovers(root):
-        shown = ", ".join(printable_path(n) for n in sorted(os.listdir(root))[:3])
-        raise ConfigError(f"{flag} is not a run directory (no run marker {MANIFEST_NAME}, "
-                          "nor a checkpoint or a summary beside stats/hparams.json) and is "
-                          f"not empty (it holds {shown}); a run writes only into a new or "
-                          "empty directory or its own run: choose another --model_dir")
+        raise _not_a_run(root)
     if run_marker(root) is not None:
         listed = manifest_files(root)
         foreign = [rel for rel in FIXED_FILES if (root / rel).exists() and rel not in listed]
