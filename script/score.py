@@ -54,10 +54,9 @@ from deploy.export_format import EXPORT_KIND, has_maps
 from util.cli import ArgumentParser, quiet_stderr, script_main
 from util.errors import ConfigError
 from util.heatmaps import EXPLANATIONS_KIND, MAPS_KIND
-from util.ownership import (Manifest, OutputKind, check_apart, claim_output, entries,
-                            recognised_output)
+from util.ownership import (Manifest, OutputKind, check_apart, claim_output,
+                            lock_manifest_folder, recognised_output)
 from util.paths import first_bytes_are, printable_path, walk_files
-from util.runlock import LOCK_NAME, folder_lock
 
 IMAGE_SUFFIXES = IMAGE_EXTENSIONS
 CSV_HEADER = ["path", "raw_score", "normalized_score", "decision"]
@@ -275,9 +274,7 @@ def check_outputs(args, locks):
                 [("input", item) for item in args.inputs] + [("--export_dir", args.export_dir)],
                 reads=lambda path: path.name.lower().endswith(tuple(IMAGE_SUFFIXES)))
     for flag, manifest in folders.items():
-        locks.enter_context(folder_lock(manifest.directory, flag))
-        if entries(manifest.directory) != [LOCK_NAME]:  # not new: changed before the lock?
-            claim_output(manifest.directory, manifest.kind, flag, not_inside=outer)
+        lock_manifest_folder(manifest, flag, locks, not_inside=outer)
     return folders
 
 

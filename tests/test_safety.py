@@ -484,6 +484,20 @@ def _marked_run_without(rel):
     return setup
 
 
+def _held(folder):
+    """setup: another process's lock on ``folder`` (util/runlock.py), held to the end of the
+    test process."""
+    def setup(w, _):
+        import fcntl
+
+        fd = os.open(w / folder / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        os.write(fd, b"pid 1 on elsewhere\n")
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        _HELD.append(fd)
+    return setup
+
+
+_HELD = []
 MVTEC = ["--dataset=mvtec", "--root={w}/mvtec", "--category=widget"]
 APART = [
     # score.py: the maps folder is the folder scored, lies inside it, holds an input
@@ -507,6 +521,13 @@ APART = [
      "anomaly maps", _maps()),
     ("score", [PATCH, "{w}/imgs", "--maps_dir={w}/maps/deeper"], "is inside the folder of "
      "anomaly maps", _maps()),
+    # one process at a time writes a folder of maps or explanations
+    ("score", [PATCH, "{w}/imgs", "--maps_dir={w}/maps"], "is in use by another process (pid 1 "
+     "on elsewhere)", lambda w, m: (_maps()(w, m), _held("maps")(w, m))),
+    ("explain", ["{w}/run", "--out={w}/why"], "is in use by another process",
+     lambda w, m: (_previous_manifest("why", __import__("util.heatmaps").heatmaps
+                                      .EXPLANATIONS_KIND, "gradcam_00001_inlier.png")(w, m),
+                   _held("why")(w, m))),
     # export.py and explain.py: never inside what they read of the run, nor in a maps folder
     ("export", ["{w}/run", "--out={w}/run/stats/export"], "lies inside input", None),
     ("export", ["{w}/run", "--out={w}/maps/export"], "is inside the folder of anomaly maps",

@@ -39,7 +39,7 @@ from typing import Callable
 from util.atomic import append_jsonl, temporary_target, write_text_atomic
 from util.errors import ConfigError
 from util.paths import check_output_path, printable_path
-from util.runlock import LOCK_NAME
+from util.runlock import LOCK_NAME, folder_lock
 
 #: the record of a folder whose files a command writes one at a time
 MANIFEST_NAME = ".droc_outputs.jsonl"
@@ -211,6 +211,15 @@ def manifest_owns(rel, listed):
     target = temporary_target(name)
     return target is not None and (f"{folder}/{target}" if folder else target) in \
         listed | {MANIFEST_NAME}
+
+
+def lock_manifest_folder(manifest, flag, locks, not_inside=()):
+    """Takes the lock of the folder of ``manifest`` (util/runlock.py; ConfigError when
+    another process holds it) into ``locks`` (an ExitStack) and claims the folder again
+    under it: what another process left there between the first claim and the lock."""
+    locks.enter_context(folder_lock(manifest.directory, flag))
+    if entries(manifest.directory) != [LOCK_NAME]:  # not created just now by the lock
+        claim_output(manifest.directory, manifest.kind, flag, not_inside=not_inside)
 
 
 class Manifest:
