@@ -173,10 +173,11 @@ def check_recorded_run(root):
 
 
 def check_run_root(cfg, root):
-    """ConfigError, before anything of ``root`` is read as a run's, when ``--model_dir``
-    is not a new or empty directory, what a killed run left, or a run (its marker, or a
-    run from before the marker); or when it is not apart from the run's data, or lies
-    inside an output of another kind."""
+    """ConfigError, before the run writes anything, when ``--model_dir`` is not a new or
+    empty directory, what a killed run left, or a run (its marker, or a run from before
+    the marker); when it is not apart from the run's data or lies inside an output of
+    another kind; or when a marked run holds a file at one of its fixed names that its
+    manifest does not list."""
     root = Path(root)
     flag = f"--model_dir={printable_path(root)}"
     check_not_inside(root, "--model_dir", (EXPORT_KIND, MAPS_KIND, EXPLANATIONS_KIND))
