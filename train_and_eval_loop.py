@@ -10,6 +10,9 @@ you did not set. See README.md.
 Every flag is parsed and checked (engine/validate.py) before TensorFlow is
 imported: a bad command line exits with status 2 and one ``error:`` line. Ctrl-C
 ends with one line saying what was interrupted and what was kept, and status 130.
+``--help`` (``-h``, ``--helpshort``) prints this text and the flags, ``--helpfull``
+absl's own flags too; both exit 0, as ``python train_and_eval_loop.py`` and as
+``droc-train``.
 """
 
 import sys
@@ -32,8 +35,23 @@ def fail(message):
     return 2
 
 
+#: the arguments that ask for the help text (absl's own parser would exit 1 for them)
+HELP_ARGS = {"-h", "-?", "-help", "--help", "--helpshort", "--helpfull"}
+
+
+def help_text(full=False):
+    """The usage text: this module's documentation and every flag of the run."""
+    flag_help = FLAGS.get_help() if full else FLAGS.module_help(flag_table)
+    return f"{__doc__.strip()}\n\nflags:\n{flag_help}\n"
+
+
 def parse_flags(argv):
-    """absl's parser, but a flag type error is an ``error:`` line and exit 2, not FATAL."""
+    """absl's parser, but a flag type error is an ``error:`` line and exit 2, not FATAL;
+    ``--help`` prints the help text and exits 0."""
+    asked = [arg.split("=", 1)[0] for arg in argv[1:] if arg.split("=", 1)[0] in HELP_ARGS]
+    if asked:
+        sys.stdout.write(help_text(full="--helpfull" in asked))
+        sys.exit(0)
     FLAGS.unparse_flags()
     try:
         return FLAGS(argv)

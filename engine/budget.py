@@ -136,7 +136,7 @@ class TrainingBudget(keras.callbacks.Callback):
         """The epochs of ``per_epoch`` seconds that fit into the rest of the budget; once
         not ``early``, only a plan that would end more than half an epoch late changes."""
         left = self.seconds - (now - self.start)
-        planned = max(done, done + int(left // max(per_epoch, 1e-9)))
+        planned = min(MAX_EPOCHS, max(done, done + int(left // max(per_epoch, 1e-9))))
         late = (self.plan.epochs - done) * per_epoch - left > 0.5 * per_epoch
         if planned != self.plan.epochs and (early or late):
             self.apply(planned)
@@ -160,8 +160,8 @@ class TrainingBudget(keras.callbacks.Callback):
         steps_done = self.initial_epoch * self.steps_per_epoch + len(self.stamps)
         steps_left = max(0.0, (self.seconds - elapsed) / max(step_seconds, 1e-9))
         epochs_done = steps_done // self.steps_per_epoch
-        planned = max(epochs_done + 1,
-                      int((steps_done + steps_left) // self.steps_per_epoch))
+        planned = min(MAX_EPOCHS, max(epochs_done + 1,
+                                      int((steps_done + steps_left) // self.steps_per_epoch)))
         self.apply(planned)
         self.refine_until = max(epochs_done + 2, planned // 4)
         self.record = {"train_minutes": self.seconds / 60.0, "planned_epochs": planned,

@@ -21,6 +21,18 @@ from model.registry import has_conv_trunk, model_spec
 from util.errors import ConfigError
 
 
+def check_budget_off(cfg: dict, preset: Mapping, explicit: Collection[str]) -> None:
+    """``--train_minutes=0`` means "no clock: train --num_epoch epochs". Under a preset
+    whose length is its clock, and without --num_epoch, it would silently train the
+    flag's default length: refused, saying what to give instead."""
+    if ("train_minutes" in explicit and not cfg.get("train_minutes")
+            and preset.get("train_minutes") and "num_epoch" not in explicit):
+        raise ConfigError(f"--train_minutes=0 turns off the clock of --preset={cfg['preset']} "
+                          f"(it trains for {preset['train_minutes']:g} minutes), and 0 means "
+                          f"'train --num_epoch epochs' (default {cfg['num_epoch']}): give a "
+                          "positive --train_minutes, or --num_epoch instead")
+
+
 def resolve_config(values: Mapping, explicit: Collection[str] = ()) -> dict:
     """Flag values -> full config: preset for unset flags, then per-model-type defaults.
 
@@ -31,9 +43,11 @@ def resolve_config(values: Mapping, explicit: Collection[str] = ()) -> dict:
         raise ConfigError(f"unknown config keys {sorted(unknown)}")
     cfg = dict(FLAG_DEFAULTS)
     cfg.update(values)
-    for key, value in preset_values(cfg.get("preset")).items():
+    preset = preset_values(cfg.get("preset"))
+    for key, value in preset.items():
         if key not in explicit:
             cfg[key] = value
+    check_budget_off(cfg, preset, explicit)
     if "num_epoch" in explicit and "train_minutes" not in explicit:
         cfg["train_minutes"] = 0.0  # a preset's budget gives way to the epochs asked for
     apply_release_flags(cfg, explicit)

@@ -42,7 +42,7 @@ from engine.flags import FLAG_DEFAULTS
 from engine.checkpoints import inspect_checkpoints
 from engine.precision import POLICIES, choose_precision, read_cpuinfo
 from engine.resume import check_resume, restore_checkpoint, stored_summary
-from engine.run_files import claim_run_dir, remove_own_files
+from engine.run_files import check_recorded_run, claim_run_dir, mark_run, remove_own_files
 from engine.validate import RunChecks, nearest_existing, validate_config
 from model.registry import model_spec
 from util.atomic import write_json_atomic
@@ -317,6 +317,7 @@ def check_existing_run(cfg: dict, run: RunPaths) -> None:
     different configuration, an unreadable result, a damaged ``ckpt/`` or a location
     that is not the run's own (engine/run_files.py) ends the run here (prepare_run_dir
     decides again under the lock)."""
+    check_recorded_run(run.root)
     if not cfg["force_init"]:
         check_resume(cfg, run.stats)
         if not cfg["reevaluate"] and stored_summary(run.stats) is not None:
@@ -582,6 +583,7 @@ def announce(cfg: dict, run: RunPaths, checks: RunChecks, job: TrainingJob,
 
     kind = strategy_kind(job.strategy)
     if run.chief:
+        mark_run(run.root)  # the run's marker, before the first file it writes
         write_json_atomic(run.stats / "hparams.json", cfg)
     log(f"{job.data.describe()}; {len(job.train_images)} training instances after "
         f"distribution augmentation '{cfg['distaug_type']}'; {job.steps_per_epoch} "

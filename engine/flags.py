@@ -55,7 +55,8 @@ FLAG_SPECS = [
     ("num_batch", "integer", 0, "Steps per epoch (0 = one pass over the training set)."),
     ("train_minutes", "float", 0.0, "Wall-clock budget of training in minutes (0 = off): the "
      "step time is measured while warming up, and the number of epochs is set so that the "
-     "learning-rate schedule ends when the budget does (overrides --num_epoch)."),
+     "learning-rate schedule ends when the budget does (overrides --num_epoch); at most "
+     "525600 (a year). 0 under a preset with a budget (inspector) needs --num_epoch."),
     ("batch_size", "integer", None, "Global batch (default 32 contrastive, 64 rotation)."),
     ("ckpt_epoch", "integer", 32, "Save a checkpoint every N epochs."),
     ("eval_epoch", "integer", 256, "Evaluate the detectors every N epochs (0 = only at the end)."),

@@ -52,6 +52,12 @@ def read_run_config(run_dir: Path | str) -> dict:
     return cfg
 
 
+def run_inputs(run_dir: Path | str) -> list:
+    """(label, path) of what rebuilding a run reads: its checkpoints and stats/."""
+    run_dir = Path(run_dir)
+    return [("input", run_dir / "ckpt"), ("input", run_dir / "stats")]
+
+
 def load_run(run_dir: Path | str,
              cfg: Optional[dict] = None) -> tuple[dict, OneClassModel, OneClassData, Evaluator]:
     """(cfg, model, data, evaluator) of a run: the model from its configuration and its

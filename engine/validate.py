@@ -268,11 +268,18 @@ def check_training_flags(cfg: dict) -> None:
     check_budget_flags(cfg)
 
 
+#: the longest --train_minutes: a year (a budget beyond it is a typo, and overflows the plan)
+MAX_TRAIN_MINUTES = 525_600
+
+
 def check_budget_flags(cfg: dict) -> None:
     """--train_minutes: a non-negative number of minutes, for a model that trains."""
     minutes = _number(dict(train_minutes=cfg.get("train_minutes") or 0.0), "train_minutes")
     if minutes < 0:
         raise ConfigError(f"--train_minutes={minutes} must be >= 0 (0 = off)")
+    if minutes > MAX_TRAIN_MINUTES:
+        raise ConfigError(f"--train_minutes={minutes:g} is more than a year "
+                          f"({MAX_TRAIN_MINUTES} minutes); give the budget of this run")
     if minutes > 0 and model_spec(cfg["model_type"]).get("fixed", {}).get("num_epoch") == 0:
         raise ConfigError(f"--train_minutes={minutes}: --model_type={cfg['model_type']} is not "
                           "trained; drop --train_minutes")

@@ -11,20 +11,24 @@ images, ``outliers`` / ``inliers`` the highest-scored of that label, ``all``
 every test image. ``--target=rotation`` explains the rotation classifier's
 ``logit`` score instead (rotation models only). The output folder may be new,
 empty or a previous folder of explanations (recognised by its manifest,
-util/ownership.py); anything else is refused before any work.
+util/ownership.py), apart from what it reads of RUN_DIR (its checkpoints and
+stats/); anything else is refused before any work. The folder is locked while
+it is written (util/runlock.py): a second explain.py or score.py into it is
+refused with one ``error:`` line.
 """
 
+import contextlib
 import sys
 from pathlib import Path
 
-from engine.run_loading import read_run_config
+from engine.run_loading import read_run_config, run_inputs
 from engine.validate import validate_config
 from model.registry import MODEL_TYPES
 from deploy.export_format import EXPORT_KIND
 from util.cli import ArgumentParser, quiet_stderr, script_main
 from util.errors import ConfigError
-from util.heatmaps import EXPLANATIONS_KIND
-from util.ownership import Manifest, claim_output
+from util.heatmaps import EXPLANATIONS_KIND, MAPS_KIND
+from util.ownership import Manifest, check_apart, claim_output, lock_manifest_folder
 
 
 def parse_args(argv=None):
@@ -58,11 +62,19 @@ def pick(scores, labels, which, n):
 @script_main(kept="the PNGs written so far are kept")
 def main(argv=None):
     args = parse_args(argv)
+    with contextlib.ExitStack() as locks:
+        return explain(args, locks)
+
+
+def explain(args, locks):
+    """Writes the explanations; the output folder's lock is entered into ``locks``."""
     if args.num_images <= 0 or args.ig_steps <= 0:
         raise ConfigError("--num_images and --ig_steps must be positive")
     cfg = read_run_config(args.run_dir)
     out = claim_output(args.out or Path(args.run_dir) / "explain", EXPLANATIONS_KIND, "--out",
-                       not_inside=(EXPORT_KIND,))
+                       not_inside=(EXPORT_KIND, MAPS_KIND))
+    check_apart([("--out", out, True)], run_inputs(args.run_dir))
+    manifest = Manifest(out, EXPLANATIONS_KIND)
     if args.target == "rotation" and "logit" not in model_score_keys(cfg["model_type"]):
         raise ConfigError(f"--target=rotation needs a rotation model, this run is "
                           f"{cfg['model_type']}")
@@ -70,6 +82,7 @@ def main(argv=None):
     if validate_config(cfg).evaluator.maps:
         raise ConfigError(f"{args.run_dir} is a {cfg['mvtec_mode']} run: its anomaly maps are under "
                           "heatmaps/, and score.py --maps_dir draws them for new images")
+    lock_manifest_folder(manifest, "--out", locks, not_inside=(EXPORT_KIND, MAPS_KIND))
 
     from tqdm import tqdm
 
@@ -91,7 +104,6 @@ def main(argv=None):
         scores = ev.test_scores["logit"]
     score_fn = ScoreFunction(conv_trunk(model), head)
     idx = pick(scores, ev.labels, args.which, args.num_images)
-    manifest = Manifest(out, EXPLANATIONS_KIND)
     manifest.start()
     for i in tqdm(idx, desc=f"{args.method} maps", unit="img", file=sys.stderr):
         img = data.test_images[i:i + 1]

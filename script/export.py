@@ -8,8 +8,9 @@ detector is refit on the same training inliers (same calibration split and seed)
 as the run, so its scores equal the run's stats/scores.npz. Default output:
 RUN_DIR/export (replaced atomically). ``--out`` may only replace a previous
 export (recognised by its metadata) holding nothing else, or an empty
-directory: anything else, such as the run directory itself or a folder inside
-an export, is refused before any work (util/ownership.py). --format=onnx or
+directory: anything else, such as the run directory itself, a folder inside an
+export or a folder of maps, or one inside what it reads of RUN_DIR (ckpt/,
+stats/), is refused before any work (util/ownership.py). --format=onnx or
 openvino also converts that SavedModel (deploy/convert.py) and writes DIR.onnx
 (with its record DIR.onnx.json) or DIR_openvino/ beside it, under the same
 rule. Replacing an export by one that computes something else (another detector or
@@ -22,11 +23,12 @@ from pathlib import Path
 from deploy.convert import claim_conversion, convert_export
 from deploy.export_format import EXPORT_KIND
 from detect.detectors import export_names
-from engine.run_loading import read_run_config
+from engine.run_loading import read_run_config, run_inputs
 from engine.validate import (check_export_format, check_exportable, check_scoring_flags,
                              validate_config)
 from util.cli import ArgumentParser, quiet_stderr, script_main
-from util.ownership import claim_output
+from util.heatmaps import EXPLANATIONS_KIND, MAPS_KIND
+from util.ownership import check_apart, claim_output
 
 
 def parse_args(argv=None):
@@ -52,7 +54,8 @@ def main(argv=None):
     cfg = read_run_config(run_dir)
     check_exportable(cfg["model_type"], f"{run_dir}")
     out = claim_output(args.out or run_dir / "export", EXPORT_KIND, "--out",
-                       not_inside=(EXPORT_KIND,))
+                       not_inside=(EXPORT_KIND, MAPS_KIND, EXPLANATIONS_KIND))
+    check_apart([("--out", out, True)], run_inputs(run_dir))
     if args.format != "saved_model":
         claim_conversion(out, args.format)
     cfg["export"] = True

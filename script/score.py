@@ -19,8 +19,17 @@ with a warning and counted. Exit status 2 with one ``error:`` line, before
 any image is read, for a missing, foreign, incompatible or damaged export, an
 output path that is not this command's own (util/ownership.py: ``--maps_dir``
 and ``--explain_dir`` may be new, empty or a previous folder of the same
-kind, recognised by its manifest, never inside an export), or no images to
-score. Ctrl-C keeps the maps written so far; the CSV is written at the end.
+kind, recognised by its manifest, never inside an export or another such
+folder), an output that is, contains or lies inside an input (the images
+scored, the export) or another output (``--out`` inside ``--maps_dir``), or no
+images to score. A CSV inside the folder scored is allowed: only images are
+read there. A folder of maps or explanations is never scored: one inside an
+input folder is skipped with a note, one given as an input is refused.
+``--maps_dir`` and ``--explain_dir`` are locked while the command writes them
+(util/runlock.py): a second score.py into the same folder is refused at once
+with one ``error:`` line. Ctrl-C keeps the maps written so far; the CSV is
+written at the end. What a killed score.py leaves in its folder (a temporary
+file, its lock) is the folder's own: the next run removes it.
 
 The decision uses the export's calibrated threshold, ``--threshold`` (a raw
 score), or a threshold set anew at ``--target_fpr`` on the calibration scores
@@ -30,6 +39,7 @@ with the predicted mask outlined) and ``<n>_<name>_mask.png`` (the predicted
 mask at the input's size, 255 = defect) per image.
 """
 
+import contextlib
 import csv
 import io
 import os
@@ -45,7 +55,8 @@ from util.background import BackgroundWriter, prefetched
 from util.cli import ArgumentParser, quiet_stderr, script_main
 from util.errors import ConfigError
 from util.heatmaps import EXPLANATIONS_KIND, MAPS_KIND
-from util.ownership import Manifest, OutputKind, claim_output
+from util.ownership import (Manifest, OutputKind, check_apart, claim_output,
+                            lock_manifest_folder, recognised_output)
 from util.paths import first_bytes_are, printable_path, walk_files
 
 IMAGE_SUFFIXES = IMAGE_EXTENSIONS
@@ -55,6 +66,8 @@ PREFETCH_IMAGES = 16
 MAX_BATCH_PIXELS = 256 * 256 * 256
 CSV_HEADER = ["path", "raw_score", "normalized_score", "decision"]
 CSV_KIND = OutputKind("score CSV", first_bytes_are(",".join(CSV_HEADER)))
+#: what this command writes into folders: never read back as images
+OWN_FOLDERS = (MAPS_KIND, EXPLANATIONS_KIND)
 
 
 def parse_args(argv=None):
@@ -140,12 +153,26 @@ def check_kind_flags(meta, args):
                           "maps are its explanation: use --maps_dir")
 
 
+def own_folder(path):
+    """True (and a note) for a folder of maps or explanations, recognised by its manifest:
+    its PNGs are this command's pictures, not parts to score."""
+    kind = recognised_output(path, OWN_FOLDERS)
+    if kind is not None:
+        print(f"note: not scoring {printable_path(path)}: a {kind.name} this command wrote",
+              file=sys.stderr)
+    return kind is not None
+
+
 def collect_files(inputs, warn=None):
     files = []
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            found = walk_files(path, IMAGE_SUFFIXES, warn=warn)
+            kind = recognised_output(path, OWN_FOLDERS)
+            if kind is not None:
+                raise ConfigError(f"{printable_path(path)} is a {kind.name} this command wrote "
+                                  "(its manifest says so): its PNGs are not images to score")
+            found = walk_files(path, IMAGE_SUFFIXES, warn=warn, skip_dir=own_folder)
             if not found:
                 raise ConfigError(f"{path} contains no {'/'.join(IMAGE_SUFFIXES)} images")
             files.extend(found)
@@ -195,7 +222,8 @@ def map_figure(meta, pixel_thr, calib_path):
             if "pixel" in z.files:
                 low = float(np.percentile(z["pixel"], 1.0))
     span = max(pixel_thr - low, 1e-6)
-    return PredictionFigure(split_norm(low, pixel_thr, pixel_thr + 100.0 * span),
+    top = min(pixel_thr + 100.0 * span, sys.float_info.max)  # a threshold near the float limit
+    return PredictionFigure(split_norm(low, pixel_thr, top),
                             title=f"{meta['score_key']}, pixel threshold {pixel_thr:.4g}")
 
 
@@ -243,16 +271,27 @@ def batches_by_size(items, batch_size, max_pixels=MAX_BATCH_PIXELS):
         yield group
 
 
-def check_outputs(args):
+def check_outputs(args, locks):
     """Every output path claimed (util/ownership.py) before the export is loaded or an
-    image read; returns the manifests of the folders written image by image."""
-    claim_output(args.out, CSV_KIND, "--out", file=True, not_inside=(EXPORT_KIND,))
+    image read: apart from the inputs and from each other, then each under the rule of
+    its kind. The folders written image by image are locked (util/runlock.py: a second
+    score.py into one of them is refused) and claimed again under the lock, which
+    ``locks`` (an ExitStack) holds until the command ends; returns their manifests."""
+    explain_dir = args.explain_dir if args.explain else None
+    outer = (EXPORT_KIND,) + OWN_FOLDERS
+    claim_output(args.out, CSV_KIND, "--out", file=True, not_inside=outer)
     folders = {}
-    for flag, folder, kind in (("--explain_dir", args.explain_dir if args.explain else None,
-                                EXPLANATIONS_KIND), ("--maps_dir", args.maps_dir, MAPS_KIND)):
+    for flag, folder, kind in (("--explain_dir", explain_dir, EXPLANATIONS_KIND),
+                               ("--maps_dir", args.maps_dir, MAPS_KIND)):
         if folder is not None:
-            claim_output(folder, kind, flag, not_inside=(EXPORT_KIND,))
+            claim_output(folder, kind, flag, not_inside=outer)
             folders[flag] = Manifest(folder, kind)
+    check_apart([("--out", args.out, False), ("--maps_dir", args.maps_dir, True),
+                 ("--explain_dir", explain_dir, True)],
+                [("input", item) for item in args.inputs] + [("--export_dir", args.export_dir)],
+                reads=lambda path: path.name.lower().endswith(tuple(IMAGE_SUFFIXES)))
+    for flag, manifest in folders.items():
+        lock_manifest_folder(manifest, flag, locks, not_inside=outer)
     return folders
 
 
@@ -351,6 +390,12 @@ def score_files(items, model, args, folders, figure, thresholds, rows, writer):
                   "explanations written so far are kept")
 def main(argv=None):
     args = parse_args(argv)
+    with contextlib.ExitStack() as locks:
+        return score(args, locks)
+
+
+def score(args, locks):
+    """Scores ``args.inputs``; the output folders' locks are entered into ``locks``."""
     if args.batch_size <= 0:
         raise ConfigError(f"--batch_size={args.batch_size} must be positive")
     if args.ig_steps <= 0:
@@ -367,7 +412,7 @@ def main(argv=None):
     run_limit = (meta.get("config") or {}).get("max_image_pixels", DEFAULT_MAX_IMAGE_PIXELS)
     set_max_image_pixels(check_max_image_pixels(
         run_limit if args.max_image_pixels is None else args.max_image_pixels))
-    folders = check_outputs(args)
+    folders = check_outputs(args, locks)
     skipped = []
 
     def warn(message):

@@ -68,10 +68,14 @@ def test_second_process_refused_and_killed_holder_releases(tmp_path):
 def test_different_configuration_refused_and_hparams_kept(tmp_path):
     from util.atomic import write_json_atomic
     from engine.config import resolve_config
+    from engine.run_files import mark_run
+    from util.ownership import MANIFEST_NAME
 
     run_dir = tmp_path / "run"
     recorded = resolve_config(dict(dataset="digitsood", category="3", net_width=0.125,
                                    model_type="rotation", model_dir=str(run_dir)))
+    run_dir.mkdir()
+    mark_run(run_dir)  # a run: its marker, then its configuration
     write_json_atomic(run_dir / "stats" / "hparams.json", recorded)
     before = (run_dir / "stats" / "hparams.json").read_bytes()
     out = run_cli([f"--model_dir={run_dir}", "--dataset=digitsood", "--category=3",
@@ -82,7 +86,8 @@ def test_different_configuration_refused_and_hparams_kept(tmp_path):
     assert "--model_type=contrastive (recorded rotation)" in line
     assert "--batch_size=32 (recorded 64)" in line  # per-model defaults count too
     assert (run_dir / "stats" / "hparams.json").read_bytes() == before
-    assert sorted(p.name for p in run_dir.rglob("*")) == ["hparams.json", "stats"]  # no lock
+    assert sorted(p.name for p in run_dir.rglob("*")) == [MANIFEST_NAME, "hparams.json",
+                                                          "stats"]  # no lock
 
 
 @pytest.mark.slow

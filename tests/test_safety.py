@@ -64,7 +64,20 @@ def run_script(name, argv):
     return code, out.getvalue(), err.getvalue()
 
 
+def check_flags(argv):
+    """(exit code, stdout, stderr) of only checking ``train_and_eval_loop.py *argv``'s flags,
+    as the entry point does before any work (nothing runs, whatever the flags say)."""
+    import train_and_eval_loop
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = train_and_eval_loop.cli(["train_and_eval_loop.py", *argv])
+    return code, out.getvalue(), err.getvalue()
+
+
 def run(runner, argv):
+    if runner == "flags":
+        return check_flags(argv)
     return run_entry_point(argv) if runner == "train" else run_script(runner, argv)
 
 
@@ -440,8 +453,119 @@ def test_ctrl_c_is_one_line_and_exit_130(world, monkeypatch, runner, argv, want,
     _table_test(world, monkeypatch, runner, argv, want, setup, exit_code=130)
 
 
+# ------------------------------------------- 6. outputs that know their inputs (and each other)
+
+def _maps(folder="maps", *files):
+    """setup: ``folder`` as a previous folder of anomaly maps holding ``files``."""
+    from util.heatmaps import MAPS_KIND
+
+    return _previous_manifest(folder, MAPS_KIND, *(files or ("000000_x.png", "000000_x_mask.png")))
+
+
+def _copied_hparams(folder):
+    """setup: a user's ``folder`` (a report, a plot) with a run's hparams.json copied in."""
+    def setup(w, _):
+        (w / folder / "stats").mkdir(parents=True, exist_ok=True)
+        shutil.copy(w / "run" / "stats" / "hparams.json", w / folder / "stats")
+    return setup
+
+
+def _marked_run_without(rel):
+    """setup: ``run`` marked (as a run writes its marker) with ``rel`` left out of its
+    manifest, and a user's file at ``rel``."""
+    def setup(w, m):
+        from engine.run_files import FIXED_FILES, RUN_KIND
+        from util.ownership import MANIFEST_NAME
+
+        lines = [{"kind": RUN_KIND, "run_id": "0123abcd"}] + [
+            {"file": f} for f in FIXED_FILES if f != rel]
+        (w / "run" / MANIFEST_NAME).write_text("".join(json.dumps(r) + "\n" for r in lines))
+        _add(rel, "my own plot\n")(w, m)
+    return setup
+
+
+def _held(folder):
+    """setup: another process's lock on ``folder`` (util/runlock.py), held to the end of the
+    test process."""
+    def setup(w, _):
+        import fcntl
+
+        fd = os.open(w / folder / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        os.write(fd, b"pid 1 on elsewhere\n")
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        _HELD.append(fd)
+    return setup
+
+
+_HELD = []
+MVTEC = ["--dataset=mvtec", "--root={w}/mvtec", "--category=widget"]
+APART = [
+    # score.py: the maps folder is the folder scored, lies inside it, holds an input
+    ("score", [PATCH, "{w}/maps", "--maps_dir={w}/maps"], "is input", _maps()),
+    ("score", [PATCH, "{w}/imgs", "--maps_dir={w}/imgs/maps"], "lies inside input", None),
+    ("score", [PATCH, "{w}/maps/000000_x.png", "--maps_dir={w}/maps"], "contains input",
+     _maps()),
+    ("score", [PATCH, "{w}/imgs", "{w}/photos", "--maps_dir={w}/photos/new"],
+     "lies inside input", None),
+    ("score", [EXPORT, "{w}/imgs", "--explain=ig", "--explain_dir={w}/imgs/why"],
+     "lies inside input", None),
+    ("score", [EXPORT, "{w}/imgs", "--out={w}/imgs/scores.png"], "lies inside input", None),
+    # score.py: a maps folder is never an input; an output inside another output
+    ("score", [PATCH, "{w}/maps", "--maps_dir={w}/maps2"], "is a folder of anomaly maps this "
+     "command wrote", _maps()),
+    ("score", [PATCH, "{w}/imgs", "--maps_dir={w}/new", "--out={w}/new/scores.csv"],
+     "lies inside --maps_dir", None),
+    ("score", [PATCH, "{w}/imgs", "--maps_dir={w}/new", "--out={w}/new/scores.csv"],
+     "is inside the folder of anomaly maps", _maps("new")),
+    ("score", [PATCH, "{w}/imgs", "--out={w}/maps/scores.csv"], "is inside the folder of "
+     "anomaly maps", _maps()),
+    ("score", [PATCH, "{w}/imgs", "--maps_dir={w}/maps/deeper"], "is inside the folder of "
+     "anomaly maps", _maps()),
+    # one process at a time writes a folder of maps or explanations
+    ("score", [PATCH, "{w}/imgs", "--maps_dir={w}/maps"], "is in use by another process (pid 1 "
+     "on elsewhere)", lambda w, m: (_maps()(w, m), _held("maps")(w, m))),
+    ("explain", ["{w}/run", "--out={w}/why"], "is in use by another process",
+     lambda w, m: (_previous_manifest("why", __import__("util.heatmaps").heatmaps
+                                      .EXPLANATIONS_KIND, "gradcam_00001_inlier.png")(w, m),
+                   _held("why")(w, m))),
+    # export.py and explain.py: never inside what they read of the run, nor in a maps folder
+    ("export", ["{w}/run", "--out={w}/run/stats/export"], "lies inside input", None),
+    ("export", ["{w}/run", "--out={w}/maps/export"], "is inside the folder of anomaly maps",
+     _maps()),
+    ("explain", ["{w}/run", "--out={w}/run/stats/why"], "lies inside input", None),
+    ("explain", ["{w}/run", "--out={w}/maps/why"], "is inside the folder of anomaly maps",
+     _maps()),
+    # a run: not a copied hparams.json, apart from its data, not inside a maps folder
+    ("train", ["--model_dir={w}/userdir", *DIGITS], "no run marker", _copied_hparams("userdir")),
+    ("train", ["--model_dir={w}/userdir", "--force_init", *DIGITS], "no run marker",
+     _copied_hparams("userdir")),
+    ("train", ["--model_dir={w}/photos", *DIGITS], "no run marker", _copied_hparams("photos")),
+    ("train", ["--model_dir={w}/run", "--reevaluate", *DIGITS], "also holds plots/roc.png",
+     _marked_run_without("run/plots/roc.png".removeprefix("run/"))),
+    ("train", ["--model_dir={w}/mvtec/widget/train/good/run", *MVTEC, "--mvtec_image_size=16",
+               "--patch_size=16"], "lies inside --root", None),
+    ("train", ["--model_dir={w}/dirs/good", "--dataset=image_dirs", "--normal_dir={w}/dirs/good",
+               "--abnormal_dir={w}/dirs/crack"], "is --normal_dir", None),
+    ("train", ["--model_dir={w}/maps/run", *DIGITS], "is inside the folder of anomaly maps",
+     _maps()),
+    # the budget: bounded when the flags are checked; 0 under the inspector says what it means
+    ("flags", ["--model_dir={w}/new", *MVTEC, "--preset=inspector", "--train_minutes=1e300"],
+     "is more than a year", None),
+    ("flags", ["--model_dir={w}/new", *MVTEC, "--preset=inspector", "--train_minutes=0"],
+     "--train_minutes=0 turns off the clock of --preset=inspector", None),
+    ("flags", ["--model_dir={w}/new", *DIGITS[:2], "--train_minutes=600000"],
+     "is more than a year", None),
+]
+
+
+@pytest.mark.parametrize("runner, argv, want, setup", APART, ids=_ids(APART))
+def test_outputs_stay_apart_from_inputs_and_from_each_other(world, monkeypatch, runner, argv,
+                                                             want, setup):
+    _table_test(world, monkeypatch, runner, argv, want, setup)
+
+
 def test_enough_new_cases():
-    tables = (OWNERSHIP, LATE, SIZES, VALUES, INTERRUPTS)
+    tables = (OWNERSHIP, LATE, SIZES, VALUES, INTERRUPTS, APART)
     assert sum(len(t) for t in tables) >= 60 and min(len(t) for t in tables) >= 6
 
 
@@ -465,6 +589,36 @@ def test_force_init_removes_only_the_runs_own_files(tmp_path):
         assert (run / rel).read_text() == "mine\n"
     assert len(list((run / "logs" / "eval").glob("events.out.tfevents.*"))) == 1
     assert json.loads((run / "stats" / "summary.json").read_text())["pool.kde"] > 50
+
+
+def test_a_run_is_marked_and_a_run_from_before_the_marker_still_reevaluates(tmp_path):
+    """A run writes its marker (its id, the files it writes) before anything else; a run of
+    an older version (no marker, a summary) re-evaluates as before and gets one, a user's
+    file in it stays. A copied hparams.json is no run; beside a checkpoint index it is."""
+    from engine.run_files import _is_run, legacy_run, run_marker
+    from util.ownership import MANIFEST_NAME, manifest_files
+
+    run = tmp_path / "run"
+    code, _, err = run_entry_point([f"--model_dir={run}", *RAW])
+    assert code == 0, err
+    first = run_marker(run)
+    assert len(first["run_id"]) == 32 and not legacy_run(run)
+    assert {"stats/hparams.json", "stats/summary.json", "plots/roc.png"} <= manifest_files(run)
+    (run / MANIFEST_NAME).unlink()  # as a run of an older version left its directory
+    assert legacy_run(run) and _is_run(run)
+    (run / "plots" / "mine.txt").write_text("mine\n")
+    code, _, err = run_entry_point([f"--model_dir={run}", *RAW, "--reevaluate"])
+    assert code == 0, err
+    assert run_marker(run)["run_id"] != first["run_id"]
+    assert (run / "plots" / "mine.txt").read_text() == "mine\n"
+    report = tmp_path / "report"
+    (report / "stats").mkdir(parents=True)
+    shutil.copy(run / "stats" / "hparams.json", report / "stats")
+    _png(report / "plots" / "roc.png")
+    assert not _is_run(report)
+    (report / "ckpt").mkdir()
+    (report / "ckpt" / "checkpoint").write_text('model_checkpoint_path: "ckpt-1"\n')
+    assert legacy_run(report)
 
 
 def test_a_failing_later_step_keeps_the_results_and_names_what_is_missing(tmp_path,
@@ -639,3 +793,156 @@ def test_no_tensorflow_line_before_the_error(tmp_path):
                           env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="0", PYTHONPATH=str(ROOT)))
     assert_one_error_line(proc.returncode, proc.stderr, "unknown category '10'")
     assert list(tmp_path.iterdir()) == []
+
+
+# ------------------------------------------- score.py's maps folder: one writer, kills leave no trap
+
+#: score.py run as its own process, its SavedModel replaced by a stand-in (an anomaly map of
+#: ones per image, no TensorFlow) so that a test needs no trained export. While the file
+#: PAUSE exists, the process holds inside its first write of a map: the temporary file
+#: exists, the rename has not happened yet.
+SCORE_PROCESS = r"""
+import os, sys, time, types
+import numpy as np
+sys.modules["tensorflow"] = types.SimpleNamespace(constant=np.asarray)
+import script.score as score
+from util.atomic import atomic_path
+
+PAUSE = sys.argv[1]
+
+class Tensor:
+    def __init__(self, value):
+        self.value = value
+
+    def numpy(self):
+        return self.value
+
+def serve(images):
+    n = len(images)
+    return {"raw_score": Tensor(np.arange(n, dtype=np.float32)),
+            "normalized_score": Tensor(np.zeros(n, np.float32)),
+            "anomaly_map": Tensor(np.ones((n, 8, 8), np.float32))}
+
+score.load_export = lambda export_dir: types.SimpleNamespace(
+    signatures={"serving_default": serve})
+write = score.write_png_atomic
+
+def held_write(path, array):
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(b"half a png")
+        while os.path.exists(PAUSE):
+            time.sleep(0.05)
+    write(path, array)
+
+score.write_png_atomic = held_write
+sys.exit(score.main(sys.argv[2:]))
+"""
+
+
+def _score_process(world, maps, pause, *extra):
+    script = world.parent / "score_process.py"
+    script.write_text(SCORE_PROCESS)
+    return subprocess.Popen(
+        [sys.executable, str(script), str(pause), f"--export_dir={world / 'patch_export'}",
+         str(world / "folder"), f"--maps_dir={maps}", f"--out={world.parent / 'scores.csv'}",
+         "--batch_size=2", *extra],
+        cwd=world, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="3"))
+
+
+def _wait_for_temporary(maps, proc, timeout=120):
+    """Waits until ``proc`` holds inside a write in ``maps`` (its temporary file exists)."""
+    import time
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if maps.is_dir() and any(p.name.endswith(".tmp.png") for p in maps.iterdir()):
+            return
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.05)
+    raise AssertionError("the scoring process never started writing its maps")
+
+
+def _complete_maps_folder(maps, n_images):
+    """The folder holds its manifest and exactly the two PNGs per image it lists."""
+    from util.ownership import MANIFEST_NAME, manifest_files
+
+    listed = manifest_files(maps)
+    assert len(listed) == 2 * n_images
+    assert sorted(p.name for p in maps.iterdir()) == sorted(listed | {MANIFEST_NAME})
+
+
+def test_a_second_score_into_a_folder_in_use_is_refused_and_changes_nothing(world):
+    """Two score.py processes on one --maps_dir: the second, started while the first writes
+    its maps, is refused with one error line and writes nothing; the first completes its
+    folder, and a third run into it afterwards is not refused."""
+    maps, pause = world / "maps", world.parent / "pause"
+    (world / "notes.txt").write_text("mine\n")  # a user's file beside the outputs
+    pause.touch()
+    first = _score_process(world, maps, pause)
+    try:
+        _wait_for_temporary(maps, first)
+        before = listing(world)
+        second = _score_process(world, maps, world.parent / "no_pause")
+        _, err = second.communicate(timeout=300)
+        assert_one_error_line(second.returncode, err, f"--maps_dir={maps} is in use by another "
+                              "process")
+        assert listing(world) == before
+    finally:
+        pause.unlink()
+        _, err = first.communicate(timeout=300)
+    assert first.returncode == 0, err
+    _complete_maps_folder(maps, 8)
+    third = _score_process(world, maps, pause)
+    _, err = third.communicate(timeout=300)
+    assert third.returncode == 0, err
+    _complete_maps_folder(maps, 8)
+    assert (world / "notes.txt").read_text() == "mine\n"
+
+
+def test_a_score_killed_while_writing_maps_leaves_no_trap(world):
+    """SIGTERM while score.py writes a map leaves its temporary file and lock: the next run
+    into the folder takes them as its own, removes them and completes the folder."""
+    import signal
+
+    maps, pause = world / "maps", world.parent / "pause"
+    pause.touch()
+    first = _score_process(world, maps, pause)
+    _wait_for_temporary(maps, first)
+    first.send_signal(signal.SIGTERM)
+    first.communicate(timeout=60)
+    assert first.returncode == -signal.SIGTERM
+    assert any(p.name.endswith(".tmp.png") for p in maps.iterdir())  # what the kill left
+    pause.unlink()
+    again = _score_process(world, maps, pause)
+    out, err = again.communicate(timeout=300)
+    assert again.returncode == 0, err
+    assert "scored 8" in out
+    _complete_maps_folder(maps, 8)
+
+
+def test_a_map_threshold_at_the_float_limits_draws_its_maps(tmp_path):
+    """--pixel_threshold=-1e30 (every pixel flagged) or near the largest float: the colour
+    scale of the maps keeps a width, the PNG is written."""
+    from script.score import map_figure
+
+    meta = {"score_key": "map.membank", "pixel_calibration": {"threshold": 0.5,
+                                                              "norm_min": 0.0}}
+    image = np.full((8, 8, 3), 100, np.uint8)
+    for i, threshold in enumerate((-1e30, 1e30, -1.7e308, 1.7e308, 0.0)):
+        figure = map_figure(meta, threshold, tmp_path / "none.npz")
+        pixel = np.linspace(-1, 1, 64, dtype=np.float32).reshape(8, 8)
+        figure.write(tmp_path / f"{i}.png", image, pixel, pixel.astype(float) > threshold, "caption")
+        figure.close()
+        assert Image.open(tmp_path / f"{i}.png").size[0] > 8
+
+
+def test_a_maps_folder_inside_the_scored_folder_is_not_scored(world):
+    """A previous folder of maps inside the folder scored is recognised by its manifest and
+    skipped with a note: its PNGs are not parts (8 photos give 8 rows, not 10)."""
+    _maps("folder/train/a/old_maps")(world, None)
+    proc = _score_process(world, world / "maps", world.parent / "no_pause")
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    assert "scored 8, flagged" in out and "skipped 0" in out
+    assert "note: not scoring" in err and "old_maps" in err and "warning" not in err

@@ -33,6 +33,18 @@ def _create_temporary(path):
             continue
 
 
+_TEMPORARY_FILE = re.compile(r"^\.(?P<name>.+)\.[0-9a-f]{12}\.tmp(?P<suffix>(\.[^./]*)?)$")
+
+
+def temporary_target(name):
+    """The file name whose ``atomic_path`` write left the temporary file ``name`` (killed
+    between creating it and renaming it), or None when ``name`` is not such a file."""
+    match = _TEMPORARY_FILE.match(name)
+    if match and Path(match["name"]).suffix == match["suffix"]:
+        return match["name"]
+    return None
+
+
 def _process_umask():
     """The process umask (reading it means setting it: set back at once)."""
     mask = os.umask(0o022)

@@ -67,8 +67,11 @@ def split_norm(vmin, pivot, vmax):
     ``pivot`` in the lower half of the bar, logarithmic above it in the upper half."""
     from matplotlib.colors import FuncNorm
 
-    vmin = min(float(vmin), float(pivot) - 1e-6)
-    vmax = max(float(vmax), float(pivot) + 1e-6)
+    pivot = float(pivot)
+    # a gap relative to the pivot: 1e-6 below -1e30 is -1e30 itself, and a zero width
+    eps = max(1e-6, abs(pivot) * 1e-6)
+    vmin = min(float(vmin), pivot - eps)
+    vmax = max(float(vmax), pivot + eps)
     w = pivot - vmin
     top = np.log1p((vmax - pivot) / w)
 

@@ -14,6 +14,20 @@ a user's file inside, is refused with one ConfigError naming it. An output is re
 inside a recognised output of another kind as well (PNGs inside a SavedModel would make
 it foreign to the next export). Each command supplies its kinds (``OutputKind``); this
 module holds the rule and the manifest of folders whose files are written one by one.
+
+Outputs and inputs stay apart (``check_apart``): an output location that is, contains
+or lies inside one of the command's inputs, or another of its outputs, is refused
+before any work, since the command would read what it writes or replace what it reads.
+An output file inside an input folder is allowed only when the command never reads
+such a file from there (a CSV beside the images a command scores). A folder recognised
+by its manifest is never an input of the commands that write such folders
+(``recognised_output``): score.py skips it while searching an input folder.
+
+A manifest folder holds, besides the files its manifest lists, the manifest itself,
+the lock of the process writing it (util/runlock.py) and what a write killed before
+its rename left of a listed file (util/atomic.py's temporary name): that is the
+command's own and the next ``Manifest.start`` removes it, so a killed command never
+makes its folder foreign.
 """
 
 import dataclasses
@@ -22,9 +36,10 @@ import os
 from pathlib import Path
 from typing import Callable
 
-from util.atomic import append_jsonl, write_text_atomic
+from util.atomic import append_jsonl, temporary_target, write_text_atomic
 from util.errors import ConfigError
 from util.paths import check_output_path, printable_path
+from util.runlock import LOCK_NAME, folder_lock
 
 #: the record of a folder whose files a command writes one at a time
 MANIFEST_NAME = ".droc_outputs.jsonl"
@@ -78,6 +93,58 @@ def check_not_inside(path, flag, outer_kinds):
                                   "written with; choose a path outside it")
 
 
+def _real(path):
+    return Path(os.path.realpath(os.path.abspath(path)))
+
+
+def _shown(label, path):
+    return f"{label}={printable_path(path)}" if label.startswith("-") else \
+        f"{label} {printable_path(path)}"
+
+
+def _relation(a, b):
+    """How location ``a`` stands to ``b``: "is", "lies inside", "contains" or None."""
+    a, b = _real(a), _real(b)
+    if a == b:
+        return "is"
+    if b in a.parents:
+        return "lies inside"
+    if a in b.parents:
+        return "contains"
+    return None
+
+
+def check_apart(outputs, inputs, reads=None):
+    """ConfigError when an output location is, contains or lies inside an input, or
+    another output. ``outputs``: ``(flag, path, is_dir)``; ``inputs``: ``(label, path)``
+    (a flag such as ``--export_dir`` or a word such as ``input``). ``reads(path)``: True
+    for a file the command would read from an input folder; an output file inside an
+    input folder that it would not read is allowed (without ``reads``: refused)."""
+    outputs = [(flag, Path(path), is_dir) for flag, path, is_dir in outputs if path is not None]
+    for flag, out, is_dir in outputs:
+        for label, source in inputs:
+            relation = _relation(out, source)
+            if relation is None:
+                continue
+            if relation == "lies inside" and not is_dir and reads is not None \
+                    and not reads(out) and _real(source).is_dir():
+                continue
+            raise ConfigError(f"{_shown(flag, out)} {relation} {_shown(label, source)}: "
+                              "a command never writes where it reads (it would read its own "
+                              "outputs or replace what it reads); choose a path outside it")
+    for i, (flag, out, is_dir) in enumerate(outputs):
+        for other_flag, other, _ in outputs[i + 1:]:
+            relation = _relation(out, other)
+            if relation is not None:
+                raise ConfigError(f"{_shown(flag, out)} {relation} {_shown(other_flag, other)}, "
+                                  "another output of this command; give each its own path")
+
+
+def recognised_output(path, kinds):
+    """The kind among ``kinds`` that recognises ``path`` as one of its outputs, or None."""
+    return next((kind for kind in kinds if kind.recognise(Path(path))), None)
+
+
 def claim_output(path, kind, flag, *, file=False, not_inside=()):
     """``path`` checked for ``kind``'s output under the rule above (util.paths checks first
     that it can be written at all); returns ``Path(path)``. Creates and deletes nothing."""
@@ -95,6 +162,18 @@ def claim_output(path, kind, flag, *, file=False, not_inside=()):
 
 # ----------------------------------------------------------------- folders written file by file
 
+def manifest_header(directory):
+    """The first record of ``directory``'s manifest (its kind, and for a run its id), or
+    None when it has none."""
+    lines = _manifest_lines(directory)
+    return lines[0] if lines else None
+
+
+def manifest_files(directory):
+    """The files (relative POSIX paths) that ``directory``'s manifest lists."""
+    return {r["file"] for r in _manifest_lines(directory)[1:] if isinstance(r.get("file"), str)}
+
+
 def _manifest_lines(directory):
     try:
         lines = (Path(directory) / MANIFEST_NAME).read_text().splitlines()
@@ -111,16 +190,36 @@ def _manifest_lines(directory):
 
 def manifest_kind(name):
     """The OutputKind of a folder of ``name`` files written one by one: recognised by its
-    manifest's first line, owning the manifest and the files it lists."""
+    manifest's first line, owning the manifest, its lock, the files it lists and what a
+    killed write of one of them left."""
 
     def recognise(path):
-        lines = _manifest_lines(path)
-        return bool(lines) and lines[0].get("kind") == name
+        header = manifest_header(path)
+        return header is not None and header.get("kind") == name
 
     def owns(root, rel):
-        return rel == MANIFEST_NAME or rel in {r.get("file") for r in _manifest_lines(root)}
+        return manifest_owns(rel, manifest_files(root))
 
     return OutputKind(name, recognise, owns)
+
+
+def manifest_owns(rel, listed):
+    """True for the entry ``rel`` of a manifest folder whose manifest lists ``listed``."""
+    if rel in (MANIFEST_NAME, LOCK_NAME) or rel in listed:
+        return True
+    folder, _, name = rel.rpartition("/")
+    target = temporary_target(name)
+    return target is not None and (f"{folder}/{target}" if folder else target) in \
+        listed | {MANIFEST_NAME}
+
+
+def lock_manifest_folder(manifest, flag, locks, not_inside=()):
+    """Takes the lock of the folder of ``manifest`` (util/runlock.py; ConfigError when
+    another process holds it) into ``locks`` (an ExitStack) and claims the folder again
+    under it: what another process left there between the first claim and the lock."""
+    locks.enter_context(folder_lock(manifest.directory, flag))
+    if entries(manifest.directory) != [LOCK_NAME]:  # not created just now by the lock
+        claim_output(manifest.directory, manifest.kind, flag, not_inside=not_inside)
 
 
 class Manifest:
@@ -134,10 +233,12 @@ class Manifest:
         self.kind = kind
 
     def start(self):
-        for record in _manifest_lines(self.directory)[1:]:
-            name = record.get("file")
-            if name and "/" not in name and name != MANIFEST_NAME:
-                (self.directory / name).unlink(missing_ok=True)
+        listed = {name for name in manifest_files(self.directory)
+                  if "/" not in name and name != MANIFEST_NAME}
+        for entry in os.listdir(self.directory) if self.directory.is_dir() else ():
+            target = temporary_target(entry)
+            if entry in listed or target in listed or target == MANIFEST_NAME:
+                (self.directory / entry).unlink(missing_ok=True)
         write_text_atomic(self.directory / MANIFEST_NAME,
                           json.dumps({"kind": self.kind.name}) + "\n")
 

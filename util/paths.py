@@ -188,10 +188,11 @@ def is_directory(path, warn=None):
     return False
 
 
-def walk_files(root, suffixes, warn=None):
+def walk_files(root, suffixes, warn=None, skip_dir=None):
     """Sorted files under ``root`` (recursive, following symlinks) whose lower-cased names end
     in one of ``suffixes``. A symlink loop (a link to itself, or to a directory above it)
-    is skipped with ``warn(message)`` (default: this module's logger)."""
+    is skipped with ``warn(message)`` (default: this module's logger); so is a folder
+    below ``root`` for which ``skip_dir(path)`` is True (it says why itself)."""
     found = []
     stack = [(Path(root), frozenset())]
     while stack:
@@ -214,7 +215,8 @@ def walk_files(root, suffixes, warn=None):
             if entry.is_symlink() and _is_loop(path):
                 _warn_loop(path, warn)
             elif entry.is_dir():
-                stack.append((path, ancestors | {here}))
+                if skip_dir is None or not skip_dir(path):
+                    stack.append((path, ancestors | {here}))
             elif entry.is_file() and entry.name.lower().endswith(tuple(suffixes)):
                 found.append(path)
     return sorted(found)
