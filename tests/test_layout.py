@@ -145,3 +145,34 @@ def test_lint_is_clean():
 def test_benchmarks_live_in_bench_not_among_the_user_commands():
     assert sorted(p.name for p in (ROOT / "script").glob("bench_*.py")) == []
     assert (ROOT / "bench" / "runner.py").is_file()
+
+
+def wide_functions(path, max_lines=50, max_params=6):
+    """(name, lines, parameters) of the functions of ``path`` over either bound."""
+    out = []
+    for node in ast.walk(ast.parse(Path(path).read_text())):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            lines = node.end_lineno - node.lineno + 1
+            params = len(node.args.posonlyargs + node.args.args + node.args.kwonlyargs)
+            if lines > max_lines or params > max_params:
+                out.append((node.name, lines, params))
+    return out
+
+
+def long_tuples_returned(path, longest=3):
+    """Functions of ``path`` that return a tuple of more than ``longest`` values."""
+    return sorted({fn.name for fn in ast.walk(ast.parse(Path(path).read_text()))
+                   if isinstance(fn, ast.FunctionDef) for node in ast.walk(fn)
+                   if isinstance(node, ast.Return) and isinstance(node.value, ast.Tuple)
+                   and len(node.value.elts) > longest})
+
+
+def test_the_run_orchestration_stays_narrow(tmp_path):
+    """engine/experiment.py tells a run as short named steps: no function over 50 lines or
+    6 parameters, none returning a tuple of more than 3 values (a dataclass instead)."""
+    experiment = ROOT / "engine" / "experiment.py"
+    assert wide_functions(experiment) == []
+    assert long_tuples_returned(experiment) == []
+    wide = tmp_path / "wide.py"
+    wide.write_text("def f(a, b, c, d, e, f, g):\n    return a, b, c, d\n")
+    assert wide_functions(wide) == [("f", 2, 7)] and long_tuples_returned(wide) == ["f"]
