@@ -126,8 +126,7 @@ def test_the_schedule_reads_its_length_from_the_planned_epochs():
 def test_a_tiny_run_trains_for_its_budget_and_records_the_plan(tmp_path):
     """digitsood at width 0.125 for 0.2 minutes: the planned epochs are trained (the
     optimizer's steps are the plan's), summary.json records the budget, the learning rate
-    follows the cosine over the planned epochs, and training ends within the budget and a
-    few epochs."""
+    follows the cosine over the planned epochs."""
     from tests.entry_point import TINY_RUN, run_in_process
 
     run = tmp_path / "run"
@@ -141,8 +140,9 @@ def test_a_tiny_run_trains_for_its_budget_and_records_the_plan(tmp_path):
     assert budget["planned_epochs"] == budget["epochs"] == meta["epochs"]
     assert meta["optimizer_steps"] == budget["planned_steps"] == \
         budget["planned_epochs"] * meta["steps_per_epoch"]
-    epoch_seconds = budget["step_seconds"] * meta["steps_per_epoch"]
-    assert meta["train_seconds"] < 12 + max(3 * epoch_seconds, 8)
+    # that training ends within its budget and about an epoch is held by the fake-clock
+    # tests above; this real run shares the CPU with the other test worker, so its wall
+    # time is not asserted here (the inspect benchmark prints it)
     # the learning rate each epoch used (Keras's epoch lines): from the base rate, and once
     # the first epochs have refined the plan, the cosine over the plan in force while the
     # epoch ran. A plan changed at an epoch's end ("-> N epochs", logged before that
