@@ -107,6 +107,7 @@ def run_server(args, options, locks):
         os.environ[OPTIONS_ENV] = json.dumps(dataclasses.asdict(options))
         config = uvicorn.Config("deploy.service:worker_app", factory=True,
                                 workers=args.workers, **settings)
+    sock.listen(2048)  # the export is loaded: connections wait here until uvicorn accepts
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
     print(f"serving {options.export_dir} ({options.runtime}, {args.workers} worker"
