@@ -94,13 +94,17 @@ function drawOutline(canvas, maskImage) {
   ctx.putImageData(out, 0, 0);
 }
 
+// A picture with its caption; the frame around the picture holds the outline canvas too.
 function figure(src, caption, cls) {
   const fig = document.createElement("figure");
+  const frame = document.createElement("div");
+  frame.className = "frame";
   const img = document.createElement("img");
   img.src = src; img.alt = caption; img.className = cls;
   const cap = document.createElement("figcaption");
   cap.textContent = caption;
-  fig.append(img, cap);
+  frame.append(img);
+  fig.append(frame, cap);
   return [fig, img];
 }
 
@@ -113,14 +117,14 @@ function addPart(answer, file) {
   title.textContent = answer.path;
   const pictures = document.createElement("div");
   pictures.className = "pictures";
-  const [inputFig] = figure(URL.createObjectURL(file), "input", "input");
+  const [inputFig, input] = figure(URL.createObjectURL(file), "input", "input");
   pictures.append(inputFig);
   if (answer.overlay_png) {
-    const [, overlay] = figure("data:image/png;base64," + answer.overlay_png, "anomaly map", "overlay");
-    pictures.append(overlay.parentElement);
+    const [overlayFig] = figure("data:image/png;base64," + answer.overlay_png, "anomaly map", "overlay");
+    pictures.append(overlayFig);
     const canvas = document.createElement("canvas");
     canvas.className = "outline";
-    inputFig.append(canvas);
+    input.parentElement.append(canvas);
     const mask = new Image();
     mask.onload = () => drawOutline(canvas, mask);
     mask.src = "data:image/png;base64," + answer.mask_png;
@@ -176,10 +180,9 @@ async function start() {
   state.threshold = state.stored = info.threshold;
   state.low = info.score_range ? info.score_range[0] : info.threshold;
   state.high = info.score_range ? info.score_range[1] : info.threshold;
-  const fpr = info.target_fpr === null || info.target_fpr === undefined ? "" : ` at false-alarm rate ${info.target_fpr}`;
   $("export-info").textContent = `${info.model_type || "model"} · ${info.detector} · input ` +
     `${(info.input_shape || []).slice(0, 2).join("×")} · threshold ${info.threshold.toPrecision(6)}` +
-    ` (${info.threshold_source}${fpr})` + (info.has_maps ? " · anomaly maps" : "");
+    ` (${info.threshold_source})` + (info.has_maps ? " · anomaly maps" : "");
   document.querySelectorAll(".maps-only").forEach((el) => el.classList.toggle("hidden", !info.has_maps));
   sliderRange();
   redecide();
