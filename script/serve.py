@@ -113,13 +113,12 @@ def run_server(args, options, locks):
     print(f"serving {options.export_dir} ({options.runtime}, {args.workers} worker"
           f"{'s' if args.workers > 1 else ''}) at http://{shown}:{port}/", flush=True)
     quiet_signals()
-    server = uvicorn.Server(config)
     if args.workers == 1:
-        server.run(sockets=[sock])
+        uvicorn.Server(config).run(sockets=[sock])
     else:
         from uvicorn.supervisors import Multiprocess
 
-        Multiprocess(config, target=server.run, sockets=[sock]).run()
+        Multiprocess(config, sockets=[sock]).run()
     print("stopped: the requests in flight were answered", flush=True)
     return 0
 
