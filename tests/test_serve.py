@@ -523,3 +523,18 @@ def test_page_scores_two_parts_draws_the_overlay_and_the_slider_redecides(live, 
                                       "0", str(answer["defect_area_px"])]
     finally:
         driver.quit()
+
+
+def test_the_page_ships_with_the_package_and_droc_serve_is_declared():
+    """Every file of deploy/static/ matches pyproject.toml's package data (a wheel carries
+    the page), and droc-serve is script/serve.py's main."""
+    import fnmatch
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    patterns = project["tool"]["setuptools"]["package-data"]["deploy"]
+    shipped = sorted(p.relative_to(ROOT / "deploy").as_posix()
+                     for p in (ROOT / "deploy" / "static").iterdir())
+    assert {"static/index.html", "static/app.js", "static/style.css"} <= set(shipped)
+    assert [f for f in shipped if not any(fnmatch.fnmatch(f, pat) for pat in patterns)] == []
+    assert project["project"]["scripts"]["droc-serve"] == "script.serve:main"
