@@ -4,7 +4,8 @@ refuses a damaged export, a clean stop on SIGTERM, and the review page in Chromi
 
 One tiny map run (a generated 128 px category, served at 96 px) is trained for the
 module; the image export is the session's tiny run. The server runs in this process
-(uvicorn in a thread, real HTTP on loopback); the SIGTERM test starts script/serve.py.
+(uvicorn in a thread, real HTTP on loopback); the SIGTERM test runs script/serve.py's
+main in this process's main thread, where uvicorn handles signals.
 """
 
 import base64
@@ -161,6 +162,7 @@ def map_reference(map_export, category, tmp_path_factory):
 
 # ------------------------------------------------------------------ the scores
 
+@pytest.mark.slow
 def test_map_export_scores_equal_score_py_with_regions_and_maps(live, map_reference):
     files, reference = map_reference
     answers = post_files(live.url, files)  # one request: the images share model calls
@@ -183,6 +185,7 @@ def test_map_export_scores_equal_score_py_with_regions_and_maps(live, map_refere
     assert abs(reply["raw_score"] - float(reference[files[-1].name]["raw_score"])) <= 1e-5
 
 
+@pytest.mark.slow
 def test_image_export_scores_equal_score_py_for_every_decoder(tiny_run, tmp_path):
     from deploy.service import Inspector, create_app
 
@@ -216,6 +219,7 @@ def test_image_export_scores_equal_score_py_for_every_decoder(tiny_run, tmp_path
         assert info["target_fpr"] == meta["calibration"]["target_fpr"]
 
 
+@pytest.mark.slow
 def test_concurrent_requests_get_their_own_results(live, map_reference):
     files, reference = map_reference
 
@@ -298,6 +302,7 @@ BAD_INPUTS = [
 
 @pytest.mark.parametrize("what, request_kwargs, status, words", BAD_INPUTS,
                          ids=[case[0] for case in BAD_INPUTS])
+@pytest.mark.slow
 def test_bad_input_is_a_4xx_with_one_sentence_and_the_next_request_is_answered(
         live, map_export, map_reference, what, request_kwargs, status, words, tmp_path, monkeypatch):
     files, reference = map_reference
@@ -321,6 +326,7 @@ def test_bad_input_is_a_4xx_with_one_sentence_and_the_next_request_is_answered(
     assert sorted((p, p.stat().st_mtime_ns) for p in map_export.rglob("*")) == before
 
 
+@pytest.mark.slow
 def test_unknown_routes_and_methods_answer_json(live):
     with http() as client:
         assert client.get(f"{live.url}/nothing").json() == {"error": "no such page: /nothing"}
@@ -332,6 +338,7 @@ def test_unknown_routes_and_methods_answer_json(live):
         assert client.get(f"{live.url}/static/app.js").status_code == 200
 
 
+@pytest.mark.slow
 def test_internal_failure_is_a_500_of_one_logged_line(map_inspector, caplog):
     from deploy.service import create_app
 
@@ -352,6 +359,7 @@ def test_internal_failure_is_a_500_of_one_logged_line(map_inspector, caplog):
 
 # ------------------------------------------------------------------ --save_dir
 
+@pytest.mark.slow
 def test_save_dir_keeps_flagged_uploads_only_and_refuses_a_foreign_folder(map_inspector,
                                                                           map_reference, tmp_path):
     from deploy.service import FlaggedParts, create_app
@@ -382,6 +390,7 @@ def test_save_dir_keeps_flagged_uploads_only_and_refuses_a_foreign_folder(map_in
 
 # ------------------------------------------------------------------ the command
 
+@pytest.mark.slow
 def test_serve_refuses_a_missing_or_damaged_export_and_bad_flags(map_export, tmp_path, capsys):
     from script import serve
 
@@ -402,6 +411,7 @@ def test_serve_refuses_a_missing_or_damaged_export_and_bad_flags(map_export, tmp
     assert not (map_export / "kept").exists()
 
 
+@pytest.mark.slow
 def test_sigterm_lets_the_request_in_flight_finish_then_exits_cleanly(map_export, tmp_path,
                                                                       monkeypatch, capsys):
     from script import serve
@@ -460,8 +470,11 @@ def chrome():
     return webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
 
 
-@pytest.mark.skipif(not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)),
-                    reason="Debian's chromium and chromium-driver (.ci/run installs them)")
+@pytest.mark.skipif(not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER))
+                    and os.environ.get("CI") != "true",
+                    reason="Debian's chromium and chromium-driver (.ci/run installs them; "
+                           "under CI their absence fails the test)")
+@pytest.mark.slow
 def test_page_scores_two_parts_draws_the_overlay_and_the_slider_redecides(live, category,
                                                                           tmp_path):
     from selenium.webdriver.common.by import By
