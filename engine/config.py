@@ -48,12 +48,12 @@ def resolve_and_check(values: Mapping, explicit: Collection[str] = ()) -> dict:
 
 
 def preset_error(err: ConfigError, values: Mapping, explicit: Collection[str]) -> ConfigError:
-    """``err`` reworded when the flag it blames first was set by ``--preset`` and not given:
-    the preset does not fit the run. When a flag of the preset does not apply to the data
-    (FLAG_APPLIES), that is said instead, as the reason."""
+    """``err`` reworded when the flag it blames first was set by ``--preset`` and it names
+    no flag the user gave: the preset does not fit the run. When a flag of the preset does
+    not apply to the data (FLAG_APPLIES), that is said instead, as the reason."""
     preset = preset_values(values.get("preset"))
-    blamed = re.match(r"--(\w+)", str(err))
-    if not blamed or blamed.group(1) not in set(preset) - set(explicit):
+    named = re.findall(r"--(\w+)=", str(err))
+    if not named or named[0] not in preset or set(named) & set(explicit):
         return err
     cfg = {**FLAG_DEFAULTS, **values, **{k: v for k, v in preset.items() if k not in explicit}}
     cfg["dataset"] = canonical_dataset(cfg["dataset"])
