@@ -44,6 +44,7 @@ from engine.config import resolve_and_check
 from engine.flags import parse_run_args
 from util.atomic import write_text_atomic
 from util.errors import ConfigError
+from util.ownership import check_apart
 
 ROOT = Path(__file__).resolve().parents[1]
 ENTRY = ROOT / "train_and_eval_loop.py"
@@ -111,6 +112,7 @@ def check_args(args):
                           "categories)")
     names = [c.strip() for c in (args.categories or "").split(",") if c.strip()]
     find_categories(args.root, names or None)
+    check_apart([("--out", args.out, True)], [("--root", args.root)])
     try:
         seeds = [int(s) for s in args.inspect_seeds.split(",") if s.strip()]
     except ValueError:

@@ -156,6 +156,8 @@ BENCHMARK = [
     ("benchmark", [*INSPECT, "--out={w}/run"], "is not a previous benchmark output folder"),
     ("benchmark", ["--sections=detectors", "--out={w}/notes"],
      "is not a previous benchmark output folder"),
+    # --out inside the categories it reads (its runs would become categories' folders)
+    ("benchmark", [*INSPECT, "--out={w}/cats/b"], "cats/b lies inside --root="),
 ]
 
 
