@@ -96,8 +96,9 @@ def check_resume(cfg: Mapping, stats_dir: Path | str) -> None:
         return
     diffs = config_differences(recorded, cfg)
     if diffs:
-        parts = ", ".join(f"--{k}={new} (recorded {old}; {SHAPING_FLAGS[k]})"
-                          for k, old, new in diffs)
+        parts = ", ".join(f"--{k}={new} (recorded {old})" for k, old, new in diffs)
+        kinds = ", ".join(dict.fromkeys(SHAPING_FLAGS[k] for k, _, _ in diffs))
+        parts += f", which set{'s' if len(diffs) == 1 else ''} {kinds}"
         raise ConfigError(f"--model_dir={cfg['model_dir']} holds a run with a different "
                           f"configuration: {parts}; rerun with the recorded values, use "
                           "another --model_dir, or pass --force_init to start over")

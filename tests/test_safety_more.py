@@ -206,21 +206,21 @@ def test_a_previous_benchmark_folder_is_reused_and_one_with_a_users_file_refused
 RESUME = [
     # what the network sees: --image_norm on --reevaluate, the image size of a map run
     ("train", ["--model_dir={w}/run", "--reevaluate", *GUARD, *DIGITS, "--image_norm=standardize"],
-     "--image_norm=standardize (recorded none; what the network sees)"),
+     "--image_norm=standardize (recorded none), which sets what the network sees"),
     ("train", ["--model_dir={w}/map_run", *MAP, "--mvtec_image_size=128"],
      "--mvtec_image_size=128 (recorded 96"),
     ("train", ["--model_dir={w}/map_run", "--reevaluate", *MAP, "--mvtec_image_size=128"],
      "--mvtec_image_size=128 (recorded 96"),
     # what the network is: a map run's stages, its neighbourhood, its variant
     ("train", ["--model_dir={w}/map_run", *MAP, "--mvtec_image_size=96", "--map_stages=2"],
-     "--map_stages=2 (recorded 2,3; what the network is)"),
+     "--map_stages=2 (recorded 2,3), which sets what the network is"),
     ("train", ["--model_dir={w}/map_run", *MAP, "--mvtec_image_size=96", "--map_neighbourhood=1"],
      "--map_neighbourhood=1 (recorded 3"),
     ("train", ["--model_dir={w}/map_run", *MAP, "--mvtec_image_size=96",
                "--cutpaste_variant=scar"], "--cutpaste_variant=scar (recorded 3way"),
     # how it is trained: the budget's plan, the schedule
     ("train", ["--model_dir={w}/budget_run", *BUDGET, "--train_minutes=0.05"],
-     "--train_minutes=0.05 (recorded 15.0; how the network is trained)"),
+     "--train_minutes=0.05 (recorded 15.0), which sets how the network is trained"),
     ("train", ["--model_dir={w}/run", *GUARD, *DIGITS, "--sched_type=halfcos"],
      "--sched_type=halfcos (recorded cos"),
 ]
