@@ -46,6 +46,10 @@ Sections (each figure is the median of several timed repetitions after warm-up):
               patch models (GDE, KDE: score, maps, mask) next to the bare
               network's patch features, per mode: images/s, the export /
               network time ratio, peak memory (bench/patch_export.py).
+  serve       (not in the default list) the HTTP service (script/serve.py) on loopback
+              with 1, 4 and 16 clients, 256 px and 1024 px images with maps: images/s,
+              median and p95 latency, score.py's images/s on the same images
+              (bench/serve.py; needs requirements-serve.txt).
 Writes <out>/benchmark.json and <out>/quality.md, prints tables.
 """
 
@@ -61,7 +65,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np
 
 from engine.precision import LABELS, PRECISIONS, cpu_flags, read_cpuinfo
-from bench import inspect, mvtec, patch_export
+from bench import inspect, mvtec, patch_export, serve
 from util.atomic import temporary_target, write_text_atomic
 from util.cli import ArgumentParser, script_main
 from util.errors import ConfigError
@@ -74,7 +78,7 @@ MODEL_TYPES = ("contrastive_da", "contrastive", "rotation", "denoising", "cutpas
 QUALITY_MODELS = ("contrastive_da", "rotation")  # trained in the quality section
 THREAD_ENV = {"intra_op": "TF_NUM_INTRAOP_THREADS", "inter_op": "TF_NUM_INTEROP_THREADS"}
 SECTIONS = ("throughput", "flops", "profile", "detectors", "scoring", "formats", "determinism",
-            "mvtec", "patch_export", "quality", "inspect")
+            "mvtec", "patch_export", "quality", "inspect", "serve")
 
 
 QUALITY_HEADER = "| class | representation | "
@@ -82,7 +86,8 @@ QUALITY_HEADER = "| class | representation | "
 OUT_FILES = {"benchmark.json": '{\n  "machine": ', "quality.md": QUALITY_HEADER,
              "inspect.md": "| category | seed |", "inspect.json": '{\n  "preset": '}
 #: the folders the sections write their runs and data into, inside --out
-OUT_FOLDERS = ("quality_runs", "inspect_runs", "inspect_data")
+OUT_FOLDERS = ("quality_runs", "inspect_runs", "inspect_data", "serve_run", "serve_images",
+               "score_py")
 BENCHMARK_KIND_NAME = "benchmark output folder"
 
 
@@ -149,6 +154,8 @@ def validate_args(args):
     claim_output(args.out, BENCHMARK_KIND, "--out")
     if "inspect" in args.sections.split(","):
         inspect.check_args(args)
+    if "serve" in args.sections.split(","):
+        serve.check_args(args)
     for name, start in OUT_FILES.items():
         check_output_path(Path(args.out) / name, "file", "--out", replaces=first_bytes_are(start),
                           what=f"benchmark output ({name})")
@@ -158,6 +165,15 @@ def parse_args(argv=None):
     p = ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="tiny 2-minute smoke version")
     p.add_argument("--sections", default="throughput,flops,detectors,quality")
+    p.add_argument("--serve_export", default=None,
+                   help="serve: the export to serve (default: a short inspector run on "
+                        "--serve_root, trained once under --out)")
+    p.add_argument("--serve_root", default=str(serve.SHARED_BOTTLE),
+                   help="serve: the MVTec-layout category of the images (and of the run)")
+    p.add_argument("--serve_train_minutes", type=float, default=3.0,
+                   help="serve: training minutes of the inspector run it trains")
+    p.add_argument("--serve_images", type=int, default=40,
+                   help="serve: test images of each size (256 px and 1024 px)")
     p.add_argument("--out", default="benchmark_out", help="output directory")
     p.add_argument("--cifar_root", default=str(SHARED_CIFAR),
                    help="CIFAR-10 image folder (DIR/train/<class>/*.jpg)")
@@ -562,6 +578,8 @@ def main(argv=None):
         result["patch_export"] = patch_export.patch_export_section(args, log)
     if "inspect" in sections:
         result["inspect"] = inspect.inspect_section(args, out, log)
+    if "serve" in sections:  # bench/serve.py
+        result["serve"] = serve.serve_section(args, out, log)
     result["wall_seconds"] = round(time.time() - t0, 1)
     write_text_atomic(out / "benchmark.json", json.dumps(result, indent=2))
     log(f"wrote {out / 'benchmark.json'} ({result['wall_seconds']} s)")

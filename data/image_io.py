@@ -25,6 +25,7 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import threading
 from typing import Optional, Tuple
@@ -85,7 +86,13 @@ def _pillow():
     return Image
 
 
-def _header_size(path: str, head: bytes) -> Optional[Tuple[int, int]]:
+def _input(source):
+    """What Pillow and tifffile open: a file's path, or a stream over an image already in
+    memory (an upload to the HTTP service)."""
+    return io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else str(source)
+
+
+def _header_size(path, head: bytes) -> Optional[Tuple[int, int]]:
     """(width, height) from the file's header without decoding it; None when no header
     can be read (the decoder then says what is wrong)."""
     if head[:8] == _PNG_SIGNATURE and head[12:16] == b'IHDR':
@@ -94,10 +101,10 @@ def _header_size(path: str, head: bytes) -> Optional[Tuple[int, int]]:
         if head[:4] in _TIFF_SIGNATURES:
             import tifffile
 
-            with tifffile.TiffFile(path) as tif:
+            with tifffile.TiffFile(_input(path)) as tif:
                 page = tif.pages[0]
                 return int(page.imagewidth), int(page.imagelength)
-        with _pillow().open(path) as img:
+        with _pillow().open(_input(path)) as img:
             return img.size
     except Exception:  # noqa: BLE001  (every reader has its own errors for a bad header)
         return None
@@ -111,11 +118,14 @@ def pixel_count(n: int) -> str:
 
 def check_image_size(path, head: Optional[bytes] = None) -> Optional[Tuple[int, int]]:
     """The file's (width, height) from its header (None when unreadable);
-    ImageTooLargeError when it has more pixels than the limit."""
-    path = str(path)
+    ImageTooLargeError when it has more pixels than the limit. ``path`` may also be the
+    file's bytes."""
     if head is None:
-        with open(path, 'rb') as f:
-            head = f.read(26)
+        if isinstance(path, (bytes, bytearray)):
+            head = bytes(path[:26])
+        else:
+            with open(path, 'rb') as f:
+                head = f.read(26)
     size = _header_size(path, head)
     limit = max_image_pixels()
     if size is not None and size[0] * size[1] > limit:
@@ -155,11 +165,11 @@ def _png16(data: bytes) -> np.ndarray:
     return _colour(tf.io.decode_png(data, channels=0, dtype=tf.uint16).numpy())
 
 
-def _tifffile_samples(path: str) -> Optional[Tuple[np.ndarray, int]]:
+def _tifffile_samples(path) -> Optional[Tuple[np.ndarray, int]]:
     """(samples, bits) read by tifffile; None when Pillow should read the file instead."""
     import tifffile
 
-    with tifffile.TiffFile(path) as tif:
+    with tifffile.TiffFile(_input(path)) as tif:
         page = tif.pages[0]
         photometric = int(page.photometric)
         if photometric not in (0, 1, 2):  # not MINISWHITE, MINISBLACK, RGB: palette, CMYK, ...
@@ -190,8 +200,8 @@ def _tifffile_samples(path: str) -> Optional[Tuple[np.ndarray, int]]:
     return arr, bits
 
 
-def _pillow_samples(path: str) -> Tuple[np.ndarray, int]:
-    with _pillow().open(path) as img:
+def _pillow_samples(path) -> Tuple[np.ndarray, int]:
+    with _pillow().open(_input(path)) as img:
         if img.mode in _PILLOW_16BIT:
             return np.asarray(img).astype(np.uint16)[..., None], 16
         if img.mode in ('I', 'F'):
@@ -214,11 +224,13 @@ def read_samples(path) -> Tuple[np.ndarray, int]:
     """The file's colour samples at their own depth and its bits per sample.
 
     Returns (samples, bits): uint8 or uint16 (H, W, 1) for gray or (H, W, 3)
-    for colour. Raises ImageReadError for anything that cannot be read.
+    for colour. ``path`` may also be the file's bytes (an upload). Raises ImageReadError
+    for anything that cannot be read.
     """
-    path = str(path)
+    in_memory = isinstance(path, (bytes, bytearray))
+    path = path if in_memory else str(path)
     try:
-        with open(path, 'rb') as f:
+        with io.BytesIO(path) if in_memory else open(path, 'rb') as f:
             head = f.read(26)
             check_image_size(path, head)  # before any decoder runs
             if len(head) == 26 and head[:8] == _PNG_SIGNATURE and head[24] == 16:
@@ -251,10 +263,11 @@ def to_uint8(samples: np.ndarray, bits: int, input_bits: int = 0, name: str = ''
     return ((values * 510 + top) // (2 * top)).astype(np.uint8)
 
 
-def read_rgb8(path, input_bits: int = 0) -> np.ndarray:
-    """uint8 RGB (H, W, 3) of an image file of any format, mode and bit depth above."""
+def read_rgb8(path, input_bits: int = 0, name: str = '') -> np.ndarray:
+    """uint8 RGB (H, W, 3) of an image file of any format, mode and bit depth above;
+    ``path`` may also be the file's bytes, ``name`` what a warning calls it."""
     samples, bits = read_samples(path)
-    rgb = to_uint8(samples, bits, input_bits, name=str(path))
+    rgb = to_uint8(samples, bits, input_bits, name=name or str(path))
     return np.repeat(rgb, 3, axis=-1) if rgb.shape[-1] == 1 else rgb
 
 

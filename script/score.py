@@ -40,7 +40,6 @@ mask at the input's size, 255 = defect) per image.
 """
 
 import contextlib
-import csv
 import io
 import itertools
 import os
@@ -52,8 +51,10 @@ from data.image_io import (DEFAULT_MAX_IMAGE_PIXELS, IMAGE_EXTENSIONS, ImageRead
                            ImageTooLargeError, check_image_size, check_input_bits,
                            check_max_image_pixels, read_rgb8, set_max_image_pixels)
 from deploy.export_format import EXPORT_KIND, has_maps
+from deploy.scoring import (CSV_HEADER, at_working_size, csv_text, decision_thresholds,
+                            load_export, map_figure, scored_images)
 from util.background import BackgroundWriter, prefetched
-from util.cli import ArgumentParser, quiet_stderr, script_main
+from util.cli import ArgumentParser, script_main
 from util.errors import ConfigError
 from util.heatmaps import EXPLANATIONS_KIND, MAPS_KIND
 from util.ownership import (Manifest, OutputKind, check_apart, claim_output,
@@ -65,7 +66,6 @@ IMAGE_SUFFIXES = IMAGE_EXTENSIONS
 PREFETCH_IMAGES = 16
 #: pixels of one batch at most: 256 images of 256 x 256 px, 16 of 1024 x 1024 px
 MAX_BATCH_PIXELS = 256 * 256 * 256
-CSV_HEADER = ["path", "raw_score", "normalized_score", "decision"]
 CSV_KIND = OutputKind("score CSV", first_bytes_are(",".join(CSV_HEADER)))
 #: what this command writes into folders: never read back as images
 OWN_FOLDERS = (MAPS_KIND, EXPLANATIONS_KIND)
@@ -98,47 +98,6 @@ def parse_args(argv=None):
                    help="skip images of more pixels (width x height); default: the training "
                         f"run's limit ({DEFAULT_MAX_IMAGE_PIXELS} unless it raised it)")
     return p.parse_args(argv)
-
-
-def decision_thresholds(meta, export_dir, threshold=None, pixel_threshold=None,
-                        target_fpr=None):
-    """(image threshold, pixel threshold or None, where they come from): the export's
-    calibrated ones, explicit values, or new ones at ``target_fpr`` on the export's
-    calibration scores (assets/calibration_scores.npz)."""
-    import numpy as np
-
-    from deploy.export_format import CALIB_SCORES_NAME
-    from detect.calibration import check_calibration_flags, threshold_at_fpr
-
-    mapped = has_maps(meta)
-    if pixel_threshold is not None and not mapped:
-        raise ConfigError("--pixel_threshold applies to exports with maps only (patch and "
-                          "map models)")
-    image_thr = float(meta["calibration"]["threshold"])
-    pixel_thr = float(meta["pixel_calibration"]["threshold"]) if mapped else None
-    fpr = meta["calibration"].get("target_fpr")
-    source = "calibrated" + (f" at FPR {fpr}" if fpr is not None else "")
-    if target_fpr is not None:
-        if threshold is not None or pixel_threshold is not None:
-            raise ConfigError("give --target_fpr or explicit thresholds, not both")
-        check_calibration_flags(0.0, target_fpr)
-        path = Path(export_dir) / "assets" / CALIB_SCORES_NAME
-        if not path.is_file():
-            raise ConfigError(f"{export_dir} stores no calibration scores ({path}); re-export "
-                              "the run with script/export.py RUN_DIR, or pass --threshold")
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                image_thr = threshold_at_fpr(z["image"], target_fpr)
-                if mapped:
-                    pixel_thr = threshold_at_fpr(z["pixel"], target_fpr)
-        except (OSError, ValueError, KeyError) as err:
-            raise ConfigError(f"{path} is unreadable: {err}") from None
-        source = f"set at FPR {target_fpr} on the export's calibration scores"
-    if threshold is not None:
-        image_thr, source = float(threshold), "given"
-    if pixel_threshold is not None:
-        pixel_thr = float(pixel_threshold)
-    return image_thr, pixel_thr, source
 
 
 def check_kind_flags(meta, args):
@@ -190,42 +149,7 @@ def write_csv_atomic(path, rows, area=False):
     """rows: (path, raw, normalized, decision[, defect area]) -> the CSV, atomically."""
     from util.atomic import write_text_atomic
 
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(CSV_HEADER + (["defect_area_px"] if area else []))
-    for row in rows:
-        writer.writerow([printable_path(row[0]), repr(float(row[1])), repr(float(row[2])),
-                         int(row[3])] + ([int(row[4])] if area else []))
-    write_text_atomic(path, buf.getvalue())
-
-
-def mask_at_input_size(mask, height, width):
-    """The working-size {0,1} mask resized (nearest) to the input image's size."""
-    import numpy as np
-    from PIL import Image
-
-    m = Image.fromarray((np.asarray(mask) > 0).astype(np.uint8) * 255)
-    if m.size != (width, height):
-        m = m.resize((width, height), Image.NEAREST)
-    return np.asarray(m)
-
-
-def map_figure(meta, pixel_thr, calib_path):
-    """The PNG writer of --maps_dir, its colour scale fixed by the calibration: the
-    calibration pixels' 1st percentile at the bottom, the pixel threshold in the middle."""
-    import numpy as np
-
-    from util.heatmaps import PredictionFigure, split_norm
-
-    low = float(meta["pixel_calibration"]["norm_min"])
-    if calib_path.is_file():
-        with np.load(calib_path, allow_pickle=False) as z:
-            if "pixel" in z.files:
-                low = float(np.percentile(z["pixel"], 1.0))
-    span = max(pixel_thr - low, 1e-6)
-    top = min(pixel_thr + 100.0 * span, sys.float_info.max)  # a threshold near the float limit
-    return PredictionFigure(split_norm(low, pixel_thr, top),
-                            title=f"{meta['score_key']}, pixel threshold {pixel_thr:.4g}")
+    write_text_atomic(path, csv_text(rows, area))
 
 
 def write_png_atomic(path, array):
@@ -236,16 +160,6 @@ def write_png_atomic(path, array):
     buf = io.BytesIO()
     Image.fromarray(array).save(buf, format="PNG")
     write_bytes_atomic(path, buf.getvalue())
-
-
-def at_working_size(image, size):
-    """The input shown under the map: resized to the map's (working) size."""
-    import numpy as np
-    from PIL import Image
-
-    if image.shape[:2] == tuple(size):
-        return image
-    return np.asarray(Image.fromarray(image).resize((size[1], size[0]), Image.BILINEAR))
 
 
 def write_map_files(manifest, figure, stem, image, pixel_map, mask, full_mask, caption):
@@ -294,21 +208,6 @@ def check_outputs(args, locks):
     for flag, manifest in folders.items():
         lock_manifest_folder(manifest, flag, locks, not_inside=outer)
     return folders
-
-
-def load_export(export_dir):
-    """The SavedModel; ConfigError naming the export when TensorFlow cannot load it. What
-    TensorFlow logs while it is imported and loads is shown only when the load succeeds,
-    so a damaged export prints the error line alone."""
-    from deploy.export_format import damaged_export
-
-    try:
-        with quiet_stderr():
-            import tensorflow as tf
-
-            return tf.saved_model.load(export_dir)
-    except Exception as err:  # TF raises OSError, IndexError, OpError, ... for damage
-        raise damaged_export(export_dir, f"{type(err).__name__}: {err}") from None
 
 
 def too_large(path, warn):
@@ -363,28 +262,27 @@ def score_files(items, model, args, folders, figure, thresholds, rows, writer):
     image_thr, pixel_thr = thresholds
     for group in batches_by_size(items, args.batch_size):
         batch = tf.constant(np.stack([img for _, img in group]))
-        out = serve(images=batch)
-        raw, norm = out["raw_score"].numpy(), out["normalized_score"].numpy()
-        dec = (raw > image_thr).astype(np.int64)
+        out = {k: v.numpy() for k, v in serve(images=batch).items()}
+        results = scored_images(out, [img for _, img in group], image_thr, pixel_thr)
         first = len(rows)
-        if "anomaly_map" not in out:
-            rows.extend((p, r, n, d) for (p, _), r, n, d in zip(group, raw, norm, dec))
-        else:
-            pixel = out["anomaly_map"].numpy()
-            masks = pixel > pixel_thr
-            for i, (path, img) in enumerate(group):
-                full = mask_at_input_size(masks[i], img.shape[0], img.shape[1])
-                rows.append((path, raw[i], norm[i], dec[i], int((full > 0).sum())))
-                if figure is not None:
-                    manifest, stem = folders["--maps_dir"], f"{first + i:06d}_{Path(path).stem}"
-                    manifest.add(f"{stem}_mask.png")
-                    manifest.add(f"{stem}.png")
-                    caption = (f"{printable_path(Path(path).name)}: score {raw[i]:.4g} "
-                               f"({'flagged' if dec[i] else 'normal'})")
-                    writer.submit(lambda m=manifest, s=stem, im=img, p=pixel[i], k=masks[i],
-                                  f=full, c=caption: write_map_files(m, figure, s, im, p, k, f, c))
+        for i, ((path, img), res) in enumerate(zip(group, results)):
+            row = (path, res.raw_score, res.normalized_score, res.decision)
+            if res.full_mask is None:
+                rows.append(row)
+                continue
+            rows.append(row + (res.defect_area_px,))
+            if figure is not None:
+                manifest, stem = folders["--maps_dir"], f"{first + i:06d}_{Path(path).stem}"
+                manifest.add(f"{stem}_mask.png")
+                manifest.add(f"{stem}.png")
+                caption = (f"{printable_path(Path(path).name)}: score {res.raw_score:.4g} "
+                           f"({'flagged' if res.decision else 'normal'})")
+                writer.submit(lambda m=manifest, s=stem, im=img, r=res, c=caption:
+                              write_map_files(m, figure, s, im, r.anomaly_map, r.mask,
+                                              r.full_mask, c))
         if args.explain:
-            explain_batch(model, args, batch, group, (raw, dec, first), folders["--explain_dir"])
+            scored = ([r.raw_score for r in results], [r.decision for r in results], first)
+            explain_batch(model, args, batch, group, scored, folders["--explain_dir"])
 
 
 @script_main(kept="the CSV is written only at the end, so --out is as it was; the maps and "

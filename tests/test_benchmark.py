@@ -122,6 +122,8 @@ def test_quality_markdown_skips_models_not_trained():
     (["--contrastive_preset=nope"], "contrastive_preset"), (["--detector_sizes=x"], "detector_sizes"),
     (["--budget_steps=0"], "budget_steps"), (["--step_precisions=none,fp8"], "step_precisions"),
     (["--tfdata_threads=-1"], "tfdata_threads"),
+    (["--sections=serve", "--serve_export=no/such/export"], "--serve_export"),
+    (["--sections=serve", "--serve_images=0"], "--serve_images"),
 ])
 def test_bad_arguments_exit_2_before_any_output(tmp_path, args, flag):
     out_dir = tmp_path / "out"

@@ -124,13 +124,13 @@ def test_the_schedule_reads_its_length_from_the_planned_epochs():
 
 @pytest.mark.slow
 def test_a_tiny_run_trains_for_its_budget_and_records_the_plan(tmp_path):
-    """digitsood at width 0.125 for 0.2 minutes: the planned epochs are trained (the
+    """digitsood at width 0.125, epochs of 2 steps, for 0.2 minutes: the planned epochs are trained (the
     optimizer's steps are the plan's), summary.json records the budget, the learning rate
     follows the cosine over the planned epochs."""
     from tests.entry_point import TINY_RUN, run_in_process
 
     run = tmp_path / "run"
-    flags = [f for f in TINY_RUN if not f.startswith(("--num_epoch", "--num_batch"))]
+    flags = [f for f in TINY_RUN if not f.startswith("--num_epoch")]  # 2 steps an epoch
     out = run_in_process([f"--model_dir={run}", *flags, "--train_minutes=0.2",
                           "--learning_rate=0.1", "--detectors=kde", "--noexport"])
     assert out.returncode == 0, out.stderr[-3000:]
@@ -161,8 +161,11 @@ def test_a_tiny_run_trains_for_its_budget_and_records_the_plan(tmp_path):
     epochs = budget["planned_epochs"]
     assert len(rates) == epochs >= 4 and rates[0] == 0.1 and pending == epochs
     assert all(a >= b for a, b in zip(rates, rates[1:]))
-    want = [0.1 * 0.5 * (1 + np.cos(np.pi * e / n)) for e, n in enumerate(plans) if e >= 2]
-    np.testing.assert_allclose(rates[2:], want, atol=6e-5)
+    # the epochs before the first plan run at the base rate, the later ones on its cosine
+    first = next(e for e, n in enumerate(plans) if n is not None)
+    assert first >= 2 and rates[:first] == [0.1] * first
+    want = [0.1 * 0.5 * (1 + np.cos(np.pi * e / n)) for e, n in enumerate(plans) if e >= first]
+    np.testing.assert_allclose(rates[first:], want, atol=6e-5)
     if plans[-1] == epochs:  # no late change: the cosine ends at its last value
         assert rates[-1] == pytest.approx(0.05 * (1 + np.cos(np.pi * (epochs - 1) / epochs)),
                                           abs=6e-5)

@@ -23,7 +23,7 @@ def target(spec):
 
 def test_the_main_commands_are_declared():
     assert {"droc-train", "droc-score", "droc-export", "droc-explain", "droc-summarize",
-            "droc-benchmark"} <= set(console_scripts())
+            "droc-benchmark", "droc-serve"} <= set(console_scripts())
 
 
 @pytest.mark.parametrize("name", sorted(console_scripts()))
