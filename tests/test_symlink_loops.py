@@ -47,9 +47,12 @@ def test_score_walk_skips_loops_and_lists_every_image_once(tmp_path):
         (tmp_path / name).write_bytes(b"0")
     make_loops(tmp_path / "sub")
     os.symlink("..", tmp_path / "sub" / "up")             # a link to the directory above
+    os.symlink("gone.png", tmp_path / "sub" / "moved.png")  # a link whose target is gone
+    os.symlink("gone.txt", tmp_path / "sub" / "moved.txt")  # not an image's name: not read
     warnings = []
     files = collect_files([str(tmp_path)], warnings.append)
     assert [p.relative_to(tmp_path).as_posix() for p in files] == ["sub/y.jpg", "x.png"]
     assert sorted(w.split("/")[-1] for w in warnings) == sorted(
         ["self.png: symlink loop", "a.png: symlink loop", "b.png: symlink loop",
-         "again: symlink loop", "up: symlink loop"])
+         "again: symlink loop", "up: symlink loop",
+         "moved.png: broken symlink (its target gone.png does not exist)"])
