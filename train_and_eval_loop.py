@@ -20,7 +20,7 @@ import sys
 from absl import app, flags, logging
 
 from engine import flags as flag_table
-from engine.config import resolve_config
+from engine.config import resolve_and_check
 from engine.flags import FLAG_DEFAULTS, define_flags
 from util.errors import ConfigError
 
@@ -65,12 +65,8 @@ def checked_config(argv):
     if len(argv) > 1:
         raise ConfigError(f"unexpected arguments: {' '.join(argv[1:])} (flags look like "
                           "--name=value)")
-    from engine.validate import validate_config
-
     explicit = {name for name in FLAG_DEFAULTS if FLAGS[name].present}
-    cfg = resolve_config({name: FLAGS[name].value for name in FLAG_DEFAULTS}, explicit)
-    validate_config(cfg)
-    return cfg
+    return resolve_and_check({name: FLAGS[name].value for name in FLAG_DEFAULTS}, explicit)
 
 
 def main(argv):

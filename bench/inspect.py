@@ -24,9 +24,15 @@ each in a fresh process as a user would:
 Writes ``<out>/inspect.md`` (a row per category and seed, the mean over
 categories per seed, and the spread over seeds of each category) and
 ``<out>/inspect.json``; the runs stay under ``<out>/inspect_runs/``.
+
+The command line of every run the section will start is checked as the entry point
+checks it (engine/config.py's ``resolve_and_check``, without TensorFlow) before the
+first one starts: a bad ``--inspect_flags`` or ``--inspect_preset`` is one error
+line and nothing written, not a failed run after others have trained.
 """
 
 import json
+import os
 import re
 import statistics
 import subprocess
@@ -34,8 +40,11 @@ import sys
 import time
 from pathlib import Path
 
+from engine.config import resolve_and_check
+from engine.flags import parse_run_args
 from util.atomic import write_text_atomic
 from util.errors import ConfigError
+from util.ownership import check_apart
 
 ROOT = Path(__file__).resolve().parents[1]
 ENTRY = ROOT / "train_and_eval_loop.py"
@@ -47,6 +56,8 @@ GOAL = {"train_min": 15.0, "fit_min": 3.0, "image_auroc": 95.0, "pixel_auroc": 9
 RAW_PIXEL_FLAGS = ("--model_type=raw_pixels", "--mvtec_mode=map", "--detectors=membank",
                    "--calibration_fraction=0.2", "--nomvtec_heatmaps")
 METRICS = ("image_auroc", "pixel_auroc", "pro")
+#: the flags the section gives every run itself (the category, its preset, seed and folder)
+SECTION_FLAGS = ("dataset", "root", "preset", "seed", "model_dir")
 
 
 def add_args(p):
@@ -76,9 +87,9 @@ def is_category(path):
 def find_categories(root, names=None):
     """[(name, folder)]: ``root`` itself when it is a category, else its sub-folders that
     are (``names`` picks some, in that order); ConfigError when none is found."""
-    root = Path(root)
-    if not root.is_dir():
+    if not Path(root).is_dir():
         raise ConfigError(f"--root={root} is not a folder")
+    root = Path(os.path.abspath(root))  # the runs start in the project's folder
     if is_category(root):
         found = {root.name: root}
     else:
@@ -101,6 +112,7 @@ def check_args(args):
                           "categories)")
     names = [c.strip() for c in (args.categories or "").split(",") if c.strip()]
     find_categories(args.root, names or None)
+    check_apart([("--out", args.out, True)], [("--root", args.root)])
     try:
         seeds = [int(s) for s in args.inspect_seeds.split(",") if s.strip()]
     except ValueError:
@@ -109,6 +121,59 @@ def check_args(args):
     if not seeds or min(seeds) < 0:
         raise ConfigError(f"--inspect_seeds={args.inspect_seeds} must list seeds >= 0")
     lighting_factors(args.inspect_lighting)
+    check_run_flags(args, runs_folder(args.out))
+
+
+def runs_folder(out):
+    """Where the section's runs go: ``<out>/inspect_runs``, absolute since the runs start
+    in the project's folder."""
+    return Path(os.path.abspath(out)) / "inspect_runs"
+
+
+def inspector_args(name, folder, seed, args, out_dir):
+    """The command line of the inspector run of a category and seed (after the script)."""
+    return ["--dataset=mvtec_folder", f"--root={folder}", f"--preset={args.inspect_preset}",
+            f"--seed={seed}", f"--model_dir={Path(out_dir) / name / f's{seed}'}",
+            *args.inspect_flags.split()]
+
+
+def raw_pixel_args(name, folder, out_dir):
+    """The command line of the raw-pixel baseline of a category (after the script)."""
+    return ["--dataset=mvtec_folder", f"--root={folder}", *RAW_PIXEL_FLAGS,
+            f"--model_dir={Path(out_dir) / name / 'raw_pixels'}"]
+
+
+def check_run_flags(args, out_dir):
+    """ConfigError naming the run and the section's flag when a run the section will start
+    would be refused for its flags (checked as the entry point checks them)."""
+    _, given = parse_run_args_of("--inspect_flags", args.inspect_flags.split())
+    taken = [name for name in SECTION_FLAGS if name in given]
+    if taken:
+        raise ConfigError(f"--inspect_flags={args.inspect_flags} sets --{taken[0]}, which the "
+                          "section sets for every run itself (--root, --categories, "
+                          "--inspect_preset, --inspect_seeds, --out); drop it there")
+    names = [c.strip() for c in (args.categories or "").split(",") if c.strip()]
+    runs = []
+    for name, folder in find_categories(args.root, names or None):
+        runs += [(f"the inspector run of {name} (seed {seed})", "--inspect_flags or "
+                  "--inspect_preset", inspector_args(name, folder, seed, args, out_dir))
+                 for seed in (int(s) for s in args.inspect_seeds.split(",") if s.strip())]
+        if args.inspect_raw_pixels:
+            runs.append((f"the raw-pixel baseline of {name}", "--root",
+                         raw_pixel_args(name, folder, out_dir)))
+    for what, flags, argv in runs:
+        try:
+            resolve_and_check(*parse_run_args_of(flags, argv))
+        except ConfigError as err:
+            raise ConfigError(f"{flags}: {what} would be refused: {err}") from None
+
+
+def parse_run_args_of(flag, argv):
+    """parse_run_args with its ConfigError naming ``flag``, the section's flag it came from."""
+    try:
+        return parse_run_args(argv)
+    except ConfigError as err:
+        raise ConfigError(f"{flag}: {err}") from None
 
 
 def lighting_factors(spec):
@@ -208,10 +273,8 @@ def score_speed(export_dir, category, maps_dir, log):
 def inspect_category(name, folder, seed, args, out_dir, log):
     """One inspector run of a category and its scoring speed."""
     run_dir = out_dir / name / f"s{seed}"
-    cmd = [sys.executable, ENTRY, "--dataset=mvtec_folder", f"--root={folder}",
-           f"--preset={args.inspect_preset}", f"--seed={seed}", f"--model_dir={run_dir}",
-           *args.inspect_flags.split()]
-    code, out, wall = run(cmd, log)
+    code, out, wall = run([sys.executable, ENTRY, *inspector_args(name, folder, seed, args,
+                                                                  out_dir)], log)
     if code:
         log(f"  the inspector run of {name} (seed {seed}) failed ({code}): "
             + " / ".join(out.strip().splitlines()[-3:]))
@@ -228,8 +291,7 @@ def inspect_category(name, folder, seed, args, out_dir, log):
 
 def raw_pixel_baseline(name, folder, out_dir, log):
     run_dir = out_dir / name / "raw_pixels"
-    code, out, _ = run([sys.executable, ENTRY, "--dataset=mvtec_folder", f"--root={folder}",
-                        *RAW_PIXEL_FLAGS, f"--model_dir={run_dir}"], log)
+    code, out, _ = run([sys.executable, ENTRY, *raw_pixel_args(name, folder, out_dir)], log)
     if code:
         log(f"  raw pixels of {name} failed: {out.strip().splitlines()[-1]}")
         return None
@@ -308,7 +370,7 @@ def inspect_section(args, out, log):
     names = [c.strip() for c in (args.categories or "").split(",") if c.strip()]
     categories = find_categories(args.root, names or None)
     seeds = [int(s) for s in args.inspect_seeds.split(",") if s.strip()]
-    runs = Path(out) / "inspect_runs"
+    runs = runs_folder(out)
     rows, raw, failed, lighting = [], {}, [], []
     factors = lighting_factors(args.inspect_lighting)
     for name, folder in categories:
@@ -320,7 +382,7 @@ def inspect_section(args, out, log):
                 continue
             rows.append(row)
             for factor in factors:
-                test_dir = relit_test_images(folder, factor, Path(out) / "inspect_data")
+                test_dir = relit_test_images(folder, factor, runs.parent / "inspect_data")
                 auroc, fpr = scored_test_tree(runs / name / f"s{seed}" / "export", test_dir,
                                               runs / name / f"s{seed}_light{factor:g}.csv", log)
                 lighting.append({"category": name, "seed": seed, "factor": factor,

@@ -66,9 +66,10 @@ import numpy as np
 
 from engine.precision import LABELS, PRECISIONS, cpu_flags, read_cpuinfo
 from bench import inspect, mvtec, patch_export, serve
-from util.atomic import write_text_atomic
+from util.atomic import temporary_target, write_text_atomic
 from util.cli import ArgumentParser, script_main
 from util.errors import ConfigError
+from util.ownership import MANIFEST_NAME, Manifest, OutputKind, claim_output, manifest_header
 from util.paths import check_output_path, first_bytes_are
 
 SHARED_CIFAR = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10"
@@ -84,6 +85,30 @@ QUALITY_HEADER = "| class | representation | "
 # the files written into --out, each recognised by how it starts (what it may replace)
 OUT_FILES = {"benchmark.json": '{\n  "machine": ', "quality.md": QUALITY_HEADER,
              "inspect.md": "| category | seed |", "inspect.json": '{\n  "preset": '}
+#: the folders the sections write their runs and data into, inside --out
+OUT_FOLDERS = ("quality_runs", "inspect_runs", "inspect_data", "serve_run", "serve_images",
+               "score_py")
+BENCHMARK_KIND_NAME = "benchmark output folder"
+
+
+def _previous_benchmark(path):
+    """A folder this command wrote: its marker, or (written before the marker) one of its
+    files as the command writes it."""
+    header = manifest_header(path)
+    if header is not None:
+        return header.get("kind") == BENCHMARK_KIND_NAME
+    return any(first_bytes_are(start)(Path(path) / name) for name, start in OUT_FILES.items())
+
+
+def _benchmark_owns(root, rel):
+    top = rel.split("/", 1)[0]
+    return (top in OUT_FOLDERS or rel in OUT_FILES or rel == MANIFEST_NAME
+            or temporary_target(rel) in OUT_FILES)
+
+
+#: --out under util/ownership.py's rule: new, empty, or this command's previous output
+#: folder (reused: its runs are resumed or reported, its tables replaced), never a user's
+BENCHMARK_KIND = OutputKind(BENCHMARK_KIND_NAME, _previous_benchmark, _benchmark_owns)
 
 
 def _csv(value, kind, flag, allowed=None):
@@ -126,11 +151,11 @@ def validate_args(args):
         if getattr(args, flag) not in PRESETS:
             raise ConfigError(f"--{flag}={getattr(args, flag)} is unknown; choose from "
                              f"{', '.join(PRESETS)}")
+    claim_output(args.out, BENCHMARK_KIND, "--out")
     if "inspect" in args.sections.split(","):
         inspect.check_args(args)
     if "serve" in args.sections.split(","):
         serve.check_args(args)
-    check_output_path(args.out, "dir", "--out")
     for name, start in OUT_FILES.items():
         check_output_path(Path(args.out) / name, "file", "--out", replaces=first_bytes_are(start),
                           what=f"benchmark output ({name})")
@@ -509,6 +534,8 @@ def main(argv=None):
     validate_args(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if manifest_header(out) is None:
+        Manifest(out, BENCHMARK_KIND).start()  # the folder's marker, before its first file
     sections = [s.strip() for s in args.sections.split(",") if s.strip()]
 
     def log(msg):

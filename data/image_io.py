@@ -110,6 +110,12 @@ def _header_size(path, head: bytes) -> Optional[Tuple[int, int]]:
         return None
 
 
+def pixel_count(n: int) -> str:
+    """``n`` pixels in words, with megapixels where they are a readable number (a small
+    image is not "0.0 megapixels")."""
+    return f'{n} pixels' + (f' ({n / 1e6:.1f} megapixels)' if n >= 100_000 else '')
+
+
 def check_image_size(path, head: Optional[bytes] = None) -> Optional[Tuple[int, int]]:
     """The file's (width, height) from its header (None when unreadable);
     ImageTooLargeError when it has more pixels than the limit. ``path`` may also be the
@@ -123,9 +129,8 @@ def check_image_size(path, head: Optional[bytes] = None) -> Optional[Tuple[int, 
     size = _header_size(path, head)
     limit = max_image_pixels()
     if size is not None and size[0] * size[1] > limit:
-        raise ImageTooLargeError(f'{size[0]}x{size[1]} = {size[0] * size[1] / 1e6:.1f} '
-                                 f'megapixels, above the limit of {limit} pixels '
-                                 '(--max_image_pixels)')
+        raise ImageTooLargeError(f'{size[0]}x{size[1]} = {pixel_count(size[0] * size[1])}, '
+                                 f'above the limit of {limit} pixels (--max_image_pixels)')
     return size
 
 

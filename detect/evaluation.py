@@ -57,7 +57,8 @@ class Evaluation:
     (``pool.kde``, ``logit``); ``detectors``: {score key: Detector fit on all
     training inliers}; ``labels`` and ``ids`` of the test images;
     ``n_calibration``: held-out inliers behind ``calib_scores`` (0: the detectors'
-    own training images stand in). Patch and map evaluators add ``pixel_maps``
+    own training images stand in), drawn from ``n_train`` training inliers (0: not
+    known) at ``calibration_fraction``. Patch and map evaluators add ``pixel_maps``
     ({first score key: the anomaly maps [N, H, W]}), ``cell_maps`` ({score key:
     the patch map or the feature-map cell map of each test image, [N, n, n]}),
     ``calib_pixel_scores`` ({score key: a sample of the held-out inliers'
@@ -72,6 +73,8 @@ class Evaluation:
     labels: np.ndarray
     ids: list
     n_calibration: int
+    n_train: int = 0
+    calibration_fraction: float = 0.0
     pixel_maps: Optional[dict] = None
     cell_maps: Optional[dict] = None
     calib_pixel_scores: Optional[dict] = None

@@ -204,7 +204,8 @@ class Evaluator(abc.ABC):
         return Evaluation(
             results=results, test_scores=test_scores, calib_scores=calib_scores,
             detectors=fitted, labels=np.asarray(data.test_labels, dtype=np.int64),
-            ids=test_ids(data), n_calibration=int(len(split.calib_idx)),
+            ids=test_ids(data), n_calibration=int(len(split.calib_idx)), n_train=split.n,
+            calibration_fraction=float(self.settings.calibration_fraction),
             pixel_maps=kept, cell_maps=outputs if has_maps else None,
             calib_pixel_scores=calib_pixels if has_maps else None, grid=self.grid(feats))
 

@@ -8,6 +8,7 @@ bad flag is answered at ``--help`` speed; the checks live in engine/validate.py.
 
 import logging
 import os
+import re
 from typing import Collection, Mapping
 
 from data.aug_spec import ROTATION_SUFFIX, drop_hflip, has_hflip, num_views
@@ -16,7 +17,8 @@ from data.distaug import distaug_has_hflip
 from data.registry import canonical_dataset
 from engine.flags import FLAG_DEFAULTS, METHODS, NO_DISTAUG
 from engine.presets import preset_values
-from engine.validate import check_explicit_flags, check_view_counts
+from engine.validate import (FLAG_APPLIES, check_explicit_flags, check_view_counts,
+                             validate_config)
 from model.registry import has_conv_trunk, model_spec
 from util.errors import ConfigError
 
@@ -31,6 +33,38 @@ def check_budget_off(cfg: dict, preset: Mapping, explicit: Collection[str]) -> N
                           f"(it trains for {preset['train_minutes']:g} minutes), and 0 means "
                           f"'train --num_epoch epochs' (default {cfg['num_epoch']}): give a "
                           "positive --train_minutes, or --num_epoch instead")
+
+
+def resolve_and_check(values: Mapping, explicit: Collection[str] = ()) -> dict:
+    """``resolve_config`` and engine/validate.py's ``validate_config``: the configuration of
+    a command line, checked before anything is loaded or written. A refusal that blames a
+    value the ``--preset`` set, not the user, names the preset (``preset_error``)."""
+    try:
+        cfg = resolve_config(values, explicit)
+        validate_config(cfg)
+    except ConfigError as err:
+        raise preset_error(err, values, explicit) from None
+    return cfg
+
+
+def preset_error(err: ConfigError, values: Mapping, explicit: Collection[str]) -> ConfigError:
+    """``err`` reworded when the flag it blames first was set by ``--preset`` and it names
+    no flag the user gave: the preset does not fit the run. When a flag of the preset does
+    not apply to the data (FLAG_APPLIES), that is said instead, as the reason."""
+    preset = preset_values(values.get("preset"))
+    named = re.findall(r"--(\w+)=", str(err))
+    if not named or named[0] not in preset or set(named) & set(explicit):
+        return err
+    cfg = {**FLAG_DEFAULTS, **values, **{k: v for k, v in preset.items() if k not in explicit}}
+    cfg["dataset"] = canonical_dataset(cfg["dataset"])
+    head = f"--preset={values['preset']} does not fit this run"
+    for name in sorted(set(preset) & set(FLAG_APPLIES) - set(explicit)):
+        applies, where = FLAG_APPLIES[name]
+        if not applies(cfg):
+            return ConfigError(f"{head}: the preset sets --{name}={preset[name]}, which applies "
+                               f"only to {where}, not to --dataset={cfg['dataset']}; give such "
+                               "data, or choose another preset")
+    return ConfigError(f"{head}: the preset's {err}")
 
 
 def resolve_config(values: Mapping, explicit: Collection[str] = ()) -> dict:

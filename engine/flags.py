@@ -6,11 +6,14 @@ are filled per model type (model/registry.py) or by a ``--preset``
 (engine/config.py resolves them). TensorFlow-free.
 """
 
-from typing import Any
+from typing import Any, Optional, Sequence
+
+from absl import flags as absl_flags
 
 from data.aug_spec import DEFAULT_AUG
 from data.image_io import DEFAULT_MAX_IMAGE_PIXELS
 from engine.presets import PRESETS
+from util.errors import ConfigError
 
 # (name, kind, default, help); kind is an absl DEFINE_* suffix or "enum:<a>|<b>"
 FLAG_SPECS = [
@@ -190,13 +193,34 @@ NO_DISTAUG = (None, "", "none", "1")
 FLAG_DEFAULTS = {name: default for name, _, default, _ in FLAG_SPECS}
 
 
-def define_flags(flags_module: Any) -> None:
-    """Defines every FLAG_SPECS entry as an absl flag."""
+def define_flags(flags_module: Any, flag_values: Optional[Any] = None) -> None:
+    """Defines every FLAG_SPECS entry as an absl flag (in ``flag_values``, default the
+    module's global ``FLAGS``)."""
+    where = {} if flag_values is None else {"flag_values": flag_values}
     for name, kind, default, help_text in FLAG_SPECS:
         if kind.startswith("enum:"):
-            flags_module.DEFINE_enum(name, default, kind[5:].split("|"), help_text)
+            flags_module.DEFINE_enum(name, default, kind[5:].split("|"), help_text, **where)
         else:
-            getattr(flags_module, f"DEFINE_{kind}")(name, default, help_text)
+            getattr(flags_module, f"DEFINE_{kind}")(name, default, help_text, **where)
+
+
+def parse_run_args(args: Sequence[str]) -> tuple[dict, set]:
+    """(every flag's value, the names given) of a run's command line ``args``, parsed by
+    absl's parser as train_and_eval_loop.py parses it, for a tool that starts runs and
+    checks their flags first; ConfigError for an unknown flag, a bad value or an argument
+    that is not a flag."""
+    values = absl_flags.FlagValues()
+    define_flags(absl_flags, values)
+    try:
+        rest = values(["train_and_eval_loop.py", *args])
+    except absl_flags.Error as err:
+        first = str(err).splitlines()[0] if str(err) else repr(err)
+        raise ConfigError(first.removeprefix("ERROR:: ")) from None
+    if rest[1:]:
+        raise ConfigError(f"unexpected arguments: {' '.join(rest[1:])} (flags look like "
+                          "--name=value)")
+    return ({name: values[name].value for name in FLAG_DEFAULTS},
+            {name for name in FLAG_DEFAULTS if values[name].present})
 
 
 def flags_markdown() -> str:

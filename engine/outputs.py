@@ -39,12 +39,23 @@ if TYPE_CHECKING:
     from detect.evaluation import Evaluation
 
 
+def no_held_out_images(fraction: float, n_train: int) -> str:
+    """Why no training image was held out for calibration: the flag is 0, or it asked for
+    some and the training images are too few (one always stays in the fit)."""
+    if fraction <= 0:
+        return "--calibration_fraction=0 holds out no image"
+    return (f"--calibration_fraction={fraction:g} holds out no image of the {n_train} "
+            f"training image{'s' if n_train != 1 else ''} ({fraction:g} x {n_train} rounds to "
+            f"{round(fraction * n_train)}, and one image stays in the fit)")
+
+
 def calibrate_all(ev: Evaluation, target_fpr: float, log: Callable[[str], None] = print) -> dict:
     if ev.n_calibration:
         warn_if_small(ev.n_calibration, target_fpr, log=log)
     else:
-        log("warning: --calibration_fraction=0: thresholds are set on the detectors' own "
-            "training features, which look more normal than new inliers")
+        log(f"warning: {no_held_out_images(ev.calibration_fraction, ev.n_train)}: thresholds "
+            "are set on the detectors' own training features, which look more normal than "
+            "new inliers")
     calibs = {key: calibration(s, target_fpr) for key, s in ev.calib_scores.items()}
     for key, pixels in (ev.calib_pixel_scores or {}).items():
         calibs[key]["pixel"] = calibration(pixels, target_fpr)

@@ -41,6 +41,7 @@ mask at the input's size, 255 = defect) per image.
 
 import contextlib
 import io
+import itertools
 import os
 import sys
 import time
@@ -325,10 +326,24 @@ def score(args, locks):
         raise ConfigError(f"none of the {len(found)} files can be scored: they have more pixels "
                           "than --max_image_pixels allows (see the warnings); raise it")
 
-    t0 = time.time()
-    model = load_export(args.export_dir)
     from tqdm import tqdm
 
+    def readable():
+        for path in tqdm(files, desc="scoring", unit="img", disable=len(files) < 500,
+                         file=sys.stderr):
+            img = read_or_skip(path, warn, input_bits)
+            if img is not None:
+                yield path, img
+
+    # the files are judged up to the first readable one before TensorFlow starts: when
+    # none is, the error line is all the command prints
+    images = readable()
+    first = next(images, None)
+    if first is None:
+        raise ConfigError(f"none of the {len(found)} files could be read as an image (see the "
+                          "warnings)")
+    t0 = time.time()
+    model = load_export(args.export_dir)
     mapped = has_maps(meta)
     load_s = time.time() - t0
     rows = []
@@ -341,22 +356,12 @@ def score(args, locks):
         figure = map_figure(meta, pixel_thr,
                             Path(args.export_dir) / "assets" / CALIB_SCORES_NAME)
 
-    def readable():
-        for path in tqdm(files, desc="scoring", unit="img", disable=len(files) < 500,
-                         file=sys.stderr):
-            img = read_or_skip(path, warn, input_bits)
-            if img is not None:
-                yield path, img
-
     t1 = time.time()
     # files are decoded ahead of the model and maps written behind it, in threads
     with BackgroundWriter() as writer:
-        score_files(prefetched(readable(), PREFETCH_IMAGES), model, args, folders, figure,
-                    (image_thr, pixel_thr), rows, writer)
+        score_files(prefetched(itertools.chain([first], images), PREFETCH_IMAGES), model, args,
+                    folders, figure, (image_thr, pixel_thr), rows, writer)
     score_s = time.time() - t1
-    if not rows:
-        raise ConfigError(f"none of the {len(found)} files could be read as an image (see the "
-                          "warnings)")
     if figure is not None:
         figure.close()
     write_csv_atomic(args.out, rows, area=mapped)

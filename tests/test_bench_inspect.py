@@ -66,12 +66,14 @@ def test_the_section_runs_the_inspector_and_reports_what_its_runs_wrote(tmp_path
 
 
 def test_a_failed_run_is_an_error_after_the_others_are_written(tmp_path, capsys):
-    """A run the entry point refuses: exit 1 with one error line naming it, the table
-    written with what did run."""
+    """A run the entry point refuses for its data (its flags were checked before the first
+    run): exit 1 with one error line naming it, the table written with what did run."""
     root = tmp_path / "cats"
     make_category(root / "tiny", n_train=4, n_good=1, n_defect=1, size=32)
+    for image in (root / "tiny" / "train" / "good").iterdir():
+        image.unlink()  # no training images: known only once the run lists its data
     out = tmp_path / "bench"
-    code = main(["--sections=inspect", f"--root={root}", "--inspect_flags=--mvtec_image_size=64",
+    code = main(["--sections=inspect", f"--root={root}", "--inspect_flags=--mvtec_image_size=96",
                  "--noinspect_raw_pixels", f"--out={out}"])
     assert code == 1
     assert [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("error:")] == [

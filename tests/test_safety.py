@@ -863,6 +863,18 @@ def _wait_for_temporary(maps, proc, timeout=120):
     raise AssertionError("the scoring process never started writing its maps")
 
 
+def _wait_for_listed(maps, n_files, proc, timeout=120):
+    """Waits until ``proc``'s manifest in ``maps`` lists ``n_files`` files."""
+    import time
+
+    from util.ownership import manifest_files
+
+    deadline = time.time() + timeout
+    while len(manifest_files(maps)) < n_files:
+        assert time.time() < deadline and proc.poll() is None, "the manifest stayed short"
+        time.sleep(0.05)
+
+
 def _complete_maps_folder(maps, n_images):
     """The folder holds its manifest and exactly the two PNGs per image it lists."""
     from util.ownership import MANIFEST_NAME, manifest_files
@@ -882,6 +894,7 @@ def test_a_second_score_into_a_folder_in_use_is_refused_and_changes_nothing(worl
     first = _score_process(world, maps, pause)
     try:
         _wait_for_temporary(maps, first)
+        _wait_for_listed(maps, 2 * 8, first)  # its other maps queued behind the held one
         before = listing(world)
         second = _score_process(world, maps, world.parent / "no_pause")
         _, err = second.communicate(timeout=300)

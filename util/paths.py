@@ -8,19 +8,19 @@ a previous output of the same kind. The directories it would create are
 remembered, so a tool that fails later removes the empty ones it made
 (``remove_created_dirs``, called by ``util.cli.script_main``).
 
-The image-folder helpers skip symlink loops with a warning instead of raising,
-and ``printable_path`` turns a file name that is not valid UTF-8 into text a
+The image-folder helpers skip symlink loops and broken symlinks with a warning
+instead of raising or staying silent: one plain ``warning:`` line on stderr per
+file and process (``warn_once``; a folder is listed once to count it and again
+to load it), and ``printable_path`` turns a file name that is not valid UTF-8 into text a
 CSV or a terminal can hold.
 """
 
 import errno
-import logging
 import os
+import sys
 from pathlib import Path
 
 from util.errors import ConfigError
-
-logger = logging.getLogger(__name__)
 
 # Kernel filesystems: they accept no files of ours even for root.
 PSEUDO_FILESYSTEMS = frozenset({"proc", "sysfs", "cgroup", "cgroup2", "devpts", "debugfs",
@@ -165,17 +165,36 @@ def _is_loop(path):
     return False
 
 
+_warned = set()  # the messages warn_once has printed in this process
+
+
+def warn_once(message):
+    """Prints ``warning: message`` to stderr, the first time only: the image-folder
+    helpers' default for a file they skip."""
+    if message not in _warned:
+        _warned.add(message)
+        print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
 def _warn_loop(path, warn):
-    (warn or logger.warning)(f"skipping {printable_path(path)}: symlink loop")
+    (warn or warn_once)(f"skipping {printable_path(path)}: symlink loop")
+
+
+def _warn_broken(path, warn):
+    (warn or warn_once)(f"skipping {printable_path(path)}: broken symlink (its target "
+                        f"{printable_path(os.readlink(path))} does not exist)")
 
 
 def is_regular_file(path, warn=None):
-    """True for a (symlink to a) regular file; a symlink loop is skipped: ``warn(message)``
-    (default: this module's logger) and False."""
+    """True for a (symlink to a) regular file; a symlink loop or a broken symlink is
+    skipped: ``warn(message)`` (default: ``warn_once``) and False."""
     if Path(path).is_file():
         return True
-    if os.path.islink(path) and _is_loop(path):
-        _warn_loop(path, warn)
+    if os.path.islink(path):
+        if _is_loop(path):
+            _warn_loop(path, warn)
+        elif not os.path.exists(path):
+            _warn_broken(path, warn)
     return False
 
 
@@ -191,7 +210,8 @@ def is_directory(path, warn=None):
 def walk_files(root, suffixes, warn=None, skip_dir=None):
     """Sorted files under ``root`` (recursive, following symlinks) whose lower-cased names end
     in one of ``suffixes``. A symlink loop (a link to itself, or to a directory above it)
-    is skipped with ``warn(message)`` (default: this module's logger); so is a folder
+    and a broken symlink of such a name are skipped with ``warn(message)`` (default:
+    ``warn_once``); so is a folder
     below ``root`` for which ``skip_dir(path)`` is True (it says why itself)."""
     found = []
     stack = [(Path(root), frozenset())]
@@ -214,6 +234,9 @@ def walk_files(root, suffixes, warn=None, skip_dir=None):
             path = Path(entry.path)
             if entry.is_symlink() and _is_loop(path):
                 _warn_loop(path, warn)
+            elif entry.is_symlink() and not os.path.exists(path):
+                if entry.name.lower().endswith(tuple(suffixes)):
+                    _warn_broken(path, warn)
             elif entry.is_dir():
                 if skip_dir is None or not skip_dir(path):
                     stack.append((path, ancestors | {here}))
