@@ -185,13 +185,18 @@ def template(tmp_path_factory):
     return _make_world(tmp_path_factory.mktemp("safety") / "world")
 
 
-@pytest.fixture
-def world(template, tmp_path, monkeypatch):
+def copy_world(template, tmp_path, monkeypatch):
+    """A test's own copy of a module's ``template`` world, its working directory and cache."""
     w = tmp_path / "world"
     shutil.copytree(template, w, symlinks=True)
     monkeypatch.setenv("DROC_CACHE_DIR", str(w / "cache"))
     monkeypatch.chdir(w)
     return w
+
+
+@pytest.fixture
+def world(template, tmp_path, monkeypatch):
+    return copy_world(template, tmp_path, monkeypatch)
 
 
 #: put before a training row's own flags: should its refusal ever not come, the run it

@@ -19,7 +19,6 @@ runs are configurations (``stats/hparams.json`` beside a summary), not trained n
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 
@@ -29,7 +28,8 @@ from engine.config import resolve_config
 from tests.entry_point import ROOT
 from tests.mvtec_fixture import make_category
 from tests import test_safety
-from tests.test_safety import GUARD, _fake_export, _png, assert_one_error_line, run
+from tests.test_safety import (GUARD, _fake_export, _png, assert_one_error_line, copy_world,
+                               run)
 
 DIGITS = ["--dataset=digitsood", "--category=3", "--num_batch=2", "--batch_size=16",
           "--detectors=kde"]
@@ -100,11 +100,7 @@ def template(tmp_path_factory):
 
 @pytest.fixture
 def world(template, tmp_path, monkeypatch):
-    w = tmp_path / "world"
-    shutil.copytree(template, w, symlinks=True)
-    monkeypatch.setenv("DROC_CACHE_DIR", str(w / "cache"))
-    monkeypatch.chdir(w)
-    return w
+    return copy_world(template, tmp_path, monkeypatch)
 
 
 def _ids(cases):
