@@ -98,10 +98,10 @@ def fold_batchnorm(model: keras.Model) -> keras.Model:
         return layer.__class__.from_config(config)
 
     copy = keras.models.clone_model(model, clone_function=clone)
-    for layer in model.layers:
-        target = copy.get_layer(layer.name)
+    for layer in model.layers:  # layers without weights (the input among them) need nothing
         if layer.name in pairs:
-            target.set_weights(list(folded_weights(layer, pairs[layer.name])))
+            copy.get_layer(layer.name).set_weights(
+                list(folded_weights(layer, pairs[layer.name])))
         elif layer.name not in folded_bns and layer.weights:
-            target.set_weights(layer.get_weights())
+            copy.get_layer(layer.name).set_weights(layer.get_weights())
     return copy

@@ -49,7 +49,8 @@ class MapScorer(tf.Module):
         self.size, self.cells = int(grid.image_size), int(grid.cells)
         self.graph_score, self.positional = detector.graph_score, bool(detector.positional)
         params = detector.export_params()
-        self.mapper = model.feature_mapper(tuple(grid.stages), int(grid.neighbourhood))
+        self.mapper = model.feature_mapper(tuple(grid.stages),
+                                           int(grid.neighbourhood)).for_size(self.size)
         # a trunk's stages with BatchNorm folded into the convs (same function, fewer ops),
         # kept as an attribute so the SavedModel tracks its variables
         self.stages = (fold_batchnorm(self.mapper.model)

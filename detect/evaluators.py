@@ -67,7 +67,7 @@ EVALUATORS = {spec.name: spec for spec in (
                            "patch_features"),
                   flags=_DEFECT_FLAGS + _MAP_FLAGS, maps=True),
     EvaluatorSpec("map", "detect.map_evaluator:MapEvaluator",
-                  options=("map_stages", "map_neighbourhood", "bank_size"),
+                  options=("map_stages", "map_neighbourhood", "bank_size", "map_train_crop"),
                   flags=_DEFECT_FLAGS + _MAP_FLAGS, maps=True, feature_maps=True),
 )}
 

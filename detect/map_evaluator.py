@@ -1,6 +1,10 @@
 """Feature-map evaluation of MVTec-layout data (``--mvtec_mode=map``): the inspector's.
 
-The network trains on whole images at ``--mvtec_image_size``. At evaluation
+The network trains on whole images at ``--mvtec_image_size``, or, with
+``--map_train_crop``, on one random crop of that side from each image: the
+trunk is fully convolutional, so a working size above the crop keeps a small
+defect several cells wide while a training step costs what a step on the crop
+costs. At evaluation
 each image goes through the trunk once, and its local feature map
 (model/feature_maps.py: the stages of ``--map_stages`` averaged over a
 ``--map_neighbourhood`` window and brought to the finest stage's grid, 32 x 32
@@ -27,6 +31,7 @@ from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
 import numpy as np
 
+from data.patches import patch_train_dataset
 from detect.calibration import split_calibration
 from detect.detectors import subsample_index
 from detect.evaluation import EvalSettings, MapGrid, detector_training_images
@@ -37,7 +42,9 @@ from model.spec import parse_stages
 
 if TYPE_CHECKING:
     import keras
+    import tensorflow as tf
 
+    from data.augment import AugmentOptions
     from data.base import OneClassData
     from detect.detector_base import Detector
     from detect.evaluator_base import CalibrationSplit
@@ -74,8 +81,9 @@ class MapEvaluator(WholeImageTraining):
     """Local feature maps of whole images, scored cell by cell."""
 
     def __init__(self, settings: EvalSettings, *, map_stages: str | Sequence[int],
-                 map_neighbourhood: int, bank_size: int) -> None:
+                 map_neighbourhood: int, bank_size: int, map_train_crop: int = 0) -> None:
         super().__init__(settings)
+        self.train_crop = int(map_train_crop or 0)
         self.stages = parse_stages(map_stages)
         self.neighbourhood = int(map_neighbourhood)
         self.bank_size = int(bank_size)
@@ -90,6 +98,24 @@ class MapEvaluator(WholeImageTraining):
                                        self.settings.seed)
         return images[fit_idx]
 
+    def train_dataset(self, images: np.ndarray, batch_size: int, aug_list: str,
+                      views: Optional[int], seed: Optional[int], clip_pixels: bool,
+                      options: Optional[AugmentOptions] = None) -> tf.data.Dataset:
+        """Whole images, or one random ``train_crop`` crop of each image in the batch."""
+        if not self.train_crop or self.train_crop >= images.shape[1]:
+            return super().train_dataset(images, batch_size, aug_list, views, seed,
+                                         clip_pixels, options)
+        return patch_train_dataset(images, batch_size, aug_list, num_views=views,
+                                   patch_size=self.train_crop, patches_per_image=1, seed=seed,
+                                   clip_pixels=clip_pixels, options=options)
+
+    def network_view(self, images: np.ndarray) -> np.ndarray:
+        """The network's input: the central crop when it trains on crops."""
+        if not self.train_crop or self.train_crop >= images.shape[1]:
+            return images
+        c, start = self.train_crop, (images.shape[1] - self.train_crop) // 2
+        return images[:, start:start + c, start:start + c]
+
     # --- stage 2 ---------------------------------------------------------------------
     def mapper(self, model: keras.Model) -> Callable:
         """The model's feature mapper for this run's stages and neighbourhood."""
@@ -99,7 +125,7 @@ class MapEvaluator(WholeImageTraining):
                  log: Callable = print) -> Features:
         """The local feature maps [N, h, w, D] of every training and test image, once."""
         images = detector_training_images(data)
-        mapper = self.mapper(model)
+        mapper = self.mapper(model).for_size(images.shape[1], images.shape[2])
         quiet = split is None  # the periodic evaluation: no progress bars
         t0 = time.perf_counter()
         train_maps = extract_maps(mapper, images, progress=not quiet)

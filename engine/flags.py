@@ -155,6 +155,10 @@ FLAG_SPECS = [
      "make the local feature map, brought to the finest stage's grid."),
     ("map_neighbourhood", "integer", 3, "Map mode: each stage's map is averaged over this "
      "many cells per side around every cell (odd; 1 = off)."),
+    ("map_train_crop", "integer", 0, "Map mode: train on one random square crop of this side "
+     "from each image (0 = the whole image). The network is fully convolutional and scores "
+     "whole images at --mvtec_image_size, so a working size above the crop keeps small "
+     "defects at a training step's cost of the crop."),
     ("bank_size", "integer", 4096, "Map mode, detector membank: training features kept in the "
      "memory bank (a greedy coreset of every cell of the good training images)."),
     ("patch_size", "integer", 32, "Patch mode: side of the patches (the network input)."),

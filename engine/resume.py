@@ -39,7 +39,7 @@ SHAPING_FLAGS = {
                      "map_stages", "map_neighbourhood", "cutpaste_variant"), NETWORK),
     **dict.fromkeys(("dataset", "category", "celeba_attribute", "is_validation",
                      "normal_test_fraction", "outlier_ratio", "num_train", "input_shape",
-                     "input_bits", "image_norm", "mvtec_image_size", "patch_size",
+                     "input_bits", "image_norm", "mvtec_image_size", "map_train_crop", "patch_size",
                      "patches_per_image", "aug_list", "distaug_type", "aug_list_for_test",
                      "train_blur", "jitter_order", "crop_sampling", "clip_pixels", "noise_std"),
                     SEES),

@@ -362,8 +362,9 @@ def check_patch_flags(cfg: dict) -> tuple[tuple, tuple, int]:
 
 def check_map_flags(cfg: dict) -> tuple[tuple, tuple, int]:
     """The map evaluator's flags; returns (network input shape, image shape to load,
-    detector rows per image: the cells of the feature map): the network sees whole
-    images at --mvtec_image_size."""
+    detector rows per image: the cells of the feature map): the network trains on whole
+    images at --mvtec_image_size, or on crops of --map_train_crop of them, and scores whole
+    images."""
     size = int(cfg["mvtec_image_size"])
     stages = parse_stages(cfg["map_stages"])
     coarsest = stage_stride(max(stages))
@@ -381,7 +382,13 @@ def check_map_flags(cfg: dict) -> tuple[tuple, tuple, int]:
         raise ConfigError(f"--mvtec_mode=map needs a ResNet proxy-task model or raw_pixels; "
                           f"--model_type={cfg['model_type']} has no ResNet stages")
     cell = stage_stride(min(stages))
-    return check_input_shape((size, size, 3)), (size, size, 3), (size // cell) ** 2
+    crop = int(cfg.get("map_train_crop") or 0)
+    if crop < 0 or crop and (crop <= SMALL_STEM_MAX_SIZE or crop % 32 or crop > size):
+        raise ConfigError(f"--map_train_crop={crop} must be 0 (whole images) or a multiple of "
+                          f"32 larger than {SMALL_STEM_MAX_SIZE} and at most "
+                          f"--mvtec_image_size={size}, e.g. 256")
+    side = crop or size
+    return check_input_shape((side, side, 3)), (size, size, 3), (size // cell) ** 2
 
 
 def check_image_evaluator_flags(cfg: dict, shape: tuple) -> tuple[tuple, tuple, int]:

@@ -76,6 +76,24 @@ class FeatureMapper:
             maps = [maps]
         return local_feature_map(list(maps), self.neighbourhood)
 
+    def for_size(self, height, width=None):
+        """A mapper of the same weights that takes ``height`` x ``width`` images: this one
+        when its network takes that size, else one on a copy of the stage model that takes
+        any size (a network trained on crops scores whole images). The copy has layers of
+        its own, so its graph can be folded and exported like the original's."""
+        width = height if width is None else width
+        if tuple(self.model.inputs[0].shape[1:3]) in ((height, width), (None, None)):
+            return self
+        channels = self.model.inputs[0].shape[-1]
+        copy = keras.models.clone_model(self.model,
+                                        input_tensors=keras.Input((None, None, channels)))
+        for layer in self.model.layers:
+            if layer.weights:
+                copy.get_layer(layer.name).set_weights(layer.get_weights())
+        mapper = FeatureMapper.__new__(FeatureMapper)
+        mapper.stages, mapper.neighbourhood, mapper.model = self.stages, self.neighbourhood, copy
+        return mapper
+
     def grid(self, image_size):
         """(h, w) of the map of ``image_size`` px square images."""
         probe = self.model(tf.zeros([1, image_size, image_size, self.model.inputs[0].shape[-1]]))
@@ -97,6 +115,10 @@ class PixelCellMapper:
     def __call__(self, images, training=False):
         cells = tf.nn.space_to_depth(tf.cast(images, tf.float32), self.cell)
         return local_feature_map([cells], self.neighbourhood)
+
+    def for_size(self, height, width=None):
+        """Raw pixels take images of any size."""
+        return self
 
     def grid(self, image_size):
         return image_size // self.cell, image_size // self.cell

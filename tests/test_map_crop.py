@@ -1,0 +1,161 @@
+"""--map_train_crop: the map network trains on random crops and scores whole images at a
+larger working size. The crops are windows of the images; the whole-image maps of the
+crop-trained network equal those of the same weights built at the working size; a tiny
+run's export (SavedModel, ONNX, OpenVINO) scores as its pipeline did."""
+
+import json
+
+import numpy as np
+import pytest
+
+from tests.mvtec_fixture import make_category
+
+WORK, CROP = 128, 96
+CROP_RUN = ["--model_type=cutpaste_map", "--mvtec_mode=map", f"--mvtec_image_size={WORK}",
+            f"--map_train_crop={CROP}", "--net_type=ResNet10", "--net_width=0.125",
+            "--num_epoch=1", "--num_batch=2", "--batch_size=4", "--eval_epoch=0",
+            "--detectors=membank", "--export_detector=membank", "--bank_size=64",
+            "--calibration_fraction=0.3", "--nomvtec_heatmaps"]
+
+
+@pytest.mark.parametrize("crop, message", [
+    ("300", "at most --mvtec_image_size=256"),
+    ("48", "larger than 64"),
+    ("200", "multiple of 32"),
+    ("-32", "--map_train_crop=-32"),
+])
+def test_bad_crops_are_one_error_line(crop, message, tmp_path, capsys):
+    import train_and_eval_loop
+
+    category = make_category(str(tmp_path / "widget"), n_train=2, n_good=1, n_defect=1)
+    code = train_and_eval_loop.cli(["x", "--dataset=mvtec_folder", f"--root={category}",
+                                    f"--model_dir={tmp_path / 'run'}", "--mvtec_mode=map",
+                                    f"--map_train_crop={crop}"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith("error:"), err
+    assert message in err[0]
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_crop_outside_map_mode_is_refused(tmp_path, capsys):
+    import train_and_eval_loop
+
+    category = make_category(str(tmp_path / "widget"), n_train=2, n_good=1, n_defect=1)
+    code = train_and_eval_loop.cli(["x", "--dataset=mvtec_folder", f"--root={category}",
+                                    f"--model_dir={tmp_path / 'run'}", "--map_train_crop=64"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and "--map_train_crop" in err[0] and "--mvtec_mode=map" in err[0], err
+
+
+def _evaluator(crop):
+    from detect.evaluation import EvalSettings
+    from detect.map_evaluator import MapEvaluator
+
+    return MapEvaluator(EvalSettings(("membank",)), map_stages="2,3", map_neighbourhood=3,
+                        bank_size=8, map_train_crop=crop)
+
+
+def test_training_batches_are_random_windows_of_the_images():
+    """Each element of a crop run's batch is a CROP x CROP window of one training image
+    (found by exhaustive search), at varied positions; without a crop the batches are the
+    whole images."""
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (6, WORK, WORK, 3), dtype=np.uint8)
+    batch = next(iter(_evaluator(CROP).train_dataset(images, 4, "x", None, 0, False)))
+    crops = np.asarray(batch[0] if isinstance(batch, tuple) else batch)
+    assert crops.shape == (4, CROP, CROP, 3)
+    offsets = set()
+    for crop in np.rint(crops * 255).astype(np.uint8):
+        found = [(k, y, x) for k in range(len(images)) for y in range(WORK - CROP + 1)
+                 for x in range(WORK - CROP + 1)
+                 if images[k, y, x, 0] == crop[0, 0, 0]
+                 and np.array_equal(images[k, y:y + CROP, x:x + CROP], crop)]
+        assert len(found) == 1
+        offsets.add(found[0][1:])
+    assert len(offsets) > 1
+    whole = next(iter(_evaluator(0).train_dataset(images, 4, "x", None, 0, False)))
+    assert np.asarray(whole[0] if isinstance(whole, tuple) else whole).shape == (4, WORK, WORK, 3)
+    # the collapse monitor probes what the network trains on
+    assert _evaluator(CROP).network_view(images).shape == (6, CROP, CROP, 3)
+    np.testing.assert_array_equal(_evaluator(CROP).network_view(images),
+                                  images[:, 16:16 + CROP, 16:16 + CROP])
+
+
+def test_whole_image_maps_equal_the_same_weights_built_at_the_working_size():
+    """The stage-2 mapper of a network built for CROP px inputs, asked for WORK px images,
+    computes what a network of the same weights built for WORK px computes directly."""
+    from model.registry import build_model
+
+    def model(side):
+        m = build_model("cutpaste_map", net_type="ResNet10", net_width=0.125,
+                        input_shape=(side, side, 3), head_dims="", image_norm="standardize")
+        m(np.zeros((1, side, side, 3), np.float32))
+        return m
+
+    small, direct = model(CROP), model(WORK)
+    rng = np.random.default_rng(1)
+    for layer in small.backbone.layers:  # random statistics: BatchNorm must carry over too
+        if layer.weights:
+            layer.set_weights([rng.normal(0.5, 0.2, w.shape).astype(np.float32)
+                               for w in layer.get_weights()])
+    direct.backbone.set_weights(small.backbone.get_weights())
+    images = rng.random((2, WORK, WORK, 3)).astype(np.float32)
+    mapper = small.feature_mapper((2, 3), 3)
+    whole = mapper.for_size(WORK)
+    assert whole is not mapper and mapper.for_size(CROP) is mapper
+    got = np.asarray(whole(images))
+    want = np.asarray(direct.feature_mapper((2, 3), 3)(images))
+    assert got.shape == (2, WORK // 8, WORK // 8, want.shape[-1])
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+    # the crop-size mapper is unchanged: the copy has weights of its own
+    np.testing.assert_allclose(np.asarray(mapper(images[:, :CROP, :CROP])),
+                               np.asarray(whole(images[:, :CROP, :CROP])), rtol=1e-5,
+                               atol=1e-5 * np.abs(want).max())
+
+
+@pytest.fixture(scope="module")
+def crop_run(tmp_path_factory):
+    from tests.entry_point import run_in_process
+
+    category = make_category(str(tmp_path_factory.mktemp("parts") / "widget"), n_train=8,
+                             size=WORK)
+    run = tmp_path_factory.mktemp("crop_run") / "run"
+    out = run_in_process(["--dataset=mvtec_folder", f"--root={category}",
+                          f"--model_dir={run}", *CROP_RUN])
+    assert out.returncode == 0, out.stderr[-3000:]
+    return run, category
+
+
+@pytest.mark.slow
+def test_a_crop_run_exports_maps_at_the_working_size_equal_to_its_pipeline(crop_run, tmp_path):
+    """The run records the crop, its cell maps cover the whole WORK px image, and the export
+    gives the pipeline's cell maps, anomaly maps and scores in SavedModel, ONNX and
+    OpenVINO."""
+    pytest.importorskip("tf2onnx", reason="requirements-deploy.txt is not installed")
+    pytest.importorskip("openvino", reason="requirements-deploy.txt is not installed")
+    import tensorflow as tf
+
+    from data.registry import load_one_class_data
+    from deploy.convert import convert_export
+    from deploy.export_format import cell_map
+    from detect.localization import map_pixels
+    from detect.scores_file import read_scores
+    from tests.converted import assert_conversions_match
+
+    run, category = crop_run
+    hparams = json.loads((run / "stats" / "hparams.json").read_text())
+    assert hparams["map_train_crop"] == CROP and hparams["mvtec_image_size"] == WORK
+    meta = json.loads((run / "export" / "assets" / "droc_export.json").read_text())
+    assert meta["grid"]["image_size"] == WORK and meta["grid"]["cells"] == WORK // 8
+    maps = read_scores(run / "stats" / "scores.npz")["maps"]["map.membank"]
+    assert maps.shape == (7, WORK // 8, WORK // 8)
+    images = load_one_class_data("mvtec_folder", "0", root=category,
+                                 input_shape=(WORK, WORK, 3)).test_images
+    got = {k: v.numpy() for k, v in tf.saved_model.load(str(run / "export")).signatures[
+        "serving_default"](images=tf.constant(images)).items()}
+    tol = dict(rtol=1e-4, atol=2e-4 * np.abs(maps).max())
+    np.testing.assert_allclose(cell_map(got), maps, **tol)
+    np.testing.assert_allclose(got["anomaly_map"], map_pixels(maps, WORK), **tol)
+    for fmt in ("onnx", "openvino"):
+        convert_export(run / "export", fmt)
+    assert_conversions_match(run / "export", images, 2e-4)
