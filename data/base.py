@@ -147,6 +147,19 @@ def conform_images(images: np.ndarray, input_shape: Sequence[int]) -> np.ndarray
     return np.ascontiguousarray(images)
 
 
+def aspect_shape(height: int, width: int, side: int, multiple: int = 16) -> tuple:
+    """(H, W) with the aspect ratio of ``height`` x ``width``: the longer side ``side``, the
+    shorter the nearest multiple of ``multiple`` (at least one multiple)."""
+    scale = float(side) / max(int(height), int(width))
+
+    def fit(n):
+        if n == max(int(height), int(width)):
+            return int(side)
+        return max(multiple, int(round(n * scale / multiple)) * multiple)
+
+    return fit(int(height)), fit(int(width))
+
+
 def parse_input_shape(input_shape) -> tuple:
     """Validate ``input_shape`` (a sequence or a string like '64,64,3') -> (H, W, 3)."""
     raw = input_shape

@@ -225,6 +225,19 @@ def mvtec_folder(*, root=None, category=None, input_shape=(256, 256, 3), is_vali
                          input_bits)
 
 
+def _sizer(category_dir):
+    def first_image_size(*, root=None, category=None) -> tuple:
+        """(height, width) of the category's first training image, from its header."""
+        cat_dir = os.path.abspath(os.path.expanduser(str(category_dir(root, category))))
+        first = scan_category(cat_dir)[0][0]
+        try:
+            width, height = image_size(first)
+        except ImageReadError as exc:
+            raise ConfigError(f'cannot read {first} ({exc}); fix or delete the file') from None
+        return int(height), int(width)
+    return first_image_size
+
+
 def _lister(category_dir):
     def lister(*, root=None, category=None, is_validation=False) -> int:
         """The category's training image count from its file listing, before decoding."""
@@ -241,3 +254,6 @@ mvtec_folder.splits_itself = True
 mvtec.reads_image_files = True
 mvtec_folder.reads_image_files = True
 mvtec.lister, mvtec_folder.lister = _lister(_mvtec_dir), _lister(_mvtec_folder_dir)
+# sources whose images have a size of their own before resizing (--mvtec_aspect=keep)
+mvtec.first_image_size = _sizer(_mvtec_dir)
+mvtec_folder.first_image_size = _sizer(_mvtec_folder_dir)

@@ -145,6 +145,15 @@ def dataset_locations(dataset: str) -> tuple:
     return tuple(getattr(get_source(dataset), 'locations', ('root', 'data_dir')))
 
 
+def first_image_size(dataset: str, category: Union[str, int], *,
+                     root: Optional[str] = None) -> Optional[tuple]:
+    """(height, width) of the first training image of ``category`` as its file has it, read
+    from the header; None for sources whose images have no size of their own (TFDS,
+    arrays)."""
+    sizer = getattr(get_source(dataset), 'first_image_size', None)
+    return None if sizer is None else sizer(root=root, category=category)
+
+
 def list_one_class_data(dataset: str, category: Union[str, int], *, root: Optional[str] = None,
                         is_validation: bool = False) -> Optional[int]:
     """Training images of ``category`` counted from the file listing, before any image is

@@ -40,6 +40,7 @@ from deploy.convert import remove_stale_conversions
 from deploy.explain import ScoreFunction, detector_head, gradcam, integrated_gradients
 from deploy.fold_bn import fold_batchnorm
 from deploy.serving import IMAGE_SPEC, calibration_variables, normalized, preprocess
+from detect.localization import height_width
 from model.trunk import conv_trunk
 from deploy.export_format import (CALIB_SCORES_NAME, EXPORT_FEATURE_SET, EXPORT_FORMAT,
                                   EXPORT_VERSION, META_NAME, export_fingerprint)
@@ -188,20 +189,22 @@ def export_map_model(export_dir: Path | str, model: keras.Model, grid: MapGrid, 
     """
     from deploy.map_scorer import MapScorer
 
-    size, cells = int(grid.image_size), int(grid.cells)
+    (height, width), (rows, cols) = height_width(grid.image_size), height_width(grid.cells)
     meta = _metadata(detector, feature_set, calib, results, run_config, input_bits)
     meta.update({
         "kind": "map",
-        "input_shape": [size, size, 3],
-        "grid": {"image_size": size, "stages": [int(s) for s in grid.stages],
-                 "neighbourhood": int(grid.neighbourhood), "cells": cells,
+        "input_shape": [height, width, 3],
+        # one number for square runs (as exports always had), [height, width] otherwise
+        "grid": {"image_size": _json_size(grid.image_size),
+                 "stages": [int(s) for s in grid.stages],
+                 "neighbourhood": int(grid.neighbourhood), "cells": _json_size(grid.cells),
                  "features": grid.features},
         "pixel_calibration": pixel_calib,
         "signature": {"inputs": {"images": "uint8 [B,H,W,3]"}, "outputs": {
             **IMAGE_OUTPUTS,
-            "cell_map": f"float32 [B,{cells},{cells}], the detector score of each map cell",
-            "anomaly_map": f"float32 [B,{size},{size}], pixel scores at the working size",
-            "mask": f"uint8 [B,{size},{size}], 1 = anomaly_map > pixel threshold"}},
+            "cell_map": f"float32 [B,{rows},{cols}], the detector score of each map cell",
+            "anomaly_map": f"float32 [B,{height},{width}], pixel scores at the working size",
+            "mask": f"uint8 [B,{height},{width}], 1 = anomaly_map > pixel threshold"}},
     })
 
     def build(meta_json, assets):
@@ -210,6 +213,10 @@ def export_map_model(export_dir: Path | str, model: keras.Model, grid: MapGrid, 
 
     return _write_export(export_dir, meta, build,
                          {"image": calib_scores, "pixel": pixel_scores}, log)
+
+
+def _json_size(size: int | Sequence[int]) -> int | list:
+    return int(size) if isinstance(size, (int, np.integer)) else [int(s) for s in size]
 
 
 IMAGE_OUTPUTS = {"raw_score": "float64 [B], higher = more abnormal",

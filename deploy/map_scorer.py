@@ -31,7 +31,7 @@ import tensorflow as tf
 from deploy.fold_bn import fold_batchnorm
 from deploy.patch_scorer import ROW_CHUNK, chunked
 from deploy.serving import IMAGE_SPEC, calibration_variables, normalized, preprocess
-from detect.localization import smooth_upsample
+from detect.localization import height_width, smooth_upsample
 from model.feature_maps import FeatureMapper, local_feature_map
 
 if TYPE_CHECKING:
@@ -46,11 +46,13 @@ class MapScorer(tf.Module):
     def __init__(self, model: OneClassModel, grid: MapGrid, detector: Detector, calib: Mapping,
                  pixel_calib: Mapping, meta_json: str, assets: Sequence[Path]) -> None:
         super().__init__(name="droc_map_scorer")
-        self.size, self.cells = int(grid.image_size), int(grid.cells)
+        self.height, self.width = height_width(grid.image_size)
+        self.rows, self.cols = height_width(grid.cells)
         self.graph_score, self.positional = detector.graph_score, bool(detector.positional)
         params = detector.export_params()
         self.mapper = model.feature_mapper(tuple(grid.stages),
-                                           int(grid.neighbourhood)).for_size(self.size)
+                                           int(grid.neighbourhood)).for_size(self.height,
+                                                                             self.width)
         # a trunk's stages with BatchNorm folded into the convs (same function, fewer ops),
         # kept as an attribute so the SavedModel tracks its variables
         self.stages = (fold_batchnorm(self.mapper.model)
@@ -64,7 +66,7 @@ class MapScorer(tf.Module):
         self.asset_files = [tf.saved_model.Asset(str(a)) for a in assets]
 
     def features(self, x: tf.Tensor) -> tf.Tensor:
-        """float images [B, size, size, 3] -> local feature maps [B, h, w, D]."""
+        """float images [B, height, width, 3] -> local feature maps [B, h, w, D]."""
         if self.stages is None:  # raw pixels: no trunk
             return self.mapper(x)
         maps = self.stages(x, training=False)
@@ -72,25 +74,25 @@ class MapScorer(tf.Module):
                                  self.mapper.neighbourhood)
 
     def cell_maps(self, x: tf.Tensor) -> tf.Tensor:
-        """float images [B, size, size, 3] -> cell maps [B, h, w]."""
+        """float images [B, height, width, 3] -> cell maps [B, h, w]."""
         feats = self.features(x)
         dim = feats.shape[-1]
         # the parameters are read once, outside the loop: its body then captures tensors,
         # not variables, which converters (tf2onnx) can follow
         params = {k: tf.convert_to_tensor(v) for k, v in self.params.items()}
         if self.positional:  # one Gaussian per position: the positions stay a batch axis
-            cells = tf.reshape(feats, [-1, self.cells * self.cells, dim])
+            cells = tf.reshape(feats, [-1, self.rows * self.cols, dim])
             scores = self.graph_score(params, cells)
         else:
             flat = tf.reshape(feats, [-1, dim])
             scores = chunked(lambda rows: tf.cast(self.graph_score(params, rows), tf.float64),
                              flat, ROW_CHUNK, tf.float64)
-        return tf.reshape(tf.cast(scores, tf.float32), [-1, self.cells, self.cells])
+        return tf.reshape(tf.cast(scores, tf.float32), [-1, self.rows, self.cols])
 
     @tf.function(input_signature=[IMAGE_SPEC])
     def serve(self, images):
-        maps = self.cell_maps(preprocess(images, self.size, self.size))
-        pixel = smooth_upsample(maps, self.size)
+        maps = self.cell_maps(preprocess(images, self.height, self.width))
+        pixel = smooth_upsample(maps, (self.height, self.width))
         raw = tf.cast(tf.reduce_max(pixel, axis=[1, 2]), tf.float64)
         return {"raw_score": raw,
                 "normalized_score": normalized(raw, self.norm_min, self.norm_max),

@@ -88,14 +88,15 @@ class Evaluation:
 
 @dataclasses.dataclass(frozen=True)
 class MapGrid:
-    """The geometry of a feature-map run: images of ``image_size`` px, the local feature
-    map of ResNet ``stages`` averaged over ``neighbourhood`` cells, ``cells`` x ``cells``
-    per image (model/feature_maps.py)."""
+    """The geometry of a feature-map run: images of ``image_size`` px (one side, or
+    (height, width) when the run keeps the images' aspect ratio), the local feature map of
+    ResNet ``stages`` averaged over ``neighbourhood`` cells, ``cells`` per image (one side
+    or (rows, columns); model/feature_maps.py)."""
 
-    image_size: int
+    image_size: int | tuple
     stages: tuple
     neighbourhood: int
-    cells: int
+    cells: int | tuple
     features: str = "map"
 
 

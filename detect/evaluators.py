@@ -68,7 +68,7 @@ EVALUATORS = {spec.name: spec for spec in (
                   flags=_DEFECT_FLAGS + _MAP_FLAGS, maps=True),
     EvaluatorSpec("map", "detect.map_evaluator:MapEvaluator",
                   options=("map_stages", "map_neighbourhood", "bank_size", "map_train_crop"),
-                  flags=_DEFECT_FLAGS + _MAP_FLAGS, maps=True, feature_maps=True),
+                  flags=_DEFECT_FLAGS + _MAP_FLAGS + ("mvtec_aspect",), maps=True, feature_maps=True),
 )}
 
 

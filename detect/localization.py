@@ -384,6 +384,19 @@ def upsample_maps(maps: np.ndarray, patch_size: int, stride: int, sigma: Optiona
 # Feature-map grids (--mvtec_mode=map): cells of the trunk's map, one pass per image
 # ----------------------------------------------------------------------------
 
+def side_or_shape(height: int, width: int) -> int | tuple:
+    """One side for a square, else (height, width): how sizes are stored, so that square
+    runs keep the single number they always had."""
+    return int(height) if int(height) == int(width) else (int(height), int(width))
+
+
+def height_width(size: int | Sequence[int]) -> tuple:
+    """(height, width) of a size stored by ``side_or_shape``."""
+    if isinstance(size, (int, np.integer)):
+        return int(size), int(size)
+    return int(size[0]), int(size[1])
+
+
 #: sigma of the Gaussian that smooths an upsampled cell map, in pixels per 256 px of image
 MAP_SIGMA_PER_256 = 4.0
 
@@ -401,9 +414,10 @@ def gaussian_taps(sigma: float) -> np.ndarray:
     return (taps / taps.sum()).astype(np.float32)
 
 
-def smooth_upsample(maps: np.ndarray | tf.Tensor, image_size: int,
+def smooth_upsample(maps: np.ndarray | tf.Tensor, image_size: int | Sequence[int],
                     sigma: Optional[float] = None) -> tf.Tensor:
-    """Cell maps [B, h, w] -> anomaly maps [B, size, size] (TensorFlow, graph-safe).
+    """Cell maps [B, h, w] -> anomaly maps [B, H, W] (TensorFlow, graph-safe) at
+    ``image_size``: one side, or (H, W); the sigma scales with the longer side.
 
     Bilinear upsampling to the image, then a separable Gaussian blur divided by the
     same blur of an all-ones image: near the border the average is taken over the
@@ -412,23 +426,24 @@ def smooth_upsample(maps: np.ndarray | tf.Tensor, image_size: int,
     """
     import tensorflow as tf
 
-    size = int(image_size)
-    taps = gaussian_taps(map_sigma(size) if sigma is None else float(sigma))
+    height, width = height_width(image_size)
+    taps = gaussian_taps(map_sigma(max(height, width)) if sigma is None else float(sigma))
     rows, cols = taps.reshape(-1, 1, 1, 1), taps.reshape(1, -1, 1, 1)
 
     def blur(x):
         x = tf.nn.conv2d(x, rows, 1, "SAME")
         return tf.nn.conv2d(x, cols, 1, "SAME")
 
-    up = tf.image.resize(tf.cast(maps, tf.float32)[..., None], [size, size], method="bilinear")
-    weight = blur(tf.ones([1, size, size, 1]))
+    up = tf.image.resize(tf.cast(maps, tf.float32)[..., None], [height, width],
+                         method="bilinear")
+    weight = blur(tf.ones([1, height, width, 1]))
     return (blur(up) / weight)[..., 0]
 
 
-def map_pixels(maps: np.ndarray, image_size: int, batch: int = 16) -> np.ndarray:
-    """numpy cell maps [N, h, w] -> float32 anomaly maps [N, size, size] (``smooth_upsample``)."""
+def map_pixels(maps: np.ndarray, image_size: int | Sequence[int], batch: int = 16) -> np.ndarray:
+    """numpy cell maps [N, h, w] -> float32 anomaly maps [N, H, W] (``smooth_upsample``)."""
     maps = np.asarray(maps, np.float32)
-    out = np.empty((len(maps), int(image_size), int(image_size)), np.float32)
+    out = np.empty((len(maps), *height_width(image_size)), np.float32)
     for s in range(0, len(maps), batch):
         out[s:s + batch] = smooth_upsample(maps[s:s + batch], image_size).numpy()
     return out

@@ -37,7 +37,7 @@ from detect.detectors import subsample_index
 from detect.evaluation import EvalSettings, MapGrid, detector_training_images
 from detect.evaluator_base import Features, FeatureSet
 from detect.image_evaluator import WholeImageTraining
-from detect.localization import image_scores, map_pixels
+from detect.localization import image_scores, map_pixels, side_or_shape
 from model.spec import parse_stages
 
 if TYPE_CHECKING:
@@ -98,11 +98,15 @@ class MapEvaluator(WholeImageTraining):
                                        self.settings.seed)
         return images[fit_idx]
 
+    def crops(self, images: np.ndarray) -> bool:
+        """Whether the network trains on crops of ``images`` rather than on whole ones."""
+        return bool(self.train_crop) and tuple(images.shape[1:3]) != (self.train_crop,) * 2
+
     def train_dataset(self, images: np.ndarray, batch_size: int, aug_list: str,
                       views: Optional[int], seed: Optional[int], clip_pixels: bool,
                       options: Optional[AugmentOptions] = None) -> tf.data.Dataset:
         """Whole images, or one random ``train_crop`` crop of each image in the batch."""
-        if not self.train_crop or self.train_crop >= images.shape[1]:
+        if not self.crops(images):
             return super().train_dataset(images, batch_size, aug_list, views, seed,
                                          clip_pixels, options)
         return patch_train_dataset(images, batch_size, aug_list, num_views=views,
@@ -111,10 +115,11 @@ class MapEvaluator(WholeImageTraining):
 
     def network_view(self, images: np.ndarray) -> np.ndarray:
         """The network's input: the central crop when it trains on crops."""
-        if not self.train_crop or self.train_crop >= images.shape[1]:
+        if not self.crops(images):
             return images
-        c, start = self.train_crop, (images.shape[1] - self.train_crop) // 2
-        return images[:, start:start + c, start:start + c]
+        c = self.train_crop
+        top, left = (images.shape[1] - c) // 2, (images.shape[2] - c) // 2
+        return images[:, top:top + c, left:left + c]
 
     # --- stage 2 ---------------------------------------------------------------------
     def mapper(self, model: keras.Model) -> Callable:
@@ -142,8 +147,8 @@ class MapEvaluator(WholeImageTraining):
                                  calib_fit=train_maps[split.fit_idx] if held_out else train_maps,
                                  calib=train_maps[split.calib_idx] if held_out else train_maps)
         return Features({MAP_FEATURES: feature_set},
-                        extra={"image_size": int(images.shape[1]),
-                               "cells": int(train_maps.shape[1])})
+                        extra={"image_size": side_or_shape(*images.shape[1:3]),
+                               "cells": side_or_shape(*train_maps.shape[1:3])})
 
     def detector_options(self) -> dict:
         return {"bank_size": self.bank_size, "seed": self.settings.seed}

@@ -33,7 +33,9 @@ import numpy as np
 from data.image_dirs import DirLayout, split_dirs
 from data.image_io import DEFAULT_MAX_IMAGE_PIXELS, set_max_image_pixels
 from data.protocols_extra import apply_protocols, describe_protocols, protocols_active
-from data.registry import list_one_class_data, load_one_class_data, load_splits
+from data.base import aspect_shape
+from data.registry import (first_image_size, list_one_class_data, load_one_class_data,
+                           load_splits)
 from detect.calibration import check_fit_size
 from detect.evaluation import EvalSettings, detector_training_images, no_auc_note
 from detect.synthetic import synthetic_check
@@ -89,11 +91,29 @@ def calibration_fraction(cfg: dict) -> float:
     return float(cfg.get("calibration_fraction", FLAG_DEFAULTS["calibration_fraction"]))
 
 
+def working_shape(cfg: dict, checks: RunChecks) -> tuple:
+    """The shape images are loaded at: that of ``checks``, or with --mvtec_aspect=keep the
+    training images' own aspect ratio with the longer side at --mvtec_image_size."""
+    if cfg.get("mvtec_aspect", "square") != "keep":
+        return tuple(checks.image_shape)
+    own = first_image_size(cfg["dataset"], cfg["category"], root=cfg["root"])
+    if own is None:
+        raise ConfigError(f"--mvtec_aspect=keep needs image files; --dataset={cfg['dataset']} "
+                          "has no image size of its own")
+    height, width = aspect_shape(own[0], own[1], int(cfg["mvtec_image_size"]))
+    crop = int(cfg.get("map_train_crop") or 0)
+    if crop > min(height, width):
+        raise ConfigError(f"--map_train_crop={crop} is larger than the working size "
+                          f"{height}x{width} (the training images' {own[0]}x{own[1]} with "
+                          f"the longer side at --mvtec_image_size={cfg['mvtec_image_size']}); "
+                          f"use --map_train_crop<={min(height, width) // 32 * 32}")
+    return height, width, 3
+
+
 def load_data(cfg: dict, checks: RunChecks) -> OneClassData:
-    """The run's one-class data at the image shape of ``checks``, with the paper's extra
-    protocols applied; image files above --max_image_pixels are refused before they are
-    decoded."""
-    shape = checks.image_shape
+    """The run's one-class data at its working shape, with the paper's extra protocols
+    applied; image files above --max_image_pixels are refused before they are decoded."""
+    shape = working_shape(cfg, checks)
     set_max_image_pixels(cfg.get("max_image_pixels", DEFAULT_MAX_IMAGE_PIXELS))
     data = load_one_class_data(cfg["dataset"], cfg["category"], root=cfg["root"],
                                data_dir=cfg["data_dir"], input_shape=shape,
@@ -130,6 +150,7 @@ def list_data(cfg: dict, checks: RunChecks) -> None:
     few images ends the run here."""
     n = list_one_class_data(cfg["dataset"], cfg["category"], root=cfg["root"],
                             is_validation=cfg["is_validation"])
+    working_shape(cfg, checks)
     if n is not None and not protocols_active(**protocol_values(cfg)):
         check_train_count(cfg, checks, n)
 

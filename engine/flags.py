@@ -155,6 +155,10 @@ FLAG_SPECS = [
      "make the local feature map, brought to the finest stage's grid."),
     ("map_neighbourhood", "integer", 3, "Map mode: each stage's map is averaged over this "
      "many cells per side around every cell (odd; 1 = off)."),
+    ("mvtec_aspect", "enum:square|keep", "square", "Map mode: 'square' resizes every image to "
+     "--mvtec_image_size x --mvtec_image_size; 'keep' keeps the aspect ratio of the training "
+     "images (read from the first one's header): the longer side becomes "
+     "--mvtec_image_size, the shorter the nearest multiple of 16 (needs --map_train_crop)."),
     ("map_train_crop", "integer", 0, "Map mode: train on one random square crop of this side "
      "from each image (0 = the whole image). The network is fully convolutional and scores "
      "whole images at --mvtec_image_size, so a working size above the crop keeps small "

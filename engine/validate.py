@@ -387,6 +387,9 @@ def check_map_flags(cfg: dict) -> tuple[tuple, tuple, int]:
         raise ConfigError(f"--map_train_crop={crop} must be 0 (whole images) or a multiple of "
                           f"32 larger than {SMALL_STEM_MAX_SIZE} and at most "
                           f"--mvtec_image_size={size}, e.g. 256")
+    if cfg.get("mvtec_aspect", "square") == "keep" and not crop:
+        raise ConfigError("--mvtec_aspect=keep needs --map_train_crop (the network trains on "
+                          "square crops of the images), e.g. --map_train_crop=256")
     side = crop or size
     return check_input_shape((side, side, 3)), (size, size, 3), (size // cell) ** 2
 

@@ -4,6 +4,7 @@ crop-trained network equal those of the same weights built at the working size; 
 run's export (SavedModel, ONNX, OpenVINO) scores as its pipeline did."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -96,8 +97,9 @@ def test_whole_image_maps_equal_the_same_weights_built_at_the_working_size():
     rng = np.random.default_rng(1)
     for layer in small.backbone.layers:  # random statistics: BatchNorm must carry over too
         if layer.weights:
-            layer.set_weights([rng.normal(0.5, 0.2, w.shape).astype(np.float32)
-                               for w in layer.get_weights()])
+            layer.set_weights([(rng.uniform(0.5, 1.5, w.shape) if "variance" in v.name
+                                else rng.normal(0.0, 0.3, w.shape)).astype(np.float32)
+                               for v, w in zip(layer.weights, layer.get_weights())])
     direct.backbone.set_weights(small.backbone.get_weights())
     images = rng.random((2, WORK, WORK, 3)).astype(np.float32)
     mapper = small.feature_mapper((2, 3), 3)
@@ -106,6 +108,7 @@ def test_whole_image_maps_equal_the_same_weights_built_at_the_working_size():
     got = np.asarray(whole(images))
     want = np.asarray(direct.feature_mapper((2, 3), 3)(images))
     assert got.shape == (2, WORK // 8, WORK // 8, want.shape[-1])
+    assert np.isfinite(want).all() and np.abs(want).max() > 0
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
     # the crop-size mapper is unchanged: the copy has weights of its own
     np.testing.assert_allclose(np.asarray(mapper(images[:, :CROP, :CROP])),
@@ -159,3 +162,137 @@ def test_a_crop_run_exports_maps_at_the_working_size_equal_to_its_pipeline(crop_
     for fmt in ("onnx", "openvino"):
         convert_export(run / "export", fmt)
     assert_conversions_match(run / "export", images, 2e-4)
+
+
+# ------------------------------------------------------------------ --mvtec_aspect=keep
+
+#: camera images of 144 x 360 px (2.5 : 1) worked on at 96 x 240: the same 2/3 on both axes
+CAMERA, KEPT = (144, 360), (96, 240)
+ASPECT_RUN = [f if not f.startswith("--mvtec_image_size") else "--mvtec_image_size=240"
+              for f in CROP_RUN if not f.startswith("--map_train_crop")] + [
+    "--mvtec_aspect=keep", "--map_train_crop=96"]
+
+
+def test_aspect_shape_keeps_the_ratio_and_rounds_the_shorter_side():
+    from data.base import aspect_shape
+
+    assert aspect_shape(500, 1250, 640) == (256, 640)  # KolektorSDD: exact
+    assert aspect_shape(1000, 1500, 512) == (336, 512)  # 341.3 -> the nearest multiple of 16
+    assert aspect_shape(640, 640, 512) == (512, 512)
+    assert aspect_shape(40, 2000, 256) == (16, 256)  # at least one multiple
+
+
+def wide_category(root):
+    """A category of 144 x 360 px striped parts; defects are dark rectangles whose edges lie
+    on multiples of 3 px, i.e. on whole pixels at 96 x 240 too."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    y, x = np.mgrid[0:CAMERA[0], 0:CAMERA[1]]
+
+    def part():
+        base = 128 + 60 * np.sin((x + y) * 2 * np.pi / 12 + rng.uniform(0, 6.3))
+        img = np.stack([base, base * 0.9, base * 0.8], -1) + rng.normal(0, 5, (*CAMERA, 3))
+        return np.clip(img, 0, 255).astype(np.uint8)
+
+    def save(path, arr):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(arr).save(path)
+
+    for i in range(8):
+        save(root / "train" / "good" / f"{i:03d}.png", part())
+    for i in range(3):
+        save(root / "test" / "good" / f"{i:03d}.png", part())
+    for i in range(3):
+        img, mask = part(), np.zeros(CAMERA, np.uint8)
+        y0, x0 = 3 * rng.integers(2, 30), 3 * rng.integers(2, 90)
+        mask[y0:y0 + 18, x0:x0 + 27] = 255
+        img[mask > 0] = 10
+        save(root / "test" / "dent" / f"{i:03d}.png", img)
+        save(root / "ground_truth" / "dent" / f"{i:03d}_mask.png", mask)
+    return root
+
+
+@pytest.fixture(scope="module")
+def aspect_run(tmp_path_factory):
+    from tests.entry_point import run_in_process
+
+    category = wide_category(tmp_path_factory.mktemp("wide") / "strip")
+    run = tmp_path_factory.mktemp("aspect_run") / "run"
+    out = run_in_process(["--dataset=mvtec_folder", f"--root={category}",
+                          f"--model_dir={run}", *ASPECT_RUN])
+    assert out.returncode == 0, out.stderr[-3000:]
+    return run, category
+
+
+def test_a_crop_larger_than_the_kept_shorter_side_is_one_error_line(tmp_path, capsys):
+    import train_and_eval_loop
+
+    category = wide_category(tmp_path / "strip")
+    code = train_and_eval_loop.cli(["x", "--dataset=mvtec_folder", f"--root={category}",
+                                    f"--model_dir={tmp_path / 'run'}", "--mvtec_mode=map",
+                                    "--mvtec_aspect=keep", "--mvtec_image_size=240",
+                                    "--map_train_crop=128"], train=True)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "96x240" in err[0] and "<=96" in err[0], err
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_kept_aspect_maps_masks_and_scores_back_to_the_camera_pixels(aspect_run, tmp_path):
+    """At 144 x 360 -> 96 x 240 both axes scale by 2/3: the ground truth read at the working
+    shape goes back to the camera pixels unchanged, the cell maps are 12 x 30, the export
+    gives the pipeline's maps and scores, and score.py, given the camera's files, writes
+    masks at the camera's size that are the export's working masks brought back to its
+    pixels."""
+    import csv
+    import subprocess
+    import sys
+
+    import tensorflow as tf
+    from PIL import Image
+
+    from data.registry import load_one_class_data
+    from deploy.export_format import cell_map
+    from deploy.scoring import mask_at_input_size
+    from detect.scores_file import read_scores
+
+    run, category = aspect_run
+    data = load_one_class_data("mvtec_folder", "0", root=str(category),
+                               input_shape=(*KEPT, 3))
+    assert data.test_images.shape[1:3] == KEPT
+    for path, mask in zip(data.test_paths, data.test_masks):
+        if "dent" in path:
+            truth = np.asarray(Image.open(category / "ground_truth" / "dent" /
+                                          (Path(path).stem + "_mask.png"))) > 0
+            np.testing.assert_array_equal(mask_at_input_size(mask, *CAMERA) > 0, truth)
+    meta = json.loads((run / "export" / "assets" / "droc_export.json").read_text())
+    assert meta["input_shape"] == [*KEPT, 3]
+    assert meta["grid"]["image_size"] == list(KEPT) and meta["grid"]["cells"] == [12, 30]
+    scores = read_scores(run / "stats" / "scores.npz")
+    maps = scores["maps"]["map.membank"]
+    assert maps.shape == (6, 12, 30)
+    got = {k: v.numpy() for k, v in tf.saved_model.load(str(run / "export")).signatures[
+        "serving_default"](images=tf.constant(data.test_images)).items()}
+    tol = dict(rtol=1e-4, atol=2e-4 * np.abs(maps).max())
+    np.testing.assert_allclose(cell_map(got), maps, **tol)
+    np.testing.assert_allclose(got["raw_score"], scores["test"]["map.membank"], **tol)
+    assert got["anomaly_map"].shape == (6, *KEPT)
+    out, maps_dir = tmp_path / "scores.csv", tmp_path / "maps"
+    done = subprocess.run([sys.executable, str(Path(__file__).parents[1] / "script" / "score.py"),
+                           f"--export_dir={run / 'export'}", *data.test_paths, f"--out={out}",
+                           f"--maps_dir={maps_dir}"], capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    # score.py hands the camera's images to the export, which resizes them in its graph
+    camera = np.stack([np.asarray(Image.open(p).convert("RGB")) for p in data.test_paths])
+    seen = {k: v.numpy() for k, v in tf.saved_model.load(str(run / "export")).signatures[
+        "serving_default"](images=tf.constant(camera)).items()}
+    rows = list(csv.DictReader(out.open()))
+    assert len(rows) == 6
+    for i, row in enumerate(rows):
+        full = np.asarray(Image.open(maps_dir / f"{i:06d}_{Path(row['path']).stem}_mask.png"))
+        assert full.shape == CAMERA
+        np.testing.assert_array_equal(full, mask_at_input_size(seen["mask"][i], *CAMERA))
+        assert int(row["defect_area_px"]) == int((full > 0).sum())
+        np.testing.assert_allclose(float(row["raw_score"]), seen["raw_score"][i], rtol=1e-5)
