@@ -150,7 +150,8 @@ FLAG_SPECS = [
      "pass per image (the inspector); 'image' scores the whole image resized to "
      "--input_shape."),
     ("mvtec_image_size", "integer", 256, "Patch and map modes: images are resized to this "
-     "side."),
+     "side. Map mode with --map_train_crop: 0 = the training images' own longer side, "
+     "rounded to a multiple of 32, kept between 256 and 640."),
     ("map_stages", "string", "2,3", "Map mode: the ResNet stages whose last block outputs "
      "make the local feature map, brought to the finest stage's grid."),
     ("map_neighbourhood", "integer", 3, "Map mode: each stage's map is averaged over this "

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Collection, Iterable, Mapping, NamedTuple, Optional
 
 from data.aug_spec import num_views, parse_aug_list
-from data.base import parse_input_shape
+from data.base import NATIVE_SIDES, parse_input_shape
 from data.distaug import distaug_transforms
 from data.image_dirs import split_dirs
 from data.patches import check_patch_flags as check_patch_sizes
@@ -368,10 +368,11 @@ def check_map_flags(cfg: dict) -> tuple[tuple, tuple, int]:
     size = int(cfg["mvtec_image_size"])
     stages = parse_stages(cfg["map_stages"])
     coarsest = stage_stride(max(stages))
-    if size <= SMALL_STEM_MAX_SIZE or size % coarsest:
+    native = size == 0  # the images' own size, known when they are listed
+    if not native and (size <= SMALL_STEM_MAX_SIZE or size % coarsest):
         raise ConfigError(f"--mvtec_mode=map: --mvtec_image_size={size} must be larger than "
                           f"{SMALL_STEM_MAX_SIZE} and a multiple of {coarsest} (the stride of "
-                          f"stage {max(stages)}), e.g. 256")
+                          f"stage {max(stages)}), e.g. 256, or 0 (the images' own size)")
     window = _at_least(cfg, "map_neighbourhood", 1, what="a positive odd integer")
     if window % 2 == 0:
         raise ConfigError(f"--map_neighbourhood={window} must be odd (a window centred on the "
@@ -383,15 +384,20 @@ def check_map_flags(cfg: dict) -> tuple[tuple, tuple, int]:
                           f"--model_type={cfg['model_type']} has no ResNet stages")
     cell = stage_stride(min(stages))
     crop = int(cfg.get("map_train_crop") or 0)
-    if crop < 0 or crop and (crop <= SMALL_STEM_MAX_SIZE or crop % 32 or crop > size):
+    if crop < 0 or crop and (crop <= SMALL_STEM_MAX_SIZE or crop % 32
+                             or (crop > size and not native)):
         raise ConfigError(f"--map_train_crop={crop} must be 0 (whole images) or a multiple of "
                           f"32 larger than {SMALL_STEM_MAX_SIZE} and at most "
                           f"--mvtec_image_size={size}, e.g. 256")
-    if cfg.get("mvtec_aspect", "square") == "keep" and not crop:
-        raise ConfigError("--mvtec_aspect=keep needs --map_train_crop (the network trains on "
-                          "square crops of the images), e.g. --map_train_crop=256")
+    for needs_crop, given in ((cfg.get("mvtec_aspect", "square") == "keep", "--mvtec_aspect=keep"),
+                              (native, "--mvtec_image_size=0")):
+        if needs_crop and not crop:
+            raise ConfigError(f"{given} needs --map_train_crop (the network trains on square "
+                              "crops of the images), e.g. --map_train_crop=256")
     side = crop or size
-    return check_input_shape((side, side, 3)), (size, size, 3), (size // cell) ** 2
+    # the fewest cells an image can have: a native working size is at least NATIVE_SIDES[0]
+    rows = (max(size, NATIVE_SIDES[0]) // cell) ** 2
+    return check_input_shape((side, side, 3)), (size, size, 3), rows
 
 
 def check_image_evaluator_flags(cfg: dict, shape: tuple) -> tuple[tuple, tuple, int]:

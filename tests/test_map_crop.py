@@ -173,6 +173,16 @@ ASPECT_RUN = [f if not f.startswith("--mvtec_image_size") else "--mvtec_image_si
     "--mvtec_aspect=keep", "--map_train_crop=96"]
 
 
+def test_native_side_rounds_the_longer_side_within_its_bounds():
+    from data.base import NATIVE_SIDES, native_side
+
+    assert NATIVE_SIDES == (256, 640)
+    assert native_side(240, 289) == 288  # magnetic tile's first training image
+    assert native_side(256, 256) == 256 and native_side(100, 120) == 256
+    assert native_side(640, 640) == 640 and native_side(1024, 1024) == 640
+    assert native_side(144, 360) == 352 and native_side(144, 368) == 384  # half rounds up
+
+
 def test_aspect_shape_keeps_the_ratio_and_rounds_the_shorter_side():
     from data.base import aspect_shape
 
@@ -236,6 +246,39 @@ def test_a_crop_larger_than_the_kept_shorter_side_is_one_error_line(tmp_path, ca
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "96x240" in err[0] and "<=96" in err[0], err
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("flags, shape", [
+    (["--mvtec_image_size=0", "--map_train_crop=96"], (352, 352, 3)),
+    (["--mvtec_image_size=0", "--map_train_crop=96", "--mvtec_aspect=keep"], (144, 352, 3)),
+    (["--mvtec_image_size=240", "--map_train_crop=96", "--mvtec_aspect=keep"], (96, 240, 3)),
+    (["--mvtec_image_size=240", "--map_train_crop=96"], (240, 240, 3)),
+])
+def test_the_working_shape_comes_from_the_first_training_image(flags, shape, tmp_path):
+    """What load_data decodes at: the images' own size (0) or their aspect ratio (keep)."""
+    from engine.config import resolve_and_check
+    from engine.experiment import working_shape
+    from engine.flags import parse_run_args
+    from engine.validate import validate_config
+
+    category = wide_category(tmp_path / "strip")
+    cfg = resolve_and_check(*parse_run_args([
+        "--dataset=mvtec_folder", f"--root={category}", "--mvtec_mode=map",
+        "--model_type=cutpaste_map", f"--model_dir={tmp_path / 'run'}", *flags]))
+    checks = validate_config(cfg)
+    assert working_shape(cfg, checks) == shape
+    assert checks.input_shape == (96, 96, 3)
+
+
+def test_a_native_size_needs_a_crop(tmp_path, capsys):
+    import train_and_eval_loop
+
+    category = wide_category(tmp_path / "strip")
+    code = train_and_eval_loop.cli(["x", "--dataset=mvtec_folder", f"--root={category}",
+                                    f"--model_dir={tmp_path / 'run'}", "--mvtec_mode=map",
+                                    "--mvtec_image_size=0"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "--mvtec_image_size=0 needs --map_train_crop" in err[0]
 
 
 @pytest.mark.slow
