@@ -33,7 +33,7 @@ import numpy as np
 from data.image_dirs import DirLayout, split_dirs
 from data.image_io import DEFAULT_MAX_IMAGE_PIXELS, set_max_image_pixels
 from data.protocols_extra import apply_protocols, describe_protocols, protocols_active
-from data.base import aspect_shape, native_side
+from data.base import NATIVE_SIDES, aspect_shape, native_side
 from data.registry import (first_image_size, list_one_class_data, load_one_class_data,
                            load_splits)
 from detect.calibration import check_fit_size
@@ -94,16 +94,19 @@ def calibration_fraction(cfg: dict) -> float:
 def working_shape(cfg: dict, checks: RunChecks) -> tuple:
     """The shape images are loaded at: that of ``checks``, or from the training images' own
     size (read from the first one's header) with --mvtec_image_size=0 (data.base
-    ``native_side``) or --mvtec_aspect=keep (their aspect ratio, the longer side at the
-    working size)."""
+    ``native_side``; 256 px for sources that do not report it) or --mvtec_aspect=keep
+    (their aspect ratio, the longer side at the working size)."""
     keep = cfg.get("mvtec_aspect", "square") == "keep"
     side = int(cfg.get("mvtec_image_size") or 0)
     if side and not keep:
         return tuple(checks.image_shape)
     own = first_image_size(cfg["dataset"], cfg["category"], root=cfg["root"])
-    if own is None:
-        raise ConfigError(f"--mvtec_image_size=0 and --mvtec_aspect=keep need image files; "
-                          f"--dataset={cfg['dataset']} has no image size of its own")
+    if own is None and keep:
+        raise ConfigError(f"--mvtec_aspect=keep needs the images' own size, which "
+                          f"--dataset={cfg['dataset']} does not report; use the MVTec layout "
+                          "(--dataset=mvtec_folder)")
+    if own is None:  # a source that does not report its images' size: the smallest side
+        return NATIVE_SIDES[0], NATIVE_SIDES[0], 3
     side = side or native_side(*own)
     height, width = aspect_shape(own[0], own[1], side) if keep else (side, side)
     crop = int(cfg.get("map_train_crop") or 0)

@@ -227,6 +227,34 @@ def test_the_working_shape_comes_from_the_first_training_image(flags, shape, tmp
     assert checks.input_shape == (96, 96, 3)
 
 
+def test_sources_without_their_images_size_work_at_the_smallest_native_side(tmp_path):
+    """A folder of classes does not report its images' size: --mvtec_image_size=0 gives
+    256 px there, and --mvtec_aspect=keep is refused."""
+    from PIL import Image
+
+    from engine.config import resolve_and_check
+    from engine.experiment import working_shape
+    from engine.flags import parse_run_args
+    from engine.validate import validate_config
+    from util.errors import ConfigError
+
+    for cls in ("bolt", "nut"):
+        (tmp_path / "parts" / cls).mkdir(parents=True)
+        for i in range(3):
+            Image.new("RGB", (400, 300)).save(tmp_path / "parts" / cls / f"{i}.png")
+
+    def shape(*flags):
+        cfg = resolve_and_check(*parse_run_args([
+            "--dataset=folder", f"--root={tmp_path / 'parts'}", "--category=bolt",
+            "--mvtec_mode=map", "--model_type=cutpaste_map", "--mvtec_image_size=0",
+            "--map_train_crop=96", f"--model_dir={tmp_path / 'run'}", *flags]))
+        return working_shape(cfg, validate_config(cfg))
+
+    assert shape() == (256, 256, 3)
+    with pytest.raises(ConfigError, match="--mvtec_aspect=keep needs the images' own size"):
+        shape("--mvtec_aspect=keep")
+
+
 def test_a_native_size_needs_a_crop(tmp_path, capsys):
     import train_and_eval_loop
 
