@@ -75,6 +75,12 @@ PRESETS = {
                       detectors="membank", export_detector="membank",
                       calibration_fraction=0.2, target_fpr=0.05),
 }
+# The inspector for fine defects on camera images (docs/mvtec.md, "Camera resolution"):
+# the images at their own size (the longer side, 256 to 640 px) instead of squashed to
+# 256 px, the network trained on 256 px crops of them, so a step costs what it costs at
+# 256 px. On the 640 px circuit boards it found the small defects far better (pixel AUROC
+# +15, PRO +32); it scores 3x slower and needs more memory for its feature maps.
+PRESETS["inspector_fine"] = dict(PRESETS["inspector"], mvtec_image_size=0, map_train_crop=256)
 
 
 def preset_values(name: Optional[str]) -> dict:

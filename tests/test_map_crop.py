@@ -255,6 +255,29 @@ def test_sources_without_their_images_size_work_at_the_smallest_native_side(tmp_
         shape("--mvtec_aspect=keep")
 
 
+def test_the_fine_inspector_preset_is_the_inspector_at_the_images_own_size(tmp_path):
+    """--preset=inspector_fine: the inspector's every value, the images at their own size
+    and 256 px training crops; parts of 256 px or less are then worked on whole, as the
+    inspector works on them."""
+    from engine.config import resolve_and_check
+    from engine.experiment import working_shape
+    from engine.flags import parse_run_args
+    from engine.presets import PRESETS
+    from engine.validate import validate_config
+
+    assert PRESETS["inspector_fine"] == dict(PRESETS["inspector"], mvtec_image_size=0,
+                                             map_train_crop=256)
+    wide = wide_category(tmp_path / "strip")
+    small = make_category(str(tmp_path / "widget"), n_train=2, n_good=1, n_defect=1, size=128)
+    for root, shape, crops in ((wide, (352, 352, 3), True), (small, (256, 256, 3), False)):
+        cfg = resolve_and_check(*parse_run_args([
+            "--dataset=mvtec_folder", f"--root={root}", "--preset=inspector_fine",
+            f"--model_dir={tmp_path / 'run'}"]))
+        checks = validate_config(cfg)
+        assert working_shape(cfg, checks) == shape and checks.input_shape == (256, 256, 3)
+        assert _evaluator(256).crops(np.zeros((1, *shape), np.uint8)) is crops
+
+
 def test_a_native_size_needs_a_crop(tmp_path, capsys):
     import train_and_eval_loop
 
