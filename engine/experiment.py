@@ -100,6 +100,7 @@ def working_shape(cfg: dict, checks: RunChecks) -> tuple:
     side = int(cfg.get("mvtec_image_size") or 0)
     if side and not keep:
         return tuple(checks.image_shape)
+    set_max_image_pixels(cfg.get("max_image_pixels", DEFAULT_MAX_IMAGE_PIXELS))
     own = first_image_size(cfg["dataset"], cfg["category"], root=cfg["root"])
     if own is None and keep:
         raise ConfigError(f"--mvtec_aspect=keep needs the images' own size, which "

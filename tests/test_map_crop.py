@@ -218,11 +218,14 @@ def test_the_working_shape_comes_from_the_first_training_image(flags, shape, tmp
     from engine.flags import parse_run_args
     from engine.validate import validate_config
 
+    from data.image_io import set_max_image_pixels
+
     category = wide_category(tmp_path / "strip")
     cfg = resolve_and_check(*parse_run_args([
         "--dataset=mvtec_folder", f"--root={category}", "--mvtec_mode=map",
         "--model_type=cutpaste_map", f"--model_dir={tmp_path / 'run'}", *flags]))
     checks = validate_config(cfg)
+    set_max_image_pixels(50)  # an earlier run's limit in this process: the run's own applies
     assert working_shape(cfg, checks) == shape
     assert checks.input_shape == (96, 96, 3)
 
@@ -276,6 +279,19 @@ def test_the_fine_inspector_preset_is_the_inspector_at_the_images_own_size(tmp_p
         checks = validate_config(cfg)
         assert working_shape(cfg, checks) == shape and checks.input_shape == (256, 256, 3)
         assert _evaluator(256).crops(np.zeros((1, *shape), np.uint8)) is crops
+
+
+def test_the_first_image_is_read_under_the_runs_pixel_limit(tmp_path, capsys):
+    import train_and_eval_loop
+
+    category = wide_category(tmp_path / "strip")
+    code = train_and_eval_loop.cli(["x", "--dataset=mvtec_folder", f"--root={category}",
+                                    f"--model_dir={tmp_path / 'run'}", "--mvtec_mode=map",
+                                    "--mvtec_image_size=0", "--map_train_crop=96",
+                                    "--max_image_pixels=5000"], train=True)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "--max_image_pixels" in err[0], err
+    assert not (tmp_path / "run").exists()
 
 
 def test_a_native_size_needs_a_crop(tmp_path, capsys):
