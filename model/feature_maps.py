@@ -70,6 +70,13 @@ class FeatureMapper:
         self.stages, self.neighbourhood = tuple(stages), int(neighbourhood)
         self.model = stage_model(backbone, self.stages)
 
+    @classmethod
+    def of_stage_model(cls, model, stages, neighbourhood):
+        """A mapper over an existing stage model (``stage_model``'s outputs)."""
+        mapper = cls.__new__(cls)
+        mapper.stages, mapper.neighbourhood, mapper.model = tuple(stages), int(neighbourhood), model
+        return mapper
+
     def __call__(self, images, training=False):
         maps = self.model(images, training=training)
         if not isinstance(maps, (list, tuple)):
@@ -90,9 +97,7 @@ class FeatureMapper:
         for layer in self.model.layers:
             if layer.weights:
                 copy.get_layer(layer.name).set_weights(layer.get_weights())
-        mapper = FeatureMapper.__new__(FeatureMapper)
-        mapper.stages, mapper.neighbourhood, mapper.model = self.stages, self.neighbourhood, copy
-        return mapper
+        return FeatureMapper.of_stage_model(copy, self.stages, self.neighbourhood)
 
     def grid(self, image_size):
         """(h, w) of the map of ``image_size`` px square images."""
