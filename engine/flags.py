@@ -176,8 +176,9 @@ FLAG_SPECS = [
      "cropped grid patch (the paper); 'conv' runs it once per shifted whole image and averages "
      "the trunk cells under each patch (about 4x faster end to end, context-aware features)."),
     ("mvtec_heatmaps", "bool", True, "Patch mode: write <run>/heatmaps/<defect>/<name>.png."),
-    ("cutpaste_variant", "enum:cutpaste|scar|3way", "3way", "CutPaste proxy task: normal vs "
-     "cut-and-pasted rectangle, vs scar, or 3-way."),
+    ("cutpaste_variant", "enum:cutpaste|scar|blob|3way|4way", "3way", "CutPaste proxy "
+     "task: normal vs cut-and-pasted rectangle, vs scar, vs blob of another image's texture, "
+     "3-way (normal / rectangle / scar) or 4-way (and blob)."),
     # --- image folders anywhere (--dataset=image_dirs, data/image_dirs.py) ---
     ("normal_dir", "multi_string", None, "image_dirs: folder(s) of good images, the training "
      "set (repeatable or a comma list)."),

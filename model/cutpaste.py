@@ -11,7 +11,10 @@ once (no per-image Python):
 * ``scar``: a thin rectangle, width U(2, 16) px and length U(10, 25) px
   (clipped to the image side), rotated by U(-45, 45) degrees, filled with a
   random colour, painted at a random place.
-* ``3way`` classifies normal / cutpaste / scar; the others are binary.
+* ``blob`` (model/blob.py): an irregular region of smooth-noise shape, painted with
+  another image's texture at another place and blended in without a sharp seam.
+* ``3way`` classifies normal / cutpaste / scar, ``4way`` normal / cutpaste / scar /
+  blob; the others are binary.
 
 Detectors are fit on features of the clean images only: ``extract`` (used by
 every evaluation) never applies these augmentations.
@@ -24,9 +27,11 @@ import tensorflow as tf
 
 from data.augment import build_augment_fn
 from model.base import ClassifierModel
+from model.blob import blob
 from util.errors import ConfigError
 
-VARIANTS = {"cutpaste": ("cutpaste",), "scar": ("scar",), "3way": ("cutpaste", "scar")}
+VARIANTS = {"cutpaste": ("cutpaste",), "scar": ("scar",), "blob": ("blob",),
+            "3way": ("cutpaste", "scar"), "4way": ("cutpaste", "scar", "blob")}
 AREA_RATIO = (0.02, 0.15)
 ASPECT_RATIO = (0.3, 1.0)
 JITTER = 0.1
@@ -126,12 +131,20 @@ def scar(images, params=None, colors=None, keep_gray=False):
     return tf.where(mask[..., None], colors[:, None, None, :], images), mask
 
 
+#: each kind of synthetic defect: (images, keep_gray) -> (damaged images, bool mask [B,H,W])
+DEFECTS = {
+    "cutpaste": lambda images, keep_gray: cutpaste(images),
+    "scar": lambda images, keep_gray: scar(images, keep_gray=keep_gray),
+    "blob": lambda images, keep_gray: blob(images),  # its fill is the part's own texture
+}
+
+
 def cutpaste_batch(images, variant):
     """[B,...] clean images -> ([(1+k)B,...] inputs, int32 labels): 0 normal, 1.. each kind."""
     check_variant(variant)
     parts, labels = [images], [tf.zeros([tf.shape(images)[0]], tf.int32)]
     for label, kind in enumerate(VARIANTS[variant], start=1):
-        parts.append((cutpaste if kind == "cutpaste" else scar)(images)[0])
+        parts.append(DEFECTS[kind](images, False)[0])
         labels.append(tf.fill([tf.shape(images)[0]], label))
     return tf.concat(parts, axis=0), tf.concat(labels, axis=0)
 
@@ -139,13 +152,14 @@ def cutpaste_batch(images, variant):
 class CutPasteModel(ClassifierModel):
     """Keras model whose train_step takes batches of (augmented) clean images."""
 
-    views_per_image = 3
-    input_views = 1  # the cut-paste / scar copies are made inside train_step
+    views_per_image = 3  # the default (3way); instances count their own
+    input_views = 1  # the damaged copies are made inside train_step
 
     def __init__(self, backbone, head, cutpaste_variant="3way", **kwargs):
         super().__init__(backbone, head, **kwargs)
         self.variant = check_variant(cutpaste_variant)
         self.num_classes = 1 + len(VARIANTS[self.variant])
+        self.views_per_image = self.num_classes
         self.classifier = keras.layers.Dense(self.num_classes, name="cutpaste_logits")
 
     def train_step(self, data):

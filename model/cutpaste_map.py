@@ -25,7 +25,7 @@ import keras
 import tensorflow as tf
 
 from model.base import OneClassModel, loss_precision
-from model.cutpaste import VARIANTS, check_variant, cutpaste, scar
+from model.cutpaste import DEFECTS, VARIANTS, check_variant
 from model.feature_maps import FeatureMapper
 from model.spec import parse_stages
 
@@ -44,8 +44,7 @@ def damaged_batch(images, variant):
     b = tf.shape(images)[0]
     inputs, masks, kinds = [images], [tf.zeros(tf.shape(images)[:3])], [tf.zeros([b], tf.int32)]
     for label, kind in enumerate(VARIANTS[variant], start=1):
-        damaged, mask = (cutpaste(images) if kind == "cutpaste" else
-                         scar(images, keep_gray=True))
+        damaged, mask = DEFECTS[kind](images, True)
         inputs.append(damaged)
         masks.append(tf.cast(mask, tf.float32))
         kinds.append(tf.fill([b], label))
@@ -61,9 +60,9 @@ def cell_labels(masks, kinds, grid):
 
 class CutPasteMapModel(OneClassModel):
     """Keras model whose train_step takes batches of (augmented) clean images and learns to
-    label each cell of their local feature map normal / cut-and-pasted / scarred."""
+    label each cell of their local feature map normal or the kind of damage it carries."""
 
-    views_per_image = 3
+    views_per_image = 3  # the default (3way); instances count their own
     input_views = 1  # the damaged copies are made inside train_step
 
     def __init__(self, backbone, head, cutpaste_variant="3way", map_stages="2,3",
@@ -71,6 +70,7 @@ class CutPasteMapModel(OneClassModel):
         super().__init__(backbone, head, **kwargs)
         self.variant = check_variant(cutpaste_variant)
         self.num_classes = 1 + len(VARIANTS[self.variant])
+        self.views_per_image = self.num_classes
         self.stages, self.neighbourhood = parse_stages(map_stages), int(map_neighbourhood)
         self.mapper = FeatureMapper(backbone, self.stages, self.neighbourhood)
         self.cell_classifier = keras.Sequential([
