@@ -12,6 +12,12 @@ import os
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# One op thread per TensorFlow process: the two pytest-xdist workers (and the processes
+# they start) share two cores, and the tests' tiny models gain nothing from more threads
+# but lose to threads contending for the cores (docs/performance.md, "The test suite").
+# Set before any test module imports TensorFlow; a value in the environment wins.
+os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
+os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
 
 #: every detector, so that each module reading the run finds the scores it checks
 TINY_RUN_DETECTORS = "--detectors=kocsvm,locsvm,kde,gde,auc"

@@ -116,7 +116,7 @@ def test_quality_markdown_skips_models_not_trained():
     assert "rotation" not in table
 
 
-@pytest.mark.parametrize("args, flag", [
+BAD_ARGUMENTS = [
     (["--sections=speed"], "sections"), (["--widths=0.25,-1"], "widths"),
     (["--steps=0"], "steps"), (["--steps=abc"], "steps"), (["--model_types=simclr"], "model_types"),
     (["--contrastive_preset=nope"], "contrastive_preset"), (["--detector_sizes=x"], "detector_sizes"),
@@ -124,8 +124,28 @@ def test_quality_markdown_skips_models_not_trained():
     (["--tfdata_threads=-1"], "tfdata_threads"),
     (["--sections=serve", "--serve_export=no/such/export"], "--serve_export"),
     (["--sections=serve", "--serve_images=0"], "--serve_images"),
-])
-def test_bad_arguments_exit_2_before_any_output(tmp_path, args, flag):
+]
+
+
+@pytest.mark.parametrize("args, flag", BAD_ARGUMENTS)
+def test_bad_arguments_exit_2_before_any_output(tmp_path, args, flag, capsys, monkeypatch):
+    """What script/benchmark.py runs (bench.runner.main), in this process: one error line,
+    exit code 2, no output folder."""
+    from bench.runner import main
+
+    monkeypatch.chdir(tmp_path)
+    out_dir = tmp_path / "out"
+    code = main([*args, f"--out={out_dir}"])
+    lines = [l for l in capsys.readouterr().err.splitlines() if l.strip()]
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("error:"), lines
+    assert flag in lines[0]
+    assert not out_dir.exists()
+
+
+def test_the_script_prints_only_the_error_line(tmp_path):
+    """The command itself, in a new interpreter: nothing from TensorFlow or Python but the
+    one error line on stderr."""
+    args, flag = BAD_ARGUMENTS[10]
     out_dir = tmp_path / "out"
     out = subprocess.run([sys.executable, str(ROOT / "script" / "benchmark.py"), *args,
                           f"--out={out_dir}"], capture_output=True, text=True, cwd=tmp_path,

@@ -329,8 +329,11 @@ def test_cutpaste_batch_labels():
     assert all(not np.array_equal(x.numpy()[5 + i], images.numpy()[i]) for i in range(5))
     x, y = cutpaste_batch(images, "scar")
     assert y.numpy().tolist() == [0] * 5 + [1] * 5
+    x, y = cutpaste_batch(images, "4way")  # and a blob of the next image's texture
+    assert y.numpy().tolist() == [0] * 5 + [1] * 5 + [2] * 5 + [3] * 5
+    assert all(not np.array_equal(x.numpy()[15 + i], images.numpy()[i]) for i in range(5))
     with pytest.raises(ConfigError, match="cutpaste_variant"):
-        cutpaste_batch(images, "4way")
+        cutpaste_batch(images, "5way")
 
 
 def test_cutpaste_trains_and_detectors_see_only_clean_patches(tmp_path, monkeypatch):
